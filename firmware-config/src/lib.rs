@@ -1,0 +1,209 @@
+//! millwright's configuration.
+//!
+//! Parse → validate → build: the TOML text becomes typed `*Config` values (`deny_unknown_fields`),
+//! validation collects every mistake with its `file:line:col` and the component's name, and only a
+//! valid configuration becomes a [`Plan`], whose types are what the agent runs on (wire addresses,
+//! resolved types, durations).
+//!
+//! Arrays of tables (`[[buses]]`, `[[devices]]`, `[[devices.tags]]`) are deserialized one element
+//! at a time, so one bad element is reported without hiding the mistakes in the others.
+
+pub mod duration;
+pub mod modbus;
+pub mod source;
+
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+pub use duration::HumanDuration;
+pub use modbus::{
+    Addressing, Backoff, BusConfig, DataType, Device, DeviceConfig, Forbidden, Link, Parity,
+    Scaling, SerialBus, Table, Tag, TagConfig, WordOrder,
+};
+pub use source::{ConfigError, ConfigErrors};
+
+use modbus::{Checker, DeviceParts};
+use source::{Document, Seg};
+
+/// The whole configuration file, as written.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "millwright configuration")]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// Serial lines (RS-485/RS-232) for Modbus RTU devices.
+    #[serde(default)]
+    pub buses: Vec<BusConfig>,
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// Settings of the agent itself.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Name of this gateway, used in logs and (later) topics.
+    #[serde(default = "default_agent_name")]
+    pub name: String,
+    /// How often `run` logs each device's counters.
+    #[serde(default = "default_summary_interval")]
+    pub summary_interval: HumanDuration,
+    /// Samples buffered for each consumer of the sample bus before the oldest are dropped (and
+    /// counted).
+    #[serde(default = "default_bus_capacity")]
+    pub sample_bus_capacity: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            name: default_agent_name(),
+            summary_interval: default_summary_interval(),
+            sample_bus_capacity: default_bus_capacity(),
+        }
+    }
+}
+
+fn default_agent_name() -> String {
+    "millwright".into()
+}
+fn default_summary_interval() -> HumanDuration {
+    HumanDuration::from_millis(60_000)
+}
+fn default_bus_capacity() -> usize {
+    4096
+}
+
+/// A validated configuration: what the agent builds its stages from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub agent: AgentConfig,
+    pub buses: Vec<SerialBus>,
+    pub devices: Vec<Device>,
+}
+
+impl Plan {
+    pub fn tag_count(&self) -> usize {
+        self.devices.iter().map(|d| d.tags.len()).sum()
+    }
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Plan, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            position: None,
+            component: String::new(),
+            message: format!("cannot read configuration: {e}"),
+        }])
+    })?;
+    load_str(path, &text)
+}
+
+/// Validates configuration text; `file` is only used in error messages.
+pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
+    let doc = Document::parse(file, text)?;
+    let mut errors = Vec::new();
+
+    let root: Option<Config> = doc
+        .deserialize_root(&["buses", "devices"])
+        .map_err(|e| errors.push(e))
+        .ok();
+
+    let buses: Vec<(usize, BusConfig)> = doc
+        .elements(&[Seg::Key("buses")], &mut errors)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, value)| {
+            let component = element_name(value.get_ref(), "bus", "buses", i);
+            doc.deserialize(value, &[], &component)
+                .map_err(|e| errors.push(e))
+                .ok()
+                .map(|bus| (i, bus))
+        })
+        .collect();
+
+    let mut devices = Vec::new();
+    for (i, value) in doc
+        .elements(&[Seg::Key("devices")], &mut errors)
+        .into_iter()
+        .enumerate()
+    {
+        let component = element_name(value.get_ref(), "device", "devices", i);
+        let device: Option<DeviceConfig> = doc
+            .deserialize(value, &["tags"], &component)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let tag_path = [Seg::Key("devices"), Seg::Index(i), Seg::Key("tags")];
+        let tag_values = doc.elements(&tag_path, &mut errors);
+        let tag_count = tag_values.len();
+        let tags = tag_values
+            .into_iter()
+            .enumerate()
+            .filter_map(|(j, value)| {
+                let tag_component = format!(
+                    "{component} {}",
+                    element_name(value.get_ref(), "tag", "tags", j)
+                );
+                doc.deserialize(value, &[], &tag_component)
+                    .map_err(|e| errors.push(e))
+                    .ok()
+                    .map(|tag| (j, tag))
+            })
+            .collect();
+        devices.push(DeviceParts {
+            index: i,
+            device,
+            tags,
+            tag_count,
+        });
+    }
+
+    let mut check = Checker { doc: &doc, errors };
+    let buses = modbus::validate_buses(&mut check, &buses);
+    let devices = modbus::validate_devices(&mut check, &buses, &devices);
+    if let Some(root) = &root {
+        if root.agent.sample_bus_capacity == 0 {
+            check.err(
+                &[Seg::Key("agent"), Seg::Key("sample_bus_capacity")],
+                "agent",
+                "sample_bus_capacity must be at least 1",
+            );
+        }
+    }
+
+    let mut errors = check.errors;
+    match root {
+        Some(root) if errors.is_empty() => Ok(Plan {
+            agent: root.agent,
+            buses,
+            devices,
+        }),
+        _ => {
+            errors.sort_by_key(|e| e.position);
+            errors.dedup();
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// `device "pump-plc"` when the element has a readable name, else `devices[3]`.
+fn element_name(value: &toml::de::DeValue<'_>, kind: &str, array: &str, index: usize) -> String {
+    match value
+        .as_table()
+        .and_then(|t| t.get("name"))
+        .and_then(|n| n.get_ref().as_str())
+    {
+        Some(name) => format!("{kind} {name:?}"),
+        None => format!("{array}[{index}]"),
+    }
+}
+
+/// The JSON Schema of the configuration file, for editor completion (e.g. taplo, Even Better TOML).
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default()
+}
