@@ -1,1 +1,212 @@
-fn main() {}
+//! The `millwright` command line: parse arguments, load and validate the configuration, hand the
+//! plan to the library, turn the outcome into an exit code. Errors are printed once, with their
+//! chain.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use millwright::clock::SystemClock;
+use millwright::commands::{self, exit};
+use millwright::telemetry::{self, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "millwright",
+    version,
+    about = "Edge agent for industrial gateways"
+)]
+struct Cli {
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Poll every device on its schedule until stopped (SIGINT/SIGTERM).
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration; print every mistake with file:line:col, or the request plan.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Read every tag once and print raw registers and decoded values (commissioning).
+    Read {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Only these devices (repeatable).
+        #[arg(long)]
+        device: Vec<String>,
+    },
+    /// Print the configuration's JSON Schema (for editor completion).
+    Schema,
+    /// Serve a simulated plant over Modbus TCP (and RTU with --serial).
+    #[cfg(feature = "sim")]
+    Simulate {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// TCP listen address, overriding the file's `listen`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Also serve Modbus RTU on this serial device.
+        #[arg(long)]
+        serial: Option<String>,
+    },
+    /// Self-contained demo: simulator and agent on loopback, printing live values.
+    #[cfg(feature = "sim")]
+    Demo {
+        /// Stop after this long (e.g. "30s"); default: until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    telemetry::init(cli.log_format, cli.verbose as i8 - cli.quiet as i8);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    ExitCode::from(runtime.block_on(dispatch(cli.command)))
+}
+
+async fn dispatch(command: Command) -> u8 {
+    match command {
+        Command::Check { config } => match firmware_config::load(&config) {
+            Ok(plan) => {
+                print!("{}", commands::check_report(&plan));
+                exit::OK
+            }
+            Err(errors) => config_failed(&errors),
+        },
+        Command::Schema => match serde_json::to_string_pretty(&firmware_config::json_schema()) {
+            Ok(text) => {
+                println!("{text}");
+                exit::OK
+            }
+            Err(e) => failed(&anyhow::anyhow!(e)),
+        },
+        Command::Read { config, device } => {
+            let plan = match firmware_config::load(&config) {
+                Ok(plan) => plan,
+                Err(errors) => return config_failed(&errors),
+            };
+            let unknown: Vec<_> = device
+                .iter()
+                .filter(|d| !plan.devices.iter().any(|p| &&p.name == d))
+                .collect();
+            if !unknown.is_empty() {
+                eprintln!("error: no device named {unknown:?} in {}", config.display());
+                return exit::USAGE;
+            }
+            let rows = commands::read_once(&plan, &device).await;
+            print!("{}", commands::format_read(&rows));
+            if rows.iter().all(commands::ReadRow::is_good) {
+                exit::OK
+            } else {
+                exit::READ_INCOMPLETE
+            }
+        }
+        Command::Run { config } => {
+            let plan = match firmware_config::load(&config) {
+                Ok(plan) => plan,
+                Err(errors) => return config_failed(&errors),
+            };
+            let shutdown = shutdown_on_signal();
+            match millwright::app::run(plan, Arc::new(SystemClock), shutdown).await {
+                Ok(()) => exit::OK,
+                Err(e) => failed(&e),
+            }
+        }
+        #[cfg(feature = "sim")]
+        Command::Simulate {
+            config,
+            listen,
+            serial,
+        } => {
+            let (sim, plant) = match millwright::sim::load(&config) {
+                Ok(loaded) => loaded,
+                Err(errors) => return config_failed(&errors),
+            };
+            match commands::simulate(sim, plant, listen, serial, shutdown_on_signal()).await {
+                Ok(()) => exit::OK,
+                Err(e) => failed(&e),
+            }
+        }
+        #[cfg(feature = "sim")]
+        Command::Demo { duration } => match commands::demo(duration, shutdown_on_signal()).await {
+            Ok(()) => exit::OK,
+            Err(e) => failed(&e),
+        },
+    }
+}
+
+fn config_failed(errors: &firmware_config::ConfigErrors) -> u8 {
+    eprintln!("{errors}");
+    eprintln!("error: {} mistake(s) in the configuration", errors.0.len());
+    exit::CONFIG
+}
+
+fn failed(error: &anyhow::Error) -> u8 {
+    eprintln!("error: {error:#}");
+    exit::FAILURE
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        trigger.cancel();
+    });
+    token
+}

@@ -20,7 +20,8 @@ use serde::Deserialize;
 pub use duration::HumanDuration;
 pub use modbus::{
     Addressing, Backoff, BusConfig, DataType, Device, DeviceConfig, Forbidden, Link, Parity,
-    Scaling, SerialBus, Table, Tag, TagConfig, WordOrder,
+    Scaling, SerialBus, Table, Tag, TagConfig, TagContext, TagIssue, WordOrder, MAX_BITS_PER_READ,
+    MAX_REGISTERS_PER_READ,
 };
 pub use source::{ConfigError, ConfigErrors};
 

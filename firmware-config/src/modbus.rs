@@ -698,7 +698,15 @@ pub(crate) fn validate_devices(
                 ]
             };
             let component = format!("device {:?} tag {:?}", device.name, tag.name);
-            if let Some(tag) = validate_tag(check, device, &forbidden, tag, &component, &path) {
+            let context = TagContext {
+                addressing: device.addressing,
+                word_order: device.word_order,
+                poll_interval: device.poll_interval.get(),
+                max_registers_per_request: device.max_registers_per_request,
+                max_bits_per_request: device.max_bits_per_request,
+                forbidden: &forbidden,
+            };
+            if let Some(tag) = validate_tag(check, &context, tag, &component, &path) {
                 match tag_names.get(&tag.name) {
                     Some(owner) => check.err(
                         &path("name"),
@@ -745,155 +753,198 @@ pub(crate) fn validate_devices(
     valid
 }
 
+/// What a tag is resolved against: its device's conventions and limits.
+#[derive(Debug, Clone, Copy)]
+pub struct TagContext<'a> {
+    pub addressing: Addressing,
+    pub word_order: WordOrder,
+    pub poll_interval: Duration,
+    pub max_registers_per_request: u16,
+    pub max_bits_per_request: u16,
+    pub forbidden: &'a [Forbidden],
+}
+
+/// One problem with a tag: the field it concerns and whether to point at the key (the field
+/// should not be there) or at its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagIssue {
+    pub field: &'static str,
+    pub message: String,
+    pub at_key: bool,
+}
+
+impl TagIssue {
+    fn value(field: &'static str, message: impl Into<String>) -> Self {
+        TagIssue {
+            field,
+            message: message.into(),
+            at_key: false,
+        }
+    }
+
+    fn key(field: &'static str, message: impl Into<String>) -> Self {
+        TagIssue {
+            field,
+            message: message.into(),
+            at_key: true,
+        }
+    }
+}
+
 fn validate_tag<'p>(
     check: &mut Checker<'_, '_>,
-    device: &DeviceConfig,
-    forbidden: &[Forbidden],
+    context: &TagContext<'_>,
     tag: &TagConfig,
     component: &str,
     path: &dyn Fn(&'p str) -> [Seg<'p>; 5],
 ) -> Option<Tag> {
-    let before = check.errors.len();
+    match resolve_tag(context, tag) {
+        Ok(tag) => Some(tag),
+        Err(issues) => {
+            for issue in issues {
+                if issue.at_key {
+                    check.err_key(&path(issue.field), component, issue.message);
+                } else {
+                    check.err(&path(issue.field), component, issue.message);
+                }
+            }
+            None
+        }
+    }
+}
+
+/// Checks a tag against its device and turns it into a wire-level [`Tag`].
+pub fn resolve_tag(context: &TagContext<'_>, tag: &TagConfig) -> Result<Tag, Vec<TagIssue>> {
+    let mut issues = Vec::new();
     if tag.name.is_empty()
         || !tag
             .name
             .chars()
             .all(|c| c.is_alphanumeric() || "_-.:/".contains(c))
     {
-        check.err(
-            &path("name"),
-            component,
+        issues.push(TagIssue::value(
+            "name",
             "tag name must be non-empty and use only letters, digits and _ - . : /",
-        );
+        ));
     }
-    let (table, address) = match resolve_address(device.addressing, tag.table, tag.address) {
-        Ok(resolved) => resolved,
-        Err(message) => {
-            check.err(&path("address"), component, message);
-            return None;
-        }
-    };
+    let (table, address) = resolve_address(context.addressing, tag.table, tag.address)
+        .map_err(|message| vec![TagIssue::value("address", message)])?;
     let data_type = tag.data_type.unwrap_or(if table.is_bits() {
         DataType::Bool
     } else {
         DataType::U16
     });
     if table.is_bits() && data_type != DataType::Bool {
-        check.err(
-            &path("type"),
-            component,
+        issues.push(TagIssue::value(
+            "type",
             format!(
                 "{} holds single bits: type must be bool, not {}",
                 table.name(),
                 data_type.name()
             ),
-        );
+        ));
     }
     if table.is_bits() && tag.order.is_some() {
-        check.err_key(
-            &path("order"),
-            component,
+        issues.push(TagIssue::key(
+            "order",
             format!("order does not apply to a {}", table.name()),
-        );
+        ));
     }
     match (tag.bit, data_type) {
         (Some(_), _) if table.is_bits() => {
-            check.err_key(
-                &path("bit"),
-                component,
+            issues.push(TagIssue::key(
+                "bit",
                 format!(
                     "bit selects a bit of a register; a {} is already one bit",
                     table.name()
                 ),
-            );
+            ));
         }
         (Some(bit), DataType::Bool) if bit > 15 => {
-            check.err(&path("bit"), component, "bit must be 0–15")
+            issues.push(TagIssue::value("bit", "bit must be 0–15"))
         }
         (Some(_), other) if other != DataType::Bool => {
-            check.err_key(
-                &path("bit"),
-                component,
+            issues.push(TagIssue::key(
+                "bit",
                 format!("bit needs type = \"bool\", not {}", other.name()),
-            );
+            ));
         }
         (None, DataType::Bool) if !table.is_bits() => {
-            check.err(
-                &path("type"),
-                component,
+            issues.push(TagIssue::value(
+                "type",
                 "a bool in a register needs bit = 0–15",
-            );
+            ));
         }
         _ => {}
     }
     let length = match (data_type, tag.length) {
         (DataType::String, Some(0) | None) => {
-            check.err(
-                &path("type"),
-                component,
+            issues.push(TagIssue::value(
+                "type",
                 "a string needs length = number of characters (1 or more)",
-            );
+            ));
             0
         }
         (DataType::String, Some(length)) => length,
         (_, Some(_)) => {
-            check.err_key(
-                &path("length"),
-                component,
+            issues.push(TagIssue::key(
+                "length",
                 "length applies only to type = \"string\"",
-            );
+            ));
             0
         }
         (_, None) => 0,
     };
-    let order = tag.order.unwrap_or(device.word_order);
+    let order = tag.order.unwrap_or(context.word_order);
     if data_type == DataType::String && order.swaps_words() {
-        check.err(
-            &path("order"),
-            component,
+        issues.push(TagIssue::value(
+            "order",
             "strings take order ABCD or BADC (bytes swapped in each register)",
-        );
+        ));
     }
     let scaling = if tag.scale.is_some() || tag.offset.is_some() {
         if matches!(data_type, DataType::Bool | DataType::String) {
-            check.err_key(
-                &path(if tag.scale.is_some() {
-                    "scale"
-                } else {
-                    "offset"
-                }),
-                component,
+            let field = if tag.scale.is_some() {
+                "scale"
+            } else {
+                "offset"
+            };
+            issues.push(TagIssue::key(
+                field,
                 format!(
                     "scale and offset apply to numbers, not {}",
                     data_type.name()
                 ),
-            );
+            ));
         }
         let scaling = Scaling {
             scale: tag.scale.unwrap_or(1.0),
             offset: tag.offset.unwrap_or(0.0),
         };
         if !scaling.scale.is_finite() || scaling.scale == 0.0 {
-            check.err(
-                &path("scale"),
-                component,
+            issues.push(TagIssue::value(
+                "scale",
                 "scale must be a finite, non-zero number",
-            );
+            ));
         }
         if !scaling.offset.is_finite() {
-            check.err(&path("offset"), component, "offset must be finite");
+            issues.push(TagIssue::value("offset", "offset must be finite"));
         }
         Some(scaling)
     } else {
         None
     };
-    let poll_interval = tag.poll_interval.unwrap_or(device.poll_interval).get();
+    let poll_interval = tag
+        .poll_interval
+        .map_or(context.poll_interval, HumanDuration::get);
     if poll_interval < Duration::from_millis(10) {
-        check.err(
-            &path("poll_interval"),
-            component,
+        issues.push(TagIssue::value(
+            "poll_interval",
             "poll_interval must be at least 10ms",
-        );
+        ));
+    }
+    if !issues.is_empty() {
+        return Err(issues);
     }
     let resolved = Tag {
         name: tag.name.clone(),
@@ -908,54 +959,45 @@ fn validate_tag<'p>(
         unit: tag.unit.clone(),
         poll_interval,
     };
-    if check.errors.len() != before {
-        return None;
-    }
     if u32::from(resolved.address) + u32::from(resolved.width()) > 65_536 {
-        check.err(
-            &path("address"),
-            component,
+        return Err(vec![TagIssue::value(
+            "address",
             format!(
                 "{} occupies {} registers from offset {} and runs past 65535",
                 data_type.name(),
                 resolved.width(),
                 address
             ),
-        );
-        return None;
+        )]);
     }
     let limit = if table.is_bits() {
-        device.max_bits_per_request
+        context.max_bits_per_request
     } else {
-        device.max_registers_per_request
+        context.max_registers_per_request
     };
     if resolved.width() > limit {
-        check.err(
-            &path("length"),
-            component,
+        return Err(vec![TagIssue::value(
+            "length",
             format!(
                 "tag needs {} registers but the device allows {limit} per request",
                 resolved.width()
             ),
-        );
-        return None;
+        )]);
     }
-    if let Some(range) = forbidden.iter().find(|f| {
+    if let Some(range) = context.forbidden.iter().find(|f| {
         f.table == table && f.first <= resolved.last_address() && resolved.address <= f.last
     }) {
-        check.err(
-            &path("address"),
-            component,
+        return Err(vec![TagIssue::value(
+            "address",
             format!(
                 "tag reads inside the forbidden range {}–{} (wire offsets) of {}",
                 range.first,
                 range.last,
                 table.name()
             ),
-        );
-        return None;
+        )]);
     }
-    Some(resolved)
+    Ok(resolved)
 }
 
 /// Turns an address in the device's convention into a table and a 0-based wire offset.

@@ -1,0 +1,423 @@
+//! What the subcommands do, kept out of `main.rs` so that tests can call them.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use firmware_config::{Link, Plan, Table};
+use tokio::task::JoinSet;
+
+use crate::app::{tag_catalog, TagInfo};
+use crate::bus::SampleBus;
+use crate::clock::{Clock, SystemClock};
+use crate::sample::{Quality, Sample};
+use crate::sources::modbus::{self, plan, Data, PollEvent};
+
+/// Process exit codes (documented in the README).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// A runtime failure (cannot bind, cannot start).
+    pub const FAILURE: u8 = 1;
+    /// Wrong command-line usage (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The configuration is invalid; every mistake was printed.
+    pub const CONFIG: u8 = 3;
+    /// `read` finished but at least one tag has no good value.
+    pub const READ_INCOMPLETE: u8 = 4;
+}
+
+/// What `check` prints for a valid plan: devices, tags and the planned requests per poll.
+pub fn check_report(plan: &Plan) -> String {
+    let mut out = String::new();
+    let total: usize = plan
+        .devices
+        .iter()
+        .map(|d| {
+            plan::plan_device(d)
+                .iter()
+                .map(|g| g.requests.len())
+                .sum::<usize>()
+        })
+        .sum();
+    let _ = writeln!(
+        out,
+        "ok: {} device(s), {} bus(es), {} tag(s), {} read request(s) per full cycle",
+        plan.devices.len(),
+        plan.buses.len(),
+        plan.tag_count(),
+        total
+    );
+    for device in &plan.devices {
+        let link = match &device.link {
+            Link::Tcp { host, port } => format!("tcp {host}:{port}"),
+            Link::Rtu { bus } => format!("rtu bus {:?}", plan.buses[*bus].name),
+        };
+        let _ = writeln!(
+            out,
+            "device {:?} ({link}, unit {}, {} tags):",
+            device.name,
+            device.unit_id,
+            device.tags.len()
+        );
+        for group in plan::plan_device(device) {
+            let spans: Vec<String> = group
+                .requests
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {}..{}",
+                        short_table(r.table),
+                        r.start,
+                        u32::from(r.start) + u32::from(r.count) - 1
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  every {}: {} request(s): {}",
+                humantime::format_duration(group.interval),
+                group.requests.len(),
+                spans.join(", ")
+            );
+        }
+    }
+    out
+}
+
+fn short_table(table: Table) -> &'static str {
+    match table {
+        Table::Coil => "coils",
+        Table::DiscreteInput => "discrete",
+        Table::InputRegister => "input",
+        Table::HoldingRegister => "holding",
+    }
+}
+
+/// One tag's line in `millwright read`.
+#[derive(Debug, Clone)]
+pub struct ReadRow {
+    pub info: TagInfo,
+    pub raw: Option<String>,
+    pub sample: Option<Sample>,
+    /// Why the device could not be read, if it could not.
+    pub device_error: Option<String>,
+}
+
+impl ReadRow {
+    pub fn is_good(&self) -> bool {
+        self.sample
+            .as_ref()
+            .is_some_and(|s| s.quality == Quality::Good)
+    }
+}
+
+/// Reads every tag of `plan` once (devices named in `only`, or all), through the same poller that
+/// `run` uses, and keeps the raw registers so that an addressing mistake is visible.
+pub async fn read_once(plan: &Plan, only: &[String]) -> Vec<ReadRow> {
+    let mut plan = plan.clone();
+    if !only.is_empty() {
+        plan.devices.retain(|d| only.contains(&d.name));
+    }
+    let catalog = tag_catalog(&plan);
+    let bus = SampleBus::new(catalog.len() + 1);
+    let mut subscriber = bus.subscribe();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let raw: Arc<Mutex<HashMap<(String, usize), String>>> = Arc::default();
+    let unreachable: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+
+    let (lines, _stats) = modbus::lines(&plan, &clock, &bus);
+    drop(bus);
+    let mut tasks = JoinSet::new();
+    for line in lines {
+        let raw = Arc::clone(&raw);
+        let unreachable = Arc::clone(&unreachable);
+        let mut line = line.with_observer(Box::new(move |event| record(event, &raw, &unreachable)));
+        tasks.spawn(async move { line.poll_all_once().await });
+    }
+    while tasks.join_next().await.is_some() {}
+
+    let mut latest: HashMap<u32, Sample> = HashMap::new();
+    while let Some(sample) = subscriber.recv().await {
+        latest.insert(sample.tag.0, sample);
+    }
+    let raw = raw.lock().map(|m| m.clone()).unwrap_or_default();
+    let unreachable = unreachable.lock().map(|m| m.clone()).unwrap_or_default();
+    let mut index_in_device: HashMap<&str, usize> = HashMap::new();
+    catalog
+        .iter()
+        .enumerate()
+        .map(|(id, info)| {
+            let index = index_in_device.entry(info.device.as_str()).or_insert(0);
+            let row = ReadRow {
+                info: info.clone(),
+                raw: raw.get(&(info.device.clone(), *index)).cloned(),
+                sample: latest.get(&(id as u32)).cloned(),
+                device_error: unreachable.get(&info.device).cloned(),
+            };
+            *index += 1;
+            row
+        })
+        .collect()
+}
+
+fn record(
+    event: &PollEvent<'_>,
+    raw: &Mutex<HashMap<(String, usize), String>>,
+    unreachable: &Mutex<HashMap<String, String>>,
+) {
+    match event {
+        PollEvent::Read {
+            device,
+            request,
+            outcome,
+        } => {
+            let Ok(mut raw) = raw.lock() else { return };
+            for &i in &request.tags {
+                let tag = &device.tags[i];
+                let offset = usize::from(tag.address - request.start);
+                let width = usize::from(tag.width());
+                let text = match outcome {
+                    Ok(Data::Registers(words)) => words[offset..offset + width]
+                        .iter()
+                        .map(|w| format!("{w:#06x}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    Ok(Data::Bits(bits)) => u8::from(bits[offset]).to_string(),
+                    Err(fault) => fault.to_string(),
+                };
+                raw.insert((device.name.clone(), i), text);
+            }
+        }
+        PollEvent::Unreachable { device, fault } => {
+            if let Ok(mut map) = unreachable.lock() {
+                map.insert(device.name.clone(), fault.to_string());
+            }
+        }
+    }
+}
+
+/// The table `read` prints. The ADDRESS column shows the address as written and the 0-based
+/// offset sent on the wire, so a one-off addressing mistake stands out.
+pub fn format_read(rows: &[ReadRow]) -> String {
+    let mut table = vec![[
+        "DEVICE", "TAG", "TABLE", "ADDRESS", "TYPE", "RAW", "VALUE", "UNIT", "QUALITY",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for row in rows {
+        let tag = &row.info.tag;
+        let address = if u32::from(tag.address) == tag.written_address {
+            tag.address.to_string()
+        } else {
+            format!("{} (wire {})", tag.written_address, tag.address)
+        };
+        let data_type = match (tag.bit, tag.data_type) {
+            (Some(bit), _) => format!("bool bit {bit}"),
+            (None, t) => format!(
+                "{}{}",
+                t.name(),
+                if t.registers().is_some_and(|n| n > 1) {
+                    format!(" {:?}", tag.order)
+                } else {
+                    String::new()
+                }
+            ),
+        };
+        let quality = match (&row.sample, &row.device_error) {
+            (Some(s), Some(e)) if !s.quality.is_good() => format!("{} ({e})", s.quality),
+            (Some(s), _) => s.quality.to_string(),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "not read".into(),
+        };
+        table.push(vec![
+            row.info.device.clone(),
+            tag.name.clone(),
+            tag.table.name().to_string(),
+            address,
+            data_type,
+            row.raw
+                .clone()
+                .filter(|_| row.sample.as_ref().is_some_and(|s| s.quality.is_good()))
+                .unwrap_or_else(|| "-".into()),
+            row.sample
+                .as_ref()
+                .and_then(|s| s.value.as_ref())
+                .map_or_else(|| "-".into(), ToString::to_string),
+            tag.unit.clone().unwrap_or_default(),
+            quality,
+        ]);
+    }
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|c| {
+            table
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+/// Runs the simulator until `shutdown`. `listen` and `serial` override the file.
+#[cfg(feature = "sim")]
+pub async fn simulate(
+    mut config: crate::sim::SimConfig,
+    plant: crate::sim::Plant,
+    listen: Option<String>,
+    serial: Option<String>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    if let Some(path) = serial {
+        let current = config.serial.take();
+        config.serial = Some(crate::sim::SerialConfig {
+            path,
+            baud: current.as_ref().map_or(19_200, |s| s.baud),
+            parity: current.map(|s| s.parity).unwrap_or_default(),
+        });
+    }
+    let plant = Arc::new(plant);
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let mut tasks = JoinSet::new();
+    tasks.spawn(crate::sim::server::serve_tcp(
+        listener,
+        Arc::clone(&plant),
+        shutdown.clone(),
+    ));
+    if let Some(serial) = &config.serial {
+        let (path, baud, parity) = (serial.path.clone(), serial.baud, serial.parity);
+        let plant = Arc::clone(&plant);
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            crate::sim::server::serve_rtu(&path, baud, parity, plant, shutdown).await
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result
+            .context("simulator task failed")?
+            .context("simulator stopped")?;
+    }
+    Ok(())
+}
+
+/// The self-contained demo: the example plant simulated on loopback and the agent polling it,
+/// printing live values once a second.
+#[cfg(feature = "sim")]
+pub async fn demo(
+    duration: Option<Duration>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    const SIM: &str = include_str!("../../firmware-config/examples/sim/demo.toml");
+    const PLANT: &str = include_str!("../../firmware-config/examples/demo-plant.toml");
+
+    let (_, plant) = crate::sim::load_str(std::path::Path::new("demo-sim.toml"), SIM)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut plan = firmware_config::load_str(std::path::Path::new("demo-plant.toml"), PLANT)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot listen on loopback")?;
+    let port = listener.local_addr()?.port();
+    for device in &mut plan.devices {
+        device.link = Link::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        };
+    }
+    let sim_shutdown = shutdown.child_token();
+    let sim = tokio::spawn(crate::sim::server::serve_tcp(
+        listener,
+        Arc::new(plant),
+        sim_shutdown.clone(),
+    ));
+
+    let catalog = tag_catalog(&plan);
+    let bus = SampleBus::new(plan.agent.sample_bus_capacity);
+    let mut samples = bus.subscribe();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut running = crate::app::start_acquisition(&plan, clock, &bus, &shutdown);
+    println!(
+        "millwright demo: simulated plant on 127.0.0.1:{port}, {} tags; Ctrl-C to stop",
+        catalog.len()
+    );
+
+    let mut latest: Vec<Option<Sample>> = vec![None; catalog.len()];
+    let mut print_every = tokio::time::interval(Duration::from_secs(1));
+    let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } else { std::future::pending().await } } => break,
+            sample = samples.recv() => match sample {
+                Some(sample) => {
+                    if let Some(slot) = latest.get_mut(sample.tag.0 as usize) { *slot = Some(sample); }
+                }
+                None => break,
+            },
+            _ = print_every.tick() => println!("{}", live_table(&catalog, &latest, &running.stats)),
+        }
+    }
+    shutdown.cancel();
+    while running.tasks.join_next().await.is_some() {}
+    let _ = sim.await;
+    Ok(())
+}
+
+#[cfg(feature = "sim")]
+fn live_table(
+    catalog: &[TagInfo],
+    latest: &[Option<Sample>],
+    stats: &[(String, Arc<modbus::DeviceStats>)],
+) -> String {
+    let mut out = String::new();
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    let _ = writeln!(out, "── {now} ──");
+    for (info, sample) in catalog.iter().zip(latest) {
+        let (value, quality) = match sample {
+            Some(s) => (
+                s.value
+                    .as_ref()
+                    .map_or_else(|| "-".into(), ToString::to_string),
+                s.quality.to_string(),
+            ),
+            None => ("-".into(), "waiting".into()),
+        };
+        let _ = writeln!(
+            out,
+            "{:<12} {:<28} {:>14} {:<6} {}",
+            info.device,
+            info.tag.name,
+            value,
+            info.tag.unit.as_deref().unwrap_or(""),
+            quality
+        );
+    }
+    for (name, s) in stats {
+        let s = s.snapshot();
+        let _ = writeln!(
+            out,
+            "{name}: {} requests, {} errors, mean latency {:?}",
+            s.requests,
+            s.errors(),
+            s.mean_latency().unwrap_or_default()
+        );
+    }
+    out
+}

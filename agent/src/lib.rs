@@ -1,0 +1,13 @@
+//! millwright: the edge agent for industrial gateways. Everything testable lives in this library;
+//! `main.rs` is a thin command-line front end.
+
+pub mod app;
+pub mod backoff;
+pub mod bus;
+pub mod clock;
+pub mod commands;
+pub mod sample;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod sources;
+pub mod telemetry;

@@ -1,0 +1,229 @@
+//! The simulated plant: machines, their points, and the register image a Modbus request sees at a
+//! given moment. Protocol-independent, so OPC UA serving can be added beside Modbus.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use firmware_config::{DataType, Table, Tag};
+use tokio_modbus::ExceptionCode;
+
+use super::signal::{self, Load, Reading, SignalConfig};
+use super::MachineConfig;
+use crate::sample::Value;
+use crate::sources::modbus::codec;
+
+/// A served value: where it lives and how it moves.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub tag: Tag,
+    pub signal: SignalConfig,
+}
+
+pub struct Machine {
+    pub config: MachineConfig,
+    pub points: Vec<Point>,
+    load: Load,
+    /// Values written by clients (holding registers and coils), which then read back as written.
+    written: Mutex<HashMap<(Table, u16), u16>>,
+}
+
+pub struct Plant {
+    seed: u64,
+    machines: Vec<Machine>,
+    started: Instant,
+}
+
+impl Plant {
+    pub fn new(seed: u64, machines: Vec<(MachineConfig, Vec<Point>)>) -> Self {
+        let machines = machines
+            .into_iter()
+            .map(|(config, points)| Machine {
+                load: Load::new(config.load.clone(), seed ^ u64::from(config.unit_id)),
+                config,
+                points,
+                written: Mutex::new(HashMap::new()),
+            })
+            .collect();
+        Plant {
+            seed,
+            machines,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn machines(&self) -> &[Machine] {
+        &self.machines
+    }
+
+    pub fn machine(&self, unit_id: u8) -> Option<&Machine> {
+        self.machines.iter().find(|m| m.config.unit_id == unit_id)
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A point's engineering value at `elapsed` (what the agent should decode, before any write).
+    pub fn value(
+        &self,
+        machine: &Machine,
+        point: usize,
+        elapsed: Duration,
+        wall: SystemTime,
+    ) -> Value {
+        let p = &machine.points[point];
+        let stream = (u64::from(machine.config.unit_id) << 32) | point as u64;
+        let reading = signal::evaluate(
+            &p.signal,
+            machine.load.at(elapsed),
+            elapsed,
+            wall,
+            self.seed,
+            stream,
+        );
+        match (reading, p.tag.data_type) {
+            (Reading::Text(text), _) => Value::Text(text),
+            (Reading::Number(v), DataType::Bool) => Value::Bool(v >= 0.5),
+            (Reading::Number(v), _) => Value::F64(v),
+        }
+    }
+
+    /// Registers `start .. start + count` of `table` on `unit_id` at `elapsed`.
+    pub fn read_registers(
+        &self,
+        unit_id: u8,
+        table: Table,
+        start: u16,
+        count: u16,
+        elapsed: Duration,
+        wall: SystemTime,
+    ) -> Result<Vec<u16>, ExceptionCode> {
+        let machine = self
+            .machine(unit_id)
+            .ok_or(ExceptionCode::GatewayTargetDevice)?;
+        let (first, end) = checked_range(start, count, firmware_config::MAX_REGISTERS_PER_READ)?;
+        let mut words = vec![0u16; usize::from(count)];
+        let mut mapped = vec![false; usize::from(count)];
+        for (i, point) in machine.points.iter().enumerate() {
+            let tag = &point.tag;
+            if tag.table != table
+                || u32::from(tag.last_address()) < first
+                || u32::from(tag.address) >= end
+            {
+                continue;
+            }
+            let encoded = match tag.data_type {
+                DataType::Bool => {
+                    let on = matches!(self.value(machine, i, elapsed, wall), Value::Bool(true));
+                    vec![u16::from(on) << tag.bit.unwrap_or(0)]
+                }
+                _ => codec::encode_registers(tag, &self.value(machine, i, elapsed, wall))
+                    .unwrap_or_else(|_| vec![0; usize::from(tag.width())]),
+            };
+            for (k, word) in encoded.into_iter().enumerate() {
+                let address = u32::from(tag.address) + k as u32;
+                if (first..end).contains(&address) {
+                    let slot = (address - first) as usize;
+                    // Several bit points may share a register.
+                    words[slot] = if tag.data_type == DataType::Bool {
+                        words[slot] | word
+                    } else {
+                        word
+                    };
+                    mapped[slot] = true;
+                }
+            }
+        }
+        apply_written(machine, table, first, &mut words, &mut mapped);
+        if machine.config.strict && mapped.contains(&false) {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
+        Ok(words)
+    }
+
+    /// Coils or discrete inputs `start .. start + count`.
+    pub fn read_bits(
+        &self,
+        unit_id: u8,
+        table: Table,
+        start: u16,
+        count: u16,
+        elapsed: Duration,
+        wall: SystemTime,
+    ) -> Result<Vec<bool>, ExceptionCode> {
+        let machine = self
+            .machine(unit_id)
+            .ok_or(ExceptionCode::GatewayTargetDevice)?;
+        let (first, end) = checked_range(start, count, firmware_config::MAX_BITS_PER_READ)?;
+        let mut words = vec![0u16; usize::from(count)];
+        let mut mapped = vec![false; usize::from(count)];
+        for (i, point) in machine.points.iter().enumerate() {
+            let address = u32::from(point.tag.address);
+            if point.tag.table == table && (first..end).contains(&address) {
+                let slot = (address - first) as usize;
+                words[slot] = u16::from(matches!(
+                    self.value(machine, i, elapsed, wall),
+                    Value::Bool(true)
+                ));
+                mapped[slot] = true;
+            }
+        }
+        apply_written(machine, table, first, &mut words, &mut mapped);
+        if machine.config.strict && mapped.contains(&false) {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
+        Ok(words.into_iter().map(|w| w != 0).collect())
+    }
+
+    /// Stores written holding registers or coils (as 0/1 words).
+    pub fn write(
+        &self,
+        unit_id: u8,
+        table: Table,
+        start: u16,
+        words: &[u16],
+    ) -> Result<(), ExceptionCode> {
+        let machine = self
+            .machine(unit_id)
+            .ok_or(ExceptionCode::GatewayTargetDevice)?;
+        let limit = if table.is_bits() { 1968 } else { 123 };
+        let count = u16::try_from(words.len()).map_err(|_| ExceptionCode::IllegalDataValue)?;
+        checked_range(start, count, limit)?;
+        let mut written = machine.written.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, word) in words.iter().enumerate() {
+            written.insert((table, start + k as u16), *word);
+        }
+        Ok(())
+    }
+}
+
+fn checked_range(start: u16, count: u16, limit: u16) -> Result<(u32, u32), ExceptionCode> {
+    if count == 0 || count > limit {
+        return Err(ExceptionCode::IllegalDataValue);
+    }
+    let end = u32::from(start) + u32::from(count);
+    if end > 65_536 {
+        return Err(ExceptionCode::IllegalDataAddress);
+    }
+    Ok((u32::from(start), end))
+}
+
+fn apply_written(
+    machine: &Machine,
+    table: Table,
+    first: u32,
+    words: &mut [u16],
+    mapped: &mut [bool],
+) {
+    let written = machine.written.lock().unwrap_or_else(|e| e.into_inner());
+    if written.is_empty() {
+        return;
+    }
+    for (slot, (word, is_mapped)) in words.iter_mut().zip(mapped.iter_mut()).enumerate() {
+        if let Some(value) = written.get(&(table, (first + slot as u32) as u16)) {
+            *word = *value;
+            *is_mapped = true;
+        }
+    }
+}

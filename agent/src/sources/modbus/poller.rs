@@ -1,0 +1,431 @@
+//! Polling: one task per line. A Modbus TCP device is a line with one unit; an RS-485 bus is a line
+//! whose units (unit ids) are polled in turn over one serial port.
+//!
+//! Invariants:
+//! - Every request has a timeout; a transport fault drops the connection (its state is unknown) and
+//!   puts only the unit that failed into capped, jittered backoff. While a unit waits, its tags are
+//!   reported `Stale` at their due times instead of being read.
+//! - A unit that times out has the rest of that poll's requests skipped, so a silent slave costs
+//!   its timeout once per poll, never once per request.
+//! - Lines never share a task, so a dead TCP device cannot delay another device's polls.
+//! - Polls that cannot keep up are skipped, not queued, and counted as overruns.
+//! - A coalesced read refused with "illegal data address" is split into one request per tag for
+//!   good (when `split_rejected_reads`), so one unmapped register does not fail its neighbours.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use firmware_config::Device;
+use tokio::time::Instant;
+use tokio_modbus::client::{Client, Context};
+use tokio_modbus::slave::{Slave, SlaveContext};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::codec;
+use super::link::{self, Data, Endpoint, Fault};
+use super::plan::{self, PollGroup, ReadRequest};
+use super::stats::DeviceStats;
+use crate::backoff;
+use crate::bus::SampleBus;
+use crate::clock::Clock;
+use crate::sample::{Quality, Sample, TagId};
+
+/// What a poll saw on the wire, for commissioning tools (`millwright read`).
+pub enum PollEvent<'a> {
+    Read {
+        device: &'a Device,
+        request: &'a ReadRequest,
+        outcome: &'a Result<Data, Fault>,
+    },
+    /// The line could not be opened for this device.
+    Unreachable {
+        device: &'a Device,
+        fault: &'a Fault,
+    },
+}
+
+pub type Observer = Box<dyn FnMut(&PollEvent<'_>) + Send>;
+
+struct Scheduled {
+    group: PollGroup,
+    next_due: Instant,
+}
+
+/// One device (unit id) on a line.
+pub struct Unit {
+    device: Device,
+    tag_base: u32,
+    groups: Vec<Scheduled>,
+    stats: Arc<DeviceStats>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    ever_online: bool,
+}
+
+impl Unit {
+    /// `tag_base` is the [`TagId`] of the device's first tag.
+    pub fn new(device: Device, tag_base: u32, stats: Arc<DeviceStats>) -> Self {
+        let now = Instant::now();
+        let groups = plan::plan_device(&device)
+            .into_iter()
+            .map(|group| Scheduled {
+                group,
+                next_due: now,
+            })
+            .collect();
+        Unit {
+            device,
+            tag_base,
+            groups,
+            stats,
+            failures: 0,
+            retry_at: None,
+            ever_online: false,
+        }
+    }
+
+    fn fail(&mut self, fault: &Fault, rng: &mut fastrand::Rng) {
+        self.failures += 1;
+        let wait = backoff::delay(&self.device.backoff, self.failures, rng.f64());
+        self.retry_at = Some(Instant::now() + wait);
+        self.stats.online.store(false, Relaxed);
+        if self.failures == 1 {
+            warn!(device = %self.device.name, %fault, retry_in = ?wait, "device offline");
+        } else {
+            debug!(device = %self.device.name, %fault, attempt = self.failures, retry_in = ?wait, "device still offline");
+        }
+    }
+
+    fn answered(&mut self) {
+        if self.failures > 0 && self.ever_online {
+            self.stats.reconnects.fetch_add(1, Relaxed);
+            info!(device = %self.device.name, failed_attempts = self.failures, "device back online");
+        } else if !self.ever_online {
+            info!(device = %self.device.name, "device online");
+        }
+        self.failures = 0;
+        self.retry_at = None;
+        self.ever_online = true;
+        self.stats.online.store(true, Relaxed);
+    }
+
+    fn samples(
+        &self,
+        request: &ReadRequest,
+        outcome: &Result<Data, Fault>,
+        clock: &dyn Clock,
+    ) -> Vec<Sample> {
+        let timestamp = clock.now();
+        request
+            .tags
+            .iter()
+            .map(|&index| {
+                let tag = &self.device.tags[index];
+                let offset = usize::from(tag.address - request.start);
+                let decoded = match outcome {
+                    Ok(Data::Registers(words)) => codec::decode_registers(tag, &words[offset..])
+                        .map_err(|_| Quality::Malformed),
+                    Ok(Data::Bits(bits)) => {
+                        codec::decode_bit(&bits[offset..]).map_err(|_| Quality::Malformed)
+                    }
+                    Err(fault) => Err(fault.quality()),
+                };
+                let (value, quality) = match decoded {
+                    Ok(value) => (Some(value), Quality::Good),
+                    Err(quality) => (None, quality),
+                };
+                Sample {
+                    tag: TagId(self.tag_base + index as u32),
+                    timestamp,
+                    value,
+                    quality,
+                }
+            })
+            .collect()
+    }
+
+    fn tags_without_reading(
+        &self,
+        requests: &[ReadRequest],
+        quality: Quality,
+        clock: &dyn Clock,
+    ) -> Vec<Sample> {
+        let timestamp = clock.now();
+        requests
+            .iter()
+            .flat_map(|r| r.tags.iter())
+            .map(|&index| Sample {
+                tag: TagId(self.tag_base + index as u32),
+                timestamp,
+                value: None,
+                quality,
+            })
+            .collect()
+    }
+}
+
+/// A connection (TCP socket or serial port) and the units polled through it.
+pub struct Line {
+    endpoint: Endpoint,
+    inter_frame_delay: Duration,
+    units: Vec<Unit>,
+    ctx: Option<Context>,
+    last_transaction: Option<Instant>,
+    clock: Arc<dyn Clock>,
+    bus: SampleBus,
+    observer: Option<Observer>,
+    rng: fastrand::Rng,
+}
+
+impl Line {
+    pub fn new(
+        endpoint: Endpoint,
+        inter_frame_delay: Duration,
+        units: Vec<Unit>,
+        clock: Arc<dyn Clock>,
+        bus: SampleBus,
+    ) -> Self {
+        Line {
+            endpoint,
+            inter_frame_delay,
+            units,
+            ctx: None,
+            last_transaction: None,
+            clock,
+            bus,
+            observer: None,
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// A name for logs and task names.
+    pub fn name(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Tcp { .. } => self
+                .units
+                .first()
+                .map_or_else(String::new, |u| u.device.name.clone()),
+            Endpoint::Serial(bus) => bus.name.clone(),
+        }
+    }
+
+    /// Polls every unit on its own schedule until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        debug!(line = %self.name(), endpoint = %self.endpoint, units = self.units.len(), "polling");
+        while let Some((u, g)) = self.earliest_due() {
+            let due = self.units[u].groups[g].next_due;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(due) => {}
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                () = self.poll(u, g) => {}
+            }
+            self.reschedule(u, g);
+        }
+        if let Some(mut ctx) = self.ctx.take() {
+            let _already_closed =
+                tokio::time::timeout(Duration::from_millis(200), ctx.disconnect()).await;
+        }
+    }
+
+    /// Polls every group of every unit once, ignoring schedules (for `millwright read`).
+    pub async fn poll_all_once(&mut self) {
+        for u in 0..self.units.len() {
+            for g in 0..self.units[u].groups.len() {
+                self.poll(u, g).await;
+            }
+        }
+    }
+
+    fn earliest_due(&self) -> Option<(usize, usize)> {
+        self.units
+            .iter()
+            .enumerate()
+            .flat_map(|(u, unit)| {
+                unit.groups
+                    .iter()
+                    .enumerate()
+                    .map(move |(g, s)| (s.next_due, u, g))
+            })
+            .min()
+            .map(|(_, u, g)| (u, g))
+    }
+
+    fn reschedule(&mut self, u: usize, g: usize) {
+        let now = Instant::now();
+        let unit = &mut self.units[u];
+        let scheduled = &mut unit.groups[g];
+        let interval = scheduled.group.interval;
+        scheduled.next_due += interval;
+        if scheduled.next_due <= now {
+            let missed =
+                ((now - scheduled.next_due).as_nanos() / interval.as_nanos().max(1)) as u32 + 1;
+            scheduled.next_due += interval * missed;
+            unit.stats.overruns.fetch_add(u64::from(missed), Relaxed);
+        }
+    }
+
+    async fn poll(&mut self, u: usize, g: usize) {
+        let clock = Arc::clone(&self.clock);
+        let unit = &mut self.units[u];
+
+        if unit.retry_at.is_some_and(|at| Instant::now() < at) {
+            let samples = unit.tags_without_reading(
+                &unit.groups[g].group.requests,
+                Quality::Stale,
+                clock.as_ref(),
+            );
+            publish(&self.bus, samples);
+            return;
+        }
+
+        if self.ctx.is_none() {
+            match self.endpoint.open(unit.device.timeout).await {
+                Ok(ctx) => {
+                    self.ctx = Some(ctx);
+                    self.last_transaction = None;
+                    if !unit.device.connect_delay.is_zero() {
+                        tokio::time::sleep(unit.device.connect_delay).await;
+                    }
+                }
+                Err(fault) => {
+                    unit.stats.record(fault.quality(), Duration::ZERO);
+                    if let Some(observe) = &mut self.observer {
+                        observe(&PollEvent::Unreachable {
+                            device: &unit.device,
+                            fault: &fault,
+                        });
+                    }
+                    let samples = unit.tags_without_reading(
+                        &unit.groups[g].group.requests,
+                        fault.quality(),
+                        clock.as_ref(),
+                    );
+                    publish(&self.bus, samples);
+                    unit.fail(&fault, &mut self.rng);
+                    return;
+                }
+            }
+        }
+        let Some(ctx) = self.ctx.as_mut() else { return };
+        ctx.set_slave(Slave(unit.device.unit_id));
+
+        let mut i = 0;
+        while i < unit.groups[g].group.requests.len() {
+            // RS-485 needs silence between a response and the next request.
+            if let Some(last) = self.last_transaction {
+                tokio::time::sleep_until(last + self.inter_frame_delay).await;
+            }
+            let request = &unit.groups[g].group.requests[i];
+            let started = Instant::now();
+            let outcome = link::read(ctx, request, unit.device.timeout).await;
+            self.last_transaction = Some(Instant::now());
+            let quality = outcome
+                .as_ref()
+                .map_or_else(Fault::quality, |_| Quality::Good);
+            unit.stats.record(quality, started.elapsed());
+
+            if quality == Quality::Exception(2)
+                && unit.device.split_rejected_reads
+                && request.tags.len() > 1
+            {
+                let parts = plan::split(request, &unit.device.tags);
+                warn!(
+                    device = %unit.device.name,
+                    table = request.table.name(),
+                    start = request.start,
+                    count = request.count,
+                    tags = parts.len(),
+                    "device refused a coalesced read (illegal data address); reading these tags one by one from now on"
+                );
+                unit.groups[g].group.requests.splice(i..=i, parts);
+                continue;
+            }
+
+            if let Some(observe) = &mut self.observer {
+                observe(&PollEvent::Read {
+                    device: &unit.device,
+                    request,
+                    outcome: &outcome,
+                });
+            }
+            publish(&self.bus, unit.samples(request, &outcome, clock.as_ref()));
+
+            if let Err(fault) = &outcome {
+                if fault.breaks_line() {
+                    let rest = &unit.groups[g].group.requests[i + 1..];
+                    let skipped = unit.tags_without_reading(rest, fault.quality(), clock.as_ref());
+                    publish(&self.bus, skipped);
+                    self.ctx = None;
+                    unit.fail(fault, &mut self.rng);
+                    return;
+                }
+            }
+            i += 1;
+        }
+        unit.answered();
+    }
+}
+
+fn publish(bus: &SampleBus, samples: Vec<Sample>) {
+    for sample in samples {
+        bus.publish(sample);
+    }
+}
+
+/// A line per TCP device and per serial bus, with each device's counters.
+pub fn lines(
+    plan: &firmware_config::Plan,
+    clock: &Arc<dyn Clock>,
+    bus: &SampleBus,
+) -> (Vec<Line>, Vec<(String, Arc<DeviceStats>)>) {
+    let mut stats = Vec::new();
+    let mut tcp = Vec::new();
+    let mut serial: Vec<Vec<Unit>> = plan.buses.iter().map(|_| Vec::new()).collect();
+    let mut tag_base = 0u32;
+    for device in &plan.devices {
+        let device_stats = Arc::new(DeviceStats::default());
+        stats.push((device.name.clone(), Arc::clone(&device_stats)));
+        let unit = Unit::new(device.clone(), tag_base, device_stats);
+        tag_base += device.tags.len() as u32;
+        match &device.link {
+            firmware_config::Link::Tcp { host, port } => tcp.push(Line::new(
+                Endpoint::Tcp {
+                    host: host.clone(),
+                    port: *port,
+                },
+                Duration::ZERO,
+                vec![unit],
+                Arc::clone(clock),
+                bus.clone(),
+            )),
+            firmware_config::Link::Rtu { bus: index } => serial[*index].push(unit),
+        }
+    }
+    let rtu = plan
+        .buses
+        .iter()
+        .zip(serial)
+        .filter(|(_, units)| !units.is_empty())
+        .map(|(serial_bus, units)| {
+            Line::new(
+                Endpoint::Serial(serial_bus.clone()),
+                serial_bus.inter_frame_delay,
+                units,
+                Arc::clone(clock),
+                bus.clone(),
+            )
+        });
+    (tcp.into_iter().chain(rtu).collect(), stats)
+}
