@@ -1,1 +1,262 @@
+//! Shared helpers for the end-to-end tests: in-process simulators, misbehaving devices, serial pty
+//! pairs, and sample collection. Every wait is bounded.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use firmware_config::{Link, Plan};
+use millwright::bus::{SampleBus, Subscriber};
+use millwright::clock::{Clock, SystemClock};
+use millwright::sample::Sample;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A simulator serving on a loopback port until dropped.
+pub struct Sim {
+    pub addr: SocketAddr,
+    pub plant: Arc<millwright::sim::Plant>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Sim {
+    /// Serves `sim_toml` on `127.0.0.1:port` (0 = any free port).
+    pub async fn start(sim_toml: &str, port: u16) -> Sim {
+        let (_, plant) = millwright::sim::load_str(Path::new("sim.toml"), sim_toml)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let plant = Arc::new(plant);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(millwright::sim::server::serve_tcp(
+            listener,
+            Arc::clone(&plant),
+            shutdown.clone(),
+        ));
+        Sim {
+            addr,
+            plant,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Stops serving and closes every connection.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// Loads an agent configuration and points every TCP device at `addr`.
+pub fn plan(toml: &str, addr: Option<SocketAddr>) -> Plan {
+    let mut plan =
+        firmware_config::load_str(Path::new("plant.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
+    if let Some(addr) = addr {
+        for device in &mut plan.devices {
+            if let Link::Tcp { host, port } = &mut device.link {
+                *host = addr.ip().to_string();
+                *port = addr.port();
+            }
+        }
+    }
+    plan
+}
+
+/// A running acquisition with its sample stream.
+pub struct Agent {
+    pub samples: Subscriber,
+    pub running: millwright::app::Running,
+    pub shutdown: CancellationToken,
+    pub bus: SampleBus,
+}
+
+impl Agent {
+    pub fn start(plan: &Plan) -> Agent {
+        let bus = SampleBus::new(65_536);
+        let samples = bus.subscribe();
+        let shutdown = CancellationToken::new();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let running = millwright::app::start_acquisition(plan, clock, &bus, &shutdown);
+        Agent {
+            samples,
+            running,
+            shutdown,
+            bus,
+        }
+    }
+
+    /// Samples received during `window`.
+    pub async fn collect(&mut self, window: Duration) -> Vec<Sample> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(sample)) = tokio::time::timeout_at(deadline, self.samples.recv()).await {
+            out.push(sample);
+        }
+        out
+    }
+
+    /// Waits (at most `limit`) until `done` holds for the samples seen so far; returns them.
+    pub async fn collect_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&[Sample]) -> bool,
+    ) -> Vec<Sample> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + limit;
+        while !done(&out) {
+            match tokio::time::timeout_at(deadline, self.samples.recv()).await {
+                Ok(Some(sample)) => out.push(sample),
+                _ => break,
+            }
+        }
+        out
+    }
+
+    pub fn stats(&self, device: &str) -> millwright::sources::modbus::StatsSnapshot {
+        self.running
+            .stats
+            .iter()
+            .find(|(name, _)| name == device)
+            .map(|(_, s)| s.snapshot())
+            .unwrap_or_else(|| panic!("no device {device}"))
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.running.tasks.join_next().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+/// The latest sample per tag name.
+pub fn latest_by_name(plan: &Plan, samples: &[Sample]) -> HashMap<String, Sample> {
+    let catalog = millwright::app::tag_catalog(plan);
+    samples
+        .iter()
+        .map(|s| (catalog[s.tag.0 as usize].tag.name.clone(), s.clone()))
+        .collect()
+}
+
+/// All samples of one tag, in arrival order.
+pub fn samples_of<'a>(plan: &Plan, samples: &'a [Sample], name: &str) -> Vec<&'a Sample> {
+    let catalog = millwright::app::tag_catalog(plan);
+    samples
+        .iter()
+        .filter(|s| catalog[s.tag.0 as usize].tag.name == name)
+        .collect()
+}
+
+/// A TCP device that accepts connections and never answers.
+pub async fn silent_device() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    misbehaving_device(|_request| None).await
+}
+
+/// A TCP device that answers every request with `answer(request)` bytes (or stays silent).
+pub async fn misbehaving_device(
+    answer: fn(&[u8]) -> Option<Vec<u8>>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 260];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Some(reply) = answer(&buf[..n]) {
+                        if stream.write_all(&reply).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A linked pair of pseudo-terminals made by socat, standing in for an RS-485 line.
+pub struct PtyPair {
+    pub agent_end: PathBuf,
+    pub device_end: PathBuf,
+    _dir: tempfile::TempDir,
+    child: tokio::process::Child,
+}
+
+impl PtyPair {
+    /// `None` when socat is not installed (CI installs it; see `.ci/run`).
+    pub async fn open() -> Option<PtyPair> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent_end = dir.path().join("agent");
+        let device_end = dir.path().join("device");
+        let child = tokio::process::Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", agent_end.display()))
+            .arg(format!("pty,raw,echo=0,link={}", device_end.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !(agent_end.exists() && device_end.exists()) {
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(PtyPair {
+            agent_end,
+            device_end,
+            _dir: dir,
+            child,
+        })
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// socat is required in CI; elsewhere a missing socat skips the test with a message.
+pub fn require_socat() -> bool {
+    if std::env::var_os("CI").is_some() {
+        return true;
+    }
+    let found = std::process::Command::new("socat")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!("skipping: socat is not installed (apt-get install socat)");
+    }
+    found
+}
+
+/// The `millwright` binary built by `cargo test --workspace`.
+pub fn millwright_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(format!("millwright{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not built: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}

@@ -98,7 +98,12 @@ impl Unit {
         }
     }
 
+    /// The device answered (data or an exception). Called before the answer's samples are
+    /// published, so that whoever sees a good sample also sees the device online.
     fn answered(&mut self) {
+        if self.failures == 0 && self.ever_online {
+            return;
+        }
         if self.failures > 0 && self.ever_online {
             self.stats.reconnects.fetch_add(1, Relaxed);
             info!(device = %self.device.name, failed_attempts = self.failures, "device back online");
