@@ -1,0 +1,225 @@
+//! The `millwright` binary: exit codes, what `check`, `read`, `run` and `schema` print.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use millwright_tests::{millwright_bin, Sim};
+use tokio::process::Command;
+
+const SIM: &str = r#"
+[[machines]]
+name = "pump"
+kind = "pump"
+unit_id = 1
+[[machines.points]]
+name = "pressure"
+table = "holding"
+address = 0
+type = "f32"
+order = "CDAB"
+signal = { base = 4.5 }
+"#;
+
+fn agent_config(port: u16, address: u32) -> String {
+    format!(
+        r#"
+[agent]
+summary_interval = "500ms"
+
+[[devices]]
+name = "pump"
+host = "127.0.0.1"
+port = {port}
+addressing = "modicon"
+poll_interval = "100ms"
+timeout = "300ms"
+
+[[devices.tags]]
+name = "pump.pressure"
+address = {address}
+type = "f32"
+order = "CDAB"
+unit = "bar"
+"#
+    )
+}
+
+async fn output(args: &[&str]) -> std::process::Output {
+    let child = Command::new(millwright_bin())
+        .args(args)
+        .args(["--log-format", "compact"])
+        .stdin(Stdio::null())
+        .output();
+    tokio::time::timeout(Duration::from_secs(30), child)
+        .await
+        .expect("finishes")
+        .expect("runs")
+}
+
+#[tokio::test]
+async fn check_prints_every_mistake_with_position_and_exits_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plant.toml");
+    std::fs::write(
+        &path,
+        agent_config(502, 40001)
+            .replace("type = \"f32\"", "type = \"f33\"")
+            .replace(
+                "addressing = \"modicon\"",
+                "addressing = \"modicon\"\ntimeuot = \"1s\"",
+            ),
+    )
+    .expect("write");
+    let out = output(&["check", "-c", path.to_str().expect("utf8")]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("plant.toml:10:1: device \"pump\": unknown field `timeuot`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "plant.toml:17:8: device \"pump\" tag \"pump.pressure\": unknown variant `f33`"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 mistake(s)"), "{stderr}");
+}
+
+#[tokio::test]
+async fn check_prints_the_request_plan_for_a_valid_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plant.toml");
+    std::fs::write(&path, agent_config(502, 40001)).expect("write");
+    let out = output(&["check", "-c", path.to_str().expect("utf8")]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout.contains("1 read request(s) per full cycle"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("every 100ms: 1 request(s): holding 0..1"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_shows_raw_registers_wire_address_and_value() {
+    let sim = Sim::start(SIM, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plant.toml");
+    std::fs::write(&path, agent_config(sim.addr.port(), 40001)).expect("write");
+    let out = output(&["read", "-c", path.to_str().expect("utf8")]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 4.5f32 = 0x40900000, CDAB on the wire: 0x0000 0x4090
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("pump.pressure"))
+        .expect("row");
+    for needle in [
+        "40001 (wire 0)",
+        "f32 CDAB",
+        "0x0000 0x4090",
+        "4.5",
+        "bar",
+        "good",
+    ] {
+        assert!(line.contains(needle), "{needle} missing in {line}");
+    }
+
+    // One register off (a typical addressing mistake): the value is nonsense, the raw words show why.
+    std::fs::write(&path, agent_config(sim.addr.port(), 40002)).expect("write");
+    let out = output(&["read", "-c", path.to_str().expect("utf8")]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("pump.pressure"))
+        .expect("row");
+    assert!(
+        line.contains("40002 (wire 1)") && line.contains("0x4090 0x0000"),
+        "{line}"
+    );
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn read_of_an_unreachable_device_says_why_and_exits_4() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plant.toml");
+    std::fs::write(&path, agent_config(port, 40001)).expect("write");
+    let out = output(&["read", "-c", path.to_str().expect("utf8")]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert!(
+        stdout.contains("transport error") && stdout.contains("Connection refused"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_polls_logs_summaries_and_stops_cleanly_on_sigterm() {
+    let sim = Sim::start(SIM, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plant.toml");
+    std::fs::write(&path, agent_config(sim.addr.port(), 40001)).expect("write");
+    let child = Command::new(millwright_bin())
+        .args([
+            "run",
+            "-c",
+            path.to_str().expect("utf8"),
+            "--log-format",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = child.id().expect("pid").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(killed.success());
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("stops")
+        .expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains("device summary"))
+        .unwrap_or_else(|| panic!("no summary in {stderr}"));
+    assert!(
+        summary.contains("\"device\":\"pump\"") && summary.contains("\"online\":true"),
+        "{summary}"
+    );
+    assert!(
+        stderr.contains("device online") && stderr.contains("shutting down"),
+        "{stderr}"
+    );
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn schema_is_json_and_usage_errors_exit_2() {
+    let out = output(&["schema"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.trim_start().starts_with('{') && text.contains("\"max_registers_per_request\""));
+    let out = output(&["frobnicate"]).await;
+    assert_eq!(out.status.code(), Some(2));
+}
