@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use firmware_config::{Link, Plan, Table};
 use tokio::task::JoinSet;
@@ -320,7 +319,7 @@ pub async fn simulate(
 /// printing live values once a second.
 #[cfg(feature = "sim")]
 pub async fn demo(
-    duration: Option<Duration>,
+    duration: Option<std::time::Duration>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
@@ -359,7 +358,7 @@ pub async fn demo(
     );
 
     let mut latest: Vec<Option<Sample>> = vec![None; catalog.len()];
-    let mut print_every = tokio::time::interval(Duration::from_secs(1));
+    let mut print_every = tokio::time::interval(std::time::Duration::from_secs(1));
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
     loop {
         tokio::select! {

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use millwright::clock::SystemClock;
@@ -71,7 +70,7 @@ enum Command {
     Demo {
         /// Stop after this long (e.g. "30s"); default: until Ctrl-C.
         #[arg(long, value_parser = humantime::parse_duration)]
-        duration: Option<Duration>,
+        duration: Option<std::time::Duration>,
     },
 }
 
