@@ -223,3 +223,41 @@ async fn schema_is_json_and_usage_errors_exit_2() {
     let out = output(&["frobnicate"]).await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_prints_live_good_values_for_every_tag() {
+    let out = output(&["demo", "--duration", "2500ms"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let last_block = stdout.rsplit("── ").next().expect("a block");
+    for tag in ["pump-1.discharge_pressure", "pump-1.model", "motor-1.current_l3", "motor-1.running", "conveyor-1.belt_speed"] {
+        let line = last_block.lines().find(|l| l.contains(tag)).unwrap_or_else(|| panic!("{tag} missing in {last_block}"));
+        assert!(line.trim_end().ends_with("good"), "{line}");
+    }
+    assert!(last_block.contains("\"KSB-ETA\""), "{last_block}");
+}
+
+#[test]
+fn simulator_examples_load() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-config/examples/sim");
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(&dir).expect("sim examples") {
+        let path = entry.expect("entry").path();
+        let (_, plant) = millwright::sim::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!plant.machines().is_empty());
+        loaded += 1;
+    }
+    assert!(loaded >= 1);
+}
+
+#[test]
+fn simulator_config_errors_have_positions() {
+    let text = "[[machines]]\nname = \"m\"\nkind = \"pump\"\nunit_id = 1\n[[machines.points]]\nname = \"p\"\ntable = \"coil\"\naddress = 0\ntype = \"f32\"\n";
+    let errors = match millwright::sim::load_str(std::path::Path::new("sim.toml"), text) {
+        Err(e) => e.0,
+        Ok(_) => panic!("a coil cannot hold an f32"),
+    };
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].position.map(|p| p.0), Some(9));
+    assert!(errors[0].message.contains("coil holds single bits"), "{}", errors[0]);
+}
