@@ -94,14 +94,7 @@ impl Plan {
 
 /// Reads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Plan, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            position: None,
-            component: String::new(),
-            message: format!("cannot read configuration: {e}"),
-        }])
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::unreadable(path, &e))?;
     load_str(path, &text)
 }
 

@@ -42,6 +42,18 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
+impl ConfigErrors {
+    /// The file could not be read at all.
+    pub fn unreadable(file: &Path, error: &std::io::Error) -> Self {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_path_buf(),
+            position: None,
+            component: String::new(),
+            message: format!("cannot read: {error}"),
+        }])
+    }
+}
+
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, error) in self.0.iter().enumerate() {

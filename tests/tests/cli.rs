@@ -228,10 +228,24 @@ async fn schema_is_json_and_usage_errors_exit_2() {
 async fn demo_prints_live_good_values_for_every_tag() {
     let out = output(&["demo", "--duration", "2500ms"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let last_block = stdout.rsplit("── ").next().expect("a block");
-    for tag in ["pump-1.discharge_pressure", "pump-1.model", "motor-1.current_l3", "motor-1.running", "conveyor-1.belt_speed"] {
-        let line = last_block.lines().find(|l| l.contains(tag)).unwrap_or_else(|| panic!("{tag} missing in {last_block}"));
+    for tag in [
+        "pump-1.discharge_pressure",
+        "pump-1.model",
+        "motor-1.current_l3",
+        "motor-1.running",
+        "conveyor-1.belt_speed",
+    ] {
+        let line = last_block
+            .lines()
+            .find(|l| l.contains(tag))
+            .unwrap_or_else(|| panic!("{tag} missing in {last_block}"));
         assert!(line.trim_end().ends_with("good"), "{line}");
     }
     assert!(last_block.contains("\"KSB-ETA\""), "{last_block}");
@@ -239,7 +253,8 @@ async fn demo_prints_live_good_values_for_every_tag() {
 
 #[test]
 fn simulator_examples_load() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-config/examples/sim");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-config/examples/sim");
     let mut loaded = 0;
     for entry in std::fs::read_dir(&dir).expect("sim examples") {
         let path = entry.expect("entry").path();
@@ -259,5 +274,9 @@ fn simulator_config_errors_have_positions() {
     };
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].position.map(|p| p.0), Some(9));
-    assert!(errors[0].message.contains("coil holds single bits"), "{}", errors[0]);
+    assert!(
+        errors[0].message.contains("coil holds single bits"),
+        "{}",
+        errors[0]
+    );
 }

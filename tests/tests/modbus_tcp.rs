@@ -572,7 +572,7 @@ async fn typed_writes_reach_the_device_with_every_function_code() {
     assert_eq!(value("coil"), Some(Value::Bool(false)));
     let bits = sim
         .plant
-        .read_bits(
+        .read(
             1,
             firmware_config::Table::Coil,
             10,
@@ -581,6 +581,6 @@ async fn typed_writes_reach_the_device_with_every_function_code() {
             std::time::SystemTime::now(),
         )
         .expect("bits");
-    assert_eq!(bits, [true, false, true]);
+    assert_eq!(bits, [1, 0, 1]);
     sim.stop().await;
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use firmware_config::source::{Document, Seg};
 use firmware_config::{
-    Addressing, ConfigError, ConfigErrors, Parity, TagConfig, TagContext, WordOrder,
-    MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ,
+    Addressing, ConfigErrors, Parity, TagConfig, TagContext, WordOrder, MAX_BITS_PER_READ,
+    MAX_REGISTERS_PER_READ,
 };
 use serde::Deserialize;
 
@@ -91,14 +91,7 @@ fn default_addressing() -> Addressing {
 
 /// Reads a simulator file and builds its plant.
 pub fn load(path: &Path) -> Result<(SimConfig, Plant), ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            position: None,
-            component: String::new(),
-            message: format!("cannot read simulator configuration: {e}"),
-        }])
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::unreadable(path, &e))?;
     load_str(path, &text)
 }
 

@@ -89,8 +89,9 @@ impl Plant {
         }
     }
 
-    /// Registers `start .. start + count` of `table` on `unit_id` at `elapsed`.
-    pub fn read_registers(
+    /// Registers (or bits, as 0/1) `start .. start + count` of `table` on `unit_id` at `elapsed`.
+    /// A coil or discrete input is a one-slot point, so both kinds of table share this path.
+    pub fn read(
         &self,
         unit_id: u8,
         table: Table,
@@ -102,7 +103,12 @@ impl Plant {
         let machine = self
             .machine(unit_id)
             .ok_or(ExceptionCode::GatewayTargetDevice)?;
-        let (first, end) = checked_range(start, count, firmware_config::MAX_REGISTERS_PER_READ)?;
+        let limit = if table.is_bits() {
+            firmware_config::MAX_BITS_PER_READ
+        } else {
+            firmware_config::MAX_REGISTERS_PER_READ
+        };
+        let (first, end) = checked_range(start, count, limit)?;
         let mut words = vec![0u16; usize::from(count)];
         let mut mapped = vec![false; usize::from(count)];
         for (i, point) in machine.points.iter().enumerate() {
@@ -140,40 +146,6 @@ impl Plant {
             return Err(ExceptionCode::IllegalDataAddress);
         }
         Ok(words)
-    }
-
-    /// Coils or discrete inputs `start .. start + count`.
-    pub fn read_bits(
-        &self,
-        unit_id: u8,
-        table: Table,
-        start: u16,
-        count: u16,
-        elapsed: Duration,
-        wall: SystemTime,
-    ) -> Result<Vec<bool>, ExceptionCode> {
-        let machine = self
-            .machine(unit_id)
-            .ok_or(ExceptionCode::GatewayTargetDevice)?;
-        let (first, end) = checked_range(start, count, firmware_config::MAX_BITS_PER_READ)?;
-        let mut words = vec![0u16; usize::from(count)];
-        let mut mapped = vec![false; usize::from(count)];
-        for (i, point) in machine.points.iter().enumerate() {
-            let address = u32::from(point.tag.address);
-            if point.tag.table == table && (first..end).contains(&address) {
-                let slot = (address - first) as usize;
-                words[slot] = u16::from(matches!(
-                    self.value(machine, i, elapsed, wall),
-                    Value::Bool(true)
-                ));
-                mapped[slot] = true;
-            }
-        }
-        apply_written(machine, table, first, &mut words, &mut mapped);
-        if machine.config.strict && mapped.contains(&false) {
-            return Err(ExceptionCode::IllegalDataAddress);
-        }
-        Ok(words.into_iter().map(|w| w != 0).collect())
     }
 
     /// Stores written holding registers or coils (as 0/1 words).

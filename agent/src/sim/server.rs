@@ -50,17 +50,27 @@ impl PlantService {
         let response =
             match request {
                 Request::ReadCoils(a, n) => {
-                    Response::ReadCoils(plant.read_bits(unit, Table::Coil, a, n, elapsed, wall)?)
+                    Response::ReadCoils(bits(plant.read(unit, Table::Coil, a, n, elapsed, wall)?))
                 }
-                Request::ReadDiscreteInputs(a, n) => Response::ReadDiscreteInputs(
-                    plant.read_bits(unit, Table::DiscreteInput, a, n, elapsed, wall)?,
-                ),
-                Request::ReadInputRegisters(a, n) => Response::ReadInputRegisters(
-                    plant.read_registers(unit, Table::InputRegister, a, n, elapsed, wall)?,
-                ),
-                Request::ReadHoldingRegisters(a, n) => Response::ReadHoldingRegisters(
-                    plant.read_registers(unit, Table::HoldingRegister, a, n, elapsed, wall)?,
-                ),
+                Request::ReadDiscreteInputs(a, n) => Response::ReadDiscreteInputs(bits(
+                    plant.read(unit, Table::DiscreteInput, a, n, elapsed, wall)?,
+                )),
+                Request::ReadInputRegisters(a, n) => Response::ReadInputRegisters(plant.read(
+                    unit,
+                    Table::InputRegister,
+                    a,
+                    n,
+                    elapsed,
+                    wall,
+                )?),
+                Request::ReadHoldingRegisters(a, n) => Response::ReadHoldingRegisters(plant.read(
+                    unit,
+                    Table::HoldingRegister,
+                    a,
+                    n,
+                    elapsed,
+                    wall,
+                )?),
                 Request::WriteSingleCoil(a, on) => {
                     plant.write(unit, Table::Coil, a, &[u16::from(on)])?;
                     Response::WriteSingleCoil(a, on)
@@ -82,6 +92,10 @@ impl PlantService {
             };
         Ok(Some(response))
     }
+}
+
+fn bits(words: Vec<u16>) -> Vec<bool> {
+    words.into_iter().map(|w| w != 0).collect()
 }
 
 impl Service for PlantService {

@@ -203,7 +203,7 @@ mod tests {
             tag(Table::HoldingRegister, 10, U16), // gap of 9
             tag(Table::InputRegister, 0, U16),    // other table
             tag(Table::Coil, 0, Bool),
-            tag(Table::Coil, 1999, Bool), // bit span 2000: still one request
+            tag(Table::Coil, 3, Bool),
         ];
         assert_eq!(plan(&tags, limits(125, 9, &[])).len(), 3);
         assert_eq!(plan(&tags, limits(125, 8, &[])).len(), 4);
