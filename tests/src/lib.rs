@@ -248,7 +248,8 @@ pub fn require_socat() -> bool {
     found
 }
 
-/// The `millwright` binary built by `cargo test --workspace`.
+/// The `millwright` binary. `cargo test --workspace` builds it because the agent package has
+/// integration tests (`agent/tests/cli.rs`).
 pub fn millwright_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");

@@ -1,4 +1,5 @@
-//! The `millwright` binary: exit codes, what `check`, `read`, `run` and `schema` print.
+//! The `millwright` binary against a simulated plant: `read`, `run` and `demo`. (Exit codes of
+//! `check` and `schema` are tested beside the CLI in `agent/tests/cli.rs`.)
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -54,54 +55,6 @@ async fn output(args: &[&str]) -> std::process::Output {
         .await
         .expect("finishes")
         .expect("runs")
-}
-
-#[tokio::test]
-async fn check_prints_every_mistake_with_position_and_exits_3() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("plant.toml");
-    std::fs::write(
-        &path,
-        agent_config(502, 40001)
-            .replace("type = \"f32\"", "type = \"f33\"")
-            .replace(
-                "addressing = \"modicon\"",
-                "addressing = \"modicon\"\ntimeuot = \"1s\"",
-            ),
-    )
-    .expect("write");
-    let out = output(&["check", "-c", path.to_str().expect("utf8")]).await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(
-        stderr.contains("plant.toml:10:1: device \"pump\": unknown field `timeuot`"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(
-            "plant.toml:17:8: device \"pump\" tag \"pump.pressure\": unknown variant `f33`"
-        ),
-        "{stderr}"
-    );
-    assert!(stderr.contains("2 mistake(s)"), "{stderr}");
-}
-
-#[tokio::test]
-async fn check_prints_the_request_plan_for_a_valid_config() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("plant.toml");
-    std::fs::write(&path, agent_config(502, 40001)).expect("write");
-    let out = output(&["check", "-c", path.to_str().expect("utf8")]).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(
-        stdout.contains("1 read request(s) per full cycle"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("every 100ms: 1 request(s): holding 0..1"),
-        "{stdout}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,16 +165,6 @@ async fn run_polls_logs_summaries_and_stops_cleanly_on_sigterm() {
         "{stderr}"
     );
     sim.stop().await;
-}
-
-#[tokio::test]
-async fn schema_is_json_and_usage_errors_exit_2() {
-    let out = output(&["schema"]).await;
-    assert_eq!(out.status.code(), Some(0));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.trim_start().starts_with('{') && text.contains("\"max_registers_per_request\""));
-    let out = output(&["frobnicate"]).await;
-    assert_eq!(out.status.code(), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

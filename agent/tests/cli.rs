@@ -1,0 +1,102 @@
+//! The `millwright` binary on its own: exit codes and what `check` and `schema` print. (Tests that
+//! need a simulated plant live in the workspace's `tests/` crate; cargo builds this binary for
+//! them because of this file.)
+
+use std::process::{Command, Output, Stdio};
+
+const CONFIG: &str = r#"
+[agent]
+summary_interval = "500ms"
+
+[[devices]]
+name = "pump"
+host = "127.0.0.1"
+port = 502
+addressing = "modicon"
+poll_interval = "100ms"
+timeout = "300ms"
+
+[[devices.tags]]
+name = "pump.pressure"
+address = 40001
+type = "f32"
+order = "CDAB"
+unit = "bar"
+"#;
+
+fn millwright(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_millwright"))
+        .args(args)
+        .args(["--log-format", "compact"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs")
+}
+
+fn write_config(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plant.toml");
+    std::fs::write(&path, text).expect("write");
+    let path = path.to_str().expect("utf8").to_string();
+    (dir, path)
+}
+
+#[test]
+fn check_prints_every_mistake_with_position_and_exits_3() {
+    let broken = CONFIG.replace("type = \"f32\"", "type = \"f33\"").replace(
+        "addressing = \"modicon\"",
+        "addressing = \"modicon\"\ntimeuot = \"1s\"",
+    );
+    let (_dir, path) = write_config(&broken);
+    let out = millwright(&["check", "-c", &path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("plant.toml:10:1: device \"pump\": unknown field `timeuot`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "plant.toml:17:8: device \"pump\" tag \"pump.pressure\": unknown variant `f33`"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 mistake(s)"), "{stderr}");
+}
+
+#[test]
+fn check_prints_the_request_plan_for_a_valid_config() {
+    let (_dir, path) = write_config(CONFIG);
+    let out = millwright(&["check", "-c", &path]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout.contains("1 read request(s) per full cycle"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("every 100ms: 1 request(s): holding 0..1"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_a_config_error() {
+    let out = millwright(&["check", "-c", "/nonexistent/plant.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr.contains("/nonexistent/plant.toml: cannot read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn schema_is_json_and_usage_errors_exit_2() {
+    let out = millwright(&["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.trim_start().starts_with('{') && text.contains("\"max_registers_per_request\""));
+    assert_eq!(millwright(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(millwright(&["--version"]).status.code(), Some(0));
+}
