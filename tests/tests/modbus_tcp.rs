@@ -368,7 +368,14 @@ type = "f32"
         "reconnected after the device came back"
     );
     let stats = agent.stats("pump");
-    assert!(stats.online && stats.reconnects >= 1, "{stats:?}");
+    let q = |v: &[millwright::sample::Sample]| v.iter().map(|s| s.quality).collect::<Vec<_>>();
+    assert!(
+        stats.online && stats.reconnects >= 1,
+        "{stats:?} {:?} {:?} {:?}",
+        q(&before),
+        q(&outage),
+        q(&after)
+    );
     agent.stop().await;
     sim.stop().await;
 }

@@ -317,8 +317,8 @@ impl Line {
                         fault.quality(),
                         clock.as_ref(),
                     );
-                    publish(&self.bus, samples);
                     unit.fail(&fault, &mut self.rng);
+                    publish(&self.bus, samples);
                     return;
                 }
             }
@@ -365,21 +365,27 @@ impl Line {
                     outcome: &outcome,
                 });
             }
-            publish(&self.bus, unit.samples(request, &outcome, clock.as_ref()));
-
-            if let Err(fault) = &outcome {
-                if fault.breaks_line() {
+            let samples = unit.samples(request, &outcome, clock.as_ref());
+            // State changes before the samples that reveal them: whoever sees a good sample
+            // also sees the device online.
+            match &outcome {
+                Err(fault) if fault.breaks_line() => {
+                    let fault = fault.clone();
                     let rest = &unit.groups[g].group.requests[i + 1..];
                     let skipped = unit.tags_without_reading(rest, fault.quality(), clock.as_ref());
-                    publish(&self.bus, skipped);
                     self.ctx = None;
-                    unit.fail(fault, &mut self.rng);
+                    unit.fail(&fault, &mut self.rng);
+                    publish(&self.bus, samples);
+                    publish(&self.bus, skipped);
                     return;
+                }
+                _ => {
+                    unit.answered();
+                    publish(&self.bus, samples);
                 }
             }
             i += 1;
         }
-        unit.answered();
     }
 }
 
