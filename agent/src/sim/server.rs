@@ -144,11 +144,7 @@ pub async fn serve_rtu(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let port = tokio_serial::new(path, baud)
-        .parity(match parity {
-            Parity::None => tokio_serial::Parity::None,
-            Parity::Even => tokio_serial::Parity::Even,
-            Parity::Odd => tokio_serial::Parity::Odd,
-        })
+        .parity(crate::sources::modbus::link::serial_parity(parity))
         .open_native_async()
         .map_err(|e| io::Error::other(format!("open {path}: {e}")))?;
     info!(%path, baud, "simulator serving Modbus RTU");

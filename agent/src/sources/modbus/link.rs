@@ -94,11 +94,7 @@ impl Endpoint {
             }
             Endpoint::Serial(bus) => {
                 let port = tokio_serial::new(&bus.path, bus.baud)
-                    .parity(match bus.parity {
-                        Parity::None => tokio_serial::Parity::None,
-                        Parity::Even => tokio_serial::Parity::Even,
-                        Parity::Odd => tokio_serial::Parity::Odd,
-                    })
+                    .parity(serial_parity(bus.parity))
                     .data_bits(match bus.data_bits {
                         5 => tokio_serial::DataBits::Five,
                         6 => tokio_serial::DataBits::Six,
@@ -115,6 +111,15 @@ impl Endpoint {
                 Ok(tokio_modbus::client::rtu::attach(port))
             }
         }
+    }
+}
+
+/// The serial library's name for a configured parity (shared with the RTU simulator).
+pub fn serial_parity(parity: Parity) -> tokio_serial::Parity {
+    match parity {
+        Parity::None => tokio_serial::Parity::None,
+        Parity::Even => tokio_serial::Parity::Even,
+        Parity::Odd => tokio_serial::Parity::Odd,
     }
 }
 
