@@ -1,17 +1,22 @@
 //! Builds the running agent from a validated plan: one named task per line, a periodic per-device
-//! summary, and (at debug level) a live sample log. Owns nothing global: the clock, the sample bus
-//! and the shutdown signal are passed in.
+//! summary, and (at debug level) a live sample log; and runs the main loop that reloads the
+//! configuration on request and answers the service watchdog. Owns nothing global: the clock, the
+//! shutdown and reload signals and the service manager are passed in.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use firmware_config::{Plan, Tag};
+use firmware_config::{ConfigErrors, Plan, Tag};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, Level};
+use tracing::{debug, error, info, Level};
 
 use crate::bus::SampleBus;
 use crate::clock::Clock;
+use crate::liveness::Liveness;
+use crate::service::ServiceManager;
 
 use crate::sources::modbus::{self, DeviceStats, StatsSnapshot};
 
@@ -38,6 +43,7 @@ pub fn tag_catalog(plan: &Plan) -> Vec<TagInfo> {
 /// The acquisition side of a running agent.
 pub struct Running {
     pub stats: Vec<(String, Arc<DeviceStats>)>,
+    pub liveness: Liveness,
     pub tasks: JoinSet<()>,
 }
 
@@ -50,86 +56,228 @@ pub fn start_acquisition(
 ) -> Running {
     let (lines, stats) = modbus::lines(plan, &clock, bus);
     let mut tasks = JoinSet::new();
+    let mut liveness = Liveness::default();
     for line in lines {
         let name = line.name();
+        liveness.watch(format!("line {name}"), line.heartbeat(), line.stall_limit());
         let shutdown = shutdown.clone();
         let span = tracing::info_span!("line", name = %name);
         tasks.spawn(tracing::Instrument::instrument(line.run(shutdown), span));
     }
-    Running { stats, tasks }
+    Running {
+        stats,
+        liveness,
+        tasks,
+    }
 }
 
-/// Runs the agent until `shutdown` is cancelled.
+/// How the outside world steers a running agent: stop, reload, and the service manager to keep
+/// informed. Signals are turned into these by `main.rs`; tests drive them directly.
+pub struct Control {
+    pub shutdown: CancellationToken,
+    /// One message per reload request (SIGHUP).
+    pub reload_requests: mpsc::Receiver<()>,
+    pub service: ServiceManager,
+}
+
+/// Produces a freshly validated plan on reload (normally: read the config file again).
+pub type Reloader = Box<dyn FnMut() -> Result<Plan, ConfigErrors> + Send>;
+
+/// Runs the agent until `control.shutdown` is cancelled.
+///
+/// The main loop owns the service-manager conversation: `READY=1` once acquisition runs, a
+/// watchdog keep-alive every half watchdog period while every watched loop is live, and on a
+/// reload request `RELOADING=1`, validation of the new configuration, then `READY=1` again. An
+/// invalid configuration is reported and the running one kept.
 pub async fn run(
     plan: Plan,
+    mut reload: Reloader,
     clock: Arc<dyn Clock>,
-    shutdown: CancellationToken,
+    mut control: Control,
 ) -> anyhow::Result<()> {
-    let bus = SampleBus::new(plan.agent.sample_bus_capacity);
-    let catalog = Arc::new(tag_catalog(&plan));
     info!(
         agent = %plan.agent.name,
         devices = plan.devices.len(),
-        tags = catalog.len(),
+        tags = plan.tag_count(),
         "millwright {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    let mut running = start_acquisition(&plan, clock, &bus, &shutdown);
+    let service = &control.service;
+    let mut generation = Generation::start(plan, Arc::clone(&clock), &control.shutdown);
+    service.ready(&generation.status());
+    if let Some(timeout) = service.watchdog() {
+        info!(timeout = ?timeout, "systemd watchdog enabled");
+    }
 
-    if tracing::enabled!(Level::DEBUG) {
-        let mut samples = bus.subscribe();
-        let catalog = Arc::clone(&catalog);
-        let shutdown = shutdown.clone();
-        running.tasks.spawn(async move {
-            loop {
-                let sample = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    sample = samples.recv() => match sample { Some(s) => s, None => break },
-                };
-                if let Some(info) = catalog.get(sample.tag.0 as usize) {
-                    let value = sample.value.as_ref().map(ToString::to_string).unwrap_or_default();
-                    debug!(device = %info.device, tag = %info.tag.name, %value, unit = info.tag.unit.as_deref().unwrap_or(""), quality = %sample.quality, "sample");
+    let mut keep_alive = tokio::time::interval(service.keep_alive_interval());
+    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stall_reported = false;
+    loop {
+        tokio::select! {
+            () = control.shutdown.cancelled() => break,
+            Some(()) = control.reload_requests.recv() => {
+                service.reloading();
+                generation = reload_into(generation, &mut reload, &clock, &control.shutdown).await;
+                service.ready(&generation.status());
+            }
+            _ = keep_alive.tick() => {
+                let stalls = generation.running.liveness.stalled(Instant::now());
+                if stalls.is_empty() {
+                    service.keep_alive();
+                    stall_reported = false;
+                } else if !stall_reported {
+                    stall_reported = true;
+                    for stall in &stalls {
+                        error!(
+                            task = %stall.name,
+                            silent_for = ?stall.silent_for,
+                            limit = ?stall.stall_limit,
+                            "task stopped making progress; withholding the watchdog keep-alive so systemd restarts the agent"
+                        );
+                    }
                 }
             }
-        });
-    }
-
-    let summary_every = plan.agent.summary_interval.get();
-    let stats = running.stats.clone();
-    let summary_bus = bus.clone();
-    let summary_shutdown = shutdown.clone();
-    running.tasks.spawn(async move {
-        let mut previous: Vec<StatsSnapshot> = vec![StatsSnapshot::default(); stats.len()];
-        let mut tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + summary_every, summary_every);
-        loop {
-            tokio::select! {
-                () = summary_shutdown.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            for ((name, device_stats), before) in stats.iter().zip(previous.iter_mut()) {
-                let now = device_stats.snapshot();
-                log_summary(name, &now, before, summary_every);
-                *before = now;
-            }
-            let dropped = summary_bus.dropped();
-            if dropped > 0 {
-                info!(dropped, "samples dropped by slow consumers since start");
-            }
         }
-    });
-
-    shutdown.cancelled().await;
-    info!("shutting down");
-    // Pollers finish their current request (bounded by its timeout) and close their lines.
-    let drained = tokio::time::timeout(Duration::from_secs(5), async {
-        while running.tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        running.tasks.abort_all();
     }
+    service.stopping();
+    info!("shutting down");
+    generation.stop().await;
     Ok(())
+}
+
+async fn reload_into(
+    current: Generation,
+    reload: &mut Reloader,
+    clock: &Arc<dyn Clock>,
+    shutdown: &CancellationToken,
+) -> Generation {
+    match reload() {
+        Err(errors) => {
+            error!(
+                mistakes = errors.0.len(),
+                "configuration reload rejected; the running configuration stays in force:\n{errors}"
+            );
+            current
+        }
+        Ok(plan) if plan == current.plan => {
+            info!("configuration reloaded: unchanged");
+            current
+        }
+        Ok(plan) => {
+            current.stop().await;
+            info!(
+                devices = plan.devices.len(),
+                tags = plan.tag_count(),
+                "configuration reloaded: acquisition restarted with the new plan"
+            );
+            Generation::start(plan, Arc::clone(clock), shutdown)
+        }
+    }
+}
+
+/// Everything built from one configuration: acquisition, the periodic summary and the sample log.
+/// A reload replaces the whole generation, because tag ids and device counters belong to a plan.
+struct Generation {
+    plan: Plan,
+    running: Running,
+    stop: CancellationToken,
+}
+
+impl Generation {
+    fn start(plan: Plan, clock: Arc<dyn Clock>, shutdown: &CancellationToken) -> Generation {
+        let stop = shutdown.child_token();
+        let bus = SampleBus::new(plan.agent.sample_bus_capacity);
+        let mut running = start_acquisition(&plan, clock, &bus, &stop);
+        if tracing::enabled!(Level::DEBUG) {
+            running.tasks.spawn(log_samples(
+                Arc::new(tag_catalog(&plan)),
+                bus.clone(),
+                stop.clone(),
+            ));
+        }
+        running.tasks.spawn(log_summaries(
+            running.stats.clone(),
+            plan.agent.summary_interval.get(),
+            bus,
+            stop.clone(),
+        ));
+        Generation {
+            plan,
+            running,
+            stop,
+        }
+    }
+
+    /// The one-line status systemd shows in `systemctl status`.
+    fn status(&self) -> String {
+        let online = self
+            .running
+            .stats
+            .iter()
+            .filter(|(_, s)| s.online.load(std::sync::atomic::Ordering::Relaxed))
+            .count();
+        format!(
+            "polling {} devices ({} online), {} tags",
+            self.plan.devices.len(),
+            online,
+            self.plan.tag_count()
+        )
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        // Pollers finish their current request (bounded by its timeout) and close their lines.
+        let drained = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.running.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            self.running.tasks.abort_all();
+        }
+    }
+}
+
+async fn log_samples(catalog: Arc<Vec<TagInfo>>, bus: SampleBus, stop: CancellationToken) {
+    let mut samples = bus.subscribe();
+    loop {
+        let sample = tokio::select! {
+            () = stop.cancelled() => break,
+            sample = samples.recv() => match sample { Some(s) => s, None => break },
+        };
+        if let Some(info) = catalog.get(sample.tag.0 as usize) {
+            let value = sample
+                .value
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            debug!(device = %info.device, tag = %info.tag.name, %value, unit = info.tag.unit.as_deref().unwrap_or(""), quality = %sample.quality, "sample");
+        }
+    }
+}
+
+async fn log_summaries(
+    stats: Vec<(String, Arc<DeviceStats>)>,
+    every: Duration,
+    bus: SampleBus,
+    stop: CancellationToken,
+) {
+    let mut previous: Vec<StatsSnapshot> = vec![StatsSnapshot::default(); stats.len()];
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        for ((name, device_stats), before) in stats.iter().zip(previous.iter_mut()) {
+            let now = device_stats.snapshot();
+            log_summary(name, &now, before, every);
+            *before = now;
+        }
+        let dropped = bus.dropped();
+        if dropped > 0 {
+            info!(dropped, "samples dropped by slow consumers since start");
+        }
+    }
 }
 
 fn log_summary(name: &str, now: &StatsSnapshot, before: &StatsSnapshot, over: Duration) {

@@ -6,7 +6,9 @@ pub mod backoff;
 pub mod bus;
 pub mod clock;
 pub mod commands;
+pub mod liveness;
 pub mod sample;
+pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod sources;

@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use millwright::app::Control;
 use millwright::clock::SystemClock;
 use millwright::commands::{self, exit};
+use millwright::service::ServiceManager;
 use millwright::telemetry::{self, LogFormat};
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Poll every device on its schedule until stopped (SIGINT/SIGTERM).
+    /// Poll every device on its schedule until stopped (SIGINT/SIGTERM); SIGHUP reloads the
+    /// configuration (validated first; an invalid one is reported and the running one kept).
     Run {
         #[arg(short, long)]
         config: PathBuf,
@@ -143,8 +146,13 @@ async fn dispatch(command: Command) -> u8 {
                 Ok(plan) => plan,
                 Err(errors) => return config_failed(&errors),
             };
-            let shutdown = shutdown_on_signal();
-            match millwright::app::run(plan, Arc::new(SystemClock), shutdown).await {
+            let control = Control {
+                shutdown: shutdown_on_signal(),
+                reload_requests: reload_on_sighup(),
+                service: ServiceManager::from_environment(),
+            };
+            let reload = Box::new(move || firmware_config::load(&config));
+            match millwright::app::run(plan, reload, Arc::new(SystemClock), control).await {
                 Ok(()) => exit::OK,
                 Err(e) => failed(&e),
             }
@@ -181,6 +189,25 @@ fn config_failed(errors: &firmware_config::ConfigErrors) -> u8 {
 fn failed(error: &anyhow::Error) -> u8 {
     eprintln!("error: {error:#}");
     exit::FAILURE
+}
+
+/// One message per SIGHUP (the service unit's `ExecReload`).
+fn reload_on_sighup() -> tokio::sync::mpsc::Receiver<()> {
+    let (requests, receiver) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            // A reload already queued covers this one too.
+            let _ = requests.try_send(());
+        }
+    });
+    #[cfg(not(unix))]
+    drop(requests);
+    receiver
 }
 
 /// Cancelled on SIGINT or SIGTERM.

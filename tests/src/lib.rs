@@ -261,3 +261,91 @@ pub fn millwright_bin() -> PathBuf {
     );
     bin
 }
+
+/// Lines a child process writes, read as they come (for waiting on log messages).
+pub struct OutputLines {
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Every line seen so far, for failure messages.
+    pub seen: Vec<String>,
+}
+
+impl OutputLines {
+    pub fn follow(stream: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> OutputLines {
+        use tokio::io::AsyncBufReadExt;
+        let (sender, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(stream).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        OutputLines {
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line matching `wanted` within `within`, or `None` (stream ended or timed out).
+    pub async fn wait_for(
+        &mut self,
+        within: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .ok()??;
+            self.seen.push(line.clone());
+            if wanted(&line) {
+                return Some(line);
+            }
+        }
+    }
+
+    pub fn transcript(&self) -> String {
+        self.seen.join("\n")
+    }
+}
+
+/// A stand-in for systemd's notification socket (`NOTIFY_SOCKET`).
+pub struct NotifySocket {
+    pub path: PathBuf,
+    socket: tokio::net::UnixDatagram,
+    _dir: tempfile::TempDir,
+    /// Every message received so far.
+    pub received: Vec<String>,
+}
+
+impl NotifySocket {
+    pub fn bind() -> NotifySocket {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify.sock");
+        let socket = tokio::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        NotifySocket {
+            path,
+            socket,
+            _dir: dir,
+            received: Vec::new(),
+        }
+    }
+
+    /// The next message containing the line `wanted` (e.g. `READY=1`) within `within`.
+    pub async fn wait_for(&mut self, within: Duration, wanted: &str) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut buffer = vec![0u8; 4096];
+        loop {
+            let n = tokio::time::timeout_at(deadline, self.socket.recv(&mut buffer))
+                .await
+                .ok()?
+                .ok()?;
+            let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            self.received.push(message.clone());
+            if message.lines().any(|l| l == wanted) {
+                return Some(message);
+            }
+        }
+    }
+}

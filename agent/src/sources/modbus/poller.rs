@@ -30,6 +30,7 @@ use super::stats::DeviceStats;
 use crate::backoff;
 use crate::bus::SampleBus;
 use crate::clock::Clock;
+use crate::liveness::Heartbeat;
 use crate::sample::{Quality, Sample, TagId};
 
 /// What a poll saw on the wire, for commissioning tools (`millwright read`).
@@ -182,6 +183,7 @@ pub struct Line {
     bus: SampleBus,
     observer: Option<Observer>,
     rng: fastrand::Rng,
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl Line {
@@ -202,6 +204,7 @@ impl Line {
             bus,
             observer: None,
             rng: fastrand::Rng::new(),
+            heartbeat: Heartbeat::new(),
         }
     }
 
@@ -221,9 +224,35 @@ impl Line {
         }
     }
 
+    /// Beaten once per poll; see [`Line::stall_limit`].
+    pub fn heartbeat(&self) -> Arc<Heartbeat> {
+        Arc::clone(&self.heartbeat)
+    }
+
+    /// The longest a healthy line can go between two polls, doubled: its longest poll interval
+    /// plus a poll in which the connect and every request (one per tag, after splitting) time out.
+    pub fn stall_limit(&self) -> Duration {
+        let worst_iteration = self
+            .units
+            .iter()
+            .map(|unit| {
+                let interval = unit.groups.iter().map(|s| s.group.interval).max();
+                let per_request = unit.device.timeout + self.inter_frame_delay;
+                let requests = u32::try_from(unit.device.tags.len()).unwrap_or(u32::MAX);
+                interval.unwrap_or_default()
+                    + unit.device.timeout
+                    + unit.device.connect_delay
+                    + per_request.saturating_mul(requests)
+            })
+            .max()
+            .unwrap_or_default();
+        worst_iteration.saturating_mul(2) + Duration::from_secs(10)
+    }
+
     /// Polls every unit on its own schedule until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
         debug!(line = %self.name(), endpoint = %self.endpoint, units = self.units.len(), "polling");
+        self.heartbeat.beat();
         while let Some((u, g)) = self.earliest_due() {
             let due = self.units[u].groups[g].next_due;
             tokio::select! {
@@ -237,6 +266,7 @@ impl Line {
                 () = self.poll(u, g) => {}
             }
             self.reschedule(u, g);
+            self.heartbeat.beat();
         }
         if let Some(mut ctx) = self.ctx.take() {
             let _already_closed =
