@@ -1,0 +1,469 @@
+//! What runs on the gateway is what was tested: the aarch64 gateway binary, built exactly as
+//! `cross/build.sh aarch64-musl` builds it (static, no simulator), run under qemu-user against the
+//! simulator on loopback; and the Debian package built around it.
+//!
+//! Needs `cross/build.sh --setup aarch64-musl`, qemu-user-static and cargo-deb (`.ci/run` installs
+//! them). In CI a missing tool fails the test; elsewhere the test is skipped with a message.
+//! Later capabilities (scoring, outbox, MQTT, OPC UA) join this smoke test as they land.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use millwright_tests::{NotifySocket, OutputLines, Sim};
+use tokio::process::Command;
+
+const SIM: &str = r#"
+[[machines]]
+name = "pump"
+kind = "pump"
+unit_id = 7
+[[machines.points]]
+name = "pressure"
+table = "holding"
+address = 0
+type = "f32"
+order = "CDAB"
+signal = { base = 4.5 }
+[[machines.points]]
+name = "energy"
+table = "holding"
+address = 2
+type = "u32"
+order = "BADC"
+signal = { base = 123456 }
+[[machines.points]]
+name = "temperature"
+table = "input"
+address = 0
+type = "i16"
+scale = 0.5
+signal = { base = -12.5 }
+[[machines.points]]
+name = "status"
+table = "holding"
+address = 4
+type = "bool"
+bit = 3
+signal = { base = 1 }
+[[machines.points]]
+name = "total"
+table = "holding"
+address = 6
+type = "f64"
+order = "DCBA"
+signal = { base = 1234.5678 }
+[[machines.points]]
+name = "model"
+table = "holding"
+address = 10
+type = "string"
+length = 8
+signal = { text = "ETA-R" }
+[[machines.points]]
+name = "pump_on"
+table = "coil"
+address = 0
+signal = { base = 1 }
+"#;
+
+/// (tag, what `read` and the sample log print for it)
+const EXPECTED: [(&str, &str); 7] = [
+    ("pump.pressure", "4.5"),
+    ("pump.energy", "123456"),
+    ("pump.temperature", "-12.5"),
+    ("pump.status", "true"),
+    ("pump.total", "1234.5678"),
+    ("pump.model", "\"ETA-R\""),
+    ("pump.pump_on", "true"),
+];
+
+fn agent_config(port: u16) -> String {
+    format!(
+        r#"
+[agent]
+name = "smoke"
+
+[[devices]]
+name = "pump"
+host = "127.0.0.1"
+port = {port}
+unit_id = 7
+addressing = "modicon"
+poll_interval = "200ms"
+timeout = "2s"
+
+[[devices.tags]]
+name = "pump.pressure"
+address = 40001
+type = "f32"
+order = "CDAB"
+unit = "bar"
+
+[[devices.tags]]
+name = "pump.energy"
+address = 40003
+type = "u32"
+order = "BADC"
+
+[[devices.tags]]
+name = "pump.temperature"
+address = 30001
+type = "i16"
+scale = 0.5
+
+[[devices.tags]]
+name = "pump.status"
+address = 40005
+type = "bool"
+bit = 3
+
+[[devices.tags]]
+name = "pump.total"
+address = 40007
+type = "f64"
+order = "DCBA"
+
+[[devices.tags]]
+name = "pump.model"
+address = 40011
+type = "string"
+length = 8
+
+[[devices.tags]]
+name = "pump.pump_on"
+address = 1
+"#
+    )
+}
+
+const QEMU: &str = "qemu-aarch64-static";
+/// The size budget of the static aarch64 binary.
+const MAX_BINARY_BYTES: u64 = 12 * 1024 * 1024;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+fn found(program: &str, arg: &str) -> bool {
+    std::process::Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Whether the cross tools are here; in CI their absence is a failure, not a skip.
+fn cross_tools_present(extra: &[(&str, &str)]) -> bool {
+    let mut needed = vec![(QEMU, "--version"), ("aarch64-linux-gnu-gcc", "--version")];
+    needed.extend_from_slice(extra);
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|(program, arg)| !found(program, arg))
+        .map(|(program, _)| *program)
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must provide {missing:?}: see .ci/run and cross/build.sh --setup"
+    );
+    eprintln!("skipping: {missing:?} not installed (cross/build.sh --setup aarch64-musl; apt-get install qemu-user-static)");
+    false
+}
+
+/// Runs `command` to completion, killing it after `limit`; stdout on success.
+fn run_bounded(command: &mut std::process::Command, limit: Duration) -> String {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The script's last stdout line is its product's path.
+fn last_line_path(stdout: &str) -> PathBuf {
+    let path = stdout.lines().last().expect("a path").trim();
+    workspace().join(path)
+}
+
+/// Built once per test run, with the command the README gives.
+fn gateway_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let stdout = run_bounded(
+                std::process::Command::new(workspace().join("cross/build.sh"))
+                    .arg("aarch64-musl")
+                    .current_dir(workspace()),
+                Duration::from_secs(40 * 60),
+            );
+            last_line_path(&stdout)
+        })
+        .clone()
+}
+
+async fn qemu(binary: &Path, args: &[&str]) -> std::process::Output {
+    let child = Command::new(QEMU)
+        .arg(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), child)
+        .await
+        .expect("finishes under qemu")
+        .expect("runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aarch64_binary_is_static_small_and_polls_correctly_under_qemu() {
+    if !cross_tools_present(&[]) {
+        return;
+    }
+    let binary = tokio::task::spawn_blocking(gateway_binary)
+        .await
+        .expect("build");
+
+    let size = std::fs::metadata(&binary).expect("binary").len();
+    assert!(size <= MAX_BINARY_BYTES, "{size} bytes > 12 MiB");
+    let elf = std::fs::read(&binary).expect("read binary");
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert_eq!(
+        u16::from_le_bytes([elf[18], elf[19]]),
+        183,
+        "e_machine is aarch64"
+    );
+    assert!(
+        !elf.windows(b"ld-linux".len()).any(|w| w == b"ld-linux"),
+        "static binary must not name a dynamic loader"
+    );
+
+    // The gateway build carries no simulator.
+    let help = qemu(&binary, &["--help"]).await;
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("run") && !help.contains("simulate"), "{help}");
+
+    let sim = Sim::start(SIM, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("millwright.toml");
+    std::fs::write(&config, agent_config(sim.addr.port())).expect("write");
+    let config = config.to_str().expect("utf8");
+
+    let check = qemu(&binary, &["check", "-c", config]).await;
+    assert_eq!(check.status.code(), Some(0), "{check:?}");
+
+    // `read`: every type and word order decodes to what the simulator serves.
+    let read = qemu(&binary, &["read", "-c", config]).await;
+    let table = String::from_utf8_lossy(&read.stdout);
+    assert_eq!(read.status.code(), Some(0), "{table}");
+    for (tag, value) in EXPECTED {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(tag))
+            .unwrap_or_else(|| panic!("{tag} missing in\n{table}"));
+        assert!(
+            row.contains(&format!(" {value} ")) && row.trim_end().ends_with("good"),
+            "{tag}: expected {value} in {row}"
+        );
+    }
+
+    // `run` as systemd starts it: ready, live good samples, reload, clean stop.
+    let mut notify = NotifySocket::bind();
+    let mut agent = Command::new(QEMU)
+        .arg(&binary)
+        .args(["run", "-c", config, "-v", "--log-format", "json"])
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "2000000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn under qemu");
+    let mut log = OutputLines::follow(agent.stderr.take().expect("stderr"));
+    let wait = Duration::from_secs(30);
+    notify.wait_for(wait, "READY=1").await.expect("READY=1");
+    for (tag, value) in EXPECTED {
+        let json_value = serde_json_string(value);
+        log.wait_for(wait, |l| {
+            l.contains(&format!("\"tag\":\"{tag}\""))
+                && l.contains(&format!("\"value\":{json_value}"))
+                && l.contains("\"quality\":\"good\"")
+        })
+        .await
+        .unwrap_or_else(|| panic!("no good {tag} = {value}: {}", log.transcript()));
+    }
+    notify
+        .wait_for(wait, "WATCHDOG=1")
+        .await
+        .expect("watchdog keep-alive");
+    let pid = agent.id().expect("pid").to_string();
+    for (signal, expected) in [("-HUP", "RELOADING=1"), ("-TERM", "STOPPING=1")] {
+        let sent = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .await
+            .expect("kill");
+        assert!(sent.success());
+        notify
+            .wait_for(wait, expected)
+            .await
+            .unwrap_or_else(|| panic!("{expected} missing: {:?}", notify.received));
+    }
+    let status = tokio::time::timeout(wait, agent.wait())
+        .await
+        .expect("stops")
+        .expect("status");
+    assert_eq!(status.code(), Some(0), "{}", log.transcript());
+    sim.stop().await;
+}
+
+/// `value` as the JSON log writes a string field.
+fn serde_json_string(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arm64_debian_package_installs_a_hardened_notify_service() {
+    if !cross_tools_present(&[("cargo-deb", "--version"), ("dpkg-deb", "--version")]) {
+        return;
+    }
+    let deb = tokio::task::spawn_blocking(|| {
+        gateway_binary();
+        let stdout = run_bounded(
+            std::process::Command::new(workspace().join("cross/package.sh"))
+                .arg("arm64")
+                .current_dir(workspace()),
+            Duration::from_secs(20 * 60),
+        );
+        last_line_path(&stdout)
+    })
+    .await
+    .expect("package");
+
+    let dpkg = |args: &[&str]| {
+        let out = std::process::Command::new("dpkg-deb")
+            .args(args)
+            .arg(&deb)
+            .output()
+            .expect("dpkg-deb");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let control = dpkg(&["--field"]);
+    assert!(control.contains("Architecture: arm64"), "{control}");
+    assert!(control.contains("Depends: adduser"), "{control}");
+
+    let contents = dpkg(&["--contents"]);
+    for (path, mode) in [
+        ("./usr/bin/millwright", "-rwxr-xr-x"),
+        ("./etc/millwright/millwright.toml", "-rw-r-----"),
+        ("./usr/lib/systemd/system/millwright.service", "-rw-r--r--"),
+        ("./usr/lib/udev/rules.d/60-millwright.rules", "-rw-r--r--"),
+    ] {
+        let line = contents
+            .lines()
+            .find(|l| l.ends_with(path))
+            .unwrap_or_else(|| panic!("{path} missing in\n{contents}"));
+        assert!(line.starts_with(mode), "{line}");
+    }
+
+    let unpacked = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new("dpkg-deb")
+        .arg("--raw-extract")
+        .arg(&deb)
+        .arg(unpacked.path())
+        .status()
+        .expect("dpkg-deb");
+    assert!(status.success());
+    let root = unpacked.path();
+    let conffiles = std::fs::read_to_string(root.join("DEBIAN/conffiles")).expect("conffiles");
+    assert_eq!(conffiles.trim(), "/etc/millwright/millwright.toml");
+
+    // The packaged binary is the tested one, and the default config it ships is valid.
+    assert_eq!(
+        std::fs::read(root.join("usr/bin/millwright")).expect("packaged"),
+        std::fs::read(gateway_binary()).expect("built")
+    );
+    let check = qemu(
+        &root.join("usr/bin/millwright"),
+        &[
+            "check",
+            "-c",
+            root.join("etc/millwright/millwright.toml")
+                .to_str()
+                .expect("utf8"),
+        ],
+    )
+    .await;
+    assert_eq!(check.status.code(), Some(0), "{check:?}");
+
+    let unit = std::fs::read_to_string(root.join("usr/lib/systemd/system/millwright.service"))
+        .expect("unit");
+    for setting in [
+        "Type=notify",
+        "WatchdogSec=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "User=millwright",
+        "SupplementaryGroups=dialout gpio",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/millwright",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=\n",
+    ] {
+        assert!(unit.contains(setting), "{setting} missing in the unit");
+    }
+    let postinst = std::fs::read_to_string(root.join("DEBIAN/postinst")).expect("postinst");
+    assert!(
+        postinst.contains("adduser --system") && postinst.contains("-o millwright -g millwright"),
+        "{postinst}"
+    );
+    assert!(
+        postinst.contains("deb-systemd-helper enable millwright.service"),
+        "{postinst}"
+    );
+
+    // systemd's own verdict on the unit, where systemd-analyze is installed.
+    if found("systemd-analyze", "--version") {
+        let out = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(root.join("usr/lib/systemd/system/millwright.service"))
+            .output()
+            .expect("systemd-analyze");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let complaints: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("millwright.service"))
+            // The unpacked ExecStart path is not at /usr/bin on this machine.
+            .filter(|l| !l.contains("/usr/bin/millwright"))
+            .collect();
+        assert!(complaints.is_empty(), "{stderr}");
+    }
+}
