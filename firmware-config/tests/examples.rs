@@ -31,3 +31,26 @@ fn json_schema_describes_devices_and_tags() {
         assert!(text.contains(needle), "schema lacks {needle}");
     }
 }
+
+/// The packaged `/etc/millwright/millwright.toml` polls nothing as shipped, and its commented
+/// examples are valid once uncommented (users start from them).
+#[test]
+fn packaged_default_config_is_valid_as_shipped_and_uncommented() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cross/debian/millwright.toml");
+    let shipped = firmware_config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(shipped.devices.is_empty());
+
+    let text = std::fs::read_to_string(&path).expect("read");
+    let uncommented: String = text
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if rest.starts_with('[') || rest.split_once(" = ").is_some() => rest,
+            _ => line,
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let plan = firmware_config::load_str(&path, &uncommented).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.devices.len(), 1);
+    assert_eq!(plan.buses.len(), 1);
+    assert_eq!(plan.devices[0].tags.len(), 1);
+}

@@ -1,9 +1,11 @@
-//! What runs on the gateway is what was tested: the aarch64 gateway binary, built exactly as
-//! `cross/build.sh aarch64-musl` builds it (static, no simulator), run under qemu-user against the
-//! simulator on loopback; and the Debian package built around it.
+//! What runs on the gateway is what was tested: the gateway binaries, built exactly as
+//! `cross/build.sh aarch64-musl` (static) and `cross/build.sh armv7-gnueabihf` (glibc 2.17) build
+//! them, without the simulator, run under qemu-user against the simulator on loopback; and the
+//! Debian package built around the aarch64 one.
 //!
-//! Needs `cross/build.sh --setup aarch64-musl`, qemu-user-static and cargo-deb (`.ci/run` installs
-//! them). In CI a missing tool fails the test; elsewhere the test is skipped with a message.
+//! Needs `cross/build.sh --setup aarch64-musl armv7-gnueabihf`, qemu-user-static and cargo-deb
+//! (`.ci/run` installs them). In CI a missing tool fails the test; elsewhere the test is skipped
+//! with a message.
 //! Later capabilities (scoring, outbox, MQTT, OPC UA) join this smoke test as they land.
 
 use std::path::{Path, PathBuf};
@@ -138,9 +140,35 @@ address = 1
     )
 }
 
-const QEMU: &str = "qemu-aarch64-static";
-/// The size budget of the static aarch64 binary.
+/// The size budget of a gateway binary.
 const MAX_BINARY_BYTES: u64 = 12 * 1024 * 1024;
+
+/// A gateway target as `cross/build.sh` names it, and how qemu-user runs its binaries.
+struct Target {
+    name: &'static str,
+    qemu: &'static str,
+    /// For dynamically linked targets: where the target's libc lives on this machine.
+    sysroot: Option<&'static str>,
+    linker: &'static str,
+    /// ELF e_machine.
+    machine: u16,
+}
+
+const AARCH64_MUSL: Target = Target {
+    name: "aarch64-musl",
+    qemu: "qemu-aarch64-static",
+    sysroot: None,
+    linker: "aarch64-linux-gnu-gcc",
+    machine: 183,
+};
+
+const ARMV7_GNUEABIHF: Target = Target {
+    name: "armv7-gnueabihf",
+    qemu: "qemu-arm-static",
+    sysroot: Some("/usr/arm-linux-gnueabihf"),
+    linker: "cargo-zigbuild",
+    machine: 40,
+};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -159,8 +187,8 @@ fn found(program: &str, arg: &str) -> bool {
 }
 
 /// Whether the cross tools are here; in CI their absence is a failure, not a skip.
-fn cross_tools_present(extra: &[(&str, &str)]) -> bool {
-    let mut needed = vec![(QEMU, "--version"), ("aarch64-linux-gnu-gcc", "--version")];
+fn cross_tools_present(target: &Target, extra: &[(&str, &str)]) -> bool {
+    let mut needed = vec![(target.qemu, "--version"), (target.linker, "--version")];
     needed.extend_from_slice(extra);
     let missing: Vec<&str> = needed
         .iter()
@@ -174,7 +202,10 @@ fn cross_tools_present(extra: &[(&str, &str)]) -> bool {
         std::env::var_os("CI").is_none(),
         "CI must provide {missing:?}: see .ci/run and cross/build.sh --setup"
     );
-    eprintln!("skipping: {missing:?} not installed (cross/build.sh --setup aarch64-musl; apt-get install qemu-user-static)");
+    eprintln!(
+        "skipping: {missing:?} not installed (cross/build.sh --setup {}; apt-get install qemu-user-static)",
+        target.name
+    );
     false
 }
 
@@ -212,25 +243,38 @@ fn last_line_path(stdout: &str) -> PathBuf {
     workspace().join(path)
 }
 
-/// Built once per test run, with the command the README gives.
-fn gateway_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let stdout = run_bounded(
-                std::process::Command::new(workspace().join("cross/build.sh"))
-                    .arg("aarch64-musl")
-                    .current_dir(workspace()),
-                Duration::from_secs(40 * 60),
-            );
-            last_line_path(&stdout)
-        })
-        .clone()
+/// Built once per target and test run, with the command the README gives.
+fn gateway_binary(target: &Target) -> PathBuf {
+    static AARCH64: OnceLock<PathBuf> = OnceLock::new();
+    static ARMV7: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if target.name == AARCH64_MUSL.name {
+        &AARCH64
+    } else {
+        &ARMV7
+    };
+    cell.get_or_init(|| {
+        let stdout = run_bounded(
+            std::process::Command::new(workspace().join("cross/build.sh"))
+                .arg(target.name)
+                .current_dir(workspace()),
+            Duration::from_secs(40 * 60),
+        );
+        last_line_path(&stdout)
+    })
+    .clone()
 }
 
-async fn qemu(binary: &Path, args: &[&str]) -> std::process::Output {
-    let child = Command::new(QEMU)
-        .arg(binary)
+fn qemu_command(target: &Target, binary: &Path) -> Command {
+    let mut command = Command::new(target.qemu);
+    if let Some(sysroot) = target.sysroot {
+        command.args(["-L", sysroot]);
+    }
+    command.arg(binary);
+    command
+}
+
+async fn qemu(target: &Target, binary: &Path, args: &[&str]) -> std::process::Output {
+    let child = qemu_command(target, binary)
         .args(args)
         .stdin(Stdio::null())
         .output();
@@ -240,31 +284,69 @@ async fn qemu(binary: &Path, args: &[&str]) -> std::process::Output {
         .expect("runs")
 }
 
+/// The newest `GLIBC_2.x` symbol version the binary asks for, as (2, x).
+fn newest_glibc(elf: &[u8]) -> Option<(u32, u32)> {
+    let marker = b"GLIBC_2.";
+    elf.windows(marker.len())
+        .enumerate()
+        .filter(|(_, window)| *window == marker)
+        .filter_map(|(at, _)| {
+            let digits: String = elf[at + marker.len()..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .map(|&b| char::from(b))
+                .collect();
+            digits.parse().ok().map(|minor| (2, minor))
+        })
+        .max()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aarch64_binary_is_static_small_and_polls_correctly_under_qemu() {
-    if !cross_tools_present(&[]) {
+    if !cross_tools_present(&AARCH64_MUSL, &[]) {
         return;
     }
-    let binary = tokio::task::spawn_blocking(gateway_binary)
+    let binary = tokio::task::spawn_blocking(|| gateway_binary(&AARCH64_MUSL))
         .await
         .expect("build");
-
-    let size = std::fs::metadata(&binary).expect("binary").len();
-    assert!(size <= MAX_BINARY_BYTES, "{size} bytes > 12 MiB");
     let elf = std::fs::read(&binary).expect("read binary");
-    assert_eq!(&elf[..4], b"\x7fELF");
-    assert_eq!(
-        u16::from_le_bytes([elf[18], elf[19]]),
-        183,
-        "e_machine is aarch64"
-    );
     assert!(
         !elf.windows(b"ld-linux".len()).any(|w| w == b"ld-linux"),
         "static binary must not name a dynamic loader"
     );
+    assert_eq!(newest_glibc(&elf), None);
+    smoke(&AARCH64_MUSL, &binary).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn armv7_binary_needs_only_glibc_2_17_and_polls_correctly_under_qemu() {
+    if !cross_tools_present(&ARMV7_GNUEABIHF, &[]) {
+        return;
+    }
+    let binary = tokio::task::spawn_blocking(|| gateway_binary(&ARMV7_GNUEABIHF))
+        .await
+        .expect("build");
+    let elf = std::fs::read(&binary).expect("read binary");
+    let glibc = newest_glibc(&elf).expect("dynamically linked against glibc");
+    assert!(glibc <= (2, 17), "needs glibc {glibc:?}, more than 2.17");
+    smoke(&ARMV7_GNUEABIHF, &binary).await;
+}
+
+/// Size, architecture, and a full poll of every type and word order, as `read` and as the
+/// service (`run` under a notify socket, reload, stop).
+async fn smoke(target: &Target, binary: &Path) {
+    let size = std::fs::metadata(binary).expect("binary").len();
+    assert!(size <= MAX_BINARY_BYTES, "{size} bytes > 12 MiB");
+    let elf = std::fs::read(binary).expect("read binary");
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert_eq!(
+        u16::from_le_bytes([elf[18], elf[19]]),
+        target.machine,
+        "e_machine"
+    );
 
     // The gateway build carries no simulator.
-    let help = qemu(&binary, &["--help"]).await;
+    let help = qemu(target, binary, &["--help"]).await;
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("run") && !help.contains("simulate"), "{help}");
 
@@ -274,11 +356,11 @@ async fn aarch64_binary_is_static_small_and_polls_correctly_under_qemu() {
     std::fs::write(&config, agent_config(sim.addr.port())).expect("write");
     let config = config.to_str().expect("utf8");
 
-    let check = qemu(&binary, &["check", "-c", config]).await;
+    let check = qemu(target, binary, &["check", "-c", config]).await;
     assert_eq!(check.status.code(), Some(0), "{check:?}");
 
     // `read`: every type and word order decodes to what the simulator serves.
-    let read = qemu(&binary, &["read", "-c", config]).await;
+    let read = qemu(target, binary, &["read", "-c", config]).await;
     let table = String::from_utf8_lossy(&read.stdout);
     assert_eq!(read.status.code(), Some(0), "{table}");
     for (tag, value) in EXPECTED {
@@ -294,8 +376,7 @@ async fn aarch64_binary_is_static_small_and_polls_correctly_under_qemu() {
 
     // `run` as systemd starts it: ready, live good samples, reload, clean stop.
     let mut notify = NotifySocket::bind();
-    let mut agent = Command::new(QEMU)
-        .arg(&binary)
+    let mut agent = qemu_command(target, binary)
         .args(["run", "-c", config, "-v", "--log-format", "json"])
         .env("NOTIFY_SOCKET", &notify.path)
         .env("WATCHDOG_USEC", "2000000")
@@ -350,11 +431,14 @@ fn serde_json_string(value: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arm64_debian_package_installs_a_hardened_notify_service() {
-    if !cross_tools_present(&[("cargo-deb", "--version"), ("dpkg-deb", "--version")]) {
+    if !cross_tools_present(
+        &AARCH64_MUSL,
+        &[("cargo-deb", "--version"), ("dpkg-deb", "--version")],
+    ) {
         return;
     }
     let deb = tokio::task::spawn_blocking(|| {
-        gateway_binary();
+        gateway_binary(&AARCH64_MUSL);
         let stdout = run_bounded(
             std::process::Command::new(workspace().join("cross/package.sh"))
                 .arg("arm64")
@@ -408,9 +492,10 @@ async fn arm64_debian_package_installs_a_hardened_notify_service() {
     // The packaged binary is the tested one, and the default config it ships is valid.
     assert_eq!(
         std::fs::read(root.join("usr/bin/millwright")).expect("packaged"),
-        std::fs::read(gateway_binary()).expect("built")
+        std::fs::read(gateway_binary(&AARCH64_MUSL)).expect("built")
     );
     let check = qemu(
+        &AARCH64_MUSL,
         &root.join("usr/bin/millwright"),
         &[
             "check",
