@@ -11,6 +11,8 @@
 //! - Polls that cannot keep up are skipped, not queued, and counted as overruns.
 //! - A coalesced read refused with "illegal data address" is split into one request per tag for
 //!   good (when `split_rejected_reads`), so one unmapped register does not fail its neighbours.
+//! - Every poll beats the line's heartbeat, and [`Line::stall_limit`] bounds the time between two
+//!   beats of a healthy line; the service watchdog relies on it (see `crate::liveness`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -469,4 +471,48 @@ pub fn lines(
             )
         });
     (tcp.into_iter().chain(rtu).collect(), stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    fn line_of(toml: &str) -> Line {
+        let plan = firmware_config::load_str(std::path::Path::new("t.toml"), toml)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let (mut lines, _) = lines(&plan, &clock, &SampleBus::new(16));
+        lines.remove(0)
+    }
+
+    #[test]
+    fn stall_limit_covers_the_longest_interval_and_a_poll_where_everything_times_out() {
+        let line = line_of(
+            r#"
+[[devices]]
+name = "d"
+host = "127.0.0.1"
+addressing = "zero_based"
+poll_interval = "1s"
+timeout = "500ms"
+connect_delay = "200ms"
+[[devices.tags]]
+name = "a"
+table = "holding_register"
+address = 0
+[[devices.tags]]
+name = "b"
+table = "holding_register"
+address = 100
+[[devices.tags]]
+name = "c"
+table = "holding_register"
+address = 200
+poll_interval = "5s"
+"#,
+        );
+        // 2 × (5 s + connect 0.5 s + delay 0.2 s + 3 requests × 0.5 s) + 10 s
+        assert_eq!(line.stall_limit(), Duration::from_millis(24_400));
+    }
 }
