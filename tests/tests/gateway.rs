@@ -431,17 +431,28 @@ fn serde_json_string(value: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arm64_debian_package_installs_a_hardened_notify_service() {
+    check_package("arm64", &AARCH64_MUSL, "adduser").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn armhf_debian_package_installs_a_hardened_notify_service() {
+    check_package("armhf", &ARMV7_GNUEABIHF, "adduser, libc6 (>= 2.17)").await;
+}
+
+/// `cross/package.sh <arch>`: the tested binary, the conffile, the unit, the udev rule, the
+/// maintainer scripts, and the declared dependencies.
+async fn check_package(arch: &'static str, target: &'static Target, depends: &str) {
     if !cross_tools_present(
-        &AARCH64_MUSL,
+        target,
         &[("cargo-deb", "--version"), ("dpkg-deb", "--version")],
     ) {
         return;
     }
-    let deb = tokio::task::spawn_blocking(|| {
-        gateway_binary(&AARCH64_MUSL);
+    let deb = tokio::task::spawn_blocking(move || {
+        gateway_binary(target);
         let stdout = run_bounded(
             std::process::Command::new(workspace().join("cross/package.sh"))
-                .arg("arm64")
+                .arg(arch)
                 .current_dir(workspace()),
             Duration::from_secs(20 * 60),
         );
@@ -460,8 +471,14 @@ async fn arm64_debian_package_installs_a_hardened_notify_service() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let control = dpkg(&["--field"]);
-    assert!(control.contains("Architecture: arm64"), "{control}");
-    assert!(control.contains("Depends: adduser"), "{control}");
+    assert!(
+        control.contains(&format!("Architecture: {arch}\n")),
+        "{control}"
+    );
+    assert!(
+        control.contains(&format!("Depends: {depends}\n")),
+        "{control}"
+    );
 
     let contents = dpkg(&["--contents"]);
     for (path, mode) in [
@@ -492,10 +509,10 @@ async fn arm64_debian_package_installs_a_hardened_notify_service() {
     // The packaged binary is the tested one, and the default config it ships is valid.
     assert_eq!(
         std::fs::read(root.join("usr/bin/millwright")).expect("packaged"),
-        std::fs::read(gateway_binary(&AARCH64_MUSL)).expect("built")
+        std::fs::read(gateway_binary(target)).expect("built")
     );
     let check = qemu(
-        &AARCH64_MUSL,
+        target,
         &root.join("usr/bin/millwright"),
         &[
             "check",
