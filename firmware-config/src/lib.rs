@@ -8,6 +8,7 @@
 //! Arrays of tables (`[[buses]]`, `[[devices]]`, `[[devices.tags]]`) are deserialized one element
 //! at a time, so one bad element is reported without hiding the mistakes in the others.
 
+pub mod assets;
 pub mod duration;
 pub mod modbus;
 pub mod source;
@@ -17,6 +18,10 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+pub use assets::{
+    Asset, AssetConfig, Foundation, InsulationClass, IsoGroup, Nameplate, Scoring, ScoringConfig,
+    Signals, TagIndex, MAX_WINDOW,
+};
 pub use duration::HumanDuration;
 pub use modbus::{
     Addressing, Backoff, BusConfig, DataType, Device, DeviceConfig, Forbidden, Link, Parity,
@@ -40,6 +45,11 @@ pub struct Config {
     pub buses: Vec<BusConfig>,
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    #[serde(default)]
+    pub scoring: ScoringConfig,
+    /// Equipment whose health is scored, with its signals mapped to tags.
+    #[serde(default)]
+    pub assets: Vec<AssetConfig>,
 }
 
 /// Settings of the agent itself.
@@ -83,7 +93,11 @@ fn default_bus_capacity() -> usize {
 pub struct Plan {
     pub agent: AgentConfig,
     pub buses: Vec<SerialBus>,
+    /// Devices in file order. A tag's index in plan order (devices in order, then their tags in
+    /// order) is the agent's `TagId` and what [`Signals`] refer to.
     pub devices: Vec<Device>,
+    pub scoring: Scoring,
+    pub assets: Vec<Asset>,
 }
 
 impl Plan {
@@ -104,7 +118,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     let mut errors = Vec::new();
 
     let root: Option<Config> = doc
-        .deserialize_root(&["buses", "devices"])
+        .deserialize_root(&["buses", "devices", "assets"])
         .map_err(|e| errors.push(e))
         .ok();
 
@@ -113,7 +127,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
         .into_iter()
         .enumerate()
         .filter_map(|(i, value)| {
-            let component = element_name(value.get_ref(), "bus", "buses", i);
+            let component = element_name(value.get_ref(), "name", "bus", "buses", i);
             doc.deserialize(value, &[], &component)
                 .map_err(|e| errors.push(e))
                 .ok()
@@ -127,7 +141,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
         .into_iter()
         .enumerate()
     {
-        let component = element_name(value.get_ref(), "device", "devices", i);
+        let component = element_name(value.get_ref(), "name", "device", "devices", i);
         let device: Option<DeviceConfig> = doc
             .deserialize(value, &["tags"], &component)
             .map_err(|e| errors.push(e))
@@ -141,7 +155,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
             .filter_map(|(j, value)| {
                 let tag_component = format!(
                     "{component} {}",
-                    element_name(value.get_ref(), "tag", "tags", j)
+                    element_name(value.get_ref(), "name", "tag", "tags", j)
                 );
                 doc.deserialize(value, &[], &tag_component)
                     .map_err(|e| errors.push(e))
@@ -157,9 +171,31 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
         });
     }
 
+    let assets: Vec<(usize, AssetConfig)> = doc
+        .elements(&[Seg::Key("assets")], &mut errors)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, value)| {
+            let component = element_name(value.get_ref(), "id", "asset", "assets", i);
+            doc.deserialize(value, &[], &component)
+                .map_err(|e| errors.push(e))
+                .ok()
+                .map(|asset| (i, asset))
+        })
+        .collect();
+    let tag_names = devices
+        .iter()
+        .flat_map(|d| d.tags.iter().map(|(_, t)| t.name.clone()))
+        .collect();
+
     let mut check = Checker { doc: &doc, errors };
     let buses = modbus::validate_buses(&mut check, &buses);
     let devices = modbus::validate_devices(&mut check, &buses, &devices);
+    let scoring = root
+        .as_ref()
+        .map(|root| assets::validate_scoring(&mut check, &root.scoring));
+    let directory = assets::TagDirectory::new(&devices, tag_names);
+    let assets = assets::validate_assets(&mut check, &directory, &assets);
     if let Some(root) = &root {
         if root.agent.sample_bus_capacity == 0 {
             check.err(
@@ -171,11 +207,13 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     }
 
     let mut errors = check.errors;
-    match root {
-        Some(root) if errors.is_empty() => Ok(Plan {
+    match (root, scoring) {
+        (Some(root), Some(scoring)) if errors.is_empty() => Ok(Plan {
             agent: root.agent,
             buses,
             devices,
+            scoring,
+            assets,
         }),
         _ => {
             errors.sort_by_key(|e| e.position);
@@ -185,11 +223,17 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     }
 }
 
-/// `device "pump-plc"` when the element has a readable name, else `devices[3]`.
-fn element_name(value: &toml::de::DeValue<'_>, kind: &str, array: &str, index: usize) -> String {
+/// `device "pump-plc"` when the element has a readable name (its `key`), else `devices[3]`.
+fn element_name(
+    value: &toml::de::DeValue<'_>,
+    key: &str,
+    kind: &str,
+    array: &str,
+    index: usize,
+) -> String {
     match value
         .as_table()
-        .and_then(|t| t.get("name"))
+        .and_then(|t| t.get(key))
         .and_then(|n| n.get_ref().as_str())
     {
         Some(name) => format!("{kind} {name:?}"),
