@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod bus;
 pub mod clock;
 pub mod commands;
+pub mod health;
 pub mod liveness;
 pub mod sample;
 pub mod service;

@@ -98,7 +98,10 @@ mod tests {
     use super::*;
 
     fn pts(values: &[(f64, f64)]) -> Vec<Point> {
-        values.iter().map(|&(t, value)| Point { t, value }).collect()
+        values
+            .iter()
+            .map(|&(t, value)| Point { t, value })
+            .collect()
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -109,7 +112,10 @@ mod tests {
     fn statistics() {
         let v = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0];
         assert_eq!(mean(v.iter().copied()), Some(5.0));
-        assert!(close(rms([3.0, 4.0].into_iter()).expect("rms"), (12.5f64).sqrt()));
+        assert!(close(
+            rms([3.0, 4.0].into_iter()).expect("rms"),
+            (12.5f64).sqrt()
+        ));
         assert_eq!(min_max(v.iter().copied()), Some((2.0, 9.0)));
         assert!(close(std_dev(&v).expect("std"), (32.0f64 / 7.0).sqrt()));
         assert_eq!(mean(std::iter::empty()), None);
@@ -129,7 +135,13 @@ mod tests {
 
     #[test]
     fn time_in_zone_holds_each_value_until_the_next_point() {
-        let p = pts(&[(0.0, 1.0), (10.0, 5.0), (15.0, 6.0), (20.0, 2.0), (30.0, 7.0)]);
+        let p = pts(&[
+            (0.0, 1.0),
+            (10.0, 5.0),
+            (15.0, 6.0),
+            (20.0, 2.0),
+            (30.0, 7.0),
+        ]);
         assert!(close(time_at_or_above(&p, 5.0), 10.0));
         assert!(close(time_at_or_above(&p, 100.0), 0.0));
     }
@@ -140,7 +152,10 @@ mod tests {
         let u = current_unbalance(&[460.0, 467.0, 450.0]).expect("unbalance");
         assert!(close(u, 9.0 / 459.0));
         assert_eq!(current_unbalance(&[0.0, 0.0, 0.0]), None);
-        assert!(close(current_unbalance(&[10.0, 10.0, 10.0]).expect("balanced"), 0.0));
+        assert!(close(
+            current_unbalance(&[10.0, 10.0, 10.0]).expect("balanced"),
+            0.0
+        ));
     }
 
     #[test]
