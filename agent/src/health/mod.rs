@@ -4,5 +4,7 @@
 //! Pure parts (`features`, `rules`, `assess`) are functions of their inputs; the `scorer` task is
 //! the only async piece.
 
+pub mod assess;
 pub mod features;
 pub mod rules;
+pub mod window;
