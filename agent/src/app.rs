@@ -15,6 +15,7 @@ use tracing::{debug, error, info, Level};
 
 use crate::bus::SampleBus;
 use crate::clock::Clock;
+use crate::health::{self, scorer::Scorer};
 use crate::liveness::Liveness;
 use crate::service::ServiceManager;
 
@@ -187,11 +188,22 @@ impl Generation {
     fn start(plan: Plan, clock: Arc<dyn Clock>, shutdown: &CancellationToken) -> Generation {
         let stop = shutdown.child_token();
         let bus = SampleBus::new(plan.agent.sample_bus_capacity);
-        let mut running = start_acquisition(&plan, clock, &bus, &stop);
+        let mut running = start_acquisition(&plan, Arc::clone(&clock), &bus, &stop);
         if tracing::enabled!(Level::DEBUG) {
             running.tasks.spawn(log_samples(
                 Arc::new(tag_catalog(&plan)),
                 bus.clone(),
+                stop.clone(),
+            ));
+        }
+        if !plan.assets.is_empty() {
+            let (assessments, _) = tokio::sync::broadcast::channel(64);
+            running.tasks.spawn(health::scorer::run(
+                Scorer::new(&plan),
+                bus.subscribe(),
+                Arc::clone(&clock),
+                plan.scoring.assess_interval,
+                assessments,
                 stop.clone(),
             ));
         }

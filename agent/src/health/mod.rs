@@ -7,4 +7,5 @@
 pub mod assess;
 pub mod features;
 pub mod rules;
+pub mod scorer;
 pub mod window;

@@ -1,0 +1,232 @@
+//! The scoring stage: routes good samples of mapped tags into each asset's windows and assesses
+//! every asset at `scoring.assess_interval`.
+//!
+//! Invariants:
+//! - Only good samples enter a window; a signal whose newest point is older than
+//!   [`Scorer::stale_after`] is left out of the assessment rather than judged on old data.
+//! - Windows and trend buffers are fixed-capacity (see `window` and `assess`); the scorer's memory
+//!   is set when it is built and does not grow with uptime.
+
+use std::time::{Duration, SystemTime};
+
+use firmware_config::{Asset, Plan, Scoring};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::assess::{self, Assessment, AssetState, Observed};
+use super::features::{self, Point};
+use super::window::Window;
+use crate::bus::Subscriber;
+use crate::clock::Clock;
+use crate::sample::Sample;
+
+/// The signal slots an asset's windows hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Vibration,
+    BearingTemperature,
+    WindingTemperature,
+    AmbientTemperature,
+    Current(u8),
+    Pressure,
+}
+
+struct AssetRuntime {
+    asset: Asset,
+    windows: Vec<(Slot, Window)>,
+    state: AssetState,
+}
+
+pub struct Scorer {
+    assets: Vec<AssetRuntime>,
+    /// For each tag id: the (asset, window) pairs it feeds.
+    routes: Vec<Vec<(usize, usize)>>,
+    scoring: Scoring,
+    scratch: Vec<Point>,
+}
+
+impl Scorer {
+    pub fn new(plan: &Plan) -> Scorer {
+        let mut routes = vec![Vec::new(); plan.tag_count()];
+        let assets = plan
+            .assets
+            .iter()
+            .enumerate()
+            .map(|(a, asset)| {
+                let s = &asset.signals;
+                let mut slots: Vec<(Slot, u32)> = [
+                    (Slot::Vibration, s.vibration),
+                    (Slot::BearingTemperature, s.bearing_temperature),
+                    (Slot::WindingTemperature, s.winding_temperature),
+                    (Slot::AmbientTemperature, s.ambient_temperature),
+                    (Slot::Pressure, s.pressure),
+                ]
+                .into_iter()
+                .filter_map(|(slot, tag)| tag.map(|t| (slot, t)))
+                .collect();
+                slots.extend(
+                    s.currents
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &t)| (Slot::Current(i as u8), t)),
+                );
+                let windows = slots
+                    .iter()
+                    .enumerate()
+                    .map(|(w, &(slot, tag))| {
+                        if let Some(route) = routes.get_mut(tag as usize) {
+                            route.push((a, w));
+                        }
+                        (slot, Window::new(plan.scoring.window))
+                    })
+                    .collect();
+                AssetRuntime {
+                    asset: asset.clone(),
+                    windows,
+                    state: AssetState::default(),
+                }
+            })
+            .collect();
+        Scorer {
+            assets,
+            routes,
+            scoring: plan.scoring.clone(),
+            scratch: Vec::with_capacity(firmware_config::MAX_WINDOW),
+        }
+    }
+
+    pub fn asset_count(&self) -> usize {
+        self.assets.len()
+    }
+
+    /// How old a signal's newest point may be and still count.
+    pub fn stale_after(&self) -> Duration {
+        (self.scoring.assess_interval * 6).max(Duration::from_secs(300))
+    }
+
+    /// Feeds one sample; `t` is seconds on the scorer's monotonic time line.
+    pub fn observe(&mut self, sample: &Sample, t: f64) {
+        let Some(value) = sample
+            .value
+            .as_ref()
+            .filter(|_| sample.quality.is_good())
+            .and_then(|v| v.as_f64())
+            .filter(|v| v.is_finite())
+        else {
+            return;
+        };
+        let Some(routes) = self.routes.get(sample.tag.0 as usize) else {
+            return;
+        };
+        for &(a, w) in routes {
+            self.assets[a].windows[w].1.push(Point { t, value });
+        }
+    }
+
+    /// Assesses every asset with enough data.
+    pub fn assess_all(&mut self, t: f64, timestamp: SystemTime) -> Vec<Assessment> {
+        let horizon = t - self.stale_after().as_secs_f64();
+        let mut out = Vec::with_capacity(self.assets.len());
+        for runtime in &mut self.assets {
+            let observed = observe(runtime, horizon, &mut self.scratch);
+            if observed.is_empty() {
+                continue;
+            }
+            let found = assess::findings(&runtime.asset, &observed);
+            if let Some(a) = assess::assess(
+                &runtime.asset,
+                found,
+                None,
+                &self.scoring,
+                &mut runtime.state,
+                t,
+                timestamp,
+            ) {
+                out.push(a);
+            }
+        }
+        out
+    }
+}
+
+fn observe(runtime: &mut AssetRuntime, horizon: f64, scratch: &mut Vec<Point>) -> Observed {
+    let mut observed = Observed::default();
+    let mut currents = [None; 3];
+    for (slot, window) in &mut runtime.windows {
+        window.forget_before(horizon);
+        if window.is_empty() {
+            continue;
+        }
+        let mean = features::mean(window.values());
+        match slot {
+            Slot::Vibration => observed.vibration = features::rms(window.values()),
+            Slot::BearingTemperature => {
+                observed.bearing_temperature = mean;
+                let points = window.points_into(scratch);
+                let span = points.last().map_or(0.0, |l| l.t) - points[0].t;
+                // A trend over less than ten minutes is noise.
+                if span >= 600.0 {
+                    observed.bearing_rise_per_hour =
+                        features::trend_slope(points).map(|s| s * 3600.0);
+                }
+            }
+            Slot::WindingTemperature => observed.winding_temperature = mean,
+            Slot::AmbientTemperature => observed.ambient_temperature = mean,
+            Slot::Current(phase) => currents[usize::from(*phase)] = mean,
+            Slot::Pressure => {
+                observed.pressure_mean = mean;
+                let values: Vec<f64> = window.values().collect();
+                observed.pressure_fluctuation = features::std_dev(&values)
+                    .zip(mean)
+                    .filter(|(_, m)| m.abs() > f64::EPSILON)
+                    .map(|(sd, m)| sd / m.abs());
+            }
+        }
+    }
+    let phases = runtime.asset.signals.currents.len();
+    if phases > 0 && currents[..phases].iter().all(Option::is_some) {
+        observed.currents = currents[..phases].iter().flatten().copied().collect();
+    }
+    observed
+}
+
+/// Runs the scorer on the sample stream until `stop`, publishing every assessment on `out` and
+/// logging it.
+pub async fn run(
+    mut scorer: Scorer,
+    mut samples: Subscriber,
+    clock: std::sync::Arc<dyn Clock>,
+    every: Duration,
+    out: broadcast::Sender<Assessment>,
+    stop: CancellationToken,
+) {
+    let origin = Instant::now();
+    let mut tick = tokio::time::interval_at(origin + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            sample = samples.recv() => match sample {
+                Some(sample) => scorer.observe(&sample, origin.elapsed().as_secs_f64()),
+                None => break,
+            },
+            _ = tick.tick() => {
+                for assessment in scorer.assess_all(origin.elapsed().as_secs_f64(), clock.now()) {
+                    log(&assessment);
+                    let _no_listener = out.send(assessment);
+                }
+            }
+        }
+    }
+}
+
+fn log(a: &Assessment) {
+    let reasons = a.reasons.join("; ");
+    if a.action == assess::Action::RoutineMonitoring {
+        info!(asset = %a.asset, health = format!("{:.2}", a.overall_health), failure_probability = format!("{:.2}", a.failure_probability), action = a.action.name(), %reasons, "assessment");
+    } else {
+        warn!(asset = %a.asset, health = format!("{:.2}", a.overall_health), failure_probability = format!("{:.2}", a.failure_probability), action = a.action.name(), priority = ?a.priority, maintenance_due = a.maintenance_due.as_deref().unwrap_or("-"), %reasons, "assessment");
+    }
+}
