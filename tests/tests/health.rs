@@ -203,3 +203,187 @@ async fn a_healthy_pump_stays_in_routine_monitoring_and_a_rough_one_needs_immedi
         rough.reasons
     );
 }
+
+/// A pump whose bearing wears out (fault from day 2, failure on day 12) beside a healthy one
+/// under varying load, both from the simulator's signal models.
+const FLEET: &str = r#"
+[[machines]]
+name = "worn"
+kind = "pump"
+unit_id = 1
+load = { mean = 0.7, spread = 0.2, change_every = "2h" }
+fault = { kind = "bearing_wear", starts = "2d", fails = "12d", shape = 2.5 }
+[[machines.points]]
+name = "vibration"
+table = "holding"
+address = 0
+type = "f32"
+signal = { base = 1.0, load_gain = 0.4, noise = 0.05, fault_gain = 7.0, fault_noise = 0.3 }
+[[machines.points]]
+name = "bearing"
+table = "holding"
+address = 2
+type = "f32"
+signal = { base = 45, load_gain = 10, noise = 0.2, fault_gain = 35 }
+[[machines.points]]
+name = "l1"
+table = "holding"
+address = 4
+type = "f32"
+signal = { base = 20, load_gain = 15, noise = 0.05 }
+[[machines.points]]
+name = "l2"
+table = "holding"
+address = 6
+type = "f32"
+signal = { base = 20, load_gain = 15, noise = 0.05 }
+[[machines.points]]
+name = "l3"
+table = "holding"
+address = 8
+type = "f32"
+signal = { base = 20, load_gain = 15, noise = 0.05 }
+[[machines.points]]
+name = "pressure"
+table = "holding"
+address = 10
+type = "f32"
+signal = { base = 4.2, load_gain = 0.5, noise = 0.02 }
+
+[[machines]]
+name = "healthy"
+kind = "pump"
+unit_id = 2
+load = { mean = 0.6, spread = 0.35, change_every = "3h" }
+[[machines.points]]
+name = "vibration"
+table = "holding"
+address = 0
+type = "f32"
+signal = { base = 0.9, load_gain = 0.5, noise = 0.05 }
+[[machines.points]]
+name = "bearing"
+table = "holding"
+address = 2
+type = "f32"
+signal = { base = 40, load_gain = 15, daily_swing = 3, noise = 0.2 }
+[[machines.points]]
+name = "l1"
+table = "holding"
+address = 4
+type = "f32"
+signal = { base = 18, load_gain = 20, noise = 0.05 }
+[[machines.points]]
+name = "l2"
+table = "holding"
+address = 6
+type = "f32"
+signal = { base = 18, load_gain = 20, noise = 0.05 }
+[[machines.points]]
+name = "l3"
+table = "holding"
+address = 8
+type = "f32"
+signal = { base = 18, load_gain = 20, noise = 0.05 }
+[[machines.points]]
+name = "pressure"
+table = "holding"
+address = 10
+type = "f32"
+signal = { base = 4.0, load_gain = 0.8, noise = 0.02 }
+"#;
+
+#[test]
+fn bearing_wear_escalates_to_scheduled_then_immediate_before_failure_in_accelerated_time() {
+    use millwright::sample::{Quality, Sample, TagId};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    let (_, plant) = millwright::sim::load_str(std::path::Path::new("fleet.toml"), FLEET)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = format!(
+        "[scoring]\nassess_interval = \"10m\"\nwindow = 12\n{}{}{}{}",
+        device("worn", 1),
+        device("healthy", 2),
+        asset("worn"),
+        asset("healthy")
+    );
+    let plan = plan(&config, None);
+    // Which simulator point each plan tag reads ("worn.vibration" → machine worn, point vibration).
+    let sources: Vec<(usize, usize)> = plan
+        .devices
+        .iter()
+        .flat_map(|d| d.tags.iter())
+        .map(|tag| {
+            let (machine, point) = tag.name.split_once('.').expect("machine.point");
+            let m = plant
+                .machines()
+                .iter()
+                .position(|m| m.config.name == machine)
+                .expect("machine");
+            let p = plant.machines()[m]
+                .points
+                .iter()
+                .position(|p| p.tag.name == point)
+                .expect("point");
+            (m, p)
+        })
+        .collect();
+
+    let mut scorer = Scorer::new(&plan);
+    let step = Duration::from_secs(600);
+    let start = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+    let failure = Duration::from_secs(12 * 86_400);
+    let fault_start = Duration::from_secs(2 * 86_400);
+    let mut first: std::collections::HashMap<(String, Action), Duration> = Default::default();
+    let mut elapsed = Duration::ZERO;
+    while elapsed < failure {
+        let wall: SystemTime = start + elapsed;
+        // Poll every minute between assessments.
+        for minute in 0..10u32 {
+            let at = elapsed + Duration::from_secs(60 * u64::from(minute));
+            for (i, &(m, p)) in sources.iter().enumerate() {
+                let machine = &plant.machines()[m];
+                let sample = Sample {
+                    tag: TagId(i as u32),
+                    timestamp: start + at,
+                    value: Some(plant.value(machine, p, at, start + at)),
+                    quality: Quality::Good,
+                };
+                scorer.observe(&sample, at.as_secs_f64());
+            }
+        }
+        elapsed += step;
+        for a in scorer.assess_all(elapsed.as_secs_f64(), wall + step) {
+            first.entry((a.asset.clone(), a.action)).or_insert(elapsed);
+        }
+    }
+
+    let days = |d: Duration| d.as_secs_f64() / 86_400.0;
+    assert!(
+        !first.contains_key(&("healthy".into(), Action::ScheduledMaintenance))
+            && !first.contains_key(&("healthy".into(), Action::ImmediateMaintenance)),
+        "false alarm on the healthy pump: {first:?}"
+    );
+    let scheduled = first[&("worn".into(), Action::ScheduledMaintenance)];
+    let immediate = first[&("worn".into(), Action::ImmediateMaintenance)];
+    assert!(
+        fault_start < scheduled && scheduled < immediate && immediate < failure,
+        "scheduled on day {:.1}, immediate on day {:.1}, failure on day 12",
+        days(scheduled),
+        days(immediate)
+    );
+    // Lead times worth having: at least a day to plan, hours to act.
+    assert!(
+        failure - scheduled > Duration::from_secs(86_400),
+        "{first:?}"
+    );
+    assert!(
+        failure - immediate > Duration::from_secs(6 * 3600),
+        "{first:?}"
+    );
+    eprintln!(
+        "bearing wear: scheduled_maintenance on day {:.2}, immediate_maintenance on day {:.2}, failure on day 12",
+        days(scheduled),
+        days(immediate)
+    );
+}

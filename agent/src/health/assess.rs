@@ -27,7 +27,7 @@ pub const TREND_CAPACITY: usize = 64;
 /// Fewest assessments a remaining-life estimate is extrapolated from.
 pub const MIN_TREND_POINTS: usize = 6;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     RoutineMonitoring,

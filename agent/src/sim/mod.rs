@@ -19,7 +19,7 @@ use firmware_config::{
 use serde::Deserialize;
 
 pub use plant::{Machine, Plant, Point};
-pub use signal::{LoadConfig, SignalConfig};
+pub use signal::{FaultConfig, LoadConfig, SignalConfig};
 
 /// The simulator's configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +77,8 @@ pub struct MachineConfig {
     pub strict: bool,
     #[serde(default)]
     pub load: LoadConfig,
+    /// A run-to-failure profile (none: a healthy machine).
+    pub fault: Option<FaultConfig>,
 }
 
 fn default_listen() -> String {

@@ -74,9 +74,15 @@ impl Plant {
     ) -> Value {
         let p = &machine.points[point];
         let stream = (u64::from(machine.config.unit_id) << 32) | point as u64;
+        let fault = machine
+            .config
+            .fault
+            .as_ref()
+            .map_or(0.0, |f| f.progress(elapsed));
         let reading = signal::evaluate(
             &p.signal,
             machine.load.at(elapsed),
+            fault,
             elapsed,
             wall,
             self.seed,

@@ -1,9 +1,11 @@
 //! Signal models of the simulated plant: pure, deterministic functions of the seed and the time,
 //! so a test can compute what the simulator serves at any instant.
 //!
-//! A value is `base + load_gain × load(t) + daily_swing × day(t) + drift_per_hour × hours + noise × N(0,1)`
-//! where `load(t)` is the machine's load (0–1) moving smoothly between random levels, and `day(t)`
-//! peaks mid-afternoon. Later stages add degradation profiles as further terms.
+//! A value is `base + load_gain × load(t) + daily_swing × day(t) + drift_per_hour × hours
+//! + fault_gain × fault(t) + (noise + fault_noise × fault(t)) × N(0,1)`
+//! where `load(t)` is the machine's load (0–1) moving smoothly between random levels, `day(t)`
+//! peaks mid-afternoon, and `fault(t)` is the machine's run-to-failure progress (0 before the
+//! fault starts, 1 at failure; see [`FaultConfig`]).
 
 use std::f64::consts::PI;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,6 +45,41 @@ fn default_load_change() -> HumanDuration {
     HumanDuration::from_millis(600_000)
 }
 
+/// A run-to-failure profile: the fault starts at `starts` after the simulation began and the
+/// machine fails at `fails`. Progress in between is `((t - starts) / (fails - starts))^shape`, so a
+/// shape above 1 gives the slow start and accelerating end of bearing wear. Which signals the fault
+/// moves, and how far, is set per point (`fault_gain`, `fault_noise`): bearing wear raises vibration
+/// and bearing temperature, thermal overload winding temperature and current, phase loss drops one
+/// phase current, cavitation adds pressure fluctuation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultConfig {
+    /// A label for logs and datasets, e.g. "bearing_wear".
+    pub kind: String,
+    pub starts: HumanDuration,
+    pub fails: HumanDuration,
+    #[serde(default = "default_shape")]
+    pub shape: f64,
+}
+
+fn default_shape() -> f64 {
+    2.0
+}
+
+impl FaultConfig {
+    /// Progress at `elapsed`: 0 before the start, 1 at and after failure.
+    pub fn progress(&self, elapsed: Duration) -> f64 {
+        let (start, end) = (self.starts.get(), self.fails.get());
+        if elapsed <= start {
+            return 0.0;
+        }
+        let span = end.saturating_sub(start).as_secs_f64().max(1e-3);
+        ((elapsed - start).as_secs_f64() / span)
+            .min(1.0)
+            .powf(self.shape)
+    }
+}
+
 /// One point's signal.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +97,12 @@ pub struct SignalConfig {
     /// Standard deviation of white noise.
     #[serde(default)]
     pub noise: f64,
+    /// Added at full fault progress (failure).
+    #[serde(default)]
+    pub fault_gain: f64,
+    /// Extra noise standard deviation at full fault progress.
+    #[serde(default)]
+    pub fault_noise: f64,
     /// Makes the point a counter rising at this rate (e.g. parts produced).
     pub count_per_hour: Option<f64>,
     /// For string points.
@@ -99,10 +142,13 @@ impl Load {
     }
 }
 
-/// Evaluates a signal. `stream` distinguishes the noise of different points.
+/// Evaluates a signal. `stream` distinguishes the noise of different points; `fault` is the
+/// machine's fault progress (0..1).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     signal: &SignalConfig,
     load: f64,
+    fault: f64,
     elapsed: Duration,
     wall: SystemTime,
     seed: u64,
@@ -126,7 +172,8 @@ pub fn evaluate(
             + signal.load_gain * load
             + signal.daily_swing * day
             + signal.drift_per_hour * hours
-            + signal.noise * noise,
+            + signal.fault_gain * fault
+            + (signal.noise + signal.fault_noise * fault) * noise,
     )
 }
 
@@ -177,20 +224,61 @@ mod tests {
             ..SignalConfig::default()
         };
         let values: Vec<f64> = (0..20_000)
-            .map(
-                |ms| match evaluate(&signal, 0.0, Duration::from_millis(ms), UNIX_EPOCH, 3, 1) {
+            .map(|ms| {
+                match evaluate(
+                    &signal,
+                    0.0,
+                    0.0,
+                    Duration::from_millis(ms),
+                    UNIX_EPOCH,
+                    3,
+                    1,
+                ) {
                     Reading::Number(v) => v,
                     Reading::Text(_) => f64::NAN,
-                },
-            )
+                }
+            })
             .collect();
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         let sd =
             (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64).sqrt();
         assert!((mean - 10.0).abs() < 0.02, "{mean}");
         assert!((sd - 0.5).abs() < 0.02, "{sd}");
-        let again = evaluate(&signal, 0.0, Duration::from_millis(5), UNIX_EPOCH, 3, 1);
+        let again = evaluate(
+            &signal,
+            0.0,
+            0.0,
+            Duration::from_millis(5),
+            UNIX_EPOCH,
+            3,
+            1,
+        );
         assert_eq!(again, Reading::Number(values[5]));
+    }
+
+    #[test]
+    fn a_fault_grows_slowly_then_fast_and_reaches_its_gain_at_failure() {
+        let fault = FaultConfig {
+            kind: "bearing_wear".into(),
+            starts: HumanDuration::from_millis(3_600_000),
+            fails: HumanDuration::from_millis(11 * 3_600_000),
+            shape: 2.0,
+        };
+        let hours = |h: u64| fault.progress(Duration::from_secs(h * 3600));
+        assert_eq!(hours(0), 0.0);
+        assert_eq!(hours(1), 0.0);
+        assert!((hours(6) - 0.25).abs() < 1e-12);
+        assert_eq!(hours(11), 1.0);
+        assert_eq!(hours(40), 1.0);
+        let vibration = SignalConfig {
+            base: 1.0,
+            fault_gain: 6.0,
+            ..SignalConfig::default()
+        };
+        assert_eq!(
+            evaluate(&vibration, 0.0, hours(11), Duration::ZERO, UNIX_EPOCH, 0, 0),
+            Reading::Number(7.0)
+        );
     }
 
     #[test]
@@ -202,6 +290,7 @@ mod tests {
         };
         let at = |hour: u64| match evaluate(
             &signal,
+            0.0,
             0.0,
             Duration::ZERO,
             UNIX_EPOCH + Duration::from_secs(hour * 3600),
@@ -218,7 +307,15 @@ mod tests {
             ..SignalConfig::default()
         };
         assert_eq!(
-            evaluate(&counter, 0.0, Duration::from_secs(90), UNIX_EPOCH, 0, 0),
+            evaluate(
+                &counter,
+                0.0,
+                0.0,
+                Duration::from_secs(90),
+                UNIX_EPOCH,
+                0,
+                0
+            ),
             Reading::Number(3.0)
         );
     }
