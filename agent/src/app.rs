@@ -6,6 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
 use firmware_config::{ConfigErrors, Plan, Tag};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -15,7 +18,7 @@ use tracing::{debug, error, info, Level};
 
 use crate::bus::SampleBus;
 use crate::clock::Clock;
-use crate::health::{self, scorer::Scorer};
+use crate::health::{self, model::Models, scorer::Scorer};
 use crate::liveness::Liveness;
 use crate::service::ServiceManager;
 
@@ -82,7 +85,73 @@ pub struct Control {
 }
 
 /// Produces a freshly validated plan on reload (normally: read the config file again).
-pub type Reloader = Box<dyn FnMut() -> Result<Plan, ConfigErrors> + Send>;
+pub type Reloader = Box<dyn FnMut() -> Result<Loaded, LoadError> + Send>;
+
+/// A validated configuration with its scoring models loaded and checked against it.
+pub struct Loaded {
+    pub plan: Plan,
+    pub models: Models,
+    /// Size and modification time of each model file: a retrained model counts as a change.
+    model_files: Vec<(PathBuf, Option<(u64, SystemTime)>)>,
+}
+
+/// Why a configuration cannot run.
+#[derive(Debug)]
+pub enum LoadError {
+    Config(ConfigErrors),
+    Models(Vec<String>),
+}
+
+impl LoadError {
+    pub fn count(&self) -> usize {
+        match self {
+            LoadError::Config(errors) => errors.0.len(),
+            LoadError::Models(errors) => errors.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Config(errors) => write!(f, "{errors}"),
+            LoadError::Models(errors) => f.write_str(&errors.join("\n")),
+        }
+    }
+}
+
+impl Loaded {
+    /// Loads the plan's models and checks each asset against its model.
+    pub fn new(plan: Plan) -> Result<Loaded, LoadError> {
+        let models = Models::load(&plan).map_err(LoadError::Models)?;
+        let model_files = plan
+            .scoring
+            .models
+            .values()
+            .map(|path| {
+                let stamp = std::fs::metadata(path)
+                    .ok()
+                    .and_then(|m| Some((m.len(), m.modified().ok()?)));
+                (path.clone(), stamp)
+            })
+            .collect();
+        Ok(Loaded {
+            plan,
+            models,
+            model_files,
+        })
+    }
+
+    fn same_as(&self, other: &Loaded) -> bool {
+        self.plan == other.plan && self.model_files == other.model_files
+    }
+}
+
+/// Reads, validates and loads a configuration file and its models.
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    let plan = firmware_config::load(path).map_err(LoadError::Config)?;
+    Loaded::new(plan)
+}
 
 /// Runs the agent until `control.shutdown` is cancelled.
 ///
@@ -91,20 +160,21 @@ pub type Reloader = Box<dyn FnMut() -> Result<Plan, ConfigErrors> + Send>;
 /// reload request `RELOADING=1`, validation of the new configuration, then `READY=1` again. An
 /// invalid configuration is reported and the running one kept.
 pub async fn run(
-    plan: Plan,
+    loaded: Loaded,
     mut reload: Reloader,
     clock: Arc<dyn Clock>,
     mut control: Control,
 ) -> anyhow::Result<()> {
     info!(
-        agent = %plan.agent.name,
-        devices = plan.devices.len(),
-        tags = plan.tag_count(),
+        agent = %loaded.plan.agent.name,
+        devices = loaded.plan.devices.len(),
+        tags = loaded.plan.tag_count(),
+        assets = loaded.plan.assets.len(),
         "millwright {} starting",
         env!("CARGO_PKG_VERSION")
     );
     let service = &control.service;
-    let mut generation = Generation::start(plan, Arc::clone(&clock), &control.shutdown);
+    let mut generation = Generation::start(loaded, Arc::clone(&clock), &control.shutdown);
     service.ready(&generation.status());
     if let Some(timeout) = service.watchdog() {
         info!(timeout = ?timeout, "systemd watchdog enabled");
@@ -155,23 +225,24 @@ async fn reload_into(
     match reload() {
         Err(errors) => {
             error!(
-                mistakes = errors.0.len(),
+                mistakes = errors.count(),
                 "configuration reload rejected; the running configuration stays in force:\n{errors}"
             );
             current
         }
-        Ok(plan) if plan == current.plan => {
+        Ok(loaded) if loaded.same_as(&current.loaded) => {
             info!("configuration reloaded: unchanged");
             current
         }
-        Ok(plan) => {
+        Ok(loaded) => {
             current.stop().await;
             info!(
-                devices = plan.devices.len(),
-                tags = plan.tag_count(),
+                devices = loaded.plan.devices.len(),
+                tags = loaded.plan.tag_count(),
+                assets = loaded.plan.assets.len(),
                 "configuration reloaded: acquisition restarted with the new plan"
             );
-            Generation::start(plan, Arc::clone(clock), shutdown)
+            Generation::start(loaded, Arc::clone(clock), shutdown)
         }
     }
 }
@@ -179,19 +250,20 @@ async fn reload_into(
 /// Everything built from one configuration: acquisition, the periodic summary and the sample log.
 /// A reload replaces the whole generation, because tag ids and device counters belong to a plan.
 struct Generation {
-    plan: Plan,
+    loaded: Loaded,
     running: Running,
     stop: CancellationToken,
 }
 
 impl Generation {
-    fn start(plan: Plan, clock: Arc<dyn Clock>, shutdown: &CancellationToken) -> Generation {
+    fn start(loaded: Loaded, clock: Arc<dyn Clock>, shutdown: &CancellationToken) -> Generation {
+        let plan = &loaded.plan;
         let stop = shutdown.child_token();
         let bus = SampleBus::new(plan.agent.sample_bus_capacity);
-        let mut running = start_acquisition(&plan, Arc::clone(&clock), &bus, &stop);
+        let mut running = start_acquisition(plan, Arc::clone(&clock), &bus, &stop);
         if tracing::enabled!(Level::DEBUG) {
             running.tasks.spawn(log_samples(
-                Arc::new(tag_catalog(&plan)),
+                Arc::new(tag_catalog(plan)),
                 bus.clone(),
                 stop.clone(),
             ));
@@ -199,7 +271,7 @@ impl Generation {
         if !plan.assets.is_empty() {
             let (assessments, _) = tokio::sync::broadcast::channel(64);
             running.tasks.spawn(health::scorer::run(
-                Scorer::new(&plan),
+                Scorer::new(plan, loaded.models.clone()),
                 bus.subscribe(),
                 Arc::clone(&clock),
                 plan.scoring.assess_interval,
@@ -214,7 +286,7 @@ impl Generation {
             stop.clone(),
         ));
         Generation {
-            plan,
+            loaded,
             running,
             stop,
         }
@@ -230,9 +302,9 @@ impl Generation {
             .count();
         format!(
             "polling {} devices ({} online), {} tags",
-            self.plan.devices.len(),
+            self.loaded.plan.devices.len(),
             online,
-            self.plan.tag_count()
+            self.loaded.plan.tag_count()
         )
     }
 

@@ -27,7 +27,8 @@ pub mod exit {
 }
 
 /// What `check` prints for a valid plan: devices, tags and the planned requests per poll.
-pub fn check_report(plan: &Plan) -> String {
+pub fn check_report(loaded: &crate::app::Loaded) -> String {
+    let plan = &loaded.plan;
     let mut out = String::new();
     let total: usize = plan
         .devices
@@ -80,6 +81,41 @@ pub fn check_report(plan: &Plan) -> String {
                 spans.join(", ")
             );
         }
+    }
+    for asset in &plan.assets {
+        let s = &asset.signals;
+        let roles: Vec<String> = [
+            ("vibration", s.vibration.is_some()),
+            ("bearing_temperature", s.bearing_temperature.is_some()),
+            ("winding_temperature", s.winding_temperature.is_some()),
+            ("ambient_temperature", s.ambient_temperature.is_some()),
+            ("pressure", s.pressure.is_some()),
+            ("speed", s.speed.is_some()),
+            ("power", s.power.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, mapped)| *mapped)
+        .map(|(role, _)| role.to_string())
+        .chain((!s.currents.is_empty()).then(|| format!("{} current(s)", s.currents.len())))
+        .collect();
+        let model = loaded.models.for_type(&asset.kind).map_or_else(
+            || "rules only".to_string(),
+            |m| {
+                format!(
+                    "rules + model {:?} ({} inputs)",
+                    m.manifest.name,
+                    m.manifest.inputs.len()
+                )
+            },
+        );
+        let _ = writeln!(
+            out,
+            "asset {:?} ({}): {}; {model}; assessed every {}",
+            asset.id,
+            asset.kind,
+            roles.join(", "),
+            humantime::format_duration(plan.scoring.assess_interval)
+        );
     }
     out
 }

@@ -68,6 +68,29 @@ enum Command {
         #[arg(long)]
         serial: Option<String>,
     },
+    /// Training data: runs the configuration's assets against a simulated fleet in accelerated
+    /// time and writes one CSV row of model features and label per asset and step.
+    #[cfg(feature = "sim")]
+    Dataset {
+        /// Agent configuration (devices, assets).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Simulator configuration (machines with run-to-failure profiles).
+        #[arg(long)]
+        sim: PathBuf,
+        /// Simulated time per run.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "14d")]
+        duration: std::time::Duration,
+        /// Time between rows.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        step: std::time::Duration,
+        /// Label rows whose machine fails within this horizon.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "48h")]
+        horizon: std::time::Duration,
+        /// Output CSV file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Self-contained demo: simulator and agent on loopback, printing live values.
     #[cfg(feature = "sim")]
     Demo {
@@ -106,9 +129,9 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> u8 {
     match command {
-        Command::Check { config } => match firmware_config::load(&config) {
-            Ok(plan) => {
-                print!("{}", commands::check_report(&plan));
+        Command::Check { config } => match millwright::app::load(&config) {
+            Ok(loaded) => {
+                print!("{}", commands::check_report(&loaded));
                 exit::OK
             }
             Err(errors) => config_failed(&errors),
@@ -142,8 +165,8 @@ async fn dispatch(command: Command) -> u8 {
             }
         }
         Command::Run { config } => {
-            let plan = match firmware_config::load(&config) {
-                Ok(plan) => plan,
+            let loaded = match millwright::app::load(&config) {
+                Ok(loaded) => loaded,
                 Err(errors) => return config_failed(&errors),
             };
             let control = Control {
@@ -151,8 +174,8 @@ async fn dispatch(command: Command) -> u8 {
                 reload_requests: reload_on_sighup(),
                 service: ServiceManager::from_environment(),
             };
-            let reload = Box::new(move || firmware_config::load(&config));
-            match millwright::app::run(plan, reload, Arc::new(SystemClock), control).await {
+            let reload = Box::new(move || millwright::app::load(&config));
+            match millwright::app::run(loaded, reload, Arc::new(SystemClock), control).await {
                 Ok(()) => exit::OK,
                 Err(e) => failed(&e),
             }
@@ -173,6 +196,45 @@ async fn dispatch(command: Command) -> u8 {
             }
         }
         #[cfg(feature = "sim")]
+        Command::Dataset {
+            config,
+            sim,
+            duration,
+            step,
+            horizon,
+            out,
+        } => {
+            let plan = match firmware_config::load(&config) {
+                Ok(plan) => plan,
+                Err(errors) => return config_failed(&errors),
+            };
+            let (_, plant) = match millwright::sim::load(&sim) {
+                Ok(loaded) => loaded,
+                Err(errors) => return config_failed(&errors),
+            };
+            let options = millwright::sim::dataset::DatasetOptions {
+                duration,
+                step,
+                polls_per_step: 10,
+                horizon,
+            };
+            let written = std::fs::File::create(&out)
+                .map(std::io::BufWriter::new)
+                .map_err(anyhow::Error::from)
+                .and_then(|mut file| {
+                    let rows = millwright::sim::dataset::write(&plan, &plant, &options, &mut file)?;
+                    std::io::Write::flush(&mut file)?;
+                    Ok(rows)
+                });
+            match written {
+                Ok(rows) => {
+                    eprintln!("{rows} rows written to {}", out.display());
+                    exit::OK
+                }
+                Err(e) => failed(&e.context(format!("writing {}", out.display()))),
+            }
+        }
+        #[cfg(feature = "sim")]
         Command::Demo { duration } => match commands::demo(duration, shutdown_on_signal()).await {
             Ok(()) => exit::OK,
             Err(e) => failed(&e),
@@ -180,10 +242,27 @@ async fn dispatch(command: Command) -> u8 {
     }
 }
 
-fn config_failed(errors: &firmware_config::ConfigErrors) -> u8 {
+fn config_failed(errors: &impl ConfigProblems) -> u8 {
     eprintln!("{errors}");
-    eprintln!("error: {} mistake(s) in the configuration", errors.0.len());
+    eprintln!("error: {} mistake(s) in the configuration", errors.count());
     exit::CONFIG
+}
+
+/// Configuration mistakes, from the file or from the models it names.
+trait ConfigProblems: std::fmt::Display {
+    fn count(&self) -> usize;
+}
+
+impl ConfigProblems for firmware_config::ConfigErrors {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl ConfigProblems for millwright::app::LoadError {
+    fn count(&self) -> usize {
+        millwright::app::LoadError::count(self)
+    }
 }
 
 fn failed(error: &anyhow::Error) -> u8 {

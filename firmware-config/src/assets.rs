@@ -6,7 +6,8 @@
 //! the role, and that the nameplate holds what the role's rule needs (a vibration signal needs the
 //! ISO 10816-3 group and foundation, a winding temperature the insulation class, and so on).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -39,6 +40,11 @@ pub struct ScoringConfig {
     /// value hovering at a threshold does not flap.
     #[serde(default = "default_hysteresis")]
     pub hysteresis: f64,
+    /// ONNX models by asset type (`pump = "models/pump.onnx"`), and `default` for every type
+    /// without its own. Each needs its manifest beside it (same name, `.toml`). Relative paths are
+    /// relative to this configuration file. No model: the rules alone decide.
+    #[serde(default)]
+    pub models: BTreeMap<String, PathBuf>,
 }
 
 impl Default for ScoringConfig {
@@ -49,6 +55,7 @@ impl Default for ScoringConfig {
             immediate_above: default_immediate(),
             scheduled_above: default_scheduled(),
             hysteresis: default_hysteresis(),
+            models: BTreeMap::new(),
         }
     }
 }
@@ -236,6 +243,8 @@ pub struct Scoring {
     pub immediate_above: f64,
     pub scheduled_above: f64,
     pub hysteresis: f64,
+    /// Model files by asset type or `default`, resolved against the configuration's directory.
+    pub models: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Clone, Copy)]
@@ -307,7 +316,11 @@ impl<'p> TagDirectory<'p> {
     }
 }
 
-pub(crate) fn validate_scoring(check: &mut Checker<'_, '_>, scoring: &ScoringConfig) -> Scoring {
+pub(crate) fn validate_scoring(
+    check: &mut Checker<'_, '_>,
+    scoring: &ScoringConfig,
+    config_dir: &Path,
+) -> Scoring {
     let at = |key| [Seg::Key("scoring"), Seg::Key(key)];
     if scoring.window < 2 || scoring.window > MAX_WINDOW {
         check.err(
@@ -341,12 +354,26 @@ pub(crate) fn validate_scoring(check: &mut Checker<'_, '_>, scoring: &ScoringCon
     if !(0.0..0.5).contains(&scoring.hysteresis) {
         check.err(&at("hysteresis"), "scoring", "hysteresis must be in 0..0.5");
     }
+    for (kind, path) in &scoring.models {
+        if path.extension().is_none_or(|e| e != "onnx") {
+            check.err(
+                &[Seg::Key("scoring"), Seg::Key("models"), Seg::Key(kind)],
+                "scoring",
+                format!("model for {kind:?} must be an .onnx file"),
+            );
+        }
+    }
     Scoring {
         assess_interval: scoring.assess_interval.get(),
         window: scoring.window,
         immediate_above: scoring.immediate_above,
         scheduled_above: scoring.scheduled_above,
         hysteresis: scoring.hysteresis,
+        models: scoring
+            .models
+            .iter()
+            .map(|(kind, path)| (kind.clone(), config_dir.join(path)))
+            .collect(),
     }
 }
 

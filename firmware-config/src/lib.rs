@@ -191,9 +191,10 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     let mut check = Checker { doc: &doc, errors };
     let buses = modbus::validate_buses(&mut check, &buses);
     let devices = modbus::validate_devices(&mut check, &buses, &devices);
-    let scoring = root
-        .as_ref()
-        .map(|root| assets::validate_scoring(&mut check, &root.scoring));
+    let scoring = root.as_ref().map(|root| {
+        let dir = file.parent().unwrap_or_else(|| Path::new(""));
+        assets::validate_scoring(&mut check, &root.scoring, dir)
+    });
     let directory = assets::TagDirectory::new(&devices, tag_names);
     let assets = assets::validate_assets(&mut check, &directory, &assets);
     if let Some(root) = &root {

@@ -144,7 +144,7 @@ async fn a_healthy_pump_stays_in_routine_monitoring_and_a_rough_one_needs_immedi
     let stop = CancellationToken::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let task = tokio::spawn(scorer::run(
-        Scorer::new(&plan),
+        Scorer::new(&plan, Default::default()),
         agent.bus.subscribe(),
         clock,
         plan.scoring.assess_interval,
@@ -329,7 +329,7 @@ fn bearing_wear_escalates_to_scheduled_then_immediate_before_failure_in_accelera
         })
         .collect();
 
-    let mut scorer = Scorer::new(&plan);
+    let mut scorer = Scorer::new(&plan, Default::default());
     let step = Duration::from_secs(600);
     let start = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
     let failure = Duration::from_secs(12 * 86_400);

@@ -122,6 +122,8 @@ pub struct Assessment {
 pub struct Observed {
     /// RMS over the window, mm/s.
     pub vibration: Option<f64>,
+    /// Trend of the vibration, mm/s per hour.
+    pub vibration_per_hour: Option<f64>,
     pub bearing_temperature: Option<f64>,
     /// Trend of the bearing temperature, K per hour.
     pub bearing_rise_per_hour: Option<f64>,
@@ -334,6 +336,7 @@ mod tests {
             immediate_above: 0.7,
             scheduled_above: 0.5,
             hysteresis: 0.05,
+            models: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod assess;
 pub mod features;
+pub mod model;
 pub mod rules;
 pub mod scorer;
 pub mod window;

@@ -7,6 +7,7 @@
 //! - Windows and trend buffers are fixed-capacity (see `window` and `assess`); the scorer's memory
 //!   is set when it is built and does not grow with uptime.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use firmware_config::{Asset, Plan, Scoring};
@@ -17,6 +18,7 @@ use tracing::{info, warn};
 
 use super::assess::{self, Assessment, AssetState, Observed};
 use super::features::{self, Point};
+use super::model::{Model, Models};
 use super::window::Window;
 use crate::bus::Subscriber;
 use crate::clock::Clock;
@@ -39,8 +41,11 @@ struct AssetRuntime {
     state: AssetState,
 }
 
+type Batch = (Arc<Model>, Vec<usize>, Vec<Vec<f32>>);
+
 pub struct Scorer {
     assets: Vec<AssetRuntime>,
+    models: Models,
     /// For each tag id: the (asset, window) pairs it feeds.
     routes: Vec<Vec<(usize, usize)>>,
     scoring: Scoring,
@@ -48,7 +53,8 @@ pub struct Scorer {
 }
 
 impl Scorer {
-    pub fn new(plan: &Plan) -> Scorer {
+    /// `models` as loaded (and checked against the plan) by [`Models::load`].
+    pub fn new(plan: &Plan, models: Models) -> Scorer {
         let mut routes = vec![Vec::new(); plan.tag_count()];
         let assets = plan
             .assets
@@ -91,6 +97,7 @@ impl Scorer {
             .collect();
         Scorer {
             assets,
+            models,
             routes,
             scoring: plan.scoring.clone(),
             scratch: Vec::with_capacity(firmware_config::MAX_WINDOW),
@@ -125,20 +132,65 @@ impl Scorer {
         }
     }
 
-    /// Assesses every asset with enough data.
-    pub fn assess_all(&mut self, t: f64, timestamp: SystemTime) -> Vec<Assessment> {
+    pub fn asset(&self, index: usize) -> &Asset {
+        &self.assets[index].asset
+    }
+
+    /// What each asset's fresh data shows at `t` (assets without fresh data are left out).
+    pub fn observations(&mut self, t: f64) -> Vec<(usize, Observed)> {
         let horizon = t - self.stale_after().as_secs_f64();
-        let mut out = Vec::with_capacity(self.assets.len());
-        for runtime in &mut self.assets {
-            let observed = observe(runtime, horizon, &mut self.scratch);
-            if observed.is_empty() {
+        let scratch = &mut self.scratch;
+        self.assets
+            .iter_mut()
+            .enumerate()
+            .map(|(i, runtime)| (i, observe(runtime, horizon, scratch)))
+            .filter(|(_, observed)| !observed.is_empty())
+            .collect()
+    }
+
+    /// Assesses every asset with enough data. Each model runs once for all its assets (a batch).
+    /// A model that fails is logged and its assets are judged by the rules alone.
+    pub fn assess_all(&mut self, t: f64, timestamp: SystemTime) -> Vec<Assessment> {
+        let observations = self.observations(t);
+        let mut probabilities: Vec<Option<f64>> = vec![None; observations.len()];
+        // Per model: which observations it scores, and their input rows.
+        let mut batches: Vec<Batch> = Vec::new();
+        for (k, (i, observed)) in observations.iter().enumerate() {
+            let asset = &self.assets[*i].asset;
+            let Some(model) = self.models.for_type(&asset.kind) else {
                 continue;
+            };
+            let Some(row) = model.row(asset, observed) else {
+                continue;
+            };
+            match batches.iter_mut().find(|(m, _, _)| Arc::ptr_eq(m, model)) {
+                Some((_, slots, rows)) => {
+                    slots.push(k);
+                    rows.push(row);
+                }
+                None => batches.push((Arc::clone(model), vec![k], vec![row])),
             }
+        }
+        for (model, slots, rows) in batches {
+            match model.predict(&rows) {
+                Ok(values) => {
+                    for (k, p) in slots.into_iter().zip(values) {
+                        probabilities[k] = Some(p);
+                    }
+                }
+                Err(error) => {
+                    warn!(model = %model.path.display(), %error, "model failed; rules only this round");
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(observations.len());
+        for ((i, observed), model_probability) in observations.into_iter().zip(probabilities) {
+            let runtime = &mut self.assets[i];
             let found = assess::findings(&runtime.asset, &observed);
             if let Some(a) = assess::assess(
                 &runtime.asset,
                 found,
-                None,
+                model_probability,
                 &self.scoring,
                 &mut runtime.state,
                 t,
@@ -161,16 +213,13 @@ fn observe(runtime: &mut AssetRuntime, horizon: f64, scratch: &mut Vec<Point>) -
         }
         let mean = features::mean(window.values());
         match slot {
-            Slot::Vibration => observed.vibration = features::rms(window.values()),
+            Slot::Vibration => {
+                observed.vibration = features::rms(window.values());
+                observed.vibration_per_hour = hourly_trend(window, scratch);
+            }
             Slot::BearingTemperature => {
                 observed.bearing_temperature = mean;
-                let points = window.points_into(scratch);
-                let span = points.last().map_or(0.0, |l| l.t) - points[0].t;
-                // A trend over less than ten minutes is noise.
-                if span >= 600.0 {
-                    observed.bearing_rise_per_hour =
-                        features::trend_slope(points).map(|s| s * 3600.0);
-                }
+                observed.bearing_rise_per_hour = hourly_trend(window, scratch);
             }
             Slot::WindingTemperature => observed.winding_temperature = mean,
             Slot::AmbientTemperature => observed.ambient_temperature = mean,
@@ -192,12 +241,23 @@ fn observe(runtime: &mut AssetRuntime, horizon: f64, scratch: &mut Vec<Point>) -
     observed
 }
 
+/// Slope per hour, when the window spans at least ten minutes (a shorter trend is noise).
+fn hourly_trend(window: &Window, scratch: &mut Vec<Point>) -> Option<f64> {
+    let points = window.points_into(scratch);
+    let span = points.last()?.t - points.first()?.t;
+    if span < 600.0 {
+        return None;
+    }
+    features::trend_slope(points).map(|slope| slope * 3600.0)
+}
+
 /// Runs the scorer on the sample stream until `stop`, publishing every assessment on `out` and
-/// logging it.
+/// logging it. Assessment rounds (features, rules, model inference) run on the blocking pool, off
+/// the async executor; samples wait in the bus meanwhile.
 pub async fn run(
     mut scorer: Scorer,
     mut samples: Subscriber,
-    clock: std::sync::Arc<dyn Clock>,
+    clock: Arc<dyn Clock>,
     every: Duration,
     out: broadcast::Sender<Assessment>,
     stop: CancellationToken,
@@ -213,7 +273,20 @@ pub async fn run(
                 None => break,
             },
             _ = tick.tick() => {
-                for assessment in scorer.assess_all(origin.elapsed().as_secs_f64(), clock.now()) {
+                let (t, now) = (origin.elapsed().as_secs_f64(), clock.now());
+                let round = tokio::task::spawn_blocking(move || {
+                    let assessments = scorer.assess_all(t, now);
+                    (scorer, assessments)
+                });
+                let assessments;
+                (scorer, assessments) = match round.await {
+                    Ok(done) => done,
+                    Err(error) => {
+                        warn!(%error, "assessment round failed; scoring stops");
+                        break;
+                    }
+                };
+                for assessment in assessments {
                     log(&assessment);
                     let _no_listener = out.send(assessment);
                 }

@@ -4,6 +4,7 @@
 //! The simulator's file reuses the agent's tag schema for its points (plus a `signal` table), so
 //! a point is checked exactly like a tag, with `file:line:col` errors.
 
+pub mod dataset;
 pub mod plant;
 pub mod server;
 pub mod signal;
