@@ -295,13 +295,33 @@ signal = { base = 4.0, load_gain = 0.8, noise = 0.02 }
 
 #[test]
 fn bearing_wear_escalates_to_scheduled_then_immediate_before_failure_in_accelerated_time() {
+    run_to_failure(false);
+}
+
+#[test]
+fn with_the_shipped_model_bearing_wear_escalates_before_failure_and_the_healthy_pump_stays_routine()
+{
+    run_to_failure(true);
+}
+
+/// The worn and the healthy pump of [`FLEET`] over twelve simulated days (one poll a minute, one
+/// assessment every ten minutes), through the agent's scorer; with the shipped model or rules only.
+fn run_to_failure(with_model: bool) {
     use millwright::sample::{Quality, Sample, TagId};
     use std::time::{SystemTime, UNIX_EPOCH};
 
     let (_, plant) = millwright::sim::load_str(std::path::Path::new("fleet.toml"), FLEET)
         .unwrap_or_else(|e| panic!("{e}"));
+    let models = if with_model {
+        format!(
+            "models = {{ default = {:?} }}\n",
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default.onnx")
+        )
+    } else {
+        String::new()
+    };
     let config = format!(
-        "[scoring]\nassess_interval = \"10m\"\nwindow = 12\n{}{}{}{}",
+        "[scoring]\nassess_interval = \"10m\"\nwindow = 12\n{models}{}{}{}{}",
         device("worn", 1),
         device("healthy", 2),
         asset("worn"),
@@ -329,7 +349,11 @@ fn bearing_wear_escalates_to_scheduled_then_immediate_before_failure_in_accelera
         })
         .collect();
 
-    let mut scorer = Scorer::new(&plan, Default::default());
+    let loaded = millwright::app::Loaded::new(plan).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.models.is_empty(), !with_model);
+    let plan = &loaded.plan;
+    let mut scorer = Scorer::new(plan, loaded.models.clone());
+    let mut model_used = false;
     let step = Duration::from_secs(600);
     let start = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
     let failure = Duration::from_secs(12 * 86_400);
@@ -354,6 +378,7 @@ fn bearing_wear_escalates_to_scheduled_then_immediate_before_failure_in_accelera
         }
         elapsed += step;
         for a in scorer.assess_all(elapsed.as_secs_f64(), wall + step) {
+            model_used |= a.model_probability.is_some();
             first.entry((a.asset.clone(), a.action)).or_insert(elapsed);
         }
     }
@@ -381,8 +406,10 @@ fn bearing_wear_escalates_to_scheduled_then_immediate_before_failure_in_accelera
         failure - immediate > Duration::from_secs(6 * 3600),
         "{first:?}"
     );
+    assert_eq!(model_used, with_model);
     eprintln!(
-        "bearing wear: scheduled_maintenance on day {:.2}, immediate_maintenance on day {:.2}, failure on day 12",
+        "bearing wear ({}): scheduled_maintenance on day {:.2}, immediate_maintenance on day {:.2}, failure on day 12",
+        if with_model { "rules + model" } else { "rules only" },
         days(scheduled),
         days(immediate)
     );
