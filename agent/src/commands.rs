@@ -387,7 +387,17 @@ pub async fn demo(
     let bus = SampleBus::new(plan.agent.sample_bus_capacity);
     let mut samples = bus.subscribe();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut running = crate::app::start_acquisition(&plan, clock, &bus, &shutdown);
+    let mut running = crate::app::start_acquisition(&plan, Arc::clone(&clock), &bus, &shutdown);
+    let (assessment_sender, mut assessments) = tokio::sync::broadcast::channel(64);
+    running.tasks.spawn(crate::health::scorer::run(
+        crate::health::scorer::Scorer::new(&plan, Default::default()),
+        bus.subscribe(),
+        clock,
+        plan.scoring.assess_interval,
+        assessment_sender,
+        shutdown.clone(),
+    ));
+    let mut health: Vec<crate::health::assess::Assessment> = Vec::new();
     println!(
         "millwright demo: simulated plant on 127.0.0.1:{port}, {} tags; Ctrl-C to stop",
         catalog.len()
@@ -406,7 +416,24 @@ pub async fn demo(
                 }
                 None => break,
             },
-            _ = print_every.tick() => println!("{}", live_table(&catalog, &latest, &running.stats)),
+            Ok(assessment) = assessments.recv() => {
+                health.retain(|a| a.asset != assessment.asset);
+                health.push(assessment);
+            }
+            _ = print_every.tick() => {
+                println!("{}", live_table(&catalog, &latest, &running.stats));
+                for a in &health {
+                    println!(
+                        "  {} ({}): health {:.2}, failure probability {:.2}, {} — {}",
+                        a.asset,
+                        a.asset_type,
+                        a.overall_health,
+                        a.failure_probability,
+                        a.action.name(),
+                        a.reasons.first().map_or("", String::as_str)
+                    );
+                }
+            }
         }
     }
     shutdown.cancel();

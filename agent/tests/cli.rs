@@ -100,3 +100,38 @@ fn schema_is_json_and_usage_errors_exit_2() {
     assert_eq!(millwright(&["frobnicate"]).status.code(), Some(2));
     assert_eq!(millwright(&["--version"]).status.code(), Some(0));
 }
+
+#[test]
+fn check_loads_the_models_and_reports_a_missing_one_and_exits_3() {
+    let with_asset = format!(
+        "{CONFIG}\n[scoring]\nmodels = {{ default = \"models/none.onnx\" }}\n\n[[assets]]\nid = \"P-1\"\ntype = \"pump\"\nsignals = {{ pressure = \"pump.pressure\" }}\nnameplate = {{ pressure_range = [3.0, 6.0] }}\n"
+    );
+    let (_dir, path) = write_config(&with_asset);
+    let out = millwright(&["check", "-c", &path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("scoring.models.default:")
+            && stderr.contains("none.toml: cannot read the model's manifest"),
+        "{stderr}"
+    );
+
+    // The shipped model loads and is named in the report.
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default.onnx");
+    let (_dir, path) = write_config(&with_asset.replace(
+        "\"models/none.onnx\"",
+        &format!("{:?}", shipped.to_str().expect("utf8")),
+    ));
+    let out = millwright(&["check", "-c", &path]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("asset \"P-1\" (pump): pressure; rules + model \"default\" (9 inputs)"),
+        "{stdout}"
+    );
+}

@@ -169,7 +169,7 @@ async fn run_polls_logs_summaries_and_stops_cleanly_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_prints_live_good_values_for_every_tag() {
-    let out = output(&["demo", "--duration", "2500ms"]).await;
+    let out = output(&["demo", "--duration", "3500ms"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -192,6 +192,14 @@ async fn demo_prints_live_good_values_for_every_tag() {
         assert!(line.trim_end().ends_with("good"), "{line}");
     }
     assert!(last_block.contains("\"KSB-ETA\""), "{last_block}");
+    // The demo's assets are assessed (every 2 s) and their state printed under the table.
+    for asset in ["P-101 (pump): health", "M-101 (motor): health"] {
+        let line = last_block
+            .lines()
+            .find(|l| l.contains(asset))
+            .unwrap_or_else(|| panic!("{asset} missing in {last_block}"));
+        assert!(line.contains("routine_monitoring"), "{line}");
+    }
 }
 
 #[test]
