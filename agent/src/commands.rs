@@ -129,6 +129,58 @@ fn short_table(table: Table) -> &'static str {
     }
 }
 
+/// `millwright read --assess`: one assessment round from the values just read. With a single
+/// value per signal there is no trend, so remaining life is not estimated.
+pub fn assess_once(loaded: &crate::app::Loaded, rows: &[ReadRow], clock: &dyn Clock) -> String {
+    let mut scorer = crate::health::scorer::Scorer::new(&loaded.plan, loaded.models.clone());
+    for sample in rows.iter().filter_map(|r| r.sample.as_ref()) {
+        scorer.observe(sample, 0.0);
+    }
+    let assessments = scorer.assess_all(0.0, clock.now());
+    let mut out = String::new();
+    if loaded.plan.assets.is_empty() {
+        out.push_str("\nno [[assets]] configured: nothing to assess\n");
+    }
+    for asset in &loaded.plan.assets {
+        let Some(a) = assessments.iter().find(|a| a.asset == asset.id) else {
+            let _ = writeln!(
+                out,
+                "\nasset {:?}: no good value for any of its signals",
+                asset.id
+            );
+            continue;
+        };
+        let dims = [
+            ("vibration", a.health.vibration),
+            ("thermal", a.health.thermal),
+            ("electrical", a.health.electrical),
+            ("pressure", a.health.pressure),
+        ]
+        .into_iter()
+        .filter_map(|(name, h)| h.map(|h| format!("{name} {h:.2}")))
+        .collect::<Vec<_>>()
+        .join(", ");
+        let model = a
+            .model_probability
+            .map_or_else(|| "no model".to_string(), |p| format!("model {p:.2}"));
+        let _ = writeln!(
+            out,
+            "\nasset {:?} ({}): {} (priority {:?})\n  health {:.2} ({dims})\n  failure probability {:.2} (rules {:.2}, {model})",
+            a.asset,
+            a.asset_type,
+            a.action.name(),
+            a.priority,
+            a.overall_health,
+            a.failure_probability,
+            a.rule_probability
+        );
+        for reason in &a.reasons {
+            let _ = writeln!(out, "  - {reason}");
+        }
+    }
+    out
+}
+
 /// One tag's line in `millwright read`.
 #[derive(Debug, Clone)]
 pub struct ReadRow {

@@ -53,6 +53,9 @@ enum Command {
         /// Only these devices (repeatable).
         #[arg(long)]
         device: Vec<String>,
+        /// Also assess every asset once from the values read (rules and models).
+        #[arg(long)]
+        assess: bool,
     },
     /// Print the configuration's JSON Schema (for editor completion).
     Schema,
@@ -143,11 +146,16 @@ async fn dispatch(command: Command) -> u8 {
             }
             Err(e) => failed(&anyhow::anyhow!(e)),
         },
-        Command::Read { config, device } => {
-            let plan = match firmware_config::load(&config) {
-                Ok(plan) => plan,
+        Command::Read {
+            config,
+            device,
+            assess,
+        } => {
+            let loaded = match millwright::app::load(&config) {
+                Ok(loaded) => loaded,
                 Err(errors) => return config_failed(&errors),
             };
+            let plan = &loaded.plan;
             let unknown: Vec<_> = device
                 .iter()
                 .filter(|d| !plan.devices.iter().any(|p| &&p.name == d))
@@ -156,8 +164,11 @@ async fn dispatch(command: Command) -> u8 {
                 eprintln!("error: no device named {unknown:?} in {}", config.display());
                 return exit::USAGE;
             }
-            let rows = commands::read_once(&plan, &device).await;
+            let rows = commands::read_once(plan, &device).await;
             print!("{}", commands::format_read(&rows));
+            if assess {
+                print!("{}", commands::assess_once(&loaded, &rows, &SystemClock));
+            }
             if rows.iter().all(commands::ReadRow::is_good) {
                 exit::OK
             } else {

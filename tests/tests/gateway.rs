@@ -82,10 +82,21 @@ const EXPECTED: [(&str, &str); 7] = [
 ];
 
 fn agent_config(port: u16) -> String {
+    let model = workspace().join("models/default.onnx");
     format!(
         r#"
 [agent]
 name = "smoke"
+
+[scoring]
+assess_interval = "1s"
+models = {{ default = {model:?} }}
+
+[[assets]]
+id = "P-1"
+type = "pump"
+signals = {{ pressure = "pump.pressure" }}
+nameplate = {{ pressure_range = [3.0, 6.0] }}
 
 [[devices]]
 name = "pump"
@@ -360,7 +371,7 @@ async fn smoke(target: &Target, binary: &Path) {
     assert_eq!(check.status.code(), Some(0), "{check:?}");
 
     // `read`: every type and word order decodes to what the simulator serves.
-    let read = qemu(target, binary, &["read", "-c", config]).await;
+    let read = qemu(target, binary, &["read", "-c", config, "--assess"]).await;
     let table = String::from_utf8_lossy(&read.stdout);
     assert_eq!(read.status.code(), Some(0), "{table}");
     for (tag, value) in EXPECTED {
@@ -373,6 +384,13 @@ async fn smoke(target: &Target, binary: &Path) {
             "{tag}: expected {value} in {row}"
         );
     }
+    // tract scoring on the gateway: one round from the values read, model included.
+    assert!(
+        table.contains("asset \"P-1\" (pump): routine_monitoring")
+            && table.contains("pressure 4.50 within 3..6")
+            && table.contains("model 0."),
+        "{table}"
+    );
 
     // `run` as systemd starts it: ready, live good samples, reload, clean stop.
     let mut notify = NotifySocket::bind();
@@ -399,6 +417,13 @@ async fn smoke(target: &Target, binary: &Path) {
         .await
         .unwrap_or_else(|| panic!("no good {tag} = {value}: {}", log.transcript()));
     }
+    let assessment = log
+        .wait_for(wait, |l| {
+            l.contains("\"assessment\"") && l.contains("\"asset\":\"P-1\"")
+        })
+        .await
+        .unwrap_or_else(|| panic!("no assessment: {}", log.transcript()));
+    assert!(assessment.contains("routine_monitoring"), "{assessment}");
     notify
         .wait_for(wait, "WATCHDOG=1")
         .await
