@@ -13,4 +13,5 @@ pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod sources;
+pub mod store;
 pub mod telemetry;

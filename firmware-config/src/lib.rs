@@ -12,8 +12,9 @@ pub mod assets;
 pub mod duration;
 pub mod modbus;
 pub mod source;
+pub mod uplink;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -29,6 +30,9 @@ pub use modbus::{
     MAX_REGISTERS_PER_READ,
 };
 pub use source::{ConfigError, ConfigErrors};
+pub use uplink::{
+    ByteSize, Mqtt, MqttConfig, Outbox, OutboxConfig, PasswordSource, Secret, TopicsConfig,
+};
 
 use modbus::{Checker, DeviceParts};
 use source::{Document, Seg};
@@ -50,6 +54,11 @@ pub struct Config {
     /// Equipment whose health is scored, with its signals mapped to tags.
     #[serde(default)]
     pub assets: Vec<AssetConfig>,
+    /// The durable buffer of everything bound upstream (used when `[mqtt]` is set).
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    /// The MQTT broker the agent forwards summaries, assessments, alerts and events to.
+    pub mqtt: Option<MqttConfig>,
 }
 
 /// Settings of the agent itself.
@@ -66,6 +75,10 @@ pub struct AgentConfig {
     /// counted).
     #[serde(default = "default_bus_capacity")]
     pub sample_bus_capacity: usize,
+    /// Where the agent keeps its state (the outbox, the status file). Relative paths are relative
+    /// to this configuration file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -74,6 +87,7 @@ impl Default for AgentConfig {
             name: default_agent_name(),
             summary_interval: default_summary_interval(),
             sample_bus_capacity: default_bus_capacity(),
+            data_dir: default_data_dir(),
         }
     }
 }
@@ -87,6 +101,9 @@ fn default_summary_interval() -> HumanDuration {
 fn default_bus_capacity() -> usize {
     4096
 }
+fn default_data_dir() -> PathBuf {
+    "/var/lib/millwright".into()
+}
 
 /// A validated configuration: what the agent builds its stages from.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +115,8 @@ pub struct Plan {
     pub devices: Vec<Device>,
     pub scoring: Scoring,
     pub assets: Vec<Asset>,
+    pub outbox: Outbox,
+    pub mqtt: Option<Mqtt>,
 }
 
 impl Plan {
@@ -195,6 +214,16 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
         let dir = file.parent().unwrap_or_else(|| Path::new(""));
         assets::validate_scoring(&mut check, &root.scoring, dir)
     });
+    let config_dir = file.parent().unwrap_or_else(|| Path::new(""));
+    let uplink = root.as_ref().map(|root| {
+        let data_dir = config_dir.join(&root.agent.data_dir);
+        let outbox = uplink::validate_outbox(&mut check, &root.outbox, &data_dir);
+        let mqtt = root
+            .mqtt
+            .as_ref()
+            .map(|mqtt| uplink::validate_mqtt(&mut check, mqtt, &root.agent.name, config_dir));
+        (outbox, mqtt)
+    });
     let directory = assets::TagDirectory::new(&devices, tag_names);
     let assets = assets::validate_assets(&mut check, &directory, &assets);
     if let Some(root) = &root {
@@ -208,13 +237,15 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     }
 
     let mut errors = check.errors;
-    match (root, scoring) {
-        (Some(root), Some(scoring)) if errors.is_empty() => Ok(Plan {
+    match (root, scoring, uplink) {
+        (Some(root), Some(scoring), Some((outbox, mqtt))) if errors.is_empty() => Ok(Plan {
             agent: root.agent,
             buses,
             devices,
             scoring,
             assets,
+            outbox,
+            mqtt: mqtt.flatten(),
         }),
         _ => {
             errors.sort_by_key(|e| e.position);

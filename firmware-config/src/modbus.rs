@@ -194,6 +194,15 @@ pub struct BackoffConfig {
     pub max: HumanDuration,
 }
 
+impl BackoffConfig {
+    pub fn to_backoff(&self) -> Backoff {
+        Backoff {
+            initial: self.initial.get(),
+            max: self.max.get(),
+        }
+    }
+}
+
 impl Default for BackoffConfig {
     fn default() -> Self {
         BackoffConfig {
@@ -742,10 +751,7 @@ pub(crate) fn validate_devices(
                 forbidden,
                 one_request_per_tag: device.one_request_per_tag,
                 split_rejected_reads: device.split_rejected_reads,
-                backoff: Backoff {
-                    initial: device.backoff.initial.get(),
-                    max: device.backoff.max.get(),
-                },
+                backoff: device.backoff.to_backoff(),
                 tags,
             });
         }

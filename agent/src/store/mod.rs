@@ -1,0 +1,635 @@
+//! The outbox: the durable, bounded buffer of everything bound upstream.
+//!
+//! Everything the uplink will send (alerts, events, summaries) is appended here first; the uplink
+//! reads from it and removes a record only once the broker has acknowledged it.
+//!
+//! Invariants (each has a test below or in `sled_store`):
+//! - **Monotonic ids.** Every record gets an id greater than every id handed out before, across
+//!   restarts and crashes (the sled store persists its id generator and skips ahead on recovery).
+//!   Ids are shared by all classes, so an id names one record.
+//! - **Removal only on acknowledgement.** [`Outbox::next_after`] reads without removing; only
+//!   [`Outbox::acknowledge`] (called on the broker's PUBACK) and the full policy remove a record.
+//! - **Order within a stream.** Each [`Class`] is one stream, read in id order.
+//! - **Bounded.** The encoded records never exceed `max_bytes`. To make room, the oldest records of
+//!   the least important class go first: summaries, then events, then alerts. A record only ever
+//!   evicts records of its own or a less important class, so no alert is dropped while a summary
+//!   remains. When no room can be made the new record is dropped. Every drop is counted per class;
+//!   the counters are persisted and reported upstream.
+//! - **Checked.** Each record carries a CRC-32; a record that fails it is removed, counted as
+//!   corrupt and reported, never sent.
+//! - **Durable on flush.** A record is on disk once [`Outbox::flush`] returned after its append;
+//!   the agent flushes at `outbox.flush_interval`, at once after an alert, and on shutdown.
+
+pub mod memory;
+pub mod sled_store;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+/// What a record is, which also decides its priority upstream and under the full policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// Sent first, never dropped while anything else can make room.
+    Alert = 0,
+    /// Device up/down, agent start/stop, configuration and store changes.
+    Event = 1,
+    /// Periodic tag summaries and assessments: the first to go when full.
+    Summary = 2,
+}
+
+impl Class {
+    /// Most important first: the order the uplink drains streams in.
+    pub const ALL: [Class; 3] = [Class::Alert, Class::Event, Class::Summary];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Alert => "alert",
+            Class::Event => "event",
+            Class::Summary => "summary",
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Class> {
+        Class::ALL.into_iter().find(|c| *c as u8 == byte)
+    }
+}
+
+/// A record to append: where it goes and what it says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRecord {
+    pub class: Class,
+    /// Full MQTT topic.
+    pub topic: String,
+    /// Short name of the payload type (`tags`, `health`, `alert`, `event`).
+    pub kind: String,
+    pub created: SystemTime,
+    /// JSON document carried as the envelope's `data`.
+    pub body: Vec<u8>,
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub id: u64,
+    pub class: Class,
+    pub topic: String,
+    pub kind: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    pub body: Vec<u8>,
+}
+
+impl Record {
+    pub fn created(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.created_ms)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("outbox store: {0}")]
+    Backend(String),
+    #[error("outbox record {id} is corrupt: {why}")]
+    Corrupt { id: u64, why: &'static str },
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// An ordered key-value store with one keyspace per class, ids as keys. Policy (bounds, priority,
+/// counting) lives in [`Outbox`], so every backend behaves the same.
+pub trait Store: Send + Sync {
+    /// A fresh id, greater than any handed out before (for a durable store: across restarts).
+    fn next_id(&self) -> Result<u64, StoreError>;
+    fn insert(&self, class: Class, id: u64, value: &[u8]) -> Result<(), StoreError>;
+    /// Removes a record; its encoded size if it was there.
+    fn remove(&self, class: Class, id: u64) -> Result<Option<usize>, StoreError>;
+    /// The record with the smallest id.
+    fn oldest(&self, class: Class) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    /// Up to `limit` records with ids above `after`, in id order.
+    fn after(
+        &self,
+        class: Class,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// Number of records and their total encoded size (read once when opening).
+    fn measure(&self, class: Class) -> Result<(u64, u64), StoreError>;
+    fn counter(&self, name: &str) -> Result<u64, StoreError>;
+    fn set_counter(&self, name: &str, value: u64) -> Result<(), StoreError>;
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+    /// Bytes the store takes on disk (0 for memory).
+    fn size_on_disk(&self) -> u64;
+}
+
+const RECORD_VERSION: u8 = 1;
+
+/// Version, class, created (ms), kind, topic, body, then a CRC-32 of all of it.
+pub fn encode(record: &Record) -> Vec<u8> {
+    let kind = &record.kind.as_bytes()[..record.kind.len().min(255)];
+    let topic = &record.topic.as_bytes()[..record.topic.len().min(u16::MAX as usize)];
+    let mut out = Vec::with_capacity(17 + kind.len() + topic.len() + record.body.len());
+    out.push(RECORD_VERSION);
+    out.push(record.class as u8);
+    out.extend_from_slice(&record.created_ms.to_be_bytes());
+    out.push(kind.len() as u8);
+    out.extend_from_slice(kind);
+    out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    out.extend_from_slice(topic);
+    out.extend_from_slice(&record.body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+pub fn decode(id: u64, bytes: &[u8]) -> Result<Record, StoreError> {
+    let corrupt = |why| StoreError::Corrupt { id, why };
+    let (content, crc) = bytes.split_last_chunk::<4>().ok_or(corrupt("too short"))?;
+    if crc32fast::hash(content) != u32::from_be_bytes(*crc) {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut rest = content;
+    let mut take = |n: usize| -> Result<&[u8], StoreError> {
+        if rest.len() < n {
+            return Err(corrupt("truncated"));
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    if take(1)?[0] != RECORD_VERSION {
+        return Err(corrupt("unknown record version"));
+    }
+    let class = Class::from_byte(take(1)?[0]).ok_or(corrupt("unknown class"))?;
+    let created_ms = u64::from_be_bytes(take(8)?.try_into().map_err(|_| corrupt("created"))?);
+    let kind_len = take(1)?[0] as usize;
+    let kind = String::from_utf8(take(kind_len)?.to_vec()).map_err(|_| corrupt("kind"))?;
+    let topic_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| corrupt("topic"))?);
+    let topic =
+        String::from_utf8(take(topic_len as usize)?.to_vec()).map_err(|_| corrupt("topic"))?;
+    let body = rest.to_vec();
+    Ok(Record {
+        id,
+        class,
+        topic,
+        kind,
+        created_ms,
+        body,
+    })
+}
+
+/// Per-class figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ClassStats {
+    pub depth: u64,
+    pub bytes: u64,
+    /// Records dropped by the full policy since the store was created.
+    pub dropped: u64,
+}
+
+/// What `millwright outbox`, the `status` command and the agent's reports show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OutboxStats {
+    pub alert: ClassStats,
+    pub event: ClassStats,
+    pub summary: ClassStats,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub size_on_disk: u64,
+    /// RFC 3339 creation time of the oldest record queued.
+    pub oldest: Option<String>,
+    pub last_id: u64,
+    /// Records that failed their checksum and were removed.
+    pub corrupt: u64,
+    /// Appends or flushes the store refused (disk full, I/O errors).
+    pub store_errors: u64,
+}
+
+impl OutboxStats {
+    pub fn class(&self, class: Class) -> &ClassStats {
+        match class {
+            Class::Alert => &self.alert,
+            Class::Event => &self.event,
+            Class::Summary => &self.summary,
+        }
+    }
+
+    pub fn depth(&self) -> u64 {
+        self.alert.depth + self.event.depth + self.summary.depth
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.alert.dropped + self.event.dropped + self.summary.dropped
+    }
+}
+
+/// What happened to an appended record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored with this id, after evicting `evicted` older records.
+    Stored { id: u64, evicted: u32 },
+    /// No room could be made without dropping something more important (or it is larger than the
+    /// whole outbox): the new record was dropped and counted.
+    Dropped,
+}
+
+#[derive(Debug, Default)]
+struct Occupancy {
+    depth: [u64; 3],
+    bytes: [u64; 3],
+    dropped: [u64; 3],
+}
+
+impl Occupancy {
+    fn total(&self) -> u64 {
+        self.bytes.iter().sum()
+    }
+}
+
+/// The outbox: a [`Store`] with the bound, the priority and the counters.
+pub struct Outbox {
+    store: Box<dyn Store>,
+    max_bytes: u64,
+    occupancy: Mutex<Occupancy>,
+    last_id: AtomicU64,
+    corrupt: AtomicU64,
+    store_errors: AtomicU64,
+    /// Wakes the uplink when a record was appended.
+    pub appended: Notify,
+    /// Wakes the flusher when an alert wants to be on disk at once.
+    pub urgent: Notify,
+}
+
+fn dropped_counter(class: Class) -> &'static str {
+    match class {
+        Class::Alert => "dropped.alert",
+        Class::Event => "dropped.event",
+        Class::Summary => "dropped.summary",
+    }
+}
+
+const CORRUPT_COUNTER: &str = "corrupt";
+
+impl Outbox {
+    /// Wraps a store, reading its occupancy and persisted counters.
+    pub fn new(store: Box<dyn Store>, max_bytes: u64) -> Result<Outbox, StoreError> {
+        let mut occupancy = Occupancy::default();
+        for class in Class::ALL {
+            let (depth, bytes) = store.measure(class)?;
+            occupancy.depth[class as usize] = depth;
+            occupancy.bytes[class as usize] = bytes;
+            occupancy.dropped[class as usize] = store.counter(dropped_counter(class))?;
+        }
+        let corrupt = store.counter(CORRUPT_COUNTER)?;
+        Ok(Outbox {
+            store,
+            max_bytes,
+            occupancy: Mutex::new(occupancy),
+            last_id: AtomicU64::new(0),
+            corrupt: AtomicU64::new(corrupt),
+            store_errors: AtomicU64::new(0),
+            appended: Notify::new(),
+            urgent: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Occupancy> {
+        self.occupancy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends a record, making room by the full policy. A store failure is counted and returned;
+    /// the caller reports it and carries on (acquisition never stops for the outbox).
+    pub fn append(&self, new: NewRecord) -> Result<Appended, StoreError> {
+        let result = self.append_inner(new);
+        if result.is_err() {
+            self.store_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn append_inner(&self, new: NewRecord) -> Result<Appended, StoreError> {
+        let class = new.class;
+        let mut record = Record {
+            id: 0,
+            class,
+            topic: new.topic,
+            kind: new.kind,
+            created_ms: new
+                .created
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            body: new.body,
+        };
+        // The id goes into the key, not the value, so the size is known before the id is drawn.
+        let size = encode(&record).len() as u64;
+        let mut occupancy = self.lock();
+        let mut evicted = 0;
+        while occupancy.total() + size > self.max_bytes {
+            // The least important class with something in it, but never one above the new record.
+            let victim = Class::ALL
+                .into_iter()
+                .rev()
+                .take_while(|c| *c >= class)
+                .find(|c| occupancy.depth[*c as usize] > 0);
+            let Some(victim) = victim else {
+                self.count_drop(&mut occupancy, class)?;
+                return Ok(Appended::Dropped);
+            };
+            match self.store.oldest(victim)? {
+                Some((id, _)) => {
+                    if let Some(len) = self.store.remove(victim, id)? {
+                        occupancy.depth[victim as usize] -= 1;
+                        occupancy.bytes[victim as usize] -= len as u64;
+                    }
+                    self.count_drop(&mut occupancy, victim)?;
+                    evicted += 1;
+                }
+                // The counts disagree with the store: trust the store.
+                None => {
+                    occupancy.depth[victim as usize] = 0;
+                    occupancy.bytes[victim as usize] = 0;
+                }
+            }
+        }
+        record.id = self.store.next_id()?;
+        let value = encode(&record);
+        self.store.insert(class, record.id, &value)?;
+        occupancy.depth[class as usize] += 1;
+        occupancy.bytes[class as usize] += value.len() as u64;
+        self.last_id.fetch_max(record.id, Ordering::Relaxed);
+        drop(occupancy);
+        self.appended.notify_one();
+        if class == Class::Alert {
+            self.urgent.notify_one();
+        }
+        Ok(Appended::Stored {
+            id: record.id,
+            evicted,
+        })
+    }
+
+    fn count_drop(&self, occupancy: &mut Occupancy, class: Class) -> Result<(), StoreError> {
+        let slot = &mut occupancy.dropped[class as usize];
+        *slot += 1;
+        self.store.set_counter(dropped_counter(class), *slot)
+    }
+
+    /// Up to `limit` records of `class` with ids above `after`, in id order. Corrupt records are
+    /// removed, counted and skipped.
+    pub fn next_after(
+        &self,
+        class: Class,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let raw = self.store.after(class, after, limit)?;
+        let mut records = Vec::with_capacity(raw.len());
+        for (id, bytes) in raw {
+            match decode(id, &bytes) {
+                Ok(record) => records.push(record),
+                Err(error) => {
+                    tracing::error!(%error, "removing a corrupt outbox record");
+                    self.forget(class, id)?;
+                    let corrupt = self.corrupt.fetch_add(1, Ordering::Relaxed) + 1;
+                    self.store.set_counter(CORRUPT_COUNTER, corrupt)?;
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// The broker acknowledged the record: it leaves the outbox. Unknown ids (already evicted by
+    /// the full policy, or acknowledged twice) are ignored.
+    pub fn acknowledge(&self, class: Class, id: u64) -> Result<(), StoreError> {
+        self.forget(class, id)
+    }
+
+    fn forget(&self, class: Class, id: u64) -> Result<(), StoreError> {
+        let mut occupancy = self.lock();
+        if let Some(len) = self.store.remove(class, id)? {
+            occupancy.depth[class as usize] = occupancy.depth[class as usize].saturating_sub(1);
+            occupancy.bytes[class as usize] =
+                occupancy.bytes[class as usize].saturating_sub(len as u64);
+        }
+        Ok(())
+    }
+
+    /// Makes every record appended so far durable; returns the highest id that is.
+    pub fn flush(&self) -> Result<u64, StoreError> {
+        let through = self.last_id.load(Ordering::Relaxed);
+        self.store.flush().inspect_err(|_| {
+            self.store_errors.fetch_add(1, Ordering::Relaxed);
+        })?;
+        Ok(through)
+    }
+
+    pub fn stats(&self) -> OutboxStats {
+        let occupancy = self.lock();
+        let class_stats = |class: Class| ClassStats {
+            depth: occupancy.depth[class as usize],
+            bytes: occupancy.bytes[class as usize],
+            dropped: occupancy.dropped[class as usize],
+        };
+        let oldest = Class::ALL
+            .into_iter()
+            .filter_map(|class| {
+                let (id, bytes) = self.store.oldest(class).ok()??;
+                decode(id, &bytes).ok().map(|r| r.created_ms)
+            })
+            .min()
+            .map(|ms| {
+                humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+            });
+        OutboxStats {
+            alert: class_stats(Class::Alert),
+            event: class_stats(Class::Event),
+            summary: class_stats(Class::Summary),
+            bytes: occupancy.total(),
+            max_bytes: self.max_bytes,
+            size_on_disk: self.store.size_on_disk(),
+            oldest,
+            last_id: self.last_id.load(Ordering::Relaxed),
+            corrupt: self.corrupt.load(Ordering::Relaxed),
+            store_errors: self.store_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records queued in every class.
+    pub fn depth(&self) -> u64 {
+        self.lock().depth.iter().sum()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn record(class: Class, n: usize) -> NewRecord {
+        NewRecord {
+            class,
+            topic: format!("e/s/a/l/x/{}", class.name()),
+            kind: class.name().into(),
+            created: UNIX_EPOCH + Duration::from_secs(1_700_000_000 + n as u64),
+            body: format!("{{\"n\":{n}}}").into_bytes(),
+        }
+    }
+
+    fn outbox(max_bytes: u64) -> Outbox {
+        Outbox::new(Box::new(MemoryStore::default()), max_bytes).expect("outbox")
+    }
+
+    fn ids(outbox: &Outbox, class: Class) -> Vec<u64> {
+        outbox
+            .next_after(class, None, 1000)
+            .expect("read")
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    }
+
+    #[test]
+    fn records_round_trip_and_a_flipped_bit_is_caught() {
+        let new = record(Class::Event, 7);
+        let record = Record {
+            id: 42,
+            class: new.class,
+            topic: new.topic,
+            kind: new.kind,
+            created_ms: 1_700_000_007_000,
+            body: new.body,
+        };
+        let mut bytes = encode(&record);
+        assert_eq!(decode(42, &bytes).expect("decodes"), record);
+        bytes[12] ^= 0x10;
+        assert!(matches!(
+            decode(42, &bytes),
+            Err(StoreError::Corrupt { id: 42, .. })
+        ));
+        assert!(decode(1, &[1, 2]).is_err());
+    }
+
+    #[test]
+    fn reading_does_not_remove_and_streams_keep_id_order() {
+        let outbox = outbox(1 << 20);
+        for n in 0..5 {
+            outbox.append(record(Class::Summary, n)).expect("append");
+            outbox.append(record(Class::Alert, n)).expect("append");
+        }
+        let summaries = ids(&outbox, Class::Summary);
+        assert_eq!(summaries.len(), 5);
+        assert!(summaries.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(
+            ids(&outbox, Class::Summary),
+            summaries,
+            "reads remove nothing"
+        );
+        let after = outbox
+            .next_after(Class::Summary, Some(summaries[1]), 2)
+            .expect("read");
+        assert_eq!(
+            after.iter().map(|r| r.id).collect::<Vec<_>>(),
+            &summaries[2..4]
+        );
+        outbox
+            .acknowledge(Class::Summary, summaries[0])
+            .expect("ack");
+        outbox
+            .acknowledge(Class::Summary, summaries[0])
+            .expect("a second ack is harmless");
+        assert_eq!(ids(&outbox, Class::Summary), &summaries[1..]);
+        assert_eq!(outbox.stats().summary.depth, 4);
+        assert_eq!(outbox.stats().alert.depth, 5);
+    }
+
+    #[test]
+    fn full_outbox_drops_oldest_summaries_first_and_never_an_alert_while_a_summary_remains() {
+        let size = encode(&Record {
+            id: 0,
+            class: Class::Summary,
+            topic: record(Class::Summary, 0).topic,
+            kind: "summary".into(),
+            created_ms: 0,
+            body: b"{\"n\":0}".to_vec(),
+        })
+        .len() as u64;
+        // Room for ten records of this size.
+        let outbox = outbox(size * 10);
+        for n in 0..8 {
+            outbox.append(record(Class::Summary, n)).expect("append");
+        }
+        let first_summaries = ids(&outbox, Class::Summary);
+        for n in 0..2 {
+            outbox.append(record(Class::Alert, n)).expect("append");
+        }
+        // Full: each further alert evicts the oldest summary.
+        for n in 2..7 {
+            let appended = outbox.append(record(Class::Alert, n)).expect("append");
+            assert!(matches!(appended, Appended::Stored { evicted: 1, .. }));
+        }
+        assert_eq!(ids(&outbox, Class::Alert).len(), 7);
+        assert_eq!(ids(&outbox, Class::Summary), &first_summaries[5..]);
+        let stats = outbox.stats();
+        assert_eq!(stats.summary.dropped, 5);
+        assert_eq!(stats.alert.dropped, 0);
+        assert!(stats.bytes <= stats.max_bytes);
+
+        // A summary cannot evict an alert: it is dropped itself, the oldest summary makes room.
+        outbox.append(record(Class::Summary, 99)).expect("append");
+        assert_eq!(ids(&outbox, Class::Alert).len(), 7);
+        assert_eq!(outbox.stats().summary.dropped, 6);
+
+        // Once only alerts remain, a summary is refused and an alert evicts the oldest alert.
+        for id in ids(&outbox, Class::Summary) {
+            outbox.acknowledge(Class::Summary, id).expect("ack");
+        }
+        for n in 7..10 {
+            outbox.append(record(Class::Alert, n)).expect("append");
+        }
+        assert_eq!(
+            outbox.append(record(Class::Summary, 100)).expect("append"),
+            Appended::Dropped
+        );
+        let alerts_before = ids(&outbox, Class::Alert);
+        outbox.append(record(Class::Alert, 10)).expect("append");
+        let alerts_after = ids(&outbox, Class::Alert);
+        assert_eq!(alerts_after[..9], alerts_before[1..]);
+        let stats = outbox.stats();
+        assert_eq!(stats.alert.dropped, 1);
+        assert_eq!(stats.summary.dropped, 7);
+        assert!(stats.bytes <= stats.max_bytes);
+    }
+
+    #[test]
+    fn a_record_larger_than_the_outbox_is_dropped_and_counted() {
+        let outbox = outbox(64);
+        let mut big = record(Class::Alert, 1);
+        big.body = vec![b'x'; 100];
+        assert_eq!(outbox.append(big).expect("append"), Appended::Dropped);
+        assert_eq!(outbox.stats().alert.dropped, 1);
+        assert_eq!(outbox.depth(), 0);
+    }
+
+    #[test]
+    fn stats_show_the_oldest_record() {
+        let outbox = outbox(1 << 20);
+        assert_eq!(outbox.stats().oldest, None);
+        outbox.append(record(Class::Summary, 5)).expect("append");
+        outbox.append(record(Class::Alert, 9)).expect("append");
+        assert_eq!(
+            outbox.stats().oldest.as_deref(),
+            Some("2023-11-14T22:13:25.000Z")
+        );
+    }
+}
