@@ -14,13 +14,18 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, Level};
+use tracing::{debug, error, info, warn, Level};
 
 use crate::bus::SampleBus;
 use crate::clock::Clock;
+use crate::control::{self, AgentCommands};
 use crate::health::{self, model::Models, scorer::Scorer};
 use crate::liveness::Liveness;
+use crate::reports::{self, Alerts};
 use crate::service::ServiceManager;
+use crate::store::sled_store::{OpenError, SledStore};
+use crate::store::{Appended, MemoryStore, Outbox};
+use crate::uplink::{Identity, Topics, Uplink, UplinkStats};
 
 use crate::sources::modbus::{self, DeviceStats, StatsSnapshot};
 
@@ -91,6 +96,9 @@ pub type Reloader = Box<dyn FnMut() -> Result<Loaded, LoadError> + Send>;
 pub struct Loaded {
     pub plan: Plan,
     pub models: Models,
+    /// Identifies the effective configuration in births and `status` (stable for one agent
+    /// version: a hash of the validated plan, so comments and formatting do not change it).
+    pub config_hash: String,
     /// Size and modification time of each model file: a retrained model counts as a change.
     model_files: Vec<(PathBuf, Option<(u64, SystemTime)>)>,
 }
@@ -135,7 +143,9 @@ impl Loaded {
                 (path.clone(), stamp)
             })
             .collect();
+        let config_hash = crc32fast::hash(format!("{plan:?}").as_bytes());
         Ok(Loaded {
+            config_hash: format!("{config_hash:08x}"),
             plan,
             models,
             model_files,
@@ -174,7 +184,16 @@ pub async fn run(
         env!("CARGO_PKG_VERSION")
     );
     let service = &control.service;
-    let mut generation = Generation::start(loaded, Arc::clone(&clock), &control.shutdown);
+    let upstream = match &loaded.plan.mqtt {
+        Some(_) => Some(Upstream::open(&loaded, &clock)?),
+        None => None,
+    };
+    let mut generation = Generation::start(
+        loaded,
+        Arc::clone(&clock),
+        &control.shutdown,
+        upstream.as_ref(),
+    );
     service.ready(&generation.status());
     if let Some(timeout) = service.watchdog() {
         info!(timeout = ?timeout, "systemd watchdog enabled");
@@ -188,7 +207,7 @@ pub async fn run(
             () = control.shutdown.cancelled() => break,
             Some(()) = control.reload_requests.recv() => {
                 service.reloading();
-                generation = reload_into(generation, &mut reload, &clock, &control.shutdown).await;
+                generation = reload_into(generation, &mut reload, &clock, &control.shutdown, upstream.as_ref()).await;
                 service.ready(&generation.status());
             }
             _ = keep_alive.tick() => {
@@ -212,7 +231,13 @@ pub async fn run(
     }
     service.stopping();
     info!("shutting down");
+    if let Some(upstream) = &upstream {
+        upstream.event("agent_stopping", serde_json::json!({}), clock.now());
+    }
     generation.stop().await;
+    if let Some(upstream) = upstream {
+        upstream.stop().await;
+    }
     Ok(())
 }
 
@@ -221,6 +246,7 @@ async fn reload_into(
     reload: &mut Reloader,
     clock: &Arc<dyn Clock>,
     shutdown: &CancellationToken,
+    upstream: Option<&Upstream>,
 ) -> Generation {
     match reload() {
         Err(errors) => {
@@ -228,6 +254,10 @@ async fn reload_into(
                 mistakes = errors.count(),
                 "configuration reload rejected; the running configuration stays in force:\n{errors}"
             );
+            if let Some(upstream) = upstream {
+                let detail = serde_json::json!({ "mistakes": errors.count() });
+                upstream.event("config_rejected", detail, clock.now());
+            }
             current
         }
         Ok(loaded) if loaded.same_as(&current.loaded) => {
@@ -242,7 +272,207 @@ async fn reload_into(
                 assets = loaded.plan.assets.len(),
                 "configuration reloaded: acquisition restarted with the new plan"
             );
-            Generation::start(loaded, Arc::clone(clock), shutdown)
+            match upstream {
+                Some(upstream) => {
+                    let detail = serde_json::json!({ "config_hash": loaded.config_hash });
+                    upstream.event("config_reloaded", detail, clock.now());
+                }
+                None if loaded.plan.mqtt.is_some() => {
+                    warn!("[mqtt] was added: the uplink starts at the next restart of the agent")
+                }
+                None => {}
+            }
+            Generation::start(loaded, Arc::clone(clock), shutdown, upstream)
+        }
+    }
+}
+
+fn identity(loaded: &Loaded) -> Identity {
+    Identity {
+        agent: loaded.plan.agent.name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        config_hash: loaded.config_hash.clone(),
+    }
+}
+
+/// What outlives a configuration reload on the way upstream: the outbox (one store per data
+/// directory), its flusher, the alert state and the local control socket.
+struct Upstream {
+    outbox: Arc<Outbox>,
+    alerts: Arc<Alerts>,
+    uplink_stats: Arc<UplinkStats>,
+    commands: Arc<AgentCommands>,
+    topics: Topics,
+    tasks: JoinSet<()>,
+    stop: CancellationToken,
+    clock: Arc<dyn Clock>,
+}
+
+impl Upstream {
+    /// Opens the outbox (recovering or, as a last resort, falling back to memory), starts the
+    /// flusher and the control socket, and records the agent's start.
+    fn open(loaded: &Loaded, clock: &Arc<dyn Clock>) -> anyhow::Result<Upstream> {
+        let plan = &loaded.plan;
+        let topics = Topics::new(
+            plan.mqtt.as_ref().map_or("", |m| m.topic_prefix.as_str()),
+            &plan.agent.name,
+        );
+        let dir = &plan.outbox.dir;
+        let mut notes = Vec::new();
+        let outbox = match SledStore::open_or_recover(dir) {
+            Ok((store, recovery)) => {
+                if let Some(recovery) = recovery {
+                    error!(
+                        moved_to = %recovery.moved_to.display(),
+                        why = %recovery.why,
+                        "the outbox could not be read; it was moved aside and a fresh one started"
+                    );
+                    notes.push((
+                        "outbox_recovered",
+                        serde_json::json!({
+                            "moved_to": recovery.moved_to.display().to_string(),
+                            "why": recovery.why,
+                        }),
+                    ));
+                }
+                Outbox::new(Box::new(store), plan.outbox.max_bytes)?
+            }
+            Err(locked @ OpenError::Locked(_)) => return Err(locked.into()),
+            Err(error) => {
+                error!(%error, "the outbox cannot be opened; buffering in memory (lost on restart) until it can");
+                notes.push((
+                    "outbox_degraded",
+                    serde_json::json!({ "error": error.to_string(), "buffer": "memory" }),
+                ));
+                Outbox::new(Box::new(MemoryStore::default()), plan.outbox.max_bytes)?
+            }
+        };
+        let outbox = Arc::new(outbox);
+        let stats = outbox.stats();
+        info!(
+            dir = %dir.display(),
+            queued = stats.depth(),
+            bytes = stats.bytes,
+            max_bytes = stats.max_bytes,
+            dropped = stats.dropped(),
+            "outbox open"
+        );
+        let alerts = Arc::new(Alerts::default());
+        let uplink_stats = Arc::new(UplinkStats::default());
+        let commands = Arc::new(AgentCommands {
+            identity: std::sync::Mutex::new(identity(loaded)),
+            started: std::time::Instant::now(),
+            topics: topics.clone(),
+            outbox: Arc::clone(&outbox),
+            alerts: Arc::clone(&alerts),
+            uplink: Arc::clone(&uplink_stats),
+            devices: std::sync::Mutex::new(Vec::new()),
+        });
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(flush_periodically(
+            Arc::clone(&outbox),
+            plan.outbox.flush_interval,
+            stop.clone(),
+        ));
+        if let Some(data_dir) = plan.outbox.dir.parent() {
+            let handler: Arc<dyn crate::uplink::CommandHandler> = commands.clone();
+            tasks.spawn(control::serve(
+                control::socket_path(data_dir),
+                handler,
+                stop.clone(),
+            ));
+        }
+        let upstream = Upstream {
+            outbox,
+            alerts,
+            uplink_stats,
+            commands,
+            topics,
+            tasks,
+            stop,
+            clock: Arc::clone(clock),
+        };
+        let now = upstream.clock.now();
+        upstream.first_event(
+            "agent_started",
+            serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "config_hash": loaded.config_hash,
+            }),
+            now,
+        );
+        for (name, detail) in notes {
+            upstream.event(name, detail, now);
+        }
+        Ok(upstream)
+    }
+
+    fn event(&self, name: &str, detail: serde_json::Value, now: SystemTime) {
+        reports::append(
+            &self.outbox,
+            reports::event(&self.topics, name, detail, now),
+        );
+    }
+
+    /// The agent's first record of this run, whose id starts the run's id range.
+    fn first_event(&self, name: &str, detail: serde_json::Value, now: SystemTime) {
+        match self
+            .outbox
+            .append(reports::event(&self.topics, name, detail, now))
+        {
+            Ok(Appended::Stored { id, .. }) => info!(first_id = id, "first record of this run"),
+            Ok(Appended::Dropped) => warn!("outbox full: the start event was dropped (counted)"),
+            Err(error) => warn!(%error, "outbox append failed (counted)"),
+        }
+    }
+
+    fn set_devices(&self, devices: &[(String, Arc<DeviceStats>)], loaded: &Loaded) {
+        *self
+            .commands
+            .devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = devices.to_vec();
+        *self
+            .commands
+            .identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = identity(loaded);
+    }
+
+    /// Stops the flusher (which flushes a last time) and the control socket.
+    async fn stop(mut self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+/// Flushes the outbox every `every`, at once when an alert was appended, and once more at the end.
+async fn flush_periodically(outbox: Arc<Outbox>, every: Duration, stop: CancellationToken) {
+    let mut durable = 0;
+    loop {
+        let stopping = tokio::select! {
+            () = stop.cancelled() => true,
+            () = tokio::time::sleep(every) => false,
+            () = outbox.urgent.notified() => false,
+        };
+        let flushing = Arc::clone(&outbox);
+        match tokio::task::spawn_blocking(move || flushing.flush()).await {
+            Ok(Ok(through)) if through != durable => {
+                durable = through;
+                debug!(durable_through = through, "outbox flushed");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                error!(%error, "outbox flush failed: records since the last flush are not yet durable")
+            }
+            Err(error) => error!(%error, "outbox flush task failed"),
+        }
+        if stopping {
+            break;
         }
     }
 }
@@ -256,7 +486,12 @@ struct Generation {
 }
 
 impl Generation {
-    fn start(loaded: Loaded, clock: Arc<dyn Clock>, shutdown: &CancellationToken) -> Generation {
+    fn start(
+        loaded: Loaded,
+        clock: Arc<dyn Clock>,
+        shutdown: &CancellationToken,
+        upstream: Option<&Upstream>,
+    ) -> Generation {
         let plan = &loaded.plan;
         let stop = shutdown.child_token();
         let bus = SampleBus::new(plan.agent.sample_bus_capacity);
@@ -268,8 +503,38 @@ impl Generation {
                 stop.clone(),
             ));
         }
+        let (assessments, _) = tokio::sync::broadcast::channel(64);
+        if let (Some(upstream), Some(mqtt)) = (upstream, &plan.mqtt) {
+            upstream.set_devices(&running.stats, &loaded);
+            let topics = Topics::new(&mqtt.topic_prefix, &plan.agent.name);
+            running.tasks.spawn(reports::run(
+                Arc::new(plan.clone()),
+                topics.clone(),
+                Arc::clone(&upstream.outbox),
+                Arc::clone(&upstream.alerts),
+                reports::Sources {
+                    samples: bus.subscribe(),
+                    assessments: assessments.subscribe(),
+                    devices: running.stats.clone(),
+                },
+                Arc::clone(&clock),
+                stop.clone(),
+            ));
+            let uplink = Uplink {
+                mqtt: mqtt.clone(),
+                identity: identity(&loaded),
+                topics,
+                outbox: Arc::clone(&upstream.outbox),
+                stats: Arc::clone(&upstream.uplink_stats),
+                commands: upstream.commands.clone(),
+            };
+            let span = tracing::info_span!("uplink");
+            running.tasks.spawn(tracing::Instrument::instrument(
+                uplink.run(stop.clone()),
+                span,
+            ));
+        }
         if !plan.assets.is_empty() {
-            let (assessments, _) = tokio::sync::broadcast::channel(64);
             running.tasks.spawn(health::scorer::run(
                 Scorer::new(plan, loaded.models.clone()),
                 bus.subscribe(),

@@ -535,3 +535,113 @@ fn live_table(
     }
     out
 }
+
+/// What `millwright outbox` prints: asked of the running agent through its control socket, or read
+/// from the store when no agent runs (never moving or changing anything).
+pub async fn outbox_report(plan: &firmware_config::Plan) -> anyhow::Result<String> {
+    use crate::store::sled_store::{OpenError, SledStore};
+    use crate::store::{Outbox, OutboxStats};
+
+    let dir = &plan.outbox.dir;
+    let socket = dir
+        .parent()
+        .map(crate::control::socket_path)
+        .unwrap_or_default();
+    let from_agent = crate::control::request(&socket, "status", serde_json::json!({}))
+        .await
+        .and_then(|reply| {
+            serde_json::from_value::<OutboxStats>(reply["result"]["outbox"].clone()).ok()
+        });
+    let (stats, source) = match from_agent {
+        Some(stats) => (stats, "the running agent"),
+        None => {
+            if !dir.exists() {
+                anyhow::bail!(
+                    "no outbox at {} (the agent has not run with [mqtt] and this data_dir yet)",
+                    dir.display()
+                );
+            }
+            let store = SledStore::open(dir).map_err(|e| match e {
+                OpenError::Locked(_) => anyhow::anyhow!(
+                    "{e}; it does not answer on {}, so it may be starting or stuck",
+                    socket.display()
+                ),
+                other => other.into(),
+            })?;
+            let outbox = Outbox::new(Box::new(store), plan.outbox.max_bytes)?;
+            (outbox.stats(), "the store (no agent running)")
+        }
+    };
+    Ok(format_outbox(
+        dir,
+        &stats,
+        source,
+        std::time::SystemTime::now(),
+    ))
+}
+
+fn format_outbox(
+    dir: &std::path::Path,
+    stats: &crate::store::OutboxStats,
+    source: &str,
+    now: std::time::SystemTime,
+) -> String {
+    use crate::store::Class;
+    use std::fmt::Write as _;
+
+    let kib = |bytes: u64| match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1048576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1048576.0),
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "outbox {} (from {source})", dir.display());
+    let _ = writeln!(
+        out,
+        "  {:<10} {:>10} {:>12} {:>10}",
+        "class", "queued", "size", "dropped"
+    );
+    for class in Class::ALL {
+        let c = stats.class(class);
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>10} {:>12} {:>10}",
+            class.name(),
+            c.depth,
+            kib(c.bytes),
+            c.dropped
+        );
+    }
+    let used = 100.0 * stats.bytes as f64 / stats.max_bytes.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "  total      {:>10} {:>12} {:>10}   ({used:.1} % of {}; {} on disk)",
+        stats.depth(),
+        kib(stats.bytes),
+        stats.dropped(),
+        kib(stats.max_bytes),
+        kib(stats.size_on_disk)
+    );
+    match &stats.oldest {
+        Some(oldest) => {
+            let age = humantime::parse_rfc3339(oldest)
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .map(|d| {
+                    humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
+                        .to_string()
+                })
+                .unwrap_or_else(|| "?".into());
+            let _ = writeln!(out, "  oldest record {oldest} ({age} old)");
+        }
+        None => {
+            let _ = writeln!(out, "  empty: everything was delivered");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  last id {}; corrupt records removed {}; store errors {}",
+        stats.last_id, stats.corrupt, stats.store_errors
+    );
+    out
+}

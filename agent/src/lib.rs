@@ -6,8 +6,10 @@ pub mod backoff;
 pub mod bus;
 pub mod clock;
 pub mod commands;
+pub mod control;
 pub mod health;
 pub mod liveness;
+pub mod reports;
 pub mod sample;
 pub mod service;
 #[cfg(feature = "sim")]
@@ -15,3 +17,4 @@ pub mod sim;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod uplink;

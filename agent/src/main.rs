@@ -57,6 +57,12 @@ enum Command {
         #[arg(long)]
         assess: bool,
     },
+    /// Show the outbox: records queued per class, oldest record, drops (from the running agent
+    /// through its control socket, or from the store itself when no agent runs).
+    Outbox {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Print the configuration's JSON Schema (for editor completion).
     Schema,
     /// Serve a simulated plant over Modbus TCP (and RTU with --serial).
@@ -139,6 +145,19 @@ async fn dispatch(command: Command) -> u8 {
             }
             Err(errors) => config_failed(&errors),
         },
+        Command::Outbox { config } => {
+            let plan = match firmware_config::load(&config) {
+                Ok(plan) => plan,
+                Err(errors) => return config_failed(&errors),
+            };
+            match commands::outbox_report(&plan).await {
+                Ok(report) => {
+                    print!("{report}");
+                    exit::OK
+                }
+                Err(e) => failed(&e),
+            }
+        }
         Command::Schema => match serde_json::to_string_pretty(&firmware_config::json_schema()) {
             Ok(text) => {
                 println!("{text}");

@@ -230,19 +230,20 @@ impl ByteSize {
         let number: f64 = number
             .parse()
             .map_err(|_| format!("invalid size {text:?}; write e.g. \"64 MiB\""))?;
-        let factor: u64 =
-            match unit.trim().to_ascii_lowercase().as_str() {
-                "" | "b" => 1,
-                "k" | "kb" => 1_000,
-                "kib" => 1 << 10,
-                "m" | "mb" => 1_000_000,
-                "mib" => 1 << 20,
-                "g" | "gb" => 1_000_000_000,
-                "gib" => 1 << 30,
-                other => return Err(format!(
+        let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            other => {
+                return Err(format!(
                     "unknown size unit {other:?} in {text:?}; use B, KiB, MiB, GiB, kB, MB or GB"
-                )),
-            };
+                ))
+            }
+        };
         Ok(ByteSize((number * factor as f64) as u64))
     }
 }

@@ -35,6 +35,12 @@ impl Store for MemoryStore {
         Ok(self.records()[class as usize].remove(&id).map(|v| v.len()))
     }
 
+    fn newest_id(&self, class: Class) -> Result<Option<u64>, StoreError> {
+        Ok(self.records()[class as usize]
+            .last_key_value()
+            .map(|(k, _)| *k))
+    }
+
     fn oldest(&self, class: Class) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         Ok(self.records()[class as usize]
             .first_key_value()

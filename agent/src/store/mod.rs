@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 pub use memory::MemoryStore;
@@ -115,6 +115,8 @@ pub trait Store: Send + Sync {
     fn insert(&self, class: Class, id: u64, value: &[u8]) -> Result<(), StoreError>;
     /// Removes a record; its encoded size if it was there.
     fn remove(&self, class: Class, id: u64) -> Result<Option<usize>, StoreError>;
+    /// The largest id stored.
+    fn newest_id(&self, class: Class) -> Result<Option<u64>, StoreError>;
     /// The record with the smallest id.
     fn oldest(&self, class: Class) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
     /// Up to `limit` records with ids above `after`, in id order.
@@ -191,7 +193,7 @@ pub fn decode(id: u64, bytes: &[u8]) -> Result<Record, StoreError> {
 }
 
 /// Per-class figures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassStats {
     pub depth: u64,
     pub bytes: u64,
@@ -200,7 +202,7 @@ pub struct ClassStats {
 }
 
 /// What `millwright outbox`, the `status` command and the agent's reports show.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OutboxStats {
     pub alert: ClassStats,
     pub event: ClassStats,
@@ -210,6 +212,7 @@ pub struct OutboxStats {
     pub size_on_disk: u64,
     /// RFC 3339 creation time of the oldest record queued.
     pub oldest: Option<String>,
+    /// The highest id appended (or found when opening).
     pub last_id: u64,
     /// Records that failed their checksum and were removed.
     pub corrupt: u64,
@@ -293,11 +296,15 @@ impl Outbox {
             occupancy.dropped[class as usize] = store.counter(dropped_counter(class))?;
         }
         let corrupt = store.counter(CORRUPT_COUNTER)?;
+        let mut last_id = 0;
+        for class in Class::ALL {
+            last_id = last_id.max(store.newest_id(class)?.unwrap_or(0));
+        }
         Ok(Outbox {
             store,
             max_bytes,
             occupancy: Mutex::new(occupancy),
-            last_id: AtomicU64::new(0),
+            last_id: AtomicU64::new(last_id),
             corrupt: AtomicU64::new(corrupt),
             store_errors: AtomicU64::new(0),
             appended: Notify::new(),

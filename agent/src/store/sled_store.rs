@@ -166,6 +166,13 @@ impl Store for SledStore {
         Ok(self.tree(class).remove(key(id))?.map(|v| v.len()))
     }
 
+    fn newest_id(&self, class: Class) -> Result<Option<u64>, StoreError> {
+        match self.tree(class).last()? {
+            Some((k, _)) => Ok(Some(id_of(&k)?)),
+            None => Ok(None),
+        }
+    }
+
     fn oldest(&self, class: Class) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         match self.tree(class).first()? {
             Some((k, v)) => Ok(Some((id_of(&k)?, v.to_vec()))),

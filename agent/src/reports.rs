@@ -1,0 +1,646 @@
+//! What the agent tells the plant, turned into outbox records: per-device tag summaries over each
+//! summary interval, per-asset assessments, maintenance alerts when an asset's action changes, and
+//! the agent's events (device up/down, start/stop, configuration, outbox drops).
+//!
+//! Summaries are fixed-size per tag (count, min, max, sum, last, worst quality), so memory does not
+//! grow with the interval or the uptime. Building a record is a pure function; only [`run`] does
+//! I/O (appending to the outbox).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use firmware_config::Plan;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::bus::Subscriber;
+use crate::clock::Clock;
+use crate::health::assess::{Action, Assessment};
+use crate::sample::{Quality, Sample, Value};
+use crate::sources::modbus::DeviceStats;
+use crate::store::{Appended, Class, NewRecord, Outbox};
+use crate::uplink::{timestamp, Topics};
+
+/// How bad a quality is, for "worst quality over the interval".
+fn badness(quality: Quality) -> u8 {
+    match quality {
+        Quality::Good => 0,
+        Quality::Stale => 1,
+        Quality::Exception(_) => 2,
+        Quality::Malformed => 3,
+        Quality::Timeout => 4,
+        Quality::Transport => 5,
+    }
+}
+
+/// The quality's short name in payloads.
+pub fn quality_code(quality: Quality) -> &'static str {
+    match quality {
+        Quality::Good => "good",
+        Quality::Stale => "stale",
+        Quality::Exception(_) => "exception",
+        Quality::Malformed => "malformed",
+        Quality::Timeout => "timeout",
+        Quality::Transport => "transport",
+    }
+}
+
+fn value_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Bool(b) => json!(b),
+        Value::I64(v) => json!(v),
+        Value::U64(v) => json!(v),
+        // NaN and infinities are not JSON: null.
+        Value::F64(v) => json!(v),
+        Value::Text(s) => json!(s),
+    }
+}
+
+/// One tag over one interval.
+#[derive(Debug, Clone, Default)]
+struct TagWindow {
+    count: u32,
+    numeric: u32,
+    min: f64,
+    max: f64,
+    sum: f64,
+    last: Option<Value>,
+    bad: u32,
+    worst: Option<Quality>,
+}
+
+impl TagWindow {
+    fn observe(&mut self, sample: &Sample) {
+        self.count += 1;
+        if self
+            .worst
+            .is_none_or(|w| badness(sample.quality) > badness(w))
+        {
+            self.worst = Some(sample.quality);
+        }
+        if !sample.quality.is_good() {
+            self.bad += 1;
+            return;
+        }
+        if let Some(value) = &sample.value {
+            if let Some(x) = value.as_f64().filter(|x| x.is_finite()) {
+                if self.numeric == 0 {
+                    (self.min, self.max) = (x, x);
+                } else {
+                    self.min = self.min.min(x);
+                    self.max = self.max.max(x);
+                }
+                self.numeric += 1;
+                self.sum += x;
+            }
+            self.last = Some(value.clone());
+        }
+    }
+
+    fn summary(&self, unit: Option<&str>) -> serde_json::Value {
+        let numeric = self.numeric > 0;
+        let mut summary = json!({
+            "count": self.count,
+            "bad": self.bad,
+            "quality": self.worst.map_or("none", quality_code),
+            "last": self.last.as_ref().map(value_json),
+            "min": numeric.then_some(self.min),
+            "max": numeric.then_some(self.max),
+            "mean": numeric.then(|| self.sum / f64::from(self.numeric)),
+        });
+        if let Some(Quality::Exception(code)) = self.worst {
+            summary["exception_code"] = json!(code);
+        }
+        if let Some(unit) = unit {
+            summary["unit"] = json!(unit);
+        }
+        summary
+    }
+}
+
+/// A device's tags as a contiguous range of tag ids.
+#[derive(Debug, Clone)]
+struct DeviceTags {
+    name: String,
+    first: usize,
+    tags: Vec<(String, Option<String>)>,
+}
+
+/// Running tag summaries of every device of a plan.
+#[derive(Debug)]
+pub struct TagSummaries {
+    devices: Vec<DeviceTags>,
+    windows: Vec<TagWindow>,
+    since: SystemTime,
+}
+
+impl TagSummaries {
+    pub fn new(plan: &Plan, since: SystemTime) -> TagSummaries {
+        let mut first = 0;
+        let devices = plan
+            .devices
+            .iter()
+            .map(|d| {
+                let device = DeviceTags {
+                    name: d.name.clone(),
+                    first,
+                    tags: d
+                        .tags
+                        .iter()
+                        .map(|t| (t.name.clone(), t.unit.clone()))
+                        .collect(),
+                };
+                first += d.tags.len();
+                device
+            })
+            .collect();
+        TagSummaries {
+            devices,
+            windows: vec![TagWindow::default(); first],
+            since,
+        }
+    }
+
+    pub fn observe(&mut self, sample: &Sample) {
+        if let Some(window) = self.windows.get_mut(sample.tag.0 as usize) {
+            window.observe(sample);
+        }
+    }
+
+    /// One record per device for the interval that ends `now`, and a fresh interval.
+    pub fn take(&mut self, topics: &Topics, online: &[bool], now: SystemTime) -> Vec<NewRecord> {
+        let mut records = Vec::with_capacity(self.devices.len());
+        for (index, device) in self.devices.iter().enumerate() {
+            let tags: serde_json::Map<String, serde_json::Value> = device
+                .tags
+                .iter()
+                .enumerate()
+                .map(|(i, (name, unit))| {
+                    let window = &mut self.windows[device.first + i];
+                    let summary = window.summary(unit.as_deref());
+                    *window = TagWindow::default();
+                    (name.clone(), summary)
+                })
+                .collect();
+            let body = json!({
+                "device": device.name,
+                "online": online.get(index).copied(),
+                "from": timestamp(self.since),
+                "to": timestamp(now),
+                "tags": tags,
+            });
+            records.push(NewRecord {
+                class: Class::Summary,
+                topic: topics.tags(&device.name),
+                kind: "tags".into(),
+                created: now,
+                body: body.to_string().into_bytes(),
+            });
+        }
+        self.since = now;
+        records
+    }
+}
+
+/// An event record on the agent's event topic.
+pub fn event(topics: &Topics, name: &str, detail: serde_json::Value, now: SystemTime) -> NewRecord {
+    let mut body = json!({ "event": name });
+    if let (Some(body), serde_json::Value::Object(detail)) = (body.as_object_mut(), detail) {
+        body.extend(detail);
+    }
+    NewRecord {
+        class: Class::Event,
+        topic: topics.events(),
+        kind: "event".into(),
+        created: now,
+        body: body.to_string().into_bytes(),
+    }
+}
+
+/// The assessment as a summary-class record on the asset's health topic.
+pub fn health_record(topics: &Topics, assessment: &Assessment, now: SystemTime) -> NewRecord {
+    NewRecord {
+        class: Class::Summary,
+        topic: topics.health(&assessment.asset),
+        kind: "health".into(),
+        created: now,
+        body: serde_json::to_vec(assessment).unwrap_or_default(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Active,
+    Acknowledged,
+    Cleared,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ActiveAlert {
+    alert_id: String,
+    asset: String,
+    action: Action,
+    state: AlertState,
+    raised: String,
+}
+
+/// Maintenance alerts raised from assessments: one per asset while its action is above routine
+/// monitoring. (The full ISA-18.2 lifecycle, tag limits and local outputs build on this.)
+#[derive(Debug, Default)]
+pub struct Alerts {
+    active: Mutex<HashMap<String, ActiveAlert>>,
+}
+
+impl Alerts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ActiveAlert>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stable id of an asset's maintenance alert.
+    pub fn alert_id(asset: &str) -> String {
+        format!("{asset}/maintenance")
+    }
+
+    /// The alert record for an action change, if the change raises, escalates or clears one.
+    pub fn on_action(
+        &self,
+        topics: &Topics,
+        assessment: &Assessment,
+        previous: Action,
+        now: SystemTime,
+    ) -> Option<NewRecord> {
+        let action = assessment.action;
+        if action == previous {
+            return None;
+        }
+        let alert_id = Alerts::alert_id(&assessment.asset);
+        let state = if action == Action::RoutineMonitoring {
+            self.lock().remove(&assessment.asset);
+            AlertState::Cleared
+        } else {
+            self.lock().insert(
+                assessment.asset.clone(),
+                ActiveAlert {
+                    alert_id: alert_id.clone(),
+                    asset: assessment.asset.clone(),
+                    action,
+                    state: AlertState::Active,
+                    raised: timestamp(now),
+                },
+            );
+            AlertState::Active
+        };
+        let body = json!({
+            "alert_id": alert_id,
+            "asset": assessment.asset,
+            "state": state,
+            "action": action,
+            "previous_action": previous,
+            "priority": assessment.priority,
+            "failure_probability": assessment.failure_probability,
+            "overall_health": assessment.overall_health,
+            "reasons": assessment.reasons,
+        });
+        Some(NewRecord {
+            class: Class::Alert,
+            topic: topics.alert(&assessment.asset),
+            kind: "alert".into(),
+            created: now,
+            body: body.to_string().into_bytes(),
+        })
+    }
+
+    /// Acknowledges an active alert; the record announcing it, or why it cannot be.
+    pub fn acknowledge(
+        &self,
+        topics: &Topics,
+        alert_id: &str,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<NewRecord, String> {
+        let mut active = self.lock();
+        let Some(alert) = active.values_mut().find(|a| a.alert_id == alert_id) else {
+            let mut known: Vec<&str> = active.values().map(|a| a.alert_id.as_str()).collect();
+            known.sort_unstable();
+            return Err(format!(
+                "no active alert {alert_id:?} (active: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        };
+        alert.state = AlertState::Acknowledged;
+        let body = json!({
+            "alert_id": alert.alert_id,
+            "asset": alert.asset,
+            "state": AlertState::Acknowledged,
+            "action": alert.action,
+            "acknowledged_by": by,
+        });
+        Ok(NewRecord {
+            class: Class::Alert,
+            topic: topics.alert(&alert.asset),
+            kind: "alert".into(),
+            created: now,
+            body: body.to_string().into_bytes(),
+        })
+    }
+
+    pub fn snapshot(&self) -> serde_json::Value {
+        let active = self.lock();
+        let mut alerts: Vec<&ActiveAlert> = active.values().collect();
+        alerts.sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
+        json!(alerts)
+    }
+}
+
+/// Appends a record, reporting (not failing on) a full or broken store.
+pub fn append(outbox: &Outbox, record: NewRecord) {
+    let (class, topic) = (record.class, record.topic.clone());
+    match outbox.append(record) {
+        Ok(Appended::Stored { .. }) => {}
+        Ok(Appended::Dropped) => {
+            warn!(class = class.name(), %topic, "outbox full: record dropped (counted)")
+        }
+        Err(error) => warn!(%error, %topic, "outbox append failed (counted)"),
+    }
+}
+
+/// Everything [`run`] reads from.
+pub struct Sources {
+    pub samples: Subscriber,
+    pub assessments: broadcast::Receiver<Assessment>,
+    pub devices: Vec<(String, Arc<DeviceStats>)>,
+}
+
+/// Turns samples, assessments and device state into outbox records until `stop`.
+pub async fn run(
+    plan: Arc<Plan>,
+    topics: Topics,
+    outbox: Arc<Outbox>,
+    alerts: Arc<Alerts>,
+    mut sources: Sources,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
+    let every = plan.outbox.summary_interval;
+    let mut summaries = TagSummaries::new(&plan, clock.now());
+    let mut summary_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    summary_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Device state is sampled each second: a flap shorter than that shows in the reconnect count.
+    let mut state_tick = tokio::time::interval(Duration::from_secs(1));
+    state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut online: Vec<Option<bool>> = vec![None; sources.devices.len()];
+    let mut actions: HashMap<String, Action> = HashMap::new();
+    let mut reported_drops = outbox.stats().dropped();
+    // No assets: the scorer never runs and the channel closes at once.
+    let mut assessing = true;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            sample = sources.samples.recv() => match sample {
+                Some(sample) => summaries.observe(&sample),
+                None => break,
+            },
+            assessment = sources.assessments.recv(), if assessing => match assessment {
+                Ok(assessment) => {
+                    let now = clock.now();
+                    let previous = actions
+                        .insert(assessment.asset.clone(), assessment.action)
+                        .unwrap_or(Action::RoutineMonitoring);
+                    if let Some(alert) = alerts.on_action(&topics, &assessment, previous, now) {
+                        info!(asset = %assessment.asset, action = assessment.action.name(), "maintenance alert");
+                        append(&outbox, alert);
+                    }
+                    append(&outbox, health_record(&topics, &assessment, now));
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(missed, "assessments missed by the outbox feed");
+                }
+                Err(broadcast::error::RecvError::Closed) => assessing = false,
+            },
+            _ = state_tick.tick() => {
+                let now = clock.now();
+                for ((name, stats), known) in sources.devices.iter().zip(online.iter_mut()) {
+                    let is_online = stats.online.load(Ordering::Relaxed);
+                    if *known == Some(is_online) {
+                        continue;
+                    }
+                    // Before its first poll a device counts as offline: wait for an attempt.
+                    if known.is_none() && !is_online && stats.requests.load(Ordering::Relaxed) == 0 {
+                        continue;
+                    }
+                    // An offline device is news at once; an online one only as a change.
+                    if known.is_some() || !is_online {
+                        let name_of = if is_online { "device_up" } else { "device_down" };
+                        append(&outbox, event(&topics, name_of, json!({ "device": name }), now));
+                    }
+                    *known = Some(is_online);
+                }
+            }
+            _ = summary_tick.tick() => {
+                let now = clock.now();
+                let flags: Vec<bool> = online.iter().map(|o| o.unwrap_or(false)).collect();
+                for record in summaries.take(&topics, &flags, now) {
+                    append(&outbox, record);
+                }
+                let stats = outbox.stats();
+                if stats.dropped() > reported_drops {
+                    let detail = json!({
+                        "dropped_since_last_report": stats.dropped() - reported_drops,
+                        "dropped": {
+                            "alert": stats.alert.dropped,
+                            "event": stats.event.dropped,
+                            "summary": stats.summary.dropped,
+                        },
+                        "bytes": stats.bytes,
+                        "max_bytes": stats.max_bytes,
+                    });
+                    reported_drops = stats.dropped();
+                    append(&outbox, event(&topics, "outbox_dropped", detail, now));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::assess::Priority;
+    use crate::sample::TagId;
+
+    fn plan() -> Plan {
+        firmware_config::load_str(
+            std::path::Path::new("t.toml"),
+            r#"
+[[devices]]
+name = "plc"
+host = "127.0.0.1"
+addressing = "zero_based"
+[[devices.tags]]
+name = "speed"
+address = 0
+table = "holding_register"
+type = "f32"
+unit = "rpm"
+[[devices.tags]]
+name = "state"
+address = 2
+table = "holding_register"
+type = "u16"
+[[devices]]
+name = "meter"
+host = "127.0.0.1"
+addressing = "zero_based"
+[[devices.tags]]
+name = "kwh"
+address = 0
+table = "holding_register"
+type = "u32"
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn sample(tag: u32, value: Option<Value>, quality: Quality) -> Sample {
+        Sample {
+            tag: TagId(tag),
+            timestamp: SystemTime::UNIX_EPOCH,
+            value,
+            quality,
+        }
+    }
+
+    #[test]
+    fn summaries_give_min_max_mean_last_count_and_worst_quality_per_device() {
+        let topics = Topics::new("e/s/a/l", "gw");
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut summaries = TagSummaries::new(&plan(), start);
+        for x in [3.0, 1.0, 5.0] {
+            summaries.observe(&sample(0, Some(Value::F64(x)), Quality::Good));
+        }
+        summaries.observe(&sample(0, None, Quality::Timeout));
+        summaries.observe(&sample(1, None, Quality::Exception(2)));
+        summaries.observe(&sample(2, Some(Value::U64(42)), Quality::Good));
+        summaries.observe(&sample(99, Some(Value::U64(1)), Quality::Good));
+        let end = start + Duration::from_secs(60);
+        let records = summaries.take(&topics, &[true, false], end);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].topic, "e/s/a/l/plc/tags");
+        assert_eq!(records[0].class, Class::Summary);
+        let plc: serde_json::Value = serde_json::from_slice(&records[0].body).expect("json");
+        let speed = &plc["tags"]["speed"];
+        assert_eq!(speed["count"], 4);
+        assert_eq!(speed["bad"], 1);
+        assert_eq!(speed["min"], 1.0);
+        assert_eq!(speed["max"], 5.0);
+        assert_eq!(speed["mean"], 3.0);
+        assert_eq!(speed["last"], 5.0);
+        assert_eq!(speed["quality"], "timeout");
+        assert_eq!(speed["unit"], "rpm");
+        let state = &plc["tags"]["state"];
+        assert_eq!(state["quality"], "exception");
+        assert_eq!(state["exception_code"], 2);
+        assert_eq!(state["mean"], serde_json::Value::Null);
+        assert_eq!(plc["online"], true);
+        assert_eq!(plc["from"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(plc["to"], "2023-11-14T22:14:20.000Z");
+        let meter: serde_json::Value = serde_json::from_slice(&records[1].body).expect("json");
+        assert_eq!(meter["tags"]["kwh"]["last"], 42);
+        assert_eq!(meter["online"], false);
+
+        // The next interval starts empty.
+        let next = summaries.take(&topics, &[true, true], end + Duration::from_secs(60));
+        let plc: serde_json::Value = serde_json::from_slice(&next[0].body).expect("json");
+        assert_eq!(plc["tags"]["speed"]["count"], 0);
+        assert_eq!(plc["tags"]["speed"]["quality"], "none");
+        assert_eq!(plc["from"], "2023-11-14T22:14:20.000Z");
+    }
+
+    fn assessment(asset: &str, action: Action) -> Assessment {
+        Assessment {
+            schema: 1,
+            asset: asset.into(),
+            asset_type: "pump".into(),
+            timestamp: String::new(),
+            health: Default::default(),
+            overall_health: 0.5,
+            failure_probability: 0.8,
+            rule_probability: 0.8,
+            model_probability: None,
+            action,
+            priority: action.priority(),
+            maintenance_due: None,
+            remaining_life_hours: None,
+            remaining_life_note: None,
+            reasons: vec!["vibration 5.1 mm/s in zone D".into()],
+        }
+    }
+
+    #[test]
+    fn alerts_are_raised_on_escalation_acknowledged_and_cleared() {
+        let topics = Topics::new("e/s/a/l", "gw");
+        let alerts = Alerts::default();
+        let now = SystemTime::UNIX_EPOCH;
+        let steady = assessment("P-1", Action::RoutineMonitoring);
+        assert!(alerts
+            .on_action(&topics, &steady, Action::RoutineMonitoring, now)
+            .is_none());
+        let raised = alerts
+            .on_action(
+                &topics,
+                &assessment("P-1", Action::ImmediateMaintenance),
+                Action::RoutineMonitoring,
+                now,
+            )
+            .expect("raised");
+        assert_eq!(raised.class, Class::Alert);
+        assert_eq!(raised.topic, "e/s/a/l/P-1/alert");
+        let body: serde_json::Value = serde_json::from_slice(&raised.body).expect("json");
+        assert_eq!(body["state"], "active");
+        assert_eq!(
+            body["priority"],
+            serde_json::to_value(Priority::High).expect("json")
+        );
+        assert!(alerts
+            .acknowledge(&topics, "P-2/maintenance", "test", now)
+            .expect_err("unknown")
+            .contains("P-1/maintenance"));
+        let acked = alerts
+            .acknowledge(&topics, "P-1/maintenance", "operator", now)
+            .expect("acknowledged");
+        let body: serde_json::Value = serde_json::from_slice(&acked.body).expect("json");
+        assert_eq!(body["state"], "acknowledged");
+        assert_eq!(body["acknowledged_by"], "operator");
+        let cleared = alerts
+            .on_action(&topics, &steady, Action::ImmediateMaintenance, now)
+            .expect("cleared");
+        let body: serde_json::Value = serde_json::from_slice(&cleared.body).expect("json");
+        assert_eq!(body["state"], "cleared");
+        assert_eq!(alerts.snapshot(), json!([]));
+    }
+
+    #[test]
+    fn events_carry_their_name_and_detail() {
+        let topics = Topics::new("e/s/a/l", "gw");
+        let record = event(
+            &topics,
+            "device_down",
+            json!({"device": "plc"}),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(record.topic, "e/s/a/l/gw/events");
+        assert_eq!(record.class, Class::Event);
+        let body: serde_json::Value = serde_json::from_slice(&record.body).expect("json");
+        assert_eq!(body, json!({"event": "device_down", "device": "plc"}));
+    }
+}

@@ -1,0 +1,777 @@
+//! The MQTT uplink: forwards the outbox to the broker and answers commands.
+//!
+//! Invariants:
+//! - **Removal only on PUBACK.** rumqttc's `publish` only queues a request. The uplink notes each
+//!   publish it queues, learns its packet id from the event loop's `Outgoing::Publish(pkid)` event
+//!   (emitted in request order), and removes the record from the outbox only when the broker's
+//!   `PubAck` for that packet id arrives.
+//! - **Order within a stream.** Each class is published in id order over one connection. After a
+//!   connection is lost, every stream restarts from its oldest unacknowledged record, so a record
+//!   may be delivered twice (QoS 1 allows it; consumers de-duplicate by the envelope's `id`) but
+//!   never out of order or not at all.
+//! - **Nothing replayed behind our back.** Each connection gets a fresh rumqttc event loop, so
+//!   rumqttc never re-sends a publish the uplink no longer tracks.
+//! - **Alerts first.** Alerts are published before anything else and are not rate limited; events
+//!   and summaries drain at most at `drain_rate` per second, events before summaries.
+//! - **Bounded.** At most `max_inflight` records await their PUBACK; the outbox, not memory, holds
+//!   the backlog.
+
+pub mod tls;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use firmware_config::Mqtt;
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::backoff;
+use crate::store::{Class, Outbox, Record};
+
+/// Version of every JSON payload the agent publishes; bumped on incompatible changes.
+pub const PAYLOAD_SCHEMA: u32 = 1;
+
+/// Records read from the outbox per stream at a time.
+const READ_BATCH: usize = 64;
+
+/// How long a clean shutdown waits for outstanding acknowledgements.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// The topic layout: `{enterprise}/{site}/{area}/{line}` then the asset, device or agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+    agent: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, agent: &str) -> Topics {
+        Topics {
+            prefix: prefix.to_string(),
+            agent: agent.to_string(),
+        }
+    }
+
+    /// Per-device tag summaries.
+    pub fn tags(&self, device: &str) -> String {
+        format!("{}/{device}/tags", self.prefix)
+    }
+
+    /// Per-asset assessments.
+    pub fn health(&self, asset: &str) -> String {
+        format!("{}/{asset}/health", self.prefix)
+    }
+
+    /// Per-asset alerts.
+    pub fn alert(&self, asset: &str) -> String {
+        format!("{}/{asset}/alert", self.prefix)
+    }
+
+    /// The agent's events (device up/down, start/stop, configuration, outbox).
+    pub fn events(&self) -> String {
+        format!("{}/{}/events", self.prefix, self.agent)
+    }
+
+    /// Retained birth (`online`) and last will (`offline`).
+    pub fn status(&self) -> String {
+        format!("{}/{}/status", self.prefix, self.agent)
+    }
+
+    pub fn commands(&self) -> String {
+        format!("{}/{}/cmd/#", self.prefix, self.agent)
+    }
+
+    /// The command name of a topic under [`Topics::commands`].
+    pub fn command_name<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        topic
+            .strip_prefix(&self.prefix)?
+            .strip_prefix('/')?
+            .strip_prefix(&self.agent)?
+            .strip_prefix("/cmd/")
+    }
+
+    pub fn reply(&self, command: &str) -> String {
+        format!("{}/{}/reply/{command}", self.prefix, self.agent)
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, the one timestamp format of every payload.
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    schema: u32,
+    id: u64,
+    kind: &'a str,
+    agent: &'a str,
+    time: String,
+    data: &'a RawValue,
+}
+
+/// The published form of a record: `{"schema":1,"id":…,"kind":…,"agent":…,"time":…,"data":…}`.
+pub fn envelope(record: &Record, agent: &str) -> Vec<u8> {
+    let body = std::str::from_utf8(&record.body)
+        .ok()
+        .and_then(|text| serde_json::from_str::<&RawValue>(text).ok());
+    let fallback;
+    let data = match body {
+        Some(data) => data,
+        None => {
+            // Not JSON (never written by this agent): carried as a string rather than lost.
+            fallback = serde_json::value::to_raw_value(&String::from_utf8_lossy(&record.body))
+                .unwrap_or_default();
+            &fallback
+        }
+    };
+    serde_json::to_vec(&Envelope {
+        schema: PAYLOAD_SCHEMA,
+        id: record.id,
+        kind: &record.kind,
+        agent,
+        time: timestamp(record.created()),
+        data,
+    })
+    .unwrap_or_default()
+}
+
+/// Answers commands arriving on `.../{agent}/cmd/{name}` (and through the local control socket).
+pub trait CommandHandler: Send + Sync {
+    /// The command's result, or a message saying what was wrong with it.
+    fn handle(&self, name: &str, args: &serde_json::Value) -> Result<serde_json::Value, String>;
+}
+
+#[derive(Serialize)]
+struct Reply<'a> {
+    schema: u32,
+    command: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<serde_json::Value>,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    time: String,
+}
+
+/// Runs one command from its raw payload (JSON object, or empty) and builds the reply payload.
+/// Never fails: malformed input gets an error reply.
+pub fn answer(
+    handler: &dyn CommandHandler,
+    name: &str,
+    payload: &[u8],
+    now: SystemTime,
+) -> Vec<u8> {
+    let args = if payload.iter().all(u8::is_ascii_whitespace) {
+        Ok(serde_json::Value::Object(Default::default()))
+    } else {
+        serde_json::from_slice::<serde_json::Value>(payload)
+            .map_err(|e| format!("the payload is not JSON: {e}"))
+            .and_then(|v| {
+                if v.is_object() {
+                    Ok(v)
+                } else {
+                    Err("the payload must be a JSON object".to_string())
+                }
+            })
+    };
+    let request_id = args
+        .as_ref()
+        .ok()
+        .and_then(|a| a.get("request_id"))
+        .cloned();
+    let outcome = args.and_then(|args| handler.handle(name, &args));
+    let (ok, result, error) = match outcome {
+        Ok(result) => (true, Some(result), None),
+        Err(error) => (false, None, Some(error)),
+    };
+    serde_json::to_vec(&Reply {
+        schema: PAYLOAD_SCHEMA,
+        command: name,
+        request_id,
+        ok,
+        result,
+        error,
+        time: timestamp(now),
+    })
+    .unwrap_or_default()
+}
+
+/// Counters of the uplink, shared with `status`.
+#[derive(Debug, Default)]
+pub struct UplinkStats {
+    pub connected: AtomicBool,
+    pub connects: AtomicU64,
+    pub connection_losses: AtomicU64,
+    pub published: AtomicU64,
+    pub acknowledged: AtomicU64,
+    pub commands: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl UplinkStats {
+    fn set_error(&self, error: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "connected": self.connected.load(Ordering::Relaxed),
+            "connects": self.connects.load(Ordering::Relaxed),
+            "connection_losses": self.connection_losses.load(Ordering::Relaxed),
+            "published": self.published.load(Ordering::Relaxed),
+            "acknowledged": self.acknowledged.load(Ordering::Relaxed),
+            "commands": self.commands.load(Ordering::Relaxed),
+            "last_error": *self.last_error.lock().unwrap_or_else(|e| e.into_inner()),
+        })
+    }
+}
+
+/// What a queued publish stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Record(Class, u64),
+    /// Birth, command replies: acknowledged by the broker, nothing to remove.
+    Other,
+}
+
+/// Matches PUBACKs to records: publishes are queued in order, learn their packet id from the
+/// `Outgoing::Publish` events (which rumqttc emits in request order), and are resolved by `PubAck`.
+#[derive(Debug, Default)]
+struct Inflight {
+    awaiting_id: VecDeque<Sent>,
+    awaiting_ack: HashMap<u16, Sent>,
+}
+
+impl Inflight {
+    fn queued(&mut self, sent: Sent) {
+        self.awaiting_id.push_back(sent);
+    }
+
+    fn sent(&mut self, pkid: u16) {
+        if let Some(sent) = self.awaiting_id.pop_front() {
+            self.awaiting_ack.insert(pkid, sent);
+        }
+    }
+
+    fn acknowledged(&mut self, pkid: u16) -> Option<Sent> {
+        self.awaiting_ack.remove(&pkid)
+    }
+
+    fn records(&self) -> usize {
+        self.awaiting_id
+            .iter()
+            .chain(self.awaiting_ack.values())
+            .filter(|s| matches!(s, Sent::Record(..)))
+            .count()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.awaiting_id.is_empty() && self.awaiting_ack.is_empty()
+    }
+}
+
+/// Token bucket for the backlog: `rate` per second, bursts of a tenth of a second.
+#[derive(Debug)]
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32, now: Instant) -> RateLimit {
+        let rate = f64::from(rate.max(1));
+        let burst = (rate / 10.0).max(1.0);
+        RateLimit {
+            rate,
+            burst,
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+    }
+
+    /// Takes one token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// How long until the next token.
+    fn wait(&self) -> Duration {
+        Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.0))
+    }
+}
+
+/// Each class's read position and the records read ahead.
+#[derive(Debug, Default)]
+struct Streams {
+    fetched_through: [Option<u64>; 3],
+    ahead: [VecDeque<Record>; 3],
+}
+
+impl Streams {
+    fn peek(&mut self, outbox: &Outbox, class: Class) -> Option<&Record> {
+        let slot = class as usize;
+        if self.ahead[slot].is_empty() {
+            match outbox.next_after(class, self.fetched_through[slot], READ_BATCH) {
+                Ok(records) => {
+                    if let Some(last) = records.last() {
+                        self.fetched_through[slot] = Some(last.id);
+                    }
+                    self.ahead[slot].extend(records);
+                }
+                Err(error) => warn!(%error, "cannot read the outbox"),
+            }
+        }
+        self.ahead[slot].front()
+    }
+
+    fn pop(&mut self, class: Class) -> Option<Record> {
+        self.ahead[class as usize].pop_front()
+    }
+
+    fn push_back_front(&mut self, record: Record) {
+        self.ahead[record.class as usize].push_front(record);
+    }
+}
+
+/// Who this agent is, for the birth message.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub agent: String,
+    pub version: String,
+    pub config_hash: String,
+}
+
+pub struct Uplink {
+    pub mqtt: Mqtt,
+    pub identity: Identity,
+    pub topics: Topics,
+    pub outbox: Arc<Outbox>,
+    pub stats: Arc<UplinkStats>,
+    pub commands: Arc<dyn CommandHandler>,
+}
+
+enum SessionEnd {
+    Stopped,
+    Lost(String),
+}
+
+impl Uplink {
+    fn status_payload(&self, status: &str, reason: Option<&str>) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "schema": PAYLOAD_SCHEMA,
+            "status": status,
+            "agent": self.identity.agent,
+            "version": self.identity.version,
+            "config_hash": self.identity.config_hash,
+            "reason": reason,
+            "time": timestamp(SystemTime::now()),
+        }))
+        .unwrap_or_default()
+    }
+
+    fn options(&self) -> Result<MqttOptions, String> {
+        let mqtt = &self.mqtt;
+        let mut options = MqttOptions::new(&mqtt.client_id, &mqtt.host, mqtt.port);
+        options
+            .set_keep_alive(mqtt.keep_alive)
+            .set_clean_session(true)
+            .set_inflight(mqtt.max_inflight.saturating_add(8))
+            .set_request_channel_capacity(usize::from(mqtt.max_inflight) + 64)
+            .set_max_packet_size(1 << 20, 1 << 20)
+            .set_last_will(LastWill::new(
+                self.topics.status(),
+                self.status_payload("offline", Some("connection lost")),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        if let Some(username) = &mqtt.username {
+            let password = match &mqtt.password {
+                Some(source) => source.read()?.expose().to_string(),
+                None => String::new(),
+            };
+            options.set_credentials(username, password);
+        }
+        if mqtt.tls {
+            let config = tls::client_config(mqtt).map_err(|e| e.to_string())?;
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+        }
+        Ok(options)
+    }
+
+    /// Connects, forwards and reconnects until `stop` is cancelled.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            if stop.is_cancelled() {
+                break;
+            }
+            let end = match self.options() {
+                Ok(options) => self.session(options, &stop, &mut failures).await,
+                Err(error) => SessionEnd::Lost(error),
+            };
+            self.stats.connected.store(false, Ordering::Relaxed);
+            match end {
+                SessionEnd::Stopped => break,
+                SessionEnd::Lost(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = backoff::delay(&self.mqtt.backoff, failures, fastrand::f64());
+                    warn!(
+                        broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port),
+                        %error,
+                        retry_in = ?delay,
+                        queued = self.outbox.depth(),
+                        "MQTT connection unavailable; records stay in the outbox"
+                    );
+                    self.stats.set_error(error);
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        options: MqttOptions,
+        stop: &CancellationToken,
+        failures: &mut u32,
+    ) -> SessionEnd {
+        let (client, mut events) =
+            AsyncClient::new(options, usize::from(self.mqtt.max_inflight) + 64);
+        let connected = tokio::select! {
+            () = stop.cancelled() => return SessionEnd::Stopped,
+            connected = tokio::time::timeout(self.mqtt.connect_timeout, wait_connack(&mut events)) => connected,
+        };
+        match connected {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return SessionEnd::Lost(describe(&error)),
+            Err(_) => {
+                return SessionEnd::Lost(format!(
+                    "no CONNACK within {}",
+                    humantime::format_duration(self.mqtt.connect_timeout)
+                ))
+            }
+        }
+        *failures = 0;
+        self.stats.connected.store(true, Ordering::Relaxed);
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        info!(
+            broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port),
+            tls = self.mqtt.tls,
+            queued = self.outbox.depth(),
+            "MQTT connected"
+        );
+
+        let mut inflight = Inflight::default();
+        let mut streams = Streams::default();
+        let mut rate = RateLimit::new(self.mqtt.drain_rate, Instant::now());
+        let birth = self.status_payload("online", None);
+        if client
+            .try_publish(self.topics.status(), QoS::AtLeastOnce, true, birth)
+            .is_ok()
+        {
+            inflight.queued(Sent::Other);
+        }
+        if let Err(error) = client.try_subscribe(self.topics.commands(), QoS::AtLeastOnce) {
+            warn!(%error, "cannot subscribe to commands");
+        }
+
+        loop {
+            let throttled = self.fill(&client, &mut inflight, &mut streams, &mut rate);
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    self.close(&client, &mut events, &mut inflight).await;
+                    return SessionEnd::Stopped;
+                }
+                event = events.poll() => match event {
+                    Ok(event) => self.on_event(event, &client, &mut inflight),
+                    Err(error) => {
+                        self.stats.connection_losses.fetch_add(1, Ordering::Relaxed);
+                        return SessionEnd::Lost(describe(&error));
+                    }
+                },
+                () = self.outbox.appended.notified() => {}
+                () = tokio::time::sleep(throttled.unwrap_or_default()), if throttled.is_some() => {}
+            }
+        }
+    }
+
+    /// Publishes what the window and the rate allow. Returns how long until the rate allows more,
+    /// when it is the rate that holds the backlog back.
+    fn fill(
+        &self,
+        client: &AsyncClient,
+        inflight: &mut Inflight,
+        streams: &mut Streams,
+        rate: &mut RateLimit,
+    ) -> Option<Duration> {
+        while inflight.records() < usize::from(self.mqtt.max_inflight) {
+            let class = if streams.peek(&self.outbox, Class::Alert).is_some() {
+                Class::Alert
+            } else if let Some(class) = [Class::Event, Class::Summary]
+                .into_iter()
+                .find(|c| streams.peek(&self.outbox, *c).is_some())
+            {
+                if !rate.take(Instant::now()) {
+                    return Some(rate.wait());
+                }
+                class
+            } else {
+                return None;
+            };
+            let record = streams.pop(class)?;
+            let payload = envelope(&record, &self.identity.agent);
+            match client.try_publish(record.topic.as_str(), QoS::AtLeastOnce, false, payload) {
+                Ok(()) => {
+                    inflight.queued(Sent::Record(class, record.id));
+                    self.stats.published.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    debug!(%error, "request queue full; retrying after the next event");
+                    streams.push_back_front(record);
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    fn on_event(&self, event: Event, client: &AsyncClient, inflight: &mut Inflight) {
+        match event {
+            Event::Outgoing(Outgoing::Publish(pkid)) => inflight.sent(pkid),
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(Sent::Record(class, id)) = inflight.acknowledged(ack.pkid) {
+                    self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+                    if let Err(error) = self.outbox.acknowledge(class, id) {
+                        error!(%error, id, "cannot remove an acknowledged record from the outbox");
+                    }
+                }
+            }
+            Event::Incoming(Packet::Publish(publish)) => {
+                let Some(name) = self.topics.command_name(&publish.topic) else {
+                    return;
+                };
+                self.stats.commands.fetch_add(1, Ordering::Relaxed);
+                info!(command = name, "command received");
+                let reply = answer(
+                    self.commands.as_ref(),
+                    name,
+                    &publish.payload,
+                    SystemTime::now(),
+                );
+                if client
+                    .try_publish(self.topics.reply(name), QoS::AtLeastOnce, false, reply)
+                    .is_ok()
+                {
+                    inflight.queued(Sent::Other);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Clean shutdown: retained `offline`, outstanding acknowledgements (bounded), DISCONNECT.
+    async fn close(&self, client: &AsyncClient, events: &mut EventLoop, inflight: &mut Inflight) {
+        let offline = self.status_payload("offline", Some("shutdown"));
+        if client
+            .try_publish(self.topics.status(), QoS::AtLeastOnce, true, offline)
+            .is_ok()
+        {
+            inflight.queued(Sent::Other);
+        }
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while !inflight.is_empty() {
+                match events.poll().await {
+                    Ok(event) => self.on_event(event, client, inflight),
+                    Err(_) => break,
+                }
+            }
+            let _ = client.try_disconnect();
+            while events.poll().await.is_ok() {}
+        })
+        .await;
+    }
+}
+
+async fn wait_connack(events: &mut EventLoop) -> Result<(), ConnectionError> {
+    loop {
+        if let Event::Incoming(Packet::ConnAck(_)) = events.poll().await? {
+            return Ok(());
+        }
+    }
+}
+
+/// A connection error as a user reads it (rumqttc's own text is terse for refusals).
+fn describe(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection: {code:?}")
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::record;
+    use crate::store::{Appended, MemoryStore};
+
+    #[test]
+    fn topics_follow_the_namespace() {
+        let topics = Topics::new("acme/plant1/packaging/line3", "gw-1");
+        assert_eq!(topics.tags("plc"), "acme/plant1/packaging/line3/plc/tags");
+        assert_eq!(
+            topics.health("P-1"),
+            "acme/plant1/packaging/line3/P-1/health"
+        );
+        assert_eq!(topics.status(), "acme/plant1/packaging/line3/gw-1/status");
+        assert_eq!(topics.commands(), "acme/plant1/packaging/line3/gw-1/cmd/#");
+        assert_eq!(
+            topics.command_name("acme/plant1/packaging/line3/gw-1/cmd/ack-alert"),
+            Some("ack-alert")
+        );
+        assert_eq!(
+            topics.command_name("acme/plant1/packaging/line3/gw-2/cmd/x"),
+            None
+        );
+        assert_eq!(
+            topics.reply("status"),
+            "acme/plant1/packaging/line3/gw-1/reply/status"
+        );
+    }
+
+    #[test]
+    fn envelopes_carry_schema_id_and_millisecond_utc_time() {
+        let outbox = Outbox::new(Box::new(MemoryStore::default()), 1 << 20).expect("outbox");
+        let Appended::Stored { id, .. } = outbox.append(record(Class::Alert, 3)).expect("append")
+        else {
+            panic!("stored")
+        };
+        let stored = outbox.next_after(Class::Alert, None, 1).expect("read");
+        let json: serde_json::Value =
+            serde_json::from_slice(&envelope(&stored[0], "gw-1")).expect("json");
+        assert_eq!(json["schema"], PAYLOAD_SCHEMA);
+        assert_eq!(json["id"], id);
+        assert_eq!(json["kind"], "alert");
+        assert_eq!(json["agent"], "gw-1");
+        assert_eq!(json["time"], "2023-11-14T22:13:23.000Z");
+        assert_eq!(json["data"]["n"], 3);
+    }
+
+    struct Echo;
+    impl CommandHandler for Echo {
+        fn handle(
+            &self,
+            name: &str,
+            args: &serde_json::Value,
+        ) -> Result<serde_json::Value, String> {
+            match name {
+                "echo" => Ok(args.clone()),
+                other => Err(format!("unknown command {other:?}")),
+            }
+        }
+    }
+
+    fn reply(name: &str, payload: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(&answer(&Echo, name, payload, SystemTime::UNIX_EPOCH)).expect("json")
+    }
+
+    #[test]
+    fn commands_get_a_reply_whatever_they_carry() {
+        let ok = reply("echo", br#"{"request_id": "r-7", "x": 1}"#);
+        assert_eq!(ok["ok"], true);
+        assert_eq!(ok["request_id"], "r-7");
+        assert_eq!(ok["result"]["x"], 1);
+        assert_eq!(
+            reply("echo", b"")["ok"],
+            true,
+            "empty payload = no arguments"
+        );
+        let garbage = reply("echo", b"\xff{not json");
+        assert_eq!(garbage["ok"], false);
+        assert!(garbage["error"]
+            .as_str()
+            .expect("error")
+            .contains("not JSON"));
+        assert!(reply("echo", b"[1,2]")["error"]
+            .as_str()
+            .expect("error")
+            .contains("object"));
+        let unknown = reply("reboot", b"{}");
+        assert_eq!(unknown["ok"], false);
+        assert!(unknown["error"].as_str().expect("error").contains("reboot"));
+    }
+
+    #[test]
+    fn packet_ids_map_back_to_records_in_publish_order() {
+        let mut inflight = Inflight::default();
+        inflight.queued(Sent::Other);
+        inflight.queued(Sent::Record(Class::Summary, 10));
+        inflight.queued(Sent::Record(Class::Alert, 11));
+        assert_eq!(inflight.records(), 2);
+        inflight.sent(1);
+        inflight.sent(2);
+        inflight.sent(3);
+        assert_eq!(
+            inflight.acknowledged(3),
+            Some(Sent::Record(Class::Alert, 11))
+        );
+        assert_eq!(inflight.acknowledged(3), None, "one ack per packet id");
+        assert_eq!(
+            inflight.acknowledged(2),
+            Some(Sent::Record(Class::Summary, 10))
+        );
+        assert_eq!(inflight.acknowledged(1), Some(Sent::Other));
+        assert!(inflight.is_empty());
+        // Packet ids are reused once acknowledged.
+        inflight.queued(Sent::Record(Class::Event, 12));
+        inflight.sent(1);
+        assert_eq!(
+            inflight.acknowledged(1),
+            Some(Sent::Record(Class::Event, 12))
+        );
+    }
+
+    #[test]
+    fn the_backlog_rate_refills_at_the_configured_rate() {
+        let start = Instant::now();
+        let mut rate = RateLimit::new(100, start);
+        let burst = (0..50).take_while(|_| rate.take(start)).count();
+        assert_eq!(burst, 10, "a tenth of a second's worth at once");
+        assert!(!rate.take(start));
+        assert!(rate.wait() <= Duration::from_millis(10));
+        let later = start + Duration::from_millis(50);
+        let refilled = (0..50).take_while(|_| rate.take(later)).count();
+        assert_eq!(refilled, 5);
+    }
+}
