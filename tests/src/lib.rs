@@ -16,6 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod mqtt;
+
 /// A simulator serving on a loopback port until dropped.
 pub struct Sim {
     pub addr: SocketAddr,
@@ -348,4 +350,84 @@ impl NotifySocket {
             }
         }
     }
+}
+
+/// `millwright run` as a child process with JSON logs on stderr.
+pub struct AgentProcess {
+    pub child: tokio::process::Child,
+    pub log: OutputLines,
+}
+
+impl AgentProcess {
+    /// Starts `millwright run -c config -v --log-format json`.
+    pub fn spawn(config: &Path) -> AgentProcess {
+        let mut child = tokio::process::Command::new(millwright_bin())
+            .args(["run", "-v", "--log-format", "json", "-c"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn millwright");
+        let log = OutputLines::follow(child.stderr.take().expect("stderr"));
+        AgentProcess { child, log }
+    }
+
+    /// Waits for a log line whose message is `message`; its JSON.
+    pub async fn wait_log(&mut self, within: Duration, message: &str) -> Option<serde_json::Value> {
+        let line = self
+            .log
+            .wait_for(within, |line| {
+                log_message(line) == Some(message.to_string())
+            })
+            .await?;
+        serde_json::from_str(&line).ok()
+    }
+
+    /// SIGKILL: no flush, no goodbye, like a power cut as far as the process is concerned.
+    pub async fn kill(mut self) -> OutputLines {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        self.drain_log().await
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit.
+    pub async fn terminate(mut self) -> OutputLines {
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exits within 20 s of SIGTERM")
+            .expect("wait");
+        assert!(status.success(), "exit status {status}");
+        self.drain_log().await
+    }
+
+    /// Every line the process wrote (it has exited).
+    async fn drain_log(mut self) -> OutputLines {
+        while self
+            .log
+            .wait_for(Duration::from_millis(500), |_| false)
+            .await
+            .is_some()
+        {}
+        self.log
+    }
+}
+
+/// The `message` of a JSON log line.
+pub fn log_message(line: &str) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some(json["fields"]["message"].as_str()?.to_string())
+}
+
+/// A numeric field of a JSON log line.
+pub fn log_field(line: &str, field: &str) -> Option<u64> {
+    let json: serde_json::Value = serde_json::from_str(line).ok()?;
+    json["fields"][field].as_u64()
 }

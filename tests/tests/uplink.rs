@@ -1,0 +1,442 @@
+//! The store-and-forward path end to end: the `millwright` binary polling a simulated plant,
+//! buffering in its sled outbox and forwarding to an in-process rumqttd broker through a relay
+//! that the tests cut and restore.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use millwright::control;
+use millwright_tests::mqtt::{
+    assert_stream_order, local_options, records, start_broker, Consumer, Relay,
+};
+use millwright_tests::{AgentProcess, Sim};
+use serde_json::json;
+
+pub const SIM: &str = r#"
+[[machines]]
+name = "pump"
+kind = "pump"
+unit_id = 1
+[[machines.points]]
+name = "vibration"
+table = "holding"
+address = 0
+type = "f32"
+signal = { base = 9.0, noise = 0.05 }
+[[machines.points]]
+name = "pressure"
+table = "holding"
+address = 2
+type = "f32"
+signal = { base = 4.5, noise = 0.1 }
+"#;
+
+pub const PREFIX: &str = "acme/plant1/area/line";
+
+/// An agent polling `devices` copies of the pump every 100 ms, summarising every 100 ms, with a
+/// pump asset in ISO zone D (so a maintenance alert is raised), forwarding to `mqtt_port`.
+pub fn agent_config(
+    data_dir: &Path,
+    sim_port: u16,
+    mqtt_port: u16,
+    devices: usize,
+    extra_tags: usize,
+    outbox: &str,
+) -> String {
+    let mut config = format!(
+        r#"
+[agent]
+name = "gw"
+summary_interval = "1h"
+data_dir = {data_dir:?}
+
+[scoring]
+assess_interval = "500ms"
+window = 4
+
+[[assets]]
+id = "P-1"
+type = "pump"
+signals = {{ vibration = "d0.vibration", pressure = "d0.pressure" }}
+nameplate = {{ iso_group = 2, foundation = "rigid", pressure_range = [3.0, 6.0] }}
+
+[outbox]
+{outbox}
+
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt_port}"
+keep_alive = "5s"
+connect_timeout = "1s"
+backoff = {{ initial = "100ms", max = "500ms" }}
+drain_rate = 5000
+topics = {{ enterprise = "acme", site = "plant1", area = "area", line = "line" }}
+"#
+    );
+    for d in 0..devices {
+        config.push_str(&format!(
+            r#"
+[[devices]]
+name = "d{d}"
+host = "127.0.0.1"
+port = {sim_port}
+unit_id = 1
+addressing = "zero_based"
+poll_interval = "100ms"
+timeout = "500ms"
+
+[[devices.tags]]
+name = "d{d}.vibration"
+table = "holding_register"
+address = 0
+type = "f32"
+unit = "mm/s"
+
+[[devices.tags]]
+name = "d{d}.pressure"
+table = "holding_register"
+address = 2
+type = "f32"
+unit = "bar"
+"#
+        ));
+        for t in 0..extra_tags {
+            config.push_str(&format!(
+                "\n[[devices.tags]]\nname = \"d{d}.pressure_copy_{t}\"\ntable = \"holding_register\"\naddress = 2\ntype = \"f32\"\nunit = \"bar\"\n"
+            ));
+        }
+    }
+    config
+}
+
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub sim: Sim,
+}
+
+pub async fn setup(mqtt_port: u16, devices: usize, extra_tags: usize, outbox: &str) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(SIM, 0).await;
+    let config = dir.path().join("agent.toml");
+    let text = agent_config(
+        &dir.path().join("data"),
+        sim.addr.port(),
+        mqtt_port,
+        devices,
+        extra_tags,
+        outbox,
+    );
+    std::fs::write(&config, text).expect("write config");
+    Setup { dir, config, sim }
+}
+
+async fn status(dir: &Path) -> Option<serde_json::Value> {
+    let socket = control::socket_path(&dir.join("data"));
+    let reply = control::request(&socket, "status", json!({})).await?;
+    assert_eq!(reply["ok"], true, "{reply}");
+    Some(reply["result"].clone())
+}
+
+/// Polls `status` over the control socket until `done` holds, for at most `within`.
+async fn wait_status(
+    dir: &Path,
+    within: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let status = status(dir).await;
+        if let Some(status) = status.as_ref().filter(|s| done(s)) {
+            return status.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status never satisfied the condition within {within:?}: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_loses_nothing_and_the_backlog_drains_in_order() {
+    let broker = start_broker().await;
+    let mut relay = Relay::start(([127, 0, 0, 1], broker).into()).await;
+    let consumer =
+        Consumer::connect(local_options("consumer", broker), &format!("{PREFIX}/#")).await;
+    let setup = setup(relay.port, 4, 0, "summary_interval = \"100ms\"").await;
+    let mut agent = AgentProcess::spawn(&setup.config);
+    let first = agent
+        .wait_log(Duration::from_secs(10), "first record of this run")
+        .await
+        .map(|line| line["fields"]["first_id"].as_u64().expect("first_id"))
+        .unwrap_or_else(|| panic!("no start record:\n{}", agent.log.transcript()));
+
+    assert!(
+        consumer
+            .wait_until(Duration::from_secs(10), |m| records(m).len() >= 20)
+            .await,
+        "records flow before the outage"
+    );
+
+    relay.cut();
+    let during = wait_status(setup.dir.path(), Duration::from_secs(10), |s| {
+        s["uplink"]["connected"] == false && s["outbox"]["summary"]["depth"].as_u64() > Some(20)
+    })
+    .await;
+    assert!(during["uplink"]["last_error"].is_string(), "{during:#}");
+    let received_during_outage = records(&consumer.messages()).len();
+
+    relay.restore().await;
+    let after = wait_status(setup.dir.path(), Duration::from_secs(20), |s| {
+        s["uplink"]["connected"] == true
+            && s["uplink"]["connects"].as_u64() >= Some(2)
+            && s["outbox"]["alert"]["depth"] == 0
+            && s["outbox"]["event"]["depth"] == 0
+            && s["outbox"]["summary"]["depth"].as_u64() <= Some(5)
+    })
+    .await;
+    let last = after["outbox"]["last_id"].as_u64().expect("last_id");
+    assert!(
+        consumer
+            .wait_until(Duration::from_secs(10), |m| {
+                let ids: HashSet<u64> = records(m).iter().map(|r| r.1).collect();
+                (first..=last).all(|id| ids.contains(&id))
+            })
+            .await,
+        "every record {first}..={last} arrives after the outage"
+    );
+    let messages = consumer.messages();
+    assert!(records(&messages).len() > received_during_outage + 10);
+    let ids = assert_stream_order(&messages);
+    assert!((first..=last).all(|id| ids.contains(&id)));
+
+    // What arrived is what the agent saw: summaries of each device, the zone-D alert, the
+    // assessments, device events; every envelope versioned and timestamped.
+    let all = records(&messages);
+    for (_, _, envelope) in &all {
+        assert_eq!(envelope["schema"], 1);
+        assert_eq!(envelope["agent"], "gw");
+        let time = envelope["time"].as_str().expect("time");
+        assert!(time.ends_with('Z') && time.len() == 24, "{time}");
+    }
+    let tags = all
+        .iter()
+        .find(|r| r.2["kind"] == "tags" && r.2["data"]["device"] == "d1")
+        .expect("tag summary of d1");
+    let vibration = &tags.2["data"]["tags"]["d1.vibration"];
+    assert_eq!(vibration["unit"], "mm/s");
+    assert!(
+        (vibration["mean"].as_f64().expect("mean") - 9.0).abs() < 0.5,
+        "{vibration}"
+    );
+    let alert = all
+        .iter()
+        .find(|r| r.2["kind"] == "alert")
+        .expect("the zone-D pump raised an alert");
+    assert_eq!(alert.2["data"]["state"], "active");
+    assert_eq!(alert.2["data"]["action"], "immediate_maintenance");
+    assert!(all
+        .iter()
+        .any(|r| r.2["kind"] == "health" && r.2["data"]["asset"] == "P-1"));
+    assert!(all.iter().any(|r| r.2["data"]["event"] == "agent_started"));
+
+    // The retained birth was published on each connection.
+    let births = messages
+        .iter()
+        .filter(|m| m.topic == format!("{PREFIX}/gw/status") && m.json()["status"] == "online")
+        .count();
+    assert!(births >= 2, "a birth per connection, got {births}");
+
+    let log = agent.terminate().await;
+    assert!(
+        log.seen
+            .iter()
+            .any(|l| l.contains("MQTT connection unavailable")),
+        "the outage is logged"
+    );
+    assert!(
+        consumer
+            .wait_until(Duration::from_secs(5), |m| m.iter().any(|m| {
+                m.topic == format!("{PREFIX}/gw/status") && m.json()["reason"] == "shutdown"
+            }))
+            .await,
+        "offline status on a clean stop"
+    );
+    setup.sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_answered_and_bad_ones_get_a_clear_error() {
+    let broker = start_broker().await;
+    let consumer =
+        Consumer::connect(local_options("consumer", broker), &format!("{PREFIX}/#")).await;
+    let setup = setup(broker, 1, 0, "summary_interval = \"1s\"").await;
+    let agent = AgentProcess::spawn(&setup.config);
+    assert!(
+        consumer
+            .wait_until(Duration::from_secs(15), |m| records(m)
+                .iter()
+                .any(|r| r.2["kind"] == "alert"))
+            .await,
+        "the zone-D alert arrives"
+    );
+    let command = |name: &str| format!("{PREFIX}/gw/cmd/{name}");
+    let publish = |topic: String, payload: &'static [u8]| {
+        let client = consumer.client.clone();
+        async move {
+            client
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                .await
+                .expect("publish")
+        }
+    };
+    publish(command("status"), br#"{"request_id": 17}"#).await;
+    publish(command("ack-alert"), br#"{"alert_id": "nope"}"#).await;
+    publish(command("ack-alert"), b"{not json").await;
+    publish(command("reboot"), b"{}").await;
+    publish(
+        command("ack-alert"),
+        br#"{"alert_id": "P-1/maintenance", "by": "night shift"}"#,
+    )
+    .await;
+
+    let reply = |name: &str, n: usize| {
+        let topic = format!("{PREFIX}/gw/reply/{name}");
+        consumer
+            .messages()
+            .into_iter()
+            .filter(|m| m.topic == topic)
+            .nth(n)
+            .map(|m| m.json())
+    };
+    assert!(
+        consumer
+            .wait_until(Duration::from_secs(10), |m| m
+                .iter()
+                .filter(|m| m.topic.contains("/reply/"))
+                .count()
+                >= 5)
+            .await,
+        "five replies"
+    );
+    let status = reply("status", 0).expect("status reply");
+    assert_eq!(status["ok"], true);
+    assert_eq!(status["request_id"], 17);
+    assert_eq!(status["result"]["agent"], "gw");
+    assert_eq!(status["result"]["uplink"]["connected"], true);
+    assert_eq!(status["result"]["devices"][0]["device"], "d0");
+    assert!(status["result"]["outbox"]["max_bytes"].as_u64() > Some(0));
+    let unknown_alert = reply("ack-alert", 0).expect("reply");
+    assert_eq!(unknown_alert["ok"], false);
+    assert!(unknown_alert["error"]
+        .as_str()
+        .expect("error")
+        .contains("P-1/maintenance"));
+    let garbage = reply("ack-alert", 1).expect("reply");
+    assert_eq!(garbage["ok"], false);
+    assert!(garbage["error"]
+        .as_str()
+        .expect("error")
+        .contains("not JSON"));
+    let unknown = reply("reboot", 0).expect("reply");
+    assert!(unknown["error"]
+        .as_str()
+        .expect("error")
+        .contains("known: status, ack-alert"));
+    assert_eq!(reply("ack-alert", 2).expect("reply")["ok"], true);
+    assert!(
+        consumer
+            .wait_until(Duration::from_secs(5), |m| records(m).iter().any(|r| {
+                r.2["kind"] == "alert"
+                    && r.2["data"]["state"] == "acknowledged"
+                    && r.2["data"]["acknowledged_by"] == "night shift"
+            }))
+            .await,
+        "the acknowledgement is published as an alert record"
+    );
+    agent.terminate().await;
+    setup.sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_drops_oldest_summaries_keeps_alerts_and_reports_the_drops() {
+    let broker = start_broker().await;
+    let mut relay = Relay::start(([127, 0, 0, 1], broker).into()).await;
+    relay.cut();
+    let consumer =
+        Consumer::connect(local_options("consumer", broker), &format!("{PREFIX}/#")).await;
+    // Two devices of 32 tags: about 7 KB of summaries every 100 ms into a 64 KiB outbox.
+    let setup = setup(
+        relay.port,
+        2,
+        30,
+        "summary_interval = \"100ms\"\nmax_size = \"64 KiB\"",
+    )
+    .await;
+    let agent = AgentProcess::spawn(&setup.config);
+    wait_status(setup.dir.path(), Duration::from_secs(15), |s| {
+        s["alerts"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let socket = control::socket_path(&setup.dir.path().join("data"));
+    let acked = control::request(
+        &socket,
+        "ack-alert",
+        json!({"alert_id": "P-1/maintenance", "by": "local"}),
+    )
+    .await
+    .expect("reply");
+    assert_eq!(acked["ok"], true, "{acked}");
+    let full = wait_status(setup.dir.path(), Duration::from_secs(15), |s| {
+        s["outbox"]["summary"]["dropped"].as_u64() > Some(80)
+    })
+    .await;
+    let outbox = &full["outbox"];
+    assert!(
+        outbox["bytes"].as_u64() <= outbox["max_bytes"].as_u64(),
+        "{outbox}"
+    );
+    assert_eq!(outbox["alert"]["dropped"], 0);
+    assert_eq!(
+        outbox["alert"]["depth"], 2,
+        "raised and acknowledged, both kept"
+    );
+    assert_eq!(outbox["event"]["dropped"], 0);
+
+    relay.restore().await;
+    assert!(
+        consumer
+            .wait_until(Duration::from_secs(20), |m| {
+                let all = records(m);
+                let alerts = all.iter().filter(|r| r.2["kind"] == "alert").count();
+                let reported = all.iter().any(|r| {
+                    r.2["data"]["event"] == "outbox_dropped"
+                        && r.2["data"]["dropped"]["summary"].as_u64() > Some(0)
+                        && r.2["data"]["dropped"]["alert"] == 0
+                });
+                alerts >= 2 && reported
+            })
+            .await,
+        "both alerts and the drop report arrive: {:?}",
+        records(&consumer.messages())
+            .iter()
+            .filter(|r| r.0 != "summary")
+            .map(|r| r.2.to_string())
+            .collect::<Vec<_>>()
+    );
+    // The oldest summaries went: the first summary to arrive is younger than the first alert.
+    let all = records(&consumer.messages());
+    let first_alert = all.iter().find(|r| r.0 == "alert").expect("alert").1;
+    let first_summary = all
+        .iter()
+        .find(|r| r.2["kind"] == "tags")
+        .expect("summary")
+        .1;
+    assert!(
+        first_summary > first_alert,
+        "summary {first_summary} older than alert {first_alert} should have been dropped"
+    );
+    agent.terminate().await;
+    setup.sim.stop().await;
+}
