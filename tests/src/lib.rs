@@ -359,17 +359,25 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts `millwright run -c config -v --log-format json`.
-    pub fn spawn(config: &Path) -> AgentProcess {
-        let mut child = tokio::process::Command::new(millwright_bin())
+    /// `millwright run -c config -v --log-format json`, ready to spawn.
+    pub fn command(config: &Path) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(millwright_bin());
+        command
             .args(["run", "-v", "--log-format", "json", "-c"])
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn millwright");
+            .kill_on_drop(true);
+        command
+    }
+
+    pub fn spawn(config: &Path) -> AgentProcess {
+        AgentProcess::spawn_command(AgentProcess::command(config))
+    }
+
+    pub fn spawn_command(mut command: tokio::process::Command) -> AgentProcess {
+        let mut child = command.spawn().expect("spawn millwright");
         let log = OutputLines::follow(child.stderr.take().expect("stderr"));
         AgentProcess { child, log }
     }

@@ -267,3 +267,54 @@ pub fn assert_stream_order(messages: &[Message]) -> HashSet<u64> {
     }
     seen
 }
+
+/// A mosquitto broker run from Debian's package, on a free loopback port; killed when dropped.
+pub struct Mosquitto {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl Mosquitto {
+    /// Whether `mosquitto` is installed; in CI its absence fails the test instead.
+    pub fn available() -> bool {
+        let found = std::process::Command::new("mosquitto")
+            .arg("-h")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must install mosquitto (see .ci/run)"
+            );
+            eprintln!("skipping: mosquitto is not installed (apt-get install mosquitto)");
+        }
+        found
+    }
+
+    /// Starts mosquitto with the configuration `conf(port)` written into `dir`.
+    pub async fn start(dir: &std::path::Path, conf: impl Fn(u16) -> String) -> Mosquitto {
+        let port = free_port();
+        let path = dir.join("mosquitto.conf");
+        std::fs::write(&path, conf(port)).expect("write mosquitto.conf");
+        let log = std::fs::File::create(dir.join("mosquitto.log")).expect("log file");
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&path)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start mosquitto");
+        let broker = Mosquitto { port, child };
+        wait_listening(port, Duration::from_secs(10)).await;
+        broker
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
