@@ -467,7 +467,9 @@ async fn flush_periodically(outbox: Arc<Outbox>, every: Duration, stop: Cancella
             }
             Ok(Ok(_)) => {}
             Ok(Err(error)) => {
-                error!(%error, "outbox flush failed: records since the last flush are not yet durable")
+                if let Some(unlogged) = outbox.complain() {
+                    error!(%error, unlogged, "outbox flush failed: records since the last flush are not yet durable")
+                }
             }
             Err(error) => error!(%error, "outbox flush task failed"),
         }

@@ -117,6 +117,31 @@ pub fn check_report(loaded: &crate::app::Loaded) -> String {
             humantime::format_duration(plan.scoring.assess_interval)
         );
     }
+    if let Some(mqtt) = &plan.mqtt {
+        let auth = match (&mqtt.username, &mqtt.client_auth) {
+            (Some(user), Some(_)) => format!("user {user:?} + client certificate"),
+            (Some(user), None) => format!("user {user:?}"),
+            (None, Some(_)) => "client certificate".to_string(),
+            (None, None) => "anonymous".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "uplink: {}://{}:{} as {:?} ({auth}), topics under {}/",
+            if mqtt.tls { "mqtts" } else { "mqtt" },
+            mqtt.host,
+            mqtt.port,
+            mqtt.client_id,
+            mqtt.topic_prefix
+        );
+        let _ = writeln!(
+            out,
+            "outbox: {} (at most {} MiB, flushed every {}, summaries every {})",
+            plan.outbox.dir.display(),
+            plan.outbox.max_bytes >> 20,
+            humantime::format_duration(plan.outbox.flush_interval),
+            humantime::format_duration(plan.outbox.summary_interval)
+        );
+    }
     out
 }
 

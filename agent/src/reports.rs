@@ -368,9 +368,15 @@ pub fn append(outbox: &Outbox, record: NewRecord) {
     match outbox.append(record) {
         Ok(Appended::Stored { .. }) => {}
         Ok(Appended::Dropped) => {
-            warn!(class = class.name(), %topic, "outbox full: record dropped (counted)")
+            if let Some(unlogged) = outbox.complain() {
+                warn!(class = class.name(), %topic, unlogged, "outbox full: record dropped (counted)")
+            }
         }
-        Err(error) => warn!(%error, %topic, "outbox append failed (counted)"),
+        Err(error) => {
+            if let Some(unlogged) = outbox.complain() {
+                warn!(%error, %topic, unlogged, "outbox append failed (counted; acquisition goes on)")
+            }
+        }
     }
 }
 

@@ -6,13 +6,15 @@
 //! Needs `cross/build.sh --setup aarch64-musl armv7-gnueabihf`, qemu-user-static and cargo-deb
 //! (`.ci/run` installs them). In CI a missing tool fails the test; elsewhere the test is skipped
 //! with a message.
-//! Later capabilities (scoring, outbox, MQTT, OPC UA) join this smoke test as they land.
+//! Capabilities join this smoke test as they land: tract scoring, the sled outbox and the MQTT
+//! uplink so far (OPC UA next).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use millwright_tests::mqtt::{local_options, records, start_broker, Consumer};
 use millwright_tests::{NotifySocket, OutputLines, Sim};
 use tokio::process::Command;
 
@@ -81,12 +83,20 @@ const EXPECTED: [(&str, &str); 7] = [
     ("pump.pump_on", "true"),
 ];
 
-fn agent_config(port: u16) -> String {
+fn agent_config(port: u16, data_dir: &Path, mqtt_port: u16) -> String {
     let model = workspace().join("models/default.onnx");
     format!(
         r#"
 [agent]
 name = "smoke"
+data_dir = {data_dir:?}
+
+[outbox]
+summary_interval = "500ms"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt_port}"
+topics = {{ enterprise = "acme", site = "plant1", area = "area", line = "line" }}
 
 [scoring]
 assess_interval = "1s"
@@ -362,9 +372,15 @@ async fn smoke(target: &Target, binary: &Path) {
     assert!(help.contains("run") && !help.contains("simulate"), "{help}");
 
     let sim = Sim::start(SIM, 0).await;
+    let broker = start_broker().await;
+    let consumer = Consumer::connect(local_options("consumer", broker), "acme/#").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("millwright.toml");
-    std::fs::write(&config, agent_config(sim.addr.port())).expect("write");
+    std::fs::write(
+        &config,
+        agent_config(sim.addr.port(), &dir.path().join("data"), broker),
+    )
+    .expect("write");
     let config = config.to_str().expect("utf8");
 
     let check = qemu(target, binary, &["check", "-c", config]).await;
@@ -424,6 +440,23 @@ async fn smoke(target: &Target, binary: &Path) {
         .await
         .unwrap_or_else(|| panic!("no assessment: {}", log.transcript()));
     assert!(assessment.contains("routine_monitoring"), "{assessment}");
+    // The sled outbox and the MQTT uplink on the gateway: summaries and assessments arrive.
+    let arrived = consumer
+        .wait_until(wait, |m| {
+            let all = records(m);
+            all.iter().any(|r| {
+                r.2["kind"] == "tags" && r.2["data"]["tags"]["pump.pressure"]["last"] == 4.5
+            }) && all
+                .iter()
+                .any(|r| r.2["kind"] == "health" && r.2["data"]["asset"] == "P-1")
+        })
+        .await;
+    assert!(
+        arrived,
+        "no summary and assessment over MQTT: {}",
+        log.transcript()
+    );
+    assert!(dir.path().join("data/outbox").is_dir());
     notify
         .wait_for(wait, "WATCHDOG=1")
         .await

@@ -425,8 +425,11 @@ async fn a_full_outbox_drops_oldest_summaries_keeps_alerts_and_reports_the_drops
             .map(|r| r.2.to_string())
             .collect::<Vec<_>>()
     );
-    // The oldest summaries went: the first summary to arrive is younger than the first alert.
+    // Alerts go first when the backlog drains.
     let all = records(&consumer.messages());
+    let kinds: Vec<&str> = all.iter().take(2).map(|r| r.0).collect();
+    assert_eq!(kinds, ["alert", "alert"], "alerts lead the drain");
+    // The oldest summaries went: the first summary to arrive is younger than the first alert.
     let first_alert = all.iter().find(|r| r.0 == "alert").expect("alert").1;
     let first_summary = all
         .iter()

@@ -269,6 +269,7 @@ pub struct Outbox {
     last_id: AtomicU64,
     corrupt: AtomicU64,
     store_errors: AtomicU64,
+    complaints: Mutex<Complaints>,
     /// Wakes the uplink when a record was appended.
     pub appended: Notify,
     /// Wakes the flusher when an alert wants to be on disk at once.
@@ -284,6 +285,15 @@ fn dropped_counter(class: Class) -> &'static str {
 }
 
 const CORRUPT_COUNTER: &str = "corrupt";
+
+/// The least time between two log lines about failing or dropped appends.
+pub const COMPLAINT_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+struct Complaints {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
 
 impl Outbox {
     /// Wraps a store, reading its occupancy and persisted counters.
@@ -307,6 +317,7 @@ impl Outbox {
             last_id: AtomicU64::new(last_id),
             corrupt: AtomicU64::new(corrupt),
             store_errors: AtomicU64::new(0),
+            complaints: Mutex::new(Complaints::default()),
             appended: Notify::new(),
             urgent: Notify::new(),
         })
@@ -473,9 +484,36 @@ impl Outbox {
         }
     }
 
+    /// Whether a failed or dropped append should be logged now: the first one, then at most one
+    /// every [`COMPLAINT_INTERVAL`], saying how many went unlogged in between (a full disk would
+    /// otherwise log every summary). Every one is counted in the stats regardless.
+    pub fn complain(&self) -> Option<u64> {
+        let mut complaints = self.complaints.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        match complaints.last {
+            Some(last) if now.duration_since(last) < COMPLAINT_INTERVAL => {
+                complaints.suppressed += 1;
+                None
+            }
+            _ => {
+                complaints.last = Some(now);
+                Some(std::mem::take(&mut complaints.suppressed))
+            }
+        }
+    }
+
     /// Records queued in every class.
     pub fn depth(&self) -> u64 {
         self.lock().depth.iter().sum()
+    }
+}
+
+#[cfg(test)]
+impl Outbox {
+    /// Pretends the last complaint was long ago.
+    fn lock_complaints_for_test(&self) {
+        let mut complaints = self.complaints.lock().unwrap_or_else(|e| e.into_inner());
+        complaints.last = std::time::Instant::now().checked_sub(COMPLAINT_INTERVAL * 2);
     }
 }
 
@@ -626,6 +664,16 @@ pub(crate) mod tests {
         assert_eq!(outbox.append(big).expect("append"), Appended::Dropped);
         assert_eq!(outbox.stats().alert.dropped, 1);
         assert_eq!(outbox.depth(), 0);
+    }
+
+    #[test]
+    fn complaints_are_throttled_and_count_what_went_unlogged() {
+        let outbox = outbox(1 << 20);
+        assert_eq!(outbox.complain(), Some(0));
+        assert_eq!(outbox.complain(), None);
+        assert_eq!(outbox.complain(), None);
+        outbox.lock_complaints_for_test();
+        assert_eq!(outbox.complain(), Some(2));
     }
 
     #[test]
