@@ -41,7 +41,8 @@ setup() {
   local packages=() triples=() zig=0
   for name in "$@"; do
     case "$name" in
-      aarch64-*) command -v aarch64-linux-gnu-gcc >/dev/null || packages+=(gcc-aarch64-linux-gnu) ;;
+      # ring's C code needs the target's libc headers (stdint.h), which the compiler package only recommends.
+      aarch64-*) [ -e /usr/aarch64-linux-gnu/include/stdint.h ] || packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
       armv7-*) command -v arm-linux-gnueabihf-gcc >/dev/null || packages+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
     esac
     triples+=("$(triple_of "$name")")

@@ -178,11 +178,29 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// In a child process: fill a store with `count` records ("fill") or open a filled one and read
-/// the head of each stream, as an agent restarting with a backlog does ("reopen").
+/// In a child process: fill a store with `count` records ("fill"); open a filled one as sled alone
+/// ("open"); or open it as the agent does, counting what is queued, and read the head of each stream
+/// ("reopen").
 fn child(mode: &str, dir: &Path, count: usize) {
     let before = status_kib("VmRSS:");
     let start = Instant::now();
+    let report = |what: String| {
+        println!(
+            "  {mode}: {what} in {:.1} s; RSS {:.1} MiB (process started at {:.1}), peak {:.1} MiB",
+            start.elapsed().as_secs_f64(),
+            status_kib("VmRSS:") as f64 / 1024.0,
+            before as f64 / 1024.0,
+            status_kib("VmHWM:") as f64 / 1024.0,
+        )
+    };
+    if mode == "open" {
+        let store = SledStore::open(dir).expect("open");
+        report(format!(
+            "sled store of {:.0} MiB on disk",
+            millwright::store::Store::size_on_disk(&store) as f64 / 1048576.0
+        ));
+        return;
+    }
     let outbox = open(dir, u64::MAX);
     if mode == "fill" {
         for n in 0..count {
@@ -198,22 +216,22 @@ fn child(mode: &str, dir: &Path, count: usize) {
         }
     }
     let stats = outbox.stats();
-    println!(
-        "{mode}: {} records ({:.0} MiB encoded, {:.0} MiB on disk) in {:.1} s; RSS {:.1} MiB (started at {:.1}), peak {:.1} MiB",
+    report(format!(
+        "{} records ({:.0} MiB encoded, {:.0} MiB on disk)",
         stats.depth(),
         stats.bytes as f64 / 1048576.0,
-        stats.size_on_disk as f64 / 1048576.0,
-        start.elapsed().as_secs_f64(),
-        status_kib("VmRSS:") as f64 / 1024.0,
-        before as f64 / 1024.0,
-        status_kib("VmHWM:") as f64 / 1024.0,
-    );
+        stats.size_on_disk as f64 / 1048576.0
+    ));
 }
 
 fn main() {
     if let Ok(mode) = std::env::var(CHILD) {
         let dir = std::env::var("MILLWRIGHT_OUTBOX_BENCH_DIR").expect("dir");
-        child(&mode, Path::new(&dir), 1_000_000);
+        let count = std::env::var("MILLWRIGHT_OUTBOX_BENCH_COUNT")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .expect("count");
+        child(&mode, Path::new(&dir), count);
         return;
     }
     // `cargo bench` passes --bench; any other argument filters nothing here.
@@ -249,14 +267,19 @@ fn main() {
         None => println!("drain: skipped (mosquitto not installed)"),
     }
 
-    let store = tempfile::tempdir().expect("tempdir");
-    let dir = store.path().join("outbox");
-    for mode in ["fill", "reopen"] {
-        let status = std::process::Command::new(std::env::current_exe().expect("exe"))
-            .env(CHILD, mode)
-            .env("MILLWRIGHT_OUTBOX_BENCH_DIR", &dir)
-            .status()
-            .expect("child");
-        assert!(status.success());
+    // A full default outbox (64 MiB of these records), and a million of them.
+    for count in [(64 << 20) / record_bytes, 1_000_000] {
+        println!("memory with {count} records queued:");
+        let store = tempfile::tempdir().expect("tempdir");
+        let dir = store.path().join("outbox");
+        for mode in ["fill", "open", "reopen"] {
+            let status = std::process::Command::new(std::env::current_exe().expect("exe"))
+                .env(CHILD, mode)
+                .env("MILLWRIGHT_OUTBOX_BENCH_DIR", &dir)
+                .env("MILLWRIGHT_OUTBOX_BENCH_COUNT", count.to_string())
+                .status()
+                .expect("child");
+            assert!(status.success());
+        }
     }
 }

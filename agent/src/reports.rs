@@ -233,6 +233,21 @@ pub fn health_record(topics: &Topics, assessment: &Assessment, now: SystemTime) 
     }
 }
 
+fn alert_record(
+    topics: &Topics,
+    asset: &str,
+    body: &serde_json::Value,
+    now: SystemTime,
+) -> NewRecord {
+    NewRecord {
+        class: Class::Alert,
+        topic: topics.alert(asset),
+        kind: "alert".into(),
+        created: now,
+        body: body.to_string().into_bytes(),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
@@ -307,13 +322,7 @@ impl Alerts {
             "overall_health": assessment.overall_health,
             "reasons": assessment.reasons,
         });
-        Some(NewRecord {
-            class: Class::Alert,
-            topic: topics.alert(&assessment.asset),
-            kind: "alert".into(),
-            created: now,
-            body: body.to_string().into_bytes(),
-        })
+        Some(alert_record(topics, &assessment.asset, &body, now))
     }
 
     /// Acknowledges an active alert; the record announcing it, or why it cannot be.
@@ -345,13 +354,7 @@ impl Alerts {
             "action": alert.action,
             "acknowledged_by": by,
         });
-        Ok(NewRecord {
-            class: Class::Alert,
-            topic: topics.alert(&alert.asset),
-            kind: "alert".into(),
-            created: now,
-            body: body.to_string().into_bytes(),
-        })
+        Ok(alert_record(topics, &alert.asset, &body, now))
     }
 
     pub fn snapshot(&self) -> serde_json::Value {

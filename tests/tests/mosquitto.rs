@@ -229,6 +229,26 @@ async fn tls_with_a_password_file_and_mutual_tls_against_mosquitto() {
     sim.stop().await;
 }
 
+/// Runs an agent that cannot connect; its log must say why (`reason`), and it still stops cleanly.
+async fn refused(
+    dir: &Path,
+    sim: &Sim,
+    port: u16,
+    mqtt: &str,
+    reason: &str,
+) -> millwright_tests::OutputLines {
+    let config = agent_config(dir, sim.addr.port(), port, mqtt);
+    let mut agent = AgentProcess::spawn(&config);
+    let logged = agent
+        .log
+        .wait_for(Duration::from_secs(15), |l| {
+            l.contains("MQTT connection unavailable") && l.contains(reason)
+        })
+        .await;
+    assert!(logged.is_some(), "{}", agent.log.transcript());
+    agent.terminate().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_and_an_untrusted_server_are_reported_clearly() {
     if !Mosquitto::available() {
@@ -241,41 +261,15 @@ async fn a_wrong_password_and_an_untrusted_server_are_reported_clearly() {
 
     let ca = write(dir.path(), "agent-ca.pem", &pki.ca);
     let wrong = write(dir.path(), "wrong.password", "not-the-password");
-    let config = agent_config(
-        dir.path(),
-        sim.addr.port(),
-        mosquitto.port,
-        &format!("password_file = {wrong:?}\nca_file = {ca:?}"),
-    );
-    let mut agent = AgentProcess::spawn(&config);
-    let refused = agent
-        .log
-        .wait_for(Duration::from_secs(15), |l| {
-            l.contains("MQTT connection unavailable") && l.contains("refused")
-        })
-        .await;
-    assert!(refused.is_some(), "{}", agent.log.transcript());
-    let log = agent.terminate().await;
+    let mqtt = format!("password_file = {wrong:?}\nca_file = {ca:?}");
+    let log = refused(dir.path(), &sim, mosquitto.port, &mqtt, "refused").await;
     assert!(!log.transcript().contains("not-the-password"));
 
     // A server whose certificate chains to a CA the agent does not trust.
     let other = make_pki("some other CA");
     let untrusted = write(dir.path(), "other-ca.pem", &other.ca);
     let secret = write(dir.path(), "mqtt.password", PASSWORD);
-    let config = agent_config(
-        dir.path(),
-        sim.addr.port(),
-        mosquitto.port,
-        &format!("password_file = {secret:?}\nca_file = {untrusted:?}"),
-    );
-    let mut agent = AgentProcess::spawn(&config);
-    let rejected = agent
-        .log
-        .wait_for(Duration::from_secs(15), |l| {
-            l.contains("MQTT connection unavailable") && l.contains("UnknownIssuer")
-        })
-        .await;
-    assert!(rejected.is_some(), "{}", agent.log.transcript());
-    agent.terminate().await;
+    let mqtt = format!("password_file = {secret:?}\nca_file = {untrusted:?}");
+    refused(dir.path(), &sim, mosquitto.port, &mqtt, "UnknownIssuer").await;
     sim.stop().await;
 }

@@ -61,13 +61,12 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn measure(&self, class: Class) -> Result<(u64, u64), StoreError> {
+    fn measure(&self, class: Class, after: Option<u64>) -> Result<(u64, u64), StoreError> {
         let records = self.records();
-        let tree = &records[class as usize];
-        Ok((
-            tree.len() as u64,
-            tree.values().map(|v| v.len() as u64).sum(),
-        ))
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(records[class as usize]
+            .range((start, Bound::Unbounded))
+            .fold((0, 0), |(n, bytes), (_, v)| (n + 1, bytes + v.len() as u64)))
     }
 
     fn counter(&self, name: &str) -> Result<u64, StoreError> {

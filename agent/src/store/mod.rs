@@ -19,6 +19,10 @@
 //!   corrupt and reported, never sent.
 //! - **Durable on flush.** A record is on disk once [`Outbox::flush`] returned after its append;
 //!   the agent flushes at `outbox.flush_interval`, at once after an alert, and on shutdown.
+//! - **Cheap to reopen.** Each flush first writes the occupancy (records and bytes per class) and
+//!   the last id it covers; opening reads that snapshot and counts only the records above it, so a
+//!   large backlog is not read at start-up. A snapshot older than later removals can only
+//!   overstate a class; the count of a class is reset when the class is found empty.
 
 pub mod memory;
 pub mod sled_store;
@@ -126,8 +130,8 @@ pub trait Store: Send + Sync {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
-    /// Number of records and their total encoded size (read once when opening).
-    fn measure(&self, class: Class) -> Result<(u64, u64), StoreError>;
+    /// Number of records with ids above `after` and their total encoded size (read when opening).
+    fn measure(&self, class: Class, after: Option<u64>) -> Result<(u64, u64), StoreError>;
     fn counter(&self, name: &str) -> Result<u64, StoreError>;
     fn set_counter(&self, name: &str, value: u64) -> Result<(), StoreError>;
     /// Makes everything written so far durable.
@@ -285,6 +289,12 @@ fn dropped_counter(class: Class) -> &'static str {
 }
 
 const CORRUPT_COUNTER: &str = "corrupt";
+/// The last id the occupancy snapshot covers.
+const SNAPSHOT_THROUGH: &str = "snapshot.through";
+
+fn snapshot_key(what: &str, class: Class) -> String {
+    format!("snapshot.{what}.{}", class.name())
+}
 
 /// The least time between two log lines about failing or dropped appends.
 pub const COMPLAINT_INTERVAL: Duration = Duration::from_secs(10);
@@ -299,11 +309,19 @@ impl Outbox {
     /// Wraps a store, reading its occupancy and persisted counters.
     pub fn new(store: Box<dyn Store>, max_bytes: u64) -> Result<Outbox, StoreError> {
         let mut occupancy = Occupancy::default();
+        // 0 = no snapshot yet (a store written before snapshots, or never flushed): count it all.
+        let snapshot_through = store.counter(SNAPSHOT_THROUGH)?;
+        let after = (snapshot_through > 0).then_some(snapshot_through);
         for class in Class::ALL {
-            let (depth, bytes) = store.measure(class)?;
-            occupancy.depth[class as usize] = depth;
-            occupancy.bytes[class as usize] = bytes;
-            occupancy.dropped[class as usize] = store.counter(dropped_counter(class))?;
+            let slot = class as usize;
+            let (depth, bytes) = store.measure(class, after)?;
+            occupancy.depth[slot] = depth;
+            occupancy.bytes[slot] = bytes;
+            if after.is_some() {
+                occupancy.depth[slot] += store.counter(&snapshot_key("depth", class))?;
+                occupancy.bytes[slot] += store.counter(&snapshot_key("bytes", class))?;
+            }
+            occupancy.dropped[slot] = store.counter(dropped_counter(class))?;
         }
         let corrupt = store.counter(CORRUPT_COUNTER)?;
         let mut last_id = 0;
@@ -435,18 +453,39 @@ impl Outbox {
     }
 
     fn forget(&self, class: Class, id: u64) -> Result<(), StoreError> {
+        let slot = class as usize;
         let mut occupancy = self.lock();
         if let Some(len) = self.store.remove(class, id)? {
-            occupancy.depth[class as usize] = occupancy.depth[class as usize].saturating_sub(1);
-            occupancy.bytes[class as usize] =
-                occupancy.bytes[class as usize].saturating_sub(len as u64);
+            occupancy.depth[slot] = occupancy.depth[slot].saturating_sub(1);
+            occupancy.bytes[slot] = occupancy.bytes[slot].saturating_sub(len as u64);
+        }
+        // A snapshot from before removals that reached the disk overstates the class; the truth
+        // is known once it is empty.
+        if occupancy.depth[slot] > 0 && self.store.newest_id(class)?.is_none() {
+            occupancy.depth[slot] = 0;
+            occupancy.bytes[slot] = 0;
         }
         Ok(())
     }
 
-    /// Makes every record appended so far durable; returns the highest id that is.
+    /// Makes every record appended so far durable, with an occupancy snapshot; returns the highest
+    /// id that is durable.
     pub fn flush(&self) -> Result<u64, StoreError> {
-        let through = self.last_id.load(Ordering::Relaxed);
+        let through = {
+            let occupancy = self.lock();
+            let through = self.last_id.load(Ordering::Relaxed);
+            if through > 0 {
+                for class in Class::ALL {
+                    let slot = class as usize;
+                    self.store
+                        .set_counter(&snapshot_key("depth", class), occupancy.depth[slot])?;
+                    self.store
+                        .set_counter(&snapshot_key("bytes", class), occupancy.bytes[slot])?;
+                }
+                self.store.set_counter(SNAPSHOT_THROUGH, through)?;
+            }
+            through
+        };
         self.store.flush().inspect_err(|_| {
             self.store_errors.fetch_add(1, Ordering::Relaxed);
         })?;
