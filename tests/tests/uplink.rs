@@ -415,10 +415,11 @@ async fn a_full_outbox_drops_oldest_summaries_keeps_alerts_and_reports_the_drops
                         && r.2["data"]["dropped"]["summary"].as_u64() > Some(0)
                         && r.2["data"]["dropped"]["alert"] == 0
                 });
-                alerts >= 2 && reported
+                let summaries = all.iter().any(|r| r.2["kind"] == "tags");
+                alerts >= 2 && reported && summaries
             })
             .await,
-        "both alerts and the drop report arrive: {:?}",
+        "both alerts, the drop report and summaries arrive: {:?}",
         records(&consumer.messages())
             .iter()
             .filter(|r| r.0 != "summary")

@@ -12,8 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Class, Store, StoreError};
 
-/// Page cache sled may use: the working set is the head of each stream, so a small cache serves.
-const CACHE_BYTES: u64 = 4 << 20;
+/// Page cache sled may use: the working set is the head of each stream and the tail being
+/// appended, so a small cache serves (the whole agent's memory target is 15 MiB).
+const CACHE_BYTES: u64 = 1 << 20;
 
 /// Unfinished opens in a row after which the store is presumed to crash sled's recovery.
 const MAX_UNFINISHED_OPENS: u32 = 3;
