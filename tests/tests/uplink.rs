@@ -222,8 +222,12 @@ async fn a_broker_outage_loses_nothing_and_the_backlog_drains_in_order() {
     }
     let tags = all
         .iter()
-        .find(|r| r.2["kind"] == "tags" && r.2["data"]["device"] == "d1")
-        .expect("tag summary of d1");
+        .find(|r| {
+            r.2["kind"] == "tags"
+                && r.2["data"]["device"] == "d1"
+                && r.2["data"]["tags"]["d1.vibration"]["mean"].is_number()
+        })
+        .expect("a tag summary of d1 with readings");
     let vibration = &tags.2["data"]["tags"]["d1.vibration"];
     assert_eq!(vibration["unit"], "mm/s");
     assert!(
@@ -443,4 +447,69 @@ async fn a_full_outbox_drops_oldest_summaries_keeps_alerts_and_reports_the_drops
     );
     agent.terminate().await;
     setup.sim.stop().await;
+}
+
+struct NoCommands;
+impl millwright::uplink::CommandHandler for NoCommands {
+    fn handle(&self, _: &str, _: &serde_json::Value) -> Result<serde_json::Value, String> {
+        Err("none".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_for_mqtt_is_dropped_and_counted_without_blocking_its_stream() {
+    use millwright::store::{Class, MemoryStore, NewRecord, Outbox};
+    use std::sync::Arc;
+
+    let broker = start_broker().await;
+    let consumer = Consumer::connect(local_options("consumer", broker), "big/#").await;
+    let outbox = Arc::new(Outbox::new(Box::new(MemoryStore::default()), 64 << 20).expect("outbox"));
+    for (topic, size) in [("big/a/l/x/tags", 2 << 20), ("big/a/l/y/tags", 10)] {
+        let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(size));
+        outbox
+            .append(NewRecord {
+                class: Class::Summary,
+                topic: topic.into(),
+                kind: "tags".into(),
+                created: std::time::SystemTime::now(),
+                body: body.into_bytes(),
+            })
+            .expect("append");
+    }
+    let plan = firmware_config::load_str(
+        Path::new("t.toml"),
+        &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{broker}\"\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mqtt = plan.mqtt.expect("mqtt");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let uplink = millwright::uplink::Uplink {
+        topics: millwright::uplink::Topics::new("big/a/l", "gw"),
+        mqtt,
+        identity: millwright::uplink::Identity {
+            agent: "gw".into(),
+            version: "test".into(),
+            config_hash: "0".into(),
+        },
+        outbox: Arc::clone(&outbox),
+        stats: Arc::new(millwright::uplink::UplinkStats::default()),
+        commands: Arc::new(NoCommands),
+    };
+    let task = tokio::spawn(uplink.run(stop.clone()));
+    assert!(
+        consumer
+            .wait_until(Duration::from_secs(10), |m| m
+                .iter()
+                .any(|m| m.topic == "big/a/l/y/tags"))
+            .await,
+        "the record behind the oversized one is delivered"
+    );
+    assert_eq!(outbox.depth(), 0);
+    assert_eq!(outbox.stats().summary.dropped, 1);
+    assert!(!consumer
+        .messages()
+        .iter()
+        .any(|m| m.topic == "big/a/l/x/tags"));
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }

@@ -452,6 +452,13 @@ impl Outbox {
         self.forget(class, id)
     }
 
+    /// Removes a record that can never be delivered, counting it as dropped.
+    pub fn discard(&self, class: Class, id: u64) -> Result<(), StoreError> {
+        self.forget(class, id)?;
+        let mut occupancy = self.lock();
+        self.count_drop(&mut occupancy, class)
+    }
+
     fn forget(&self, class: Class, id: u64) -> Result<(), StoreError> {
         let slot = class as usize;
         let mut occupancy = self.lock();

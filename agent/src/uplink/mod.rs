@@ -43,6 +43,9 @@ pub const PAYLOAD_SCHEMA: u32 = 1;
 /// Records read from the outbox per stream at a time.
 const READ_BATCH: usize = 64;
 
+/// Largest MQTT packet the uplink sends or accepts.
+const MAX_PACKET: usize = 1 << 20;
+
 /// How long a clean shutdown waits for outstanding acknowledgements.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -403,7 +406,7 @@ impl Uplink {
             .set_clean_session(true)
             .set_inflight(mqtt.max_inflight.saturating_add(8))
             .set_request_channel_capacity(usize::from(mqtt.max_inflight) + 64)
-            .set_max_packet_size(1 << 20, 1 << 20)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
             .set_last_will(LastWill::new(
                 self.topics.status(),
                 self.status_payload("offline", Some("connection lost")),
@@ -550,6 +553,19 @@ impl Uplink {
             };
             let record = streams.pop(class)?;
             let payload = envelope(&record, &self.identity.agent);
+            // The client would fail the whole connection on it, again after every reconnect.
+            if payload.len() + record.topic.len() + 16 > MAX_PACKET {
+                error!(
+                    id = record.id,
+                    topic = %record.topic,
+                    bytes = payload.len(),
+                    "record larger than an MQTT packet may be: dropped (counted); split the device's tags"
+                );
+                if let Err(error) = self.outbox.discard(class, record.id) {
+                    warn!(%error, "cannot remove an oversized record");
+                }
+                continue;
+            }
             match client.try_publish(record.topic.as_str(), QoS::AtLeastOnce, false, payload) {
                 Ok(()) => {
                     inflight.queued(Sent::Record(class, record.id));
