@@ -255,10 +255,15 @@ enum Sent {
 struct Inflight {
     awaiting_id: VecDeque<Sent>,
     awaiting_ack: HashMap<u16, Sent>,
+    /// Records among both, kept so the window check stays O(1).
+    records: usize,
 }
 
 impl Inflight {
     fn queued(&mut self, sent: Sent) {
+        if matches!(sent, Sent::Record(..)) {
+            self.records += 1;
+        }
         self.awaiting_id.push_back(sent);
     }
 
@@ -269,15 +274,15 @@ impl Inflight {
     }
 
     fn acknowledged(&mut self, pkid: u16) -> Option<Sent> {
-        self.awaiting_ack.remove(&pkid)
+        let sent = self.awaiting_ack.remove(&pkid);
+        if matches!(sent, Some(Sent::Record(..))) {
+            self.records -= 1;
+        }
+        sent
     }
 
     fn records(&self) -> usize {
-        self.awaiting_id
-            .iter()
-            .chain(self.awaiting_ack.values())
-            .filter(|s| matches!(s, Sent::Record(..)))
-            .count()
+        self.records
     }
 
     fn is_empty(&self) -> bool {
@@ -769,6 +774,7 @@ mod tests {
         );
         assert_eq!(inflight.acknowledged(1), Some(Sent::Other));
         assert!(inflight.is_empty());
+        assert_eq!(inflight.records(), 0);
         // Packet ids are reused once acknowledged.
         inflight.queued(Sent::Record(Class::Event, 12));
         inflight.sent(1);
