@@ -375,14 +375,12 @@ impl Upstream {
             plan.outbox.flush_interval,
             stop.clone(),
         ));
-        if let Some(data_dir) = plan.outbox.dir.parent() {
-            let handler: Arc<dyn crate::uplink::CommandHandler> = commands.clone();
-            tasks.spawn(control::serve(
-                control::socket_path(data_dir),
-                handler,
-                stop.clone(),
-            ));
-        }
+        let handler: Arc<dyn crate::uplink::CommandHandler> = commands.clone();
+        tasks.spawn(control::serve(
+            control::socket_path(&plan.agent.data_dir),
+            handler,
+            stop.clone(),
+        ));
         let upstream = Upstream {
             outbox,
             alerts,

@@ -568,10 +568,7 @@ pub async fn outbox_report(plan: &firmware_config::Plan) -> anyhow::Result<Strin
     use crate::store::{Outbox, OutboxStats};
 
     let dir = &plan.outbox.dir;
-    let socket = dir
-        .parent()
-        .map(crate::control::socket_path)
-        .unwrap_or_default();
+    let socket = crate::control::socket_path(&plan.agent.data_dir);
     let from_agent = crate::control::request(&socket, "status", serde_json::json!({}))
         .await
         .and_then(|reply| {

@@ -75,8 +75,8 @@ pub struct AgentConfig {
     /// counted).
     #[serde(default = "default_bus_capacity")]
     pub sample_bus_capacity: usize,
-    /// Where the agent keeps its state (the outbox, the status file). Relative paths are relative
-    /// to this configuration file.
+    /// Where the agent keeps its state (the outbox, the control socket). Relative paths are
+    /// relative to this configuration file (in a [`Plan`], the path is already resolved).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
 }
@@ -239,7 +239,10 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     let mut errors = check.errors;
     match (root, scoring, uplink) {
         (Some(root), Some(scoring), Some((outbox, mqtt))) if errors.is_empty() => Ok(Plan {
-            agent: root.agent,
+            agent: AgentConfig {
+                data_dir: config_dir.join(&root.agent.data_dir),
+                ..root.agent
+            },
             buses,
             devices,
             scoring,
