@@ -517,6 +517,8 @@ impl Uplink {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => {
+                    // What was appended just before the stop (`agent_stopping`) gets one chance.
+                    self.fill(&client, &mut inflight, &mut streams, &mut rate);
                     self.close(&client, &mut events, &mut inflight).await;
                     return SessionEnd::Stopped;
                 }
