@@ -61,8 +61,11 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
-/// A TLS listener with a password file; with `mutual`, client certificates are required too.
-async fn broker(dir: &Path, pki: &Pki, mutual: bool) -> Mosquitto {
+/// A TLS listener with a password file, in a fresh directory that the test's files join; with
+/// `mutual`, client certificates are required too.
+async fn broker(pki: &Pki, mutual: bool) -> (tempfile::TempDir, Mosquitto) {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path();
     let ca = write(dir, "ca.pem", &pki.ca);
     let cert = write(dir, "server.pem", &pki.server.0);
     let key = write(dir, "server.key", &pki.server.1);
@@ -78,14 +81,15 @@ async fn broker(dir: &Path, pki: &Pki, mutual: bool) -> Mosquitto {
         assert!(status.success());
     }
     let passwords = passwords.display().to_string();
-    Mosquitto::start(dir, move |port| {
+    let mosquitto = Mosquitto::start(dir, move |port| {
         format!(
             "user root\nper_listener_settings true\nlistener {port} 127.0.0.1\n\
              cafile {ca}\ncertfile {cert}\nkeyfile {key}\nrequire_certificate {mutual}\n\
              allow_anonymous false\npassword_file {passwords}\n"
         )
     })
-    .await
+    .await;
+    (temp, mosquitto)
 }
 
 fn tls_options(client_id: &str, port: u16, pki: &Pki) -> MqttOptions {
@@ -176,8 +180,7 @@ async fn tls_with_a_password_file_and_mutual_tls_against_mosquitto() {
     let pki = make_pki("millwright test CA");
 
     // TLS, private CA, password from a file.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mosquitto = broker(dir.path(), &pki, false).await;
+    let (dir, mosquitto) = broker(&pki, false).await;
     let consumer = Consumer::connect(
         tls_options("consumer", mosquitto.port, &pki),
         "acme/plant1/area/line/#",
@@ -200,8 +203,7 @@ async fn tls_with_a_password_file_and_mutual_tls_against_mosquitto() {
     );
 
     // Mutual TLS: a client certificate, the password from an environment variable.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mosquitto = broker(dir.path(), &pki, true).await;
+    let (dir, mosquitto) = broker(&pki, true).await;
     let consumer = Consumer::connect(
         tls_options("consumer", mosquitto.port, &pki),
         "acme/plant1/area/line/#",
@@ -256,8 +258,7 @@ async fn a_wrong_password_and_an_untrusted_server_are_reported_clearly() {
     }
     let sim = Sim::start(SIM, 0).await;
     let pki = make_pki("millwright test CA");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mosquitto = broker(dir.path(), &pki, false).await;
+    let (dir, mosquitto) = broker(&pki, false).await;
 
     let ca = write(dir.path(), "agent-ca.pem", &pki.ca);
     let wrong = write(dir.path(), "wrong.password", "not-the-password");
