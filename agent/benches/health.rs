@@ -60,6 +60,7 @@ fn warm_scorer(n: usize) -> Scorer {
             scorer.observe(
                 &Sample {
                     tag: TagId(tag),
+                    server_timestamp: None,
                     timestamp: SystemTime::UNIX_EPOCH,
                     value: Some(Value::F64(value)),
                     quality: Quality::Good,
@@ -96,6 +97,7 @@ fn scoring(c: &mut Criterion) {
                 scorer.observe(
                     &Sample {
                         tag: TagId(tag),
+                        server_timestamp: None,
                         timestamp: SystemTime::UNIX_EPOCH,
                         value: Some(Value::F64(1.0 + f64::from(step % 5))),
                         quality: Quality::Good,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use firmware_config::{ConfigErrors, Plan, Tag};
+use firmware_config::{ConfigErrors, Plan};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -27,23 +27,26 @@ use crate::store::sled_store::{OpenError, SledStore};
 use crate::store::{Appended, MemoryStore, Outbox};
 use crate::uplink::{Identity, Topics, Uplink, UplinkStats};
 
-use crate::sources::modbus::{self, DeviceStats, StatsSnapshot};
+use crate::sources::{modbus, opcua};
+use crate::sources::{DeviceStats, StatsSnapshot};
 
-/// A tag and the device it belongs to, indexed by [`TagId`].
+/// A tag and the source (Modbus device or OPC UA endpoint) it belongs to, indexed by [`TagId`].
 #[derive(Debug, Clone)]
 pub struct TagInfo {
     pub device: String,
-    pub tag: Tag,
+    pub name: String,
+    pub unit: Option<String>,
 }
 
 /// Every tag of the plan in [`TagId`] order.
 pub fn tag_catalog(plan: &Plan) -> Vec<TagInfo> {
-    plan.devices
+    plan.sources()
         .iter()
-        .flat_map(|d| {
-            d.tags.iter().map(|t| TagInfo {
-                device: d.name.clone(),
-                tag: t.clone(),
+        .flat_map(|source| {
+            source.tags.iter().map(|(name, unit)| TagInfo {
+                device: source.source.to_string(),
+                name: name.to_string(),
+                unit: unit.map(str::to_string),
             })
         })
         .collect()
@@ -63,7 +66,7 @@ pub fn start_acquisition(
     bus: &SampleBus,
     shutdown: &CancellationToken,
 ) -> Running {
-    let (lines, stats) = modbus::lines(plan, &clock, bus);
+    let (lines, mut stats) = modbus::lines(plan, &clock, bus);
     let mut tasks = JoinSet::new();
     let mut liveness = Liveness::default();
     for line in lines {
@@ -72,6 +75,21 @@ pub fn start_acquisition(
         let shutdown = shutdown.clone();
         let span = tracing::info_span!("line", name = %name);
         tasks.spawn(tracing::Instrument::instrument(line.run(shutdown), span));
+    }
+    let (endpoints, endpoint_stats) = opcua::endpoints(plan, &clock, bus);
+    stats.extend(endpoint_stats);
+    for endpoint in endpoints {
+        let name = endpoint.name().to_string();
+        liveness.watch(
+            format!("opcua {name}"),
+            endpoint.heartbeat(),
+            endpoint.stall_limit(),
+        );
+        let span = tracing::info_span!("opcua", name = %name);
+        tasks.spawn(tracing::Instrument::instrument(
+            endpoint.run(shutdown.clone()),
+            span,
+        ));
     }
     Running {
         stats,
@@ -566,8 +584,8 @@ impl Generation {
             .filter(|(_, s)| s.online.load(std::sync::atomic::Ordering::Relaxed))
             .count();
         format!(
-            "polling {} devices ({} online), {} tags",
-            self.loaded.plan.devices.len(),
+            "polling {} sources ({} online), {} tags",
+            self.running.stats.len(),
             online,
             self.loaded.plan.tag_count()
         )
@@ -599,7 +617,7 @@ async fn log_samples(catalog: Arc<Vec<TagInfo>>, bus: SampleBus, stop: Cancellat
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            debug!(device = %info.device, tag = %info.tag.name, %value, unit = info.tag.unit.as_deref().unwrap_or(""), quality = %sample.quality, "sample");
+            debug!(device = %info.device, tag = %info.name, %value, unit = info.unit.as_deref().unwrap_or(""), quality = %sample.quality, "sample");
         }
     }
 }

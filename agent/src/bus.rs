@@ -73,6 +73,7 @@ mod tests {
     fn sample(i: u32) -> Sample {
         Sample {
             tag: TagId(i),
+            server_timestamp: None,
             timestamp: SystemTime::UNIX_EPOCH,
             value: None,
             quality: Quality::Good,

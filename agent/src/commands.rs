@@ -210,6 +210,7 @@ pub fn assess_once(loaded: &crate::app::Loaded, rows: &[ReadRow], clock: &dyn Cl
 #[derive(Debug, Clone)]
 pub struct ReadRow {
     pub info: TagInfo,
+    pub tag: firmware_config::Tag,
     pub raw: Option<String>,
     pub sample: Option<Sample>,
     /// Why the device could not be read, if it could not.
@@ -231,7 +232,10 @@ pub async fn read_once(plan: &Plan, only: &[String]) -> Vec<ReadRow> {
     if !only.is_empty() {
         plan.devices.retain(|d| only.contains(&d.name));
     }
-    let catalog = tag_catalog(&plan);
+    let catalog: Vec<(TagInfo, &firmware_config::Tag)> = tag_catalog(&plan)
+        .into_iter()
+        .zip(plan.devices.iter().flat_map(|d| &d.tags))
+        .collect();
     let bus = SampleBus::new(catalog.len() + 1);
     let mut subscriber = bus.subscribe();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -259,10 +263,11 @@ pub async fn read_once(plan: &Plan, only: &[String]) -> Vec<ReadRow> {
     catalog
         .iter()
         .enumerate()
-        .map(|(id, info)| {
+        .map(|(id, (info, tag))| {
             let index = index_in_device.entry(info.device.as_str()).or_insert(0);
             let row = ReadRow {
                 info: info.clone(),
+                tag: (*tag).clone(),
                 raw: raw.get(&(info.device.clone(), *index)).cloned(),
                 sample: latest.get(&(id as u32)).cloned(),
                 device_error: unreachable.get(&info.device).cloned(),
@@ -318,7 +323,7 @@ pub fn format_read(rows: &[ReadRow]) -> String {
     .map(String::from)
     .to_vec()];
     for row in rows {
-        let tag = &row.info.tag;
+        let tag = &row.tag;
         let address = if u32::from(tag.address) == tag.written_address {
             tag.address.to_string()
         } else {
@@ -523,7 +528,7 @@ pub async fn demo(
 fn live_table(
     catalog: &[TagInfo],
     latest: &[Option<Sample>],
-    stats: &[(String, Arc<modbus::DeviceStats>)],
+    stats: &[(String, Arc<crate::sources::DeviceStats>)],
 ) -> String {
     let mut out = String::new();
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
@@ -542,9 +547,9 @@ fn live_table(
             out,
             "{:<12} {:<28} {:>14} {:<6} {}",
             info.device,
-            info.tag.name,
+            info.name,
             value,
-            info.tag.unit.as_deref().unwrap_or(""),
+            info.unit.as_deref().unwrap_or(""),
             quality
         );
     }

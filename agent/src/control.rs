@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::reports::{self, Alerts};
-use crate::sources::modbus::DeviceStats;
+use crate::sources::DeviceStats;
 use crate::store::Outbox;
 use crate::uplink::{answer, CommandHandler, Identity, Topics, UplinkStats};
 

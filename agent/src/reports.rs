@@ -22,7 +22,7 @@ use crate::bus::Subscriber;
 use crate::clock::Clock;
 use crate::health::assess::{Action, Assessment};
 use crate::sample::{Quality, Sample, Value};
-use crate::sources::modbus::DeviceStats;
+use crate::sources::DeviceStats;
 use crate::store::{Appended, Class, NewRecord, Outbox};
 use crate::uplink::{timestamp, Topics};
 
@@ -30,11 +30,12 @@ use crate::uplink::{timestamp, Topics};
 fn badness(quality: Quality) -> u8 {
     match quality {
         Quality::Good => 0,
-        Quality::Stale => 1,
-        Quality::Exception(_) => 2,
-        Quality::Malformed => 3,
-        Quality::Timeout => 4,
-        Quality::Transport => 5,
+        Quality::Uncertain(_) => 1,
+        Quality::Stale => 2,
+        Quality::Exception(_) | Quality::Bad(_) => 3,
+        Quality::Malformed => 4,
+        Quality::Timeout => 5,
+        Quality::Transport => 6,
     }
 }
 
@@ -42,6 +43,8 @@ fn badness(quality: Quality) -> u8 {
 pub fn quality_code(quality: Quality) -> &'static str {
     match quality {
         Quality::Good => "good",
+        Quality::Uncertain(_) => "uncertain",
+        Quality::Bad(_) => "bad",
         Quality::Stale => "stale",
         Quality::Exception(_) => "exception",
         Quality::Malformed => "malformed",
@@ -58,6 +61,8 @@ fn value_json(value: &Value) -> serde_json::Value {
         // NaN and infinities are not JSON: null.
         Value::F64(v) => json!(v),
         Value::Text(s) => json!(s),
+        Value::Time(t) => json!(timestamp(*t)),
+        Value::Array(items) => serde_json::Value::Array(items.iter().map(value_json).collect()),
     }
 }
 
@@ -113,8 +118,13 @@ impl TagWindow {
             "max": numeric.then_some(self.max),
             "mean": numeric.then(|| self.sum / f64::from(self.numeric)),
         });
-        if let Some(Quality::Exception(code)) = self.worst {
-            summary["exception_code"] = json!(code);
+        match self.worst {
+            Some(Quality::Exception(code)) => summary["exception_code"] = json!(code),
+            Some(Quality::Uncertain(code) | Quality::Bad(code)) => {
+                summary["status_code"] = json!(code);
+                summary["status"] = json!(crate::sample::status_name(code));
+            }
+            _ => {}
         }
         if let Some(unit) = unit {
             summary["unit"] = json!(unit);
@@ -143,19 +153,19 @@ impl TagSummaries {
     pub fn new(plan: &Plan, since: SystemTime) -> TagSummaries {
         let mut first = 0;
         let devices = plan
-            .devices
+            .sources()
             .iter()
-            .map(|d| {
+            .map(|source| {
                 let device = DeviceTags {
-                    name: d.name.clone(),
+                    name: source.source.to_string(),
                     first,
-                    tags: d
+                    tags: source
                         .tags
                         .iter()
-                        .map(|t| (t.name.clone(), t.unit.clone()))
+                        .map(|(name, unit)| (name.to_string(), unit.map(str::to_string)))
                         .collect(),
                 };
-                first += d.tags.len();
+                first += source.tags.len();
                 device
             })
             .collect();
@@ -523,6 +533,7 @@ type = "u32"
     fn sample(tag: u32, value: Option<Value>, quality: Quality) -> Sample {
         Sample {
             tag: TagId(tag),
+            server_timestamp: None,
             timestamp: SystemTime::UNIX_EPOCH,
             value,
             quality,

@@ -2,6 +2,7 @@
 //! to trust it. Transport failures and device answers are different qualities, never confused.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Index of a tag in the plan, in device order then tag order. Stable for one loaded plan.
@@ -16,6 +17,11 @@ pub enum Value {
     U64(u64),
     F64(f64),
     Text(String),
+    /// An OPC UA DateTime.
+    Time(SystemTime),
+    /// An OPC UA array (a waveform, a recipe): one sample, shared rather than copied by every
+    /// consumer of the sample bus.
+    Array(Arc<[Value]>),
 }
 
 impl Value {
@@ -26,7 +32,7 @@ impl Value {
             Value::I64(v) => Some(v as f64),
             Value::U64(v) => Some(v as f64),
             Value::F64(v) => Some(v),
-            Value::Text(_) => None,
+            Value::Text(_) | Value::Time(_) | Value::Array(_) => None,
         }
     }
 }
@@ -40,6 +46,22 @@ impl fmt::Display for Value {
             // Up to 6 significant decimals without trailing noise.
             Value::F64(v) => write!(f, "{}", (v * 1e6).round() / 1e6),
             Value::Text(s) => write!(f, "{s:?}"),
+            Value::Time(t) => write!(f, "{}", humantime::format_rfc3339_millis(*t)),
+            Value::Array(items) => {
+                // A waveform can hold thousands of points: show its length and the first few.
+                const SHOWN: usize = 8;
+                f.write_str("[")?;
+                for (i, item) in items.iter().take(SHOWN).enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{item}")?;
+                }
+                if items.len() > SHOWN {
+                    write!(f, ", … ({} values)", items.len())?;
+                }
+                f.write_str("]")
+            }
         }
     }
 }
@@ -59,6 +81,12 @@ pub enum Quality {
     Malformed,
     /// Not read at its due time because the device is offline and waiting to reconnect.
     Stale,
+    /// OPC UA: the server gave a value it is not sure of (the status code is kept, e.g.
+    /// `UncertainLastUsableValue`). The value is present but feeds no score.
+    Uncertain(u32),
+    /// OPC UA: the server answered with a bad status for this node (e.g. `BadNodeIdUnknown`,
+    /// `BadSensorFailure`, `BadUserAccessDenied`). The server works; the node is the problem.
+    Bad(u32),
 }
 
 impl Quality {
@@ -86,6 +114,9 @@ impl fmt::Display for Quality {
             Quality::Transport => f.write_str("transport error"),
             Quality::Malformed => f.write_str("malformed answer"),
             Quality::Stale => f.write_str("stale"),
+            Quality::Uncertain(code) | Quality::Bad(code) => {
+                write!(f, "{} ({code:#010x})", status_name(*code))
+            }
         }
     }
 }
@@ -106,11 +137,30 @@ pub fn exception_name(code: u8) -> &'static str {
     }
 }
 
-/// One reading of one tag. `value` is present only when `quality` is good.
+/// The OPC UA name of a status code (`BadNodeIdUnknown`), without its info bits.
+pub fn status_name(code: u32) -> String {
+    let name = opcua::types::StatusCode::from(code & 0xFFFF_0000).to_string();
+    // The crate prints an unknown code as its number; say which family it belongs to.
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        match code >> 30 {
+            0 => "Good".into(),
+            1 => "Uncertain".into(),
+            _ => "Bad".into(),
+        }
+    } else {
+        name
+    }
+}
+
+/// One reading of one tag. `value` is present when `quality` is good, and may be for uncertain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub tag: TagId,
+    /// When the value was measured: the device's (OPC UA source) timestamp when it gives one,
+    /// else the moment the agent received it.
     pub timestamp: SystemTime,
+    /// OPC UA: when the server last saw the value (kept beside the source timestamp).
+    pub server_timestamp: Option<SystemTime>,
     pub value: Option<Value>,
     pub quality: Quality,
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::duration::HumanDuration;
 use crate::modbus::{Checker, DataType, Device};
+use crate::opcua::OpcuaEndpoint;
 use crate::source::Seg;
 
 /// The most samples a signal window can hold; windows are fixed-capacity arrays of this size.
@@ -288,23 +289,37 @@ impl Role {
     }
 }
 
-/// Tags by name: plan-order index, unit and type; built from the validated devices.
+/// Tags by name: plan-order index, unit, and why the tag cannot be numeric (a Modbus bool or
+/// string); built from the validated sources. OPC UA nodes declare no type in the configuration:
+/// a non-numeric value is found at run time (and feeds no feature).
 pub(crate) struct TagDirectory<'p> {
-    tags: HashMap<&'p str, (TagIndex, Option<&'p str>, DataType, bool)>,
+    tags: HashMap<&'p str, (TagIndex, Option<&'p str>, Option<&'static str>)>,
     /// Names of tags that exist in the file but failed validation (no second error for them).
     invalid: HashSet<String>,
 }
 
 impl<'p> TagDirectory<'p> {
-    pub fn new(devices: &'p [Device], all_names: HashSet<String>) -> TagDirectory<'p> {
+    pub fn new(
+        devices: &'p [Device],
+        endpoints: &'p [OpcuaEndpoint],
+        all_names: HashSet<String>,
+    ) -> TagDirectory<'p> {
         let mut tags = HashMap::new();
         let mut index = 0;
         for device in devices {
             for tag in &device.tags {
-                tags.insert(
-                    tag.name.as_str(),
-                    (index, tag.unit.as_deref(), tag.data_type, tag.bit.is_some()),
-                );
+                let not_numeric = match tag.data_type {
+                    _ if tag.bit.is_some() => Some("bool"),
+                    DataType::Bool | DataType::String => Some(tag.data_type.name()),
+                    _ => None,
+                };
+                tags.insert(tag.name.as_str(), (index, tag.unit.as_deref(), not_numeric));
+                index += 1;
+            }
+        }
+        for endpoint in endpoints {
+            for tag in &endpoint.tags {
+                tags.insert(tag.name.as_str(), (index, tag.unit.as_deref(), None));
                 index += 1;
             }
         }
@@ -562,25 +577,24 @@ fn resolve_role(
     name: &str,
     path: &[Seg<'_>],
 ) -> Option<TagIndex> {
-    let Some(&(index, unit, data_type, is_bit)) = tags.tags.get(name) else {
+    let Some(&(index, unit, not_numeric)) = tags.tags.get(name) else {
         if !tags.invalid.contains(name) {
             check.err(
                 path,
                 component,
-                format!("{}: no tag named {name:?} in [[devices.tags]]", role.key()),
+                format!(
+                    "{}: no tag named {name:?} in [[devices.tags]] or [[opcua.tags]]",
+                    role.key()
+                ),
             );
         }
         return None;
     };
-    if is_bit || matches!(data_type, DataType::Bool | DataType::String) {
+    if let Some(kind) = not_numeric {
         check.err(
             path,
             component,
-            format!(
-                "{}: tag {name:?} is not numeric ({})",
-                role.key(),
-                if is_bit { "bool" } else { data_type.name() }
-            ),
+            format!("{}: tag {name:?} is not numeric ({kind})", role.key()),
         );
         return None;
     }

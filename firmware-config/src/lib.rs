@@ -11,9 +11,11 @@
 pub mod assets;
 pub mod duration;
 pub mod modbus;
+pub mod opcua;
 pub mod source;
 pub mod uplink;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
@@ -28,6 +30,10 @@ pub use modbus::{
     Addressing, Backoff, BusConfig, DataType, Device, DeviceConfig, Forbidden, Link, Parity,
     Scaling, SerialBus, Table, Tag, TagConfig, TagContext, TagIssue, WordOrder, MAX_BITS_PER_READ,
     MAX_REGISTERS_PER_READ,
+};
+pub use opcua::{
+    Acquisition, AcquisitionMode, Deadband, EndpointConfig, Identifier, Identity, Namespace,
+    NodeRef, OpcuaEndpoint, OpcuaTag, OpcuaTagConfig, SecurityMode, SecurityPolicy,
 };
 pub use source::{ConfigError, ConfigErrors};
 pub use uplink::{
@@ -49,6 +55,9 @@ pub struct Config {
     pub buses: Vec<BusConfig>,
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// OPC UA servers and the nodes read from them.
+    #[serde(default)]
+    pub opcua: Vec<EndpointConfig>,
     #[serde(default)]
     pub scoring: ScoringConfig,
     /// Equipment whose health is scored, with its signals mapped to tags.
@@ -110,18 +119,58 @@ fn default_data_dir() -> PathBuf {
 pub struct Plan {
     pub agent: AgentConfig,
     pub buses: Vec<SerialBus>,
-    /// Devices in file order. A tag's index in plan order (devices in order, then their tags in
-    /// order) is the agent's `TagId` and what [`Signals`] refer to.
+    /// Devices in file order. A tag's index in plan order (Modbus devices in order with their tags
+    /// in order, then OPC UA endpoints likewise) is the agent's `TagId` and what [`Signals`] refer
+    /// to.
     pub devices: Vec<Device>,
+    pub opcua: Vec<OpcuaEndpoint>,
     pub scoring: Scoring,
     pub assets: Vec<Asset>,
     pub outbox: Outbox,
     pub mqtt: Option<Mqtt>,
 }
 
+/// A source (Modbus device or OPC UA endpoint) and its tags' names and units, in `TagId` order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceTags<'p> {
+    pub source: &'p str,
+    pub protocol: &'static str,
+    pub tags: Vec<(&'p str, Option<&'p str>)>,
+}
+
 impl Plan {
     pub fn tag_count(&self) -> usize {
-        self.devices.iter().map(|d| d.tags.len()).sum()
+        self.devices.iter().map(|d| d.tags.len()).sum::<usize>()
+            + self.opcua.iter().map(|e| e.tags.len()).sum::<usize>()
+    }
+
+    /// Every source in `TagId` order: Modbus devices, then OPC UA endpoints.
+    pub fn sources(&self) -> Vec<SourceTags<'_>> {
+        let modbus = self.devices.iter().map(|d| SourceTags {
+            source: &d.name,
+            protocol: "modbus",
+            tags: d
+                .tags
+                .iter()
+                .map(|t| (t.name.as_str(), t.unit.as_deref()))
+                .collect(),
+        });
+        let opcua = self.opcua.iter().map(|e| SourceTags {
+            source: &e.name,
+            protocol: "opcua",
+            tags: e
+                .tags
+                .iter()
+                .map(|t| (t.name.as_str(), t.unit.as_deref()))
+                .collect(),
+        });
+        modbus.chain(opcua).collect()
+    }
+
+    /// The first `TagId` of the OPC UA endpoint at `index` (its tags follow every Modbus tag).
+    pub fn opcua_tag_base(&self, index: usize) -> usize {
+        self.devices.iter().map(|d| d.tags.len()).sum::<usize>()
+            + self.opcua[..index].iter().map(|e| e.tags.len()).sum::<usize>()
     }
 }
 
@@ -137,7 +186,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     let mut errors = Vec::new();
 
     let root: Option<Config> = doc
-        .deserialize_root(&["buses", "devices", "assets"])
+        .deserialize_root(&["buses", "devices", "opcua", "assets"])
         .map_err(|e| errors.push(e))
         .ok();
 
@@ -190,6 +239,42 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
         });
     }
 
+    let mut endpoints = Vec::new();
+    for (i, value) in doc
+        .elements(&[Seg::Key("opcua")], &mut errors)
+        .into_iter()
+        .enumerate()
+    {
+        let component = element_name(value.get_ref(), "name", "opcua", "opcua", i);
+        let endpoint: Option<EndpointConfig> = doc
+            .deserialize(value, &["tags"], &component)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let tag_path = [Seg::Key("opcua"), Seg::Index(i), Seg::Key("tags")];
+        let tag_values = doc.elements(&tag_path, &mut errors);
+        let tag_count = tag_values.len();
+        let tags = tag_values
+            .into_iter()
+            .enumerate()
+            .filter_map(|(j, value)| {
+                let tag_component = format!(
+                    "{component} {}",
+                    element_name(value.get_ref(), "name", "tag", "tags", j)
+                );
+                doc.deserialize(value, &[], &tag_component)
+                    .map_err(|e| errors.push(e))
+                    .ok()
+                    .map(|tag| (j, tag))
+            })
+            .collect();
+        endpoints.push(opcua::EndpointParts {
+            index: i,
+            endpoint,
+            tags,
+            tag_count,
+        });
+    }
+
     let assets: Vec<(usize, AssetConfig)> = doc
         .elements(&[Seg::Key("assets")], &mut errors)
         .into_iter()
@@ -202,9 +287,22 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
                 .map(|asset| (i, asset))
         })
         .collect();
-    let tag_names = devices
+    let modbus_tag_names: HashSet<String> = devices
         .iter()
         .flat_map(|d| d.tags.iter().map(|(_, t)| t.name.clone()))
+        .collect();
+    let modbus_device_names: HashSet<String> = devices
+        .iter()
+        .filter_map(|d| d.device.as_ref().map(|d| d.name.clone()))
+        .collect();
+    let tag_names = modbus_tag_names
+        .iter()
+        .cloned()
+        .chain(
+            endpoints
+                .iter()
+                .flat_map(|e| e.tags.iter().map(|(_, t)| t.name.clone())),
+        )
         .collect();
 
     let mut check = Checker { doc: &doc, errors };
@@ -224,7 +322,20 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
             .map(|mqtt| uplink::validate_mqtt(&mut check, mqtt, &root.agent.name, config_dir));
         (outbox, mqtt)
     });
-    let directory = assets::TagDirectory::new(&devices, tag_names);
+    let agent_name = root
+        .as_ref()
+        .map_or_else(default_agent_name, |r| r.agent.name.clone());
+    let opcua = opcua::validate_endpoints(
+        &mut check,
+        &endpoints,
+        &opcua::TakenNames {
+            sources: &modbus_device_names,
+            tags: &modbus_tag_names,
+        },
+        &agent_name,
+        config_dir,
+    );
+    let directory = assets::TagDirectory::new(&devices, &opcua, tag_names);
     let assets = assets::validate_assets(&mut check, &directory, &assets);
     if let Some(root) = &root {
         if root.agent.sample_bus_capacity == 0 {
@@ -245,6 +356,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
             },
             buses,
             devices,
+            opcua,
             scoring,
             assets,
             outbox,

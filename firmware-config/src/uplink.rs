@@ -171,10 +171,10 @@ impl PasswordSource {
         match self {
             PasswordSource::File(path) => std::fs::read_to_string(path)
                 .map(|text| Secret(text.lines().next().unwrap_or("").to_string()))
-                .map_err(|e| format!("cannot read the MQTT password file {}: {e}", path.display())),
+                .map_err(|e| format!("cannot read the password file {}: {e}", path.display())),
             PasswordSource::Env(name) => std::env::var(name)
                 .map(Secret)
-                .map_err(|_| format!("the MQTT password variable {name} is not set")),
+                .map_err(|_| format!("the password variable {name} is not set")),
         }
     }
 }
@@ -312,6 +312,39 @@ pub(crate) fn validate_outbox(
     }
 }
 
+/// The password's source, from `password_file` or `password_env` under `base` (not both).
+pub(crate) fn validate_password(
+    check: &mut Checker<'_, '_>,
+    base: &[Seg<'_>],
+    component: &str,
+    file: Option<&Path>,
+    env: Option<&str>,
+    config_dir: &Path,
+) -> Option<PasswordSource> {
+    let at = |key| {
+        let mut path = base.to_vec();
+        path.push(Seg::Key(key));
+        path
+    };
+    match (file, env) {
+        (Some(_), Some(_)) => {
+            check.err(
+                &at("password_env"),
+                component,
+                "give either password_file or password_env, not both",
+            );
+            None
+        }
+        (Some(file), None) => Some(PasswordSource::File(config_dir.join(file))),
+        (None, Some("")) => {
+            check.err(&at("password_env"), component, "password_env is empty");
+            None
+        }
+        (None, Some(var)) => Some(PasswordSource::Env(var.to_string())),
+        (None, None) => None,
+    }
+}
+
 pub(crate) fn validate_mqtt(
     check: &mut Checker<'_, '_>,
     mqtt: &MqttConfig,
@@ -323,23 +356,14 @@ pub(crate) fn validate_mqtt(
     let endpoint = parse_url(&mqtt.url)
         .map_err(|message| check.err(&at("url"), "mqtt", message))
         .ok();
-    let password = match (&mqtt.password_file, &mqtt.password_env) {
-        (Some(_), Some(_)) => {
-            check.err(
-                &at("password_env"),
-                "mqtt",
-                "give either password_file or password_env, not both",
-            );
-            None
-        }
-        (Some(file), None) => Some(PasswordSource::File(config_dir.join(file))),
-        (None, Some(var)) if var.is_empty() => {
-            check.err(&at("password_env"), "mqtt", "password_env is empty");
-            None
-        }
-        (None, Some(var)) => Some(PasswordSource::Env(var.clone())),
-        (None, None) => None,
-    };
+    let password = validate_password(
+        check,
+        &[Seg::Key("mqtt")],
+        "mqtt",
+        mqtt.password_file.as_deref(),
+        mqtt.password_env.as_deref(),
+        config_dir,
+    );
     if password.is_some() && mqtt.username.is_none() {
         check.err(
             &at(if mqtt.password_file.is_some() {

@@ -122,7 +122,7 @@ impl Agent {
         out
     }
 
-    pub fn stats(&self, device: &str) -> millwright::sources::modbus::StatsSnapshot {
+    pub fn stats(&self, device: &str) -> millwright::sources::StatsSnapshot {
         self.running
             .stats
             .iter()
@@ -145,7 +145,7 @@ pub fn latest_by_name(plan: &Plan, samples: &[Sample]) -> HashMap<String, Sample
     let catalog = millwright::app::tag_catalog(plan);
     samples
         .iter()
-        .map(|s| (catalog[s.tag.0 as usize].tag.name.clone(), s.clone()))
+        .map(|s| (catalog[s.tag.0 as usize].name.clone(), s.clone()))
         .collect()
 }
 
@@ -154,7 +154,7 @@ pub fn samples_of<'a>(plan: &Plan, samples: &'a [Sample], name: &str) -> Vec<&'a
     let catalog = millwright::app::tag_catalog(plan);
     samples
         .iter()
-        .filter(|s| catalog[s.tag.0 as usize].tag.name == name)
+        .filter(|s| catalog[s.tag.0 as usize].name == name)
         .collect()
 }
 

@@ -369,6 +369,7 @@ fn run_to_failure(with_model: bool) {
                 let machine = &plant.machines()[m];
                 let sample = Sample {
                     tag: TagId(i as u32),
+                    server_timestamp: None,
                     timestamp: start + at,
                     value: Some(plant.value(machine, p, at, start + at)),
                     quality: Quality::Good,

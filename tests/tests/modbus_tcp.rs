@@ -567,7 +567,7 @@ async fn typed_writes_reach_the_device_with_every_function_code() {
     let rows = millwright::commands::read_once(&plan, &[]).await;
     let value = |name: &str| {
         rows.iter()
-            .find(|r| r.info.tag.name == name)
+            .find(|r| r.info.name == name)
             .and_then(|r| r.sample.clone())
             .and_then(|s| s.value)
     };

@@ -103,6 +103,7 @@ pub fn write(
                 scorer.observe(
                     &Sample {
                         tag: TagId(i as u32),
+                        server_timestamp: None,
                         timestamp: start + at,
                         value: Some(plant.value(machine, p, at, start + at)),
                         quality: Quality::Good,

@@ -1,3 +1,7 @@
 //! Acquisition: protocol clients that turn devices into [`Sample`](crate::sample::Sample)s.
 
 pub mod modbus;
+pub mod opcua;
+pub mod stats;
+
+pub use stats::{DeviceStats, StatsSnapshot};

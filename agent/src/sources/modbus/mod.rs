@@ -5,9 +5,7 @@ pub mod codec;
 pub mod link;
 pub mod plan;
 pub mod poller;
-pub mod stats;
 pub mod write;
 
 pub use link::{Data, Endpoint, Fault};
 pub use poller::{lines, Line, PollEvent, Unit};
-pub use stats::{DeviceStats, StatsSnapshot};

@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use super::codec;
 use super::link::{self, Data, Endpoint, Fault};
 use super::plan::{self, PollGroup, ReadRequest};
-use super::stats::DeviceStats;
+use crate::sources::DeviceStats;
 use crate::backoff;
 use crate::bus::SampleBus;
 use crate::clock::Clock;
@@ -146,6 +146,7 @@ impl Unit {
                 };
                 Sample {
                     tag: TagId(self.tag_base + index as u32),
+                    server_timestamp: None,
                     timestamp,
                     value,
                     quality,
@@ -166,6 +167,7 @@ impl Unit {
             .flat_map(|r| r.tags.iter())
             .map(|&index| Sample {
                 tag: TagId(self.tag_base + index as u32),
+                server_timestamp: None,
                 timestamp,
                 value: None,
                 quality,

@@ -1,4 +1,5 @@
-//! Per-device counters, updated by the poller and read by the periodic summary and `status`.
+//! Per-source counters (a Modbus device or an OPC UA endpoint), updated by acquisition and read by
+//! the periodic summary and `status`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -18,6 +19,8 @@ pub struct DeviceStats {
     pub reconnects: AtomicU64,
     /// Polls skipped because the previous one ran past its due time.
     pub overruns: AtomicU64,
+    /// OPC UA data change notifications received from subscriptions.
+    pub notifications: AtomicU64,
     pub latency_us_total: AtomicU64,
     /// Largest latency since the last summary (reset by [`DeviceStats::snapshot`]).
     pub latency_us_max: AtomicU64,
@@ -35,6 +38,7 @@ pub struct StatsSnapshot {
     pub malformed: u64,
     pub reconnects: u64,
     pub overruns: u64,
+    pub notifications: u64,
     pub latency_us_total: u64,
     pub latency_us_max: u64,
 }
@@ -43,14 +47,14 @@ impl DeviceStats {
     pub fn record(&self, outcome: Quality, latency: Duration) {
         self.requests.fetch_add(1, Relaxed);
         let counter = match outcome {
-            Quality::Good => {
+            Quality::Good | Quality::Uncertain(_) => {
                 let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
                 self.latency_us_total.fetch_add(us, Relaxed);
                 self.latency_us_max.fetch_max(us, Relaxed);
                 &self.responses
             }
-            Quality::Exception(_) => {
-                // A device exception is still an answer: the line works.
+            Quality::Exception(_) | Quality::Bad(_) => {
+                // A device exception (or an OPC UA bad status) is still an answer: the line works.
                 &self.exceptions
             }
             Quality::Timeout => &self.timeouts,
@@ -72,6 +76,7 @@ impl DeviceStats {
             malformed: self.malformed.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
             overruns: self.overruns.load(Relaxed),
+            notifications: self.notifications.load(Relaxed),
             latency_us_total: self.latency_us_total.load(Relaxed),
             latency_us_max: self.latency_us_max.swap(0, Relaxed),
         }
