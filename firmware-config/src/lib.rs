@@ -170,7 +170,10 @@ impl Plan {
     /// The first `TagId` of the OPC UA endpoint at `index` (its tags follow every Modbus tag).
     pub fn opcua_tag_base(&self, index: usize) -> usize {
         self.devices.iter().map(|d| d.tags.len()).sum::<usize>()
-            + self.opcua[..index].iter().map(|e| e.tags.len()).sum::<usize>()
+            + self.opcua[..index]
+                .iter()
+                .map(|e| e.tags.len())
+                .sum::<usize>()
     }
 }
 

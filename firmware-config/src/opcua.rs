@@ -293,9 +293,9 @@ impl std::str::FromStr for NodeRef {
         } else {
             (Namespace::Index(0), text)
         };
-        let (kind, value) = rest.split_once('=').ok_or_else(|| {
-            format!("{text:?}: expected i=, s=, g= or b= before the identifier")
-        })?;
+        let (kind, value) = rest
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?}: expected i=, s=, g= or b= before the identifier"))?;
         let identifier = match kind {
             "i" => Identifier::Numeric(
                 value
@@ -439,11 +439,19 @@ pub(crate) fn validate_endpoints(
             (Some(cert), Some(key)) => Some((config_dir.join(cert), config_dir.join(key))),
             (None, None) => None,
             (Some(_), None) => {
-                check.err(&here("certificate"), &component, "certificate needs private_key");
+                check.err(
+                    &here("certificate"),
+                    &component,
+                    "certificate needs private_key",
+                );
                 None
             }
             (None, Some(_)) => {
-                check.err(&here("private_key"), &component, "private_key needs certificate");
+                check.err(
+                    &here("private_key"),
+                    &component,
+                    "private_key needs certificate",
+                );
                 None
             }
         };
@@ -576,7 +584,13 @@ pub(crate) fn validate_endpoints(
 pub fn default_application_uri(agent_name: &str) -> String {
     let safe: String = agent_name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-._".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("urn:millwright:{safe}")
 }
@@ -594,7 +608,10 @@ fn check_at_least(
         check.err(
             path,
             component,
-            format!("{what} must be at least {}", humantime::format_duration(min)),
+            format!(
+                "{what} must be at least {}",
+                humantime::format_duration(min)
+            ),
         );
     }
 }
@@ -664,11 +681,19 @@ fn validate_identity(
                 private_key: config_dir.join(private_key),
             }),
             (Some(_), None) => {
-                check.err(&at("certificate"), component, "certificate needs private_key");
+                check.err(
+                    &at("certificate"),
+                    component,
+                    "certificate needs private_key",
+                );
                 None
             }
             _ => {
-                check.err(&at("private_key"), component, "private_key needs certificate");
+                check.err(
+                    &at("private_key"),
+                    component,
+                    "private_key needs certificate",
+                );
                 None
             }
         },
@@ -698,12 +723,20 @@ fn resolve_acquisition(
                 ("deadband_percent", tag.deadband_percent.is_some()),
             ] {
                 if given {
-                    return Err((key, format!("{key} is for subscribed tags (mode = \"poll\")"), true));
+                    return Err((
+                        key,
+                        format!("{key} is for subscribed tags (mode = \"poll\")"),
+                        true,
+                    ));
                 }
             }
             let interval = tag.poll_interval.unwrap_or(endpoint.poll_interval).get();
             if interval < Duration::from_millis(10) {
-                return Err(("poll_interval", "poll_interval must be at least 10ms".into(), false));
+                return Err((
+                    "poll_interval",
+                    "poll_interval must be at least 10ms".into(),
+                    false,
+                ));
             }
             Ok(Acquisition::Poll { interval })
         }
@@ -711,7 +744,8 @@ fn resolve_acquisition(
             if tag.poll_interval.is_some() {
                 return Err((
                     "poll_interval",
-                    "poll_interval is for polled tags; subscribed tags use sampling_interval".into(),
+                    "poll_interval is for polled tags; subscribed tags use sampling_interval"
+                        .into(),
                     true,
                 ));
             }
@@ -724,10 +758,18 @@ fn resolve_acquisition(
                     ))
                 }
                 (Some(a), None) if !(a.is_finite() && a >= 0.0) => {
-                    return Err(("deadband_absolute", "deadband_absolute must be ≥ 0".into(), false))
+                    return Err((
+                        "deadband_absolute",
+                        "deadband_absolute must be ≥ 0".into(),
+                        false,
+                    ))
                 }
                 (None, Some(p)) if !(0.0..=100.0).contains(&p) => {
-                    return Err(("deadband_percent", "deadband_percent must be 0–100".into(), false))
+                    return Err((
+                        "deadband_percent",
+                        "deadband_percent must be 0–100".into(),
+                        false,
+                    ))
                 }
                 (Some(a), None) => Some(Deadband::Absolute(a)),
                 (None, Some(p)) => Some(Deadband::Percent(p)),
@@ -764,7 +806,11 @@ fn check_url(url: &str) -> Result<(), String> {
         }
         _ => authority,
     };
-    if host.trim_start_matches('[').trim_end_matches(']').is_empty() {
+    if host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .is_empty()
+    {
         return Err(format!("url {url:?} has no host"));
     }
     Ok(())
@@ -778,7 +824,11 @@ mod tests {
     fn node_ids_parse_in_every_form() {
         let cases = [
             ("i=2258", Namespace::Index(0), Identifier::Numeric(2258)),
-            ("ns=2;i=1001", Namespace::Index(2), Identifier::Numeric(1001)),
+            (
+                "ns=2;i=1001",
+                Namespace::Index(2),
+                Identifier::Numeric(1001),
+            ),
             (
                 "ns=3;s=Line1.Pump;Temp",
                 Namespace::Index(3),
@@ -789,7 +839,11 @@ mod tests {
                 Namespace::Index(1),
                 Identifier::Guid("72962b91-fa75-4ae6-8d28-b404dc7daf63".into()),
             ),
-            ("ns=1;b=M/RbKBsRVkePCePcx24oRA==", Namespace::Index(1), Identifier::Opaque("M/RbKBsRVkePCePcx24oRA==".into())),
+            (
+                "ns=1;b=M/RbKBsRVkePCePcx24oRA==",
+                Namespace::Index(1),
+                Identifier::Opaque("M/RbKBsRVkePCePcx24oRA==".into()),
+            ),
             (
                 "nsu=urn:acme:plc;s=Temp",
                 Namespace::Uri("urn:acme:plc".into()),
@@ -802,7 +856,9 @@ mod tests {
             assert_eq!(node.identifier, identifier, "{text}");
         }
         assert_eq!(
-            "nsu=urn:acme:plc;s=Temp".parse::<NodeRef>().map(|n| n.to_string()),
+            "nsu=urn:acme:plc;s=Temp"
+                .parse::<NodeRef>()
+                .map(|n| n.to_string()),
             Ok("nsu=urn:acme:plc;s=Temp".into())
         );
     }

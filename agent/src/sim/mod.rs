@@ -5,6 +5,7 @@
 //! a point is checked exactly like a tag, with `file:line:col` errors.
 
 pub mod dataset;
+pub mod opcua;
 pub mod plant;
 pub mod server;
 pub mod signal;

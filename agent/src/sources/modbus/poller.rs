@@ -28,12 +28,12 @@ use tracing::{debug, info, warn};
 use super::codec;
 use super::link::{self, Data, Endpoint, Fault};
 use super::plan::{self, PollGroup, ReadRequest};
-use crate::sources::DeviceStats;
 use crate::backoff;
 use crate::bus::SampleBus;
 use crate::clock::Clock;
 use crate::liveness::Heartbeat;
 use crate::sample::{Quality, Sample, TagId};
+use crate::sources::DeviceStats;
 
 /// What a poll saw on the wire, for commissioning tools (`millwright read`).
 pub enum PollEvent<'a> {

@@ -1,1 +1,286 @@
-//! browse (todo)
+//! Commissioning helpers: `millwright trust` (fetch a server's certificate, show it, put it in
+//! `pki/trusted/`) and `millwright browse` (walk the address space and list NodeIds, browse names
+//! and data types).
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use ::opcua::crypto::{CertificateStore, X509};
+use ::opcua::types::{
+    AttributeId, BrowseDescription, BrowseDirection, BrowseResultMask, DataTypeId, NodeClass,
+    NodeId, ObjectId, QualifiedName, ReadValueId, ReferenceTypeId, TimestampsToReturn, Variant,
+};
+use firmware_config::{OpcuaEndpoint, SecurityPolicy};
+
+use super::client::{self, ConnectError, Connection};
+
+/// A server certificate as `trust` shows it before the user decides.
+#[derive(Debug, Clone)]
+pub struct ServerCertificate {
+    pub subject: String,
+    pub application_uri: String,
+    pub thumbprint: String,
+    pub not_before: String,
+    pub not_after: String,
+    der: Vec<u8>,
+    file_name: String,
+}
+
+impl std::fmt::Display for ServerCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "  subject:         {}", self.subject)?;
+        writeln!(f, "  application URI: {}", self.application_uri)?;
+        writeln!(
+            f,
+            "  valid:           {} to {}",
+            self.not_before, self.not_after
+        )?;
+        write!(f, "  SHA-1 thumbprint: {}", self.thumbprint)
+    }
+}
+
+/// Asks the server (over the unsecured discovery service, as every OPC UA client must for the
+/// first contact) for the certificate of the endpoint matching the configured policy and mode.
+pub async fn server_certificate(
+    endpoint: &OpcuaEndpoint,
+    pki: &Path,
+) -> Result<ServerCertificate, String> {
+    if endpoint.security_policy == SecurityPolicy::None {
+        return Err(format!(
+            "endpoint {:?} uses security policy None: no certificate is exchanged, so there is nothing to trust",
+            endpoint.name
+        ));
+    }
+    let client = client::client(endpoint, pki, "millwright trust")?;
+    let endpoints = tokio::time::timeout(
+        endpoint.request_timeout * 2,
+        client.get_server_endpoints_from_url(endpoint.url.as_str()),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "{}: no answer within {:?}",
+            endpoint.url,
+            endpoint.request_timeout * 2
+        )
+    })?
+    .map_err(|e| format!("{}: cannot list the server's endpoints: {e}", endpoint.url))?;
+    let offered = endpoints
+        .iter()
+        .find(|e| {
+            !e.server_certificate.is_null()
+                && e.security_policy_uri
+                    .as_ref()
+                    .ends_with(endpoint.security_policy.name())
+        })
+        .or_else(|| endpoints.iter().find(|e| !e.server_certificate.is_null()))
+        .ok_or_else(|| format!("{}: the server offers no certificate", endpoint.url))?;
+    let cert = X509::from_byte_string(&offered.server_certificate)
+        .map_err(|e| format!("the server's certificate cannot be read: {e}"))?;
+    describe(&cert, offered.server.application_uri.as_ref())
+}
+
+fn describe(cert: &X509, application_uri: &str) -> Result<ServerCertificate, String> {
+    Ok(ServerCertificate {
+        subject: cert.common_name().unwrap_or_default(),
+        application_uri: application_uri.to_string(),
+        thumbprint: cert.thumbprint().as_hex_string(),
+        not_before: cert
+            .not_before()
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default(),
+        not_after: cert.not_after().map(|t| t.to_rfc3339()).unwrap_or_default(),
+        der: cert.to_der().map_err(|e| e.to_string())?,
+        file_name: CertificateStore::cert_file_name(cert),
+    })
+}
+
+/// Puts the certificate in `pki/trusted/` (and takes it out of `pki/rejected/`); returns the path.
+pub fn trust(pki: &Path, certificate: &ServerCertificate) -> Result<PathBuf, String> {
+    let trusted = pki.join("trusted");
+    std::fs::create_dir_all(&trusted).map_err(|e| format!("{}: {e}", trusted.display()))?;
+    let path = trusted.join(&certificate.file_name);
+    std::fs::write(&path, &certificate.der).map_err(|e| format!("{}: {e}", path.display()))?;
+    let rejected = pki.join("rejected").join(&certificate.file_name);
+    if rejected.exists() {
+        std::fs::remove_file(&rejected).map_err(|e| format!("{}: {e}", rejected.display()))?;
+    }
+    Ok(path)
+}
+
+/// One node found by [`browse`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrowsedNode {
+    pub depth: usize,
+    pub node_id: String,
+    pub browse_name: String,
+    pub class: String,
+    /// For variables: the data type's name (`Double`, `Int32[]` for arrays).
+    pub data_type: Option<String>,
+}
+
+/// Walks the hierarchy below `start` (default: the Objects folder) breadth-first, `depth` levels
+/// deep and at most `limit` nodes.
+pub async fn browse(
+    endpoint: &OpcuaEndpoint,
+    pki: &Path,
+    start: Option<NodeId>,
+    depth: usize,
+    limit: usize,
+) -> Result<Vec<BrowsedNode>, ConnectError> {
+    let connection = client::connect(endpoint, pki, "millwright browse").await?;
+    let result = walk(&connection, endpoint, start, depth, limit).await;
+    connection.close().await;
+    result.map_err(ConnectError::Status)
+}
+
+async fn walk(
+    connection: &Connection,
+    endpoint: &OpcuaEndpoint,
+    start: Option<NodeId>,
+    depth: usize,
+    limit: usize,
+) -> Result<Vec<BrowsedNode>, String> {
+    let session = &connection.session;
+    let timeout = endpoint.request_timeout * 2;
+    let start = start.unwrap_or_else(|| ObjectId::ObjectsFolder.into());
+    let mut found = Vec::new();
+    let mut seen = HashSet::from([start.clone()]);
+    let mut queue = VecDeque::from([(start, 0usize)]);
+    while let Some((node, level)) = queue.pop_front() {
+        if level >= depth || found.len() >= limit {
+            continue;
+        }
+        let description = BrowseDescription {
+            node_id: node.clone(),
+            browse_direction: BrowseDirection::Forward,
+            reference_type_id: ReferenceTypeId::HierarchicalReferences.into(),
+            include_subtypes: true,
+            node_class_mask: 0,
+            result_mask: BrowseResultMask::All as u32,
+        };
+        let mut results = tokio::time::timeout(timeout, session.browse(&[description], 0, None))
+            .await
+            .map_err(|_| "browse timed out".to_string())?
+            .map_err(|e| format!("browse {node}: {e}"))?;
+        let mut references = Vec::new();
+        while let Some(result) = results.pop() {
+            references.extend(result.references.unwrap_or_default());
+            if result.continuation_point.is_null() {
+                break;
+            }
+            results = session
+                .browse_next(false, &[result.continuation_point])
+                .await
+                .map_err(|e| format!("browse next {node}: {e}"))?;
+        }
+        for reference in references {
+            let Some(child) = reference
+                .node_id
+                .try_resolve(&session.encoding_context().read().namespaces().clone())
+                .map(|n| n.into_owned())
+            else {
+                continue;
+            };
+            if !seen.insert(child.clone()) || found.len() >= limit {
+                continue;
+            }
+            found.push(BrowsedNode {
+                depth: level,
+                node_id: child.to_string(),
+                browse_name: qualified(&reference.browse_name),
+                class: format!("{:?}", reference.node_class),
+                data_type: None,
+            });
+            if reference.node_class != NodeClass::Variable {
+                queue.push_back((child, level + 1));
+            }
+        }
+    }
+    add_data_types(connection, &mut found, endpoint).await;
+    Ok(found)
+}
+
+fn qualified(name: &QualifiedName) -> String {
+    if name.namespace_index == 0 {
+        name.name.as_ref().to_string()
+    } else {
+        format!("{}:{}", name.namespace_index, name.name.as_ref())
+    }
+}
+
+/// Reads DataType and ValueRank of every variable found (in batches) and names the type.
+async fn add_data_types(
+    connection: &Connection,
+    found: &mut [BrowsedNode],
+    endpoint: &OpcuaEndpoint,
+) {
+    let variables: Vec<usize> = (0..found.len())
+        .filter(|&i| found[i].class == "Variable")
+        .collect();
+    for batch in variables.chunks(endpoint.max_items_per_request.max(2) / 2) {
+        let mut reads = Vec::with_capacity(batch.len() * 2);
+        for &i in batch {
+            let Ok(node_id) = found[i].node_id.parse::<NodeId>() else {
+                continue;
+            };
+            for attribute in [AttributeId::DataType, AttributeId::ValueRank] {
+                reads.push(ReadValueId {
+                    node_id: node_id.clone(),
+                    attribute_id: attribute as u32,
+                    ..Default::default()
+                });
+            }
+        }
+        let Ok(Ok(values)) = tokio::time::timeout(
+            endpoint.request_timeout,
+            connection
+                .session
+                .read(&reads, TimestampsToReturn::Neither, 0.0),
+        )
+        .await
+        else {
+            return;
+        };
+        for (&i, pair) in batch.iter().zip(values.chunks(2)) {
+            let data_type = match pair.first().and_then(|v| v.value.as_ref()) {
+                Some(Variant::NodeId(id)) => type_name(id),
+                _ => continue,
+            };
+            let array = matches!(pair.get(1).and_then(|v| v.value.as_ref()), Some(Variant::Int32(rank)) if *rank >= 0);
+            found[i].data_type = Some(if array {
+                format!("{data_type}[]")
+            } else {
+                data_type
+            });
+        }
+    }
+}
+
+fn type_name(id: &NodeId) -> String {
+    match (&id.identifier, id.namespace) {
+        (::opcua::types::Identifier::Numeric(n), 0) => DataTypeId::try_from(*n)
+            .map(|t| format!("{t:?}"))
+            .unwrap_or_else(|_| id.to_string()),
+        _ => id.to_string(),
+    }
+}
+
+/// The listing `browse` prints: one line per node, indented by depth.
+pub fn format_browse(nodes: &[BrowsedNode]) -> String {
+    let mut out = String::new();
+    for node in nodes {
+        let _ = writeln!(
+            out,
+            "{:indent$}{:<40} {:<14} {:<10} {}",
+            "",
+            node.node_id,
+            node.class,
+            node.data_type.as_deref().unwrap_or(""),
+            node.browse_name,
+            indent = node.depth * 2
+        );
+    }
+    out
+}

@@ -20,8 +20,9 @@ pub fn node_id(
 ) -> Result<NodeId, String> {
     let namespace = match &node.namespace {
         Namespace::Index(index) => *index,
-        Namespace::Uri(uri) => namespace_index(uri)
-            .ok_or_else(|| format!("the server has no namespace {uri:?}"))?,
+        Namespace::Uri(uri) => {
+            namespace_index(uri).ok_or_else(|| format!("the server has no namespace {uri:?}"))?
+        }
     };
     let identifier = match &node.identifier {
         Identifier::Numeric(i) => UaIdentifier::Numeric(*i),
@@ -156,9 +157,12 @@ mod tests {
             node_id(&node("nsu=urn:acme:plc;s=Temp"), uris),
             Ok(NodeId::new(4, "Temp"))
         );
-        let guid = node_id(&node("ns=1;g=72962b91-fa75-4ae6-8d28-b404dc7daf63"), uris)
-            .expect("guid");
-        assert_eq!(guid.to_string(), "ns=1;g=72962b91-fa75-4ae6-8d28-b404dc7daf63");
+        let guid =
+            node_id(&node("ns=1;g=72962b91-fa75-4ae6-8d28-b404dc7daf63"), uris).expect("guid");
+        assert_eq!(
+            guid.to_string(),
+            "ns=1;g=72962b91-fa75-4ae6-8d28-b404dc7daf63"
+        );
         let opaque = node_id(&node("ns=1;b=AQID"), uris).expect("opaque");
         assert_eq!(
             opaque.identifier,
@@ -206,7 +210,9 @@ mod tests {
     fn arrays_arrive_as_one_value() {
         let waveform = Array::new(
             VariantScalarTypeId::Double,
-            (0..512).map(|i| Variant::Double(f64::from(i) * 0.5)).collect::<Vec<_>>(),
+            (0..512)
+                .map(|i| Variant::Double(f64::from(i) * 0.5))
+                .collect::<Vec<_>>(),
         )
         .expect("array");
         let Ok(Some(Value::Array(items))) = value(&Variant::Array(Box::new(waveform))) else {
@@ -243,7 +249,10 @@ mod tests {
         };
         let s = sample(TagId(3), data, received);
         assert_eq!(s.value, Some(Value::F64(3.5)));
-        assert_eq!(s.timestamp, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
+        assert_eq!(
+            s.timestamp,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000)
+        );
         assert_eq!(
             s.server_timestamp,
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_001))

@@ -8,22 +8,23 @@
 //! - Monitored items are created in batches of `max_items_per_request`; an item the server
 //!   refused (`BadNodeIdUnknown` while its address space loads, a namespace URI it does not know
 //!   yet, ...) is tried again every `node_retry_interval` for as long as the session lives, and
-//!   again after every reconnect. Nothing is given up.
+//!   again after every reconnect. Nothing is given up. Some servers accept the item and report
+//!   `BadNodeIdUnknown` in its notifications instead, and never sample it again once the node
+//!   exists: such an item is deleted and created again at the next retry.
 //! - A client handle is the tag's index within the endpoint plus one, so a notification maps to
 //!   its tag without a lookup table that could go stale across reconnects.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::opcua::client::{MonitoredItemMap, OnSubscriptionNotificationCore, Session};
 use ::opcua::types::{
-    AttributeId, DataChangeFilter, DataChangeNotification,
-    DataChangeTrigger, DeadbandType, ExtensionObject, MonitoredItemCreateRequest, MonitoringMode,
-    MonitoringParameters, NodeId, NotificationMessage, QualifiedName, ReadValueId, StatusCode,
-    TimestampsToReturn,
+    AttributeId, DataChangeFilter, DataChangeNotification, DataChangeTrigger, DeadbandType,
+    ExtensionObject, MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters, NodeId,
+    NotificationMessage, QualifiedName, ReadValueId, StatusCode, TimestampsToReturn,
 };
 use firmware_config::{Acquisition, Deadband, OpcuaEndpoint};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -31,7 +32,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::client::{self, Connection, ConnectError};
+use super::client::{self, ConnectError, Connection};
 use super::convert;
 use crate::backoff;
 use crate::bus::SampleBus;
@@ -141,7 +142,13 @@ impl EndpointSource {
                     let text = error.to_string();
                     // Repeating the same failure every few seconds helps nobody: log it once.
                     if last_error.as_deref() != Some(text.as_str()) {
-                        if matches!(error, ConnectError::Untrusted { .. } | ConnectError::IdentityRejected(_) | ConnectError::Setup(_) | ConnectError::NoMatchingEndpoint { .. }) {
+                        if matches!(
+                            error,
+                            ConnectError::Untrusted { .. }
+                                | ConnectError::IdentityRejected(_)
+                                | ConnectError::Setup(_)
+                                | ConnectError::NoMatchingEndpoint { .. }
+                        ) {
                             error!(endpoint = %self.endpoint.name, url = %self.endpoint.url, error = %text, "OPC UA connection refused");
                         } else {
                             warn!(endpoint = %self.endpoint.name, url = %self.endpoint.url, error = %text, "OPC UA connection failed");
@@ -188,7 +195,7 @@ impl EndpointSource {
     async fn serve(&mut self, connection: &mut Connection, shutdown: &CancellationToken) -> Ended {
         let Connection { session, driver } = connection;
         let mut subscribed = Subscribed::default();
-        let subscription = match self.create_subscription(session).await {
+        let subscription = match self.create_subscription(session, &subscribed.unknown).await {
             Ok(id) => id,
             Err(reason) => return Ended::Lost(reason),
         };
@@ -204,7 +211,10 @@ impl EndpointSource {
             .collect();
         if let Some(id) = subscription {
             subscribed.pending = self.subscribed_tags();
-            if let Err(reason) = self.create_items(session, id, &namespaces, &mut subscribed).await {
+            if let Err(reason) = self
+                .create_items(session, id, &namespaces, &mut subscribed)
+                .await
+            {
                 return Ended::Lost(reason);
             }
         }
@@ -240,6 +250,11 @@ impl EndpointSource {
                             namespaces = map;
                         }
                     }
+                    if let Some(id) = subscription {
+                        if let Err(reason) = subscribed.recreate_unknown(session, id).await {
+                            return Ended::Lost(reason);
+                        }
+                    }
                     if let (Some(id), false) = (subscription, subscribed.pending.is_empty()) {
                         if let Err(reason) = self.create_items(session, id, &namespaces, &mut subscribed).await {
                             return Ended::Lost(reason);
@@ -252,7 +267,11 @@ impl EndpointSource {
     }
 
     /// One subscription for all subscribed tags (none when every tag is polled).
-    async fn create_subscription(&self, session: &Arc<Session>) -> Result<Option<u32>, String> {
+    async fn create_subscription(
+        &self,
+        session: &Arc<Session>,
+        unknown: &Arc<Mutex<Vec<usize>>>,
+    ) -> Result<Option<u32>, String> {
         if self.subscribed_tags().is_empty() {
             return Ok(None);
         }
@@ -269,9 +288,18 @@ impl EndpointSource {
             bus: self.bus.clone(),
             stats: Arc::clone(&self.stats),
             clock: Arc::clone(&self.clock),
+            unknown: Arc::clone(unknown),
         };
         session
-            .create_subscription(publishing, lifetime_count, keep_alive_count, 0, 0, true, handler)
+            .create_subscription(
+                publishing,
+                lifetime_count,
+                keep_alive_count,
+                0,
+                0,
+                true,
+                handler,
+            )
             .await
             .map(Some)
             .map_err(|e| format!("cannot create a subscription: {e}"))
@@ -317,7 +345,9 @@ impl EndpointSource {
                         warn!(endpoint = %self.endpoint.name, tag = %tag.name, node = %tag.node, %reason, "node not available yet; retrying");
                         self.publish_failed(index, StatusCode::BadNodeIdUnknown);
                     }
-                    subscribed.pending.push((index, StatusCode::BadNodeIdUnknown));
+                    subscribed
+                        .pending
+                        .push((index, StatusCode::BadNodeIdUnknown));
                 }
             }
         }
@@ -344,6 +374,9 @@ impl EndpointSource {
                 let status = result.result.status_code;
                 if status.is_good() {
                     created += 1;
+                    subscribed
+                        .created
+                        .insert(*index, result.result.monitored_item_id);
                     if *previous != StatusCode::Good {
                         info!(endpoint = %self.endpoint.name, tag = %self.endpoint.tags[*index].name, "node available now");
                     }
@@ -520,10 +553,43 @@ async fn next_due(due: &mut [Instant], groups: &[(Duration, Vec<usize>)]) -> usi
     group
 }
 
-/// Monitored items still to create, with the status of their last attempt.
+/// The subscription's items: those still to create (with the status of their last attempt),
+/// those created (tag index → monitored item id), and those whose notifications said the server
+/// does not know the node.
 #[derive(Default)]
 struct Subscribed {
     pending: Vec<(usize, StatusCode)>,
+    created: HashMap<usize, u32>,
+    unknown: Arc<Mutex<Vec<usize>>>,
+}
+
+impl Subscribed {
+    /// Deletes the items reported unknown so that they are created afresh.
+    async fn recreate_unknown(
+        &mut self,
+        session: &Session,
+        subscription: u32,
+    ) -> Result<(), String> {
+        let unknown: Vec<usize> =
+            std::mem::take(&mut *self.unknown.lock().unwrap_or_else(|e| e.into_inner()));
+        let ids: Vec<(usize, u32)> = unknown
+            .into_iter()
+            .filter_map(|index| self.created.remove(&index).map(|id| (index, id)))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let items: Vec<u32> = ids.iter().map(|(_, id)| *id).collect();
+        session
+            .delete_monitored_items(subscription, &items)
+            .await
+            .map_err(|e| format!("deleting monitored items failed: {e}"))?;
+        self.pending.extend(
+            ids.into_iter()
+                .map(|(index, _)| (index, StatusCode::BadNodeIdUnknown)),
+        );
+        Ok(())
+    }
 }
 
 /// The subscription's callback: data changes become samples on the bus.
@@ -533,6 +599,7 @@ struct Notifications {
     bus: SampleBus,
     stats: Arc<DeviceStats>,
     clock: Arc<dyn Clock>,
+    unknown: Arc<Mutex<Vec<usize>>>,
 }
 
 impl OnSubscriptionNotificationCore for Notifications {
@@ -556,6 +623,14 @@ impl OnSubscriptionNotificationCore for Notifications {
                     continue;
                 }
                 self.stats.notifications.fetch_add(1, Relaxed);
+                if change.value.status.is_some_and(|s| {
+                    s == StatusCode::BadNodeIdUnknown || s == StatusCode::BadNodeIdInvalid
+                }) {
+                    self.unknown
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(index - 1);
+                }
                 let tag = TagId(self.tag_base + index as u32 - 1);
                 self.bus
                     .publish(convert::sample(tag, change.value, received));
