@@ -42,12 +42,42 @@ pub fn check_report(loaded: &crate::app::Loaded) -> String {
         .sum();
     let _ = writeln!(
         out,
-        "ok: {} device(s), {} bus(es), {} tag(s), {} read request(s) per full cycle",
+        "ok: {} device(s), {} bus(es), {} OPC UA endpoint(s), {} tag(s), {} Modbus read request(s) per full cycle",
         plan.devices.len(),
         plan.buses.len(),
+        plan.opcua.len(),
         plan.tag_count(),
         total
     );
+    for endpoint in &plan.opcua {
+        let subscribed = endpoint
+            .tags
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.acquisition,
+                    firmware_config::Acquisition::Subscribe { .. }
+                )
+            })
+            .count();
+        let identity = match &endpoint.identity {
+            firmware_config::Identity::Anonymous => "anonymous".to_string(),
+            firmware_config::Identity::UserName { username, .. } => format!("user {username:?}"),
+            firmware_config::Identity::Certificate { certificate, .. } => {
+                format!("certificate {}", certificate.display())
+            }
+        };
+        let _ = writeln!(
+            out,
+            "opcua {:?} ({}, {} {}, {identity}): {} tags, {subscribed} subscribed, {} polled",
+            endpoint.name,
+            endpoint.url,
+            endpoint.security_policy.name(),
+            endpoint.security_mode.name(),
+            endpoint.tags.len(),
+            endpoint.tags.len() - subscribed,
+        );
+    }
     for device in &plan.devices {
         let link = match &device.link {
             Link::Tcp { host, port } => format!("tcp {host}:{port}"),
@@ -393,6 +423,7 @@ pub async fn simulate(
     plant: crate::sim::Plant,
     listen: Option<String>,
     serial: Option<String>,
+    opcua: Option<(String, std::path::PathBuf)>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
@@ -417,6 +448,30 @@ pub async fn simulate(
         Arc::clone(&plant),
         shutdown.clone(),
     ));
+    // Kept alive until the simulator stops.
+    let _opcua = match opcua {
+        Some((listen, pki)) => {
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} for OPC UA"))?;
+            let users = crate::sim::opcua::Users::default();
+            let server = crate::sim::opcua::serve(
+                listener,
+                Arc::clone(&plant),
+                &pki,
+                &users,
+                shutdown.clone(),
+            )
+            .await?;
+            println!(
+                "OPC UA: opc.tcp://{listen} (namespace {}; certificate in {})",
+                crate::sim::opcua::NAMESPACE,
+                pki.display()
+            );
+            Some(server)
+        }
+        None => None,
+    };
     if let Some(serial) = &config.serial {
         let (path, baud, parity) = (serial.path.clone(), serial.baud, serial.parity);
         let plant = Arc::clone(&plant);
@@ -564,6 +619,68 @@ fn live_table(
         );
     }
     out
+}
+
+fn opcua_endpoint<'p>(
+    plan: &'p Plan,
+    name: &str,
+) -> anyhow::Result<&'p firmware_config::OpcuaEndpoint> {
+    plan.opcua.iter().find(|e| e.name == name).ok_or_else(|| {
+        let known: Vec<&str> = plan.opcua.iter().map(|e| e.name.as_str()).collect();
+        anyhow::anyhow!("no [[opcua]] endpoint named {name:?} (defined: {known:?})")
+    })
+}
+
+/// `millwright trust`: shows the server's certificate and, once confirmed, trusts it.
+pub async fn trust(plan: &Plan, endpoint: &str, yes: bool) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let endpoint = opcua_endpoint(plan, endpoint)?;
+    let pki = crate::sources::opcua::client::pki_dir(&plan.agent.data_dir);
+    let certificate = crate::sources::opcua::browse::server_certificate(endpoint, &pki)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!(
+        "{} ({}) presents this certificate:",
+        endpoint.name, endpoint.url
+    );
+    println!("{certificate}");
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!("not trusted: confirm on a terminal, or pass --yes after checking the thumbprint with the server's administrator");
+        }
+        print!("Compare the thumbprint with the one the server shows. Trust it? [y/N] ");
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            anyhow::bail!("not trusted");
+        }
+    }
+    let path =
+        crate::sources::opcua::browse::trust(&pki, &certificate).map_err(|e| anyhow::anyhow!(e))?;
+    println!("trusted: {}", path.display());
+    Ok(())
+}
+
+/// `millwright browse`: the address space below a node, for writing `[[opcua.tags]]`.
+pub async fn browse(
+    plan: &Plan,
+    endpoint: &str,
+    node: Option<&str>,
+    depth: usize,
+    limit: usize,
+) -> anyhow::Result<String> {
+    let endpoint = opcua_endpoint(plan, endpoint)?;
+    let start = match node {
+        Some(text) => Some(
+            text.parse::<opcua::types::NodeId>()
+                .map_err(|_| anyhow::anyhow!("{text:?} is not a NodeId (e.g. ns=2;s=Line1)"))?,
+        ),
+        None => None,
+    };
+    let pki = crate::sources::opcua::client::pki_dir(&plan.agent.data_dir);
+    let nodes = crate::sources::opcua::browse::browse(endpoint, &pki, start, depth, limit).await?;
+    Ok(crate::sources::opcua::browse::format_browse(&nodes))
 }
 
 /// What `millwright outbox` prints: asked of the running agent through its control socket, or read

@@ -63,6 +63,35 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Fetch an OPC UA server's certificate, show it, and trust it (pki/trusted/) after
+    /// confirmation. Needed once per server before a secured endpoint connects.
+    Trust {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The `[[opcua]]` endpoint's name.
+        #[arg(long)]
+        endpoint: String,
+        /// Trust without asking (only when the thumbprint was checked another way).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Walk an OPC UA server's address space and print NodeIds, browse names and data types.
+    Browse {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The `[[opcua]]` endpoint's name.
+        #[arg(long)]
+        endpoint: String,
+        /// Start here instead of the Objects folder (e.g. "ns=2;s=Line1").
+        #[arg(long)]
+        node: Option<String>,
+        /// Levels below the start node.
+        #[arg(long, default_value_t = 4)]
+        depth: usize,
+        /// Stop after this many nodes.
+        #[arg(long, default_value_t = 5000)]
+        limit: usize,
+    },
     /// Print the configuration's JSON Schema (for editor completion).
     Schema,
     /// Serve a simulated plant over Modbus TCP (and RTU with --serial).
@@ -76,6 +105,9 @@ enum Command {
         /// Also serve Modbus RTU on this serial device.
         #[arg(long)]
         serial: Option<String>,
+        /// Also serve the same machines over OPC UA on this address (e.g. 127.0.0.1:4840).
+        #[arg(long)]
+        opcua: Option<String>,
     },
     /// Training data: runs the configuration's assets against a simulated fleet in accelerated
     /// time and writes one CSV row of model features and label per asset and step.
@@ -158,6 +190,39 @@ async fn dispatch(command: Command) -> u8 {
                 Err(e) => failed(&e),
             }
         }
+        Command::Trust {
+            config,
+            endpoint,
+            yes,
+        } => {
+            let plan = match firmware_config::load(&config) {
+                Ok(plan) => plan,
+                Err(errors) => return config_failed(&errors),
+            };
+            match commands::trust(&plan, &endpoint, yes).await {
+                Ok(()) => exit::OK,
+                Err(e) => failed(&e),
+            }
+        }
+        Command::Browse {
+            config,
+            endpoint,
+            node,
+            depth,
+            limit,
+        } => {
+            let plan = match firmware_config::load(&config) {
+                Ok(plan) => plan,
+                Err(errors) => return config_failed(&errors),
+            };
+            match commands::browse(&plan, &endpoint, node.as_deref(), depth, limit).await {
+                Ok(listing) => {
+                    print!("{listing}");
+                    exit::OK
+                }
+                Err(e) => failed(&e),
+            }
+        }
         Command::Schema => match serde_json::to_string_pretty(&firmware_config::json_schema()) {
             Ok(text) => {
                 println!("{text}");
@@ -215,12 +280,19 @@ async fn dispatch(command: Command) -> u8 {
             config,
             listen,
             serial,
+            opcua,
         } => {
             let (sim, plant) = match millwright::sim::load(&config) {
                 Ok(loaded) => loaded,
                 Err(errors) => return config_failed(&errors),
             };
-            match commands::simulate(sim, plant, listen, serial, shutdown_on_signal()).await {
+            // The simulator's OPC UA certificate lives beside its configuration.
+            let opcua = opcua.map(|listen| {
+                let dir = config.parent().unwrap_or_else(|| std::path::Path::new("."));
+                (listen, dir.join("sim-pki"))
+            });
+            match commands::simulate(sim, plant, listen, serial, opcua, shutdown_on_signal()).await
+            {
                 Ok(()) => exit::OK,
                 Err(e) => failed(&e),
             }

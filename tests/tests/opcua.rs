@@ -507,3 +507,105 @@ async fn browse_lists_node_ids_names_and_types() {
         .any(|n| n.browse_name == "Server" && n.class == "Object"));
     server.stop().await;
 }
+
+/// The commands a commissioning engineer runs: the simulator serving OPC UA, `check`, `trust`
+/// (refused without a terminal or --yes), `browse`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_trust_browse_and_check_from_the_command_line() {
+    use millwright_tests::{millwright_bin, mqtt::free_port, OutputLines};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = dir.path().join("sim.toml");
+    std::fs::write(&sim, SIM).expect("sim config");
+    let port = free_port();
+    let mut simulator = tokio::process::Command::new(millwright_bin())
+        .args(["simulate", "-c"])
+        .arg(&sim)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--opcua", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("simulator");
+    let mut output = OutputLines::follow(simulator.stdout.take().expect("stdout"));
+    assert!(
+        output
+            .wait_for(Duration::from_secs(30), |l| l.starts_with("OPC UA:"))
+            .await
+            .is_some(),
+        "{}",
+        output.transcript()
+    );
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ndata_dir = \"state\"\n\n[[opcua]]\nname = \"press\"\nurl = \"opc.tcp://127.0.0.1:{port}\"\nsecurity_policy = \"Basic256Sha256\"\nsecurity_mode = \"SignAndEncrypt\"\n\n[[opcua.tags]]\nname = \"flow\"\nnode = \"nsu={};s=pump-1.flow\"\nunit = \"m3/h\"\n",
+            sim_opcua::NAMESPACE
+        ),
+    )
+    .expect("agent config");
+    let run = |args: &[&str]| {
+        let mut command = std::process::Command::new(millwright_bin());
+        command
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .stdin(std::process::Stdio::null());
+        command.output().expect("millwright")
+    };
+
+    let check = run(&["check"]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{text}");
+    assert!(
+        text.contains("opcua \"press\"") && text.contains("Basic256Sha256 SignAndEncrypt"),
+        "{text}"
+    );
+
+    let refused = run(&["trust", "--endpoint", "press"]);
+    assert!(
+        !refused.status.success(),
+        "no terminal, no --yes: not trusted"
+    );
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("SHA-1 thumbprint"));
+
+    let trusted = run(&["trust", "--endpoint", "press", "--yes"]);
+    let text = String::from_utf8_lossy(&trusted.stdout);
+    assert!(
+        trusted.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(
+        text.contains("urn:millwright:simulator") && text.contains("trusted:"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("state/pki/trusted"))
+            .expect("trusted")
+            .count(),
+        1
+    );
+
+    let browsed = run(&["browse", "--endpoint", "press"]);
+    let text = String::from_utf8_lossy(&browsed.stdout);
+    assert!(
+        browsed.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&browsed.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("s=pump-1.flow"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("Variable") && line.contains("Float"),
+        "{line}"
+    );
+
+    let unknown = run(&["browse", "--endpoint", "nope"]);
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no [[opcua]] endpoint named \"nope\"")
+    );
+    let _ = simulator.kill().await;
+}
