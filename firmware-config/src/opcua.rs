@@ -427,7 +427,7 @@ pub(crate) fn validate_endpoints(
                 ),
             ),
             (true, _) => check.err(
-                &here("security_mode"),
+                &here("security_policy"),
                 &component,
                 format!(
                     "security_policy {} needs security_mode Sign or SignAndEncrypt",
