@@ -11,8 +11,7 @@ use millwright::sample::{Quality, Sample, Value};
 use millwright::sim::opcua::{self as sim_opcua, OpcuaServer, Users};
 use millwright::sources::opcua::{browse, client};
 use millwright_tests::{latest_by_name, Agent};
-use opcua::server::address_space::Variable;
-use opcua::types::{Array, DateTime, NodeId, ObjectId, StatusCode, Variant, VariantScalarTypeId};
+use opcua::types::{Array, DateTime, NodeId, StatusCode, Variant, VariantScalarTypeId};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -58,17 +57,11 @@ impl Server {
     }
 
     fn node(&self, name: &str) -> NodeId {
-        NodeId::new(self.opcua.namespace, name)
+        self.opcua.node(name)
     }
 
-    /// Adds a variable under the Objects folder.
     fn add(&self, name: &str, value: impl Into<Variant>) {
-        let variable = Variable::new(&self.node(name), name, name, value.into());
-        self.opcua
-            .nodes
-            .address_space()
-            .write()
-            .add_variables(vec![variable], &ObjectId::ObjectsFolder.into());
+        self.opcua.add_variable(name, value);
     }
 
     async fn stop(self) {

@@ -47,19 +47,44 @@ pub struct OpcuaServer {
 }
 
 impl OpcuaServer {
+    /// The NodeId of `name` in the simulator's namespace.
+    pub fn node(&self, name: &str) -> NodeId {
+        NodeId::new(self.namespace, name)
+    }
+
+    /// Adds a variable under the Objects folder (tests and benchmarks add nodes at run time).
+    pub fn add_variable(&self, name: &str, value: impl Into<Variant>) -> NodeId {
+        let node = self.node(name);
+        let variable =
+            ::opcua::server::address_space::Variable::new(&node, name, name, value.into());
+        self.nodes
+            .address_space()
+            .write()
+            .add_variables(vec![variable], &ObjectId::ObjectsFolder.into());
+        node
+    }
+
     /// Sets a node's value and notifies the subscriptions that monitor it.
     pub fn set(&self, node: &NodeId, value: impl Into<Variant>) {
+        self.set_all([(node, value.into())]);
+    }
+
+    /// Sets many values at once (one lock of the address space).
+    pub fn set_all<'a>(&self, values: impl IntoIterator<Item = (&'a NodeId, Variant)>) {
         let now = DateTime::now();
-        let data = DataValue {
-            value: Some(value.into()),
-            status: Some(::opcua::types::StatusCode::Good),
-            source_timestamp: Some(now),
-            server_timestamp: Some(now),
-            ..Default::default()
-        };
-        let _ = self
-            .nodes
-            .set_value(self.handle.subscriptions(), node, None, data);
+        let _ = self.nodes.set_values(
+            self.handle.subscriptions(),
+            values.into_iter().map(|(node, value)| {
+                let data = DataValue {
+                    value: Some(value),
+                    status: Some(::opcua::types::StatusCode::Good),
+                    source_timestamp: Some(now),
+                    server_timestamp: Some(now),
+                    ..Default::default()
+                };
+                (node, None, data)
+            }),
+        );
     }
 
     pub fn stop(&self) {
