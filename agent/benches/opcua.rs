@@ -25,6 +25,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // Warnings from the client or the server explain a run that stalls.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(std::io::stderr)
+        .init();
     if let Ok(count) = std::env::var("OPCUA_BENCH_SERVER") {
         runtime.block_on(serve(count.parse().expect("item count")));
         return;
@@ -39,7 +44,9 @@ fn main() {
 async fn serve(items: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (_, plant) = millwright::sim::load_str(Path::new("empty.toml"), "").expect("plant");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let shutdown = CancellationToken::new();
     let server = millwright::sim::opcua::serve(
         listener,
@@ -87,7 +94,10 @@ async fn measure(items: usize) {
         .expect("port");
     let mut parts = first.split_whitespace();
     let port: u16 = parts.next().and_then(|p| p.parse().ok()).expect("port");
-    let namespace: u16 = parts.next().and_then(|p| p.parse().ok()).expect("namespace");
+    let namespace: u16 = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("namespace");
 
     let dir = tempfile::tempdir().expect("temp dir");
     let mut text = format!(
@@ -158,7 +168,12 @@ fn cpu_time() -> f64 {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 (1-based), 11 and 12 after the command.
     (ticks(11) + ticks(12)) / 100.0
 }

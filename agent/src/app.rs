@@ -196,6 +196,7 @@ pub async fn run(
     info!(
         agent = %loaded.plan.agent.name,
         devices = loaded.plan.devices.len(),
+        opcua_endpoints = loaded.plan.opcua.len(),
         tags = loaded.plan.tag_count(),
         assets = loaded.plan.assets.len(),
         "millwright {} starting",
@@ -286,6 +287,7 @@ async fn reload_into(
             current.stop().await;
             info!(
                 devices = loaded.plan.devices.len(),
+                opcua_endpoints = loaded.plan.opcua.len(),
                 tags = loaded.plan.tag_count(),
                 assets = loaded.plan.assets.len(),
                 "configuration reloaded: acquisition restarted with the new plan"

@@ -58,6 +58,7 @@ impl AgentCommands {
                     "requests": s.requests,
                     "errors": s.errors(),
                     "reconnects": s.reconnects,
+                    "notifications": s.notifications,
                 })
             })
             .collect();

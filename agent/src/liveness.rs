@@ -1,6 +1,6 @@
 //! Hang detection for the service watchdog.
 //!
-//! Every long-running loop (a polling line today; scoring and the uplink later) owns a
+//! Every long-running loop (a Modbus polling line, an OPC UA endpoint; scoring and the uplink later) owns a
 //! [`Heartbeat`] and beats it once per iteration. The main loop asks [`Liveness::stalled`] before
 //! each systemd keep-alive and withholds the keep-alive while any loop has been silent for longer
 //! than its stall limit, so systemd restarts an agent whose executor or one of whose tasks hangs,

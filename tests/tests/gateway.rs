@@ -6,8 +6,8 @@
 //! Needs `cross/build.sh --setup aarch64-musl armv7-gnueabihf`, qemu-user-static and cargo-deb
 //! (`.ci/run` installs them). In CI a missing tool fails the test; elsewhere the test is skipped
 //! with a message.
-//! Capabilities join this smoke test as they land: tract scoring, the sled outbox and the MQTT
-//! uplink so far (OPC UA next).
+//! Capabilities join this smoke test as they land: tract scoring, the sled outbox, the MQTT uplink,
+//! and OPC UA (trust, browse, and a SignAndEncrypt subscription) so far.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -83,7 +83,7 @@ const EXPECTED: [(&str, &str); 7] = [
     ("pump.pump_on", "true"),
 ];
 
-fn agent_config(port: u16, data_dir: &Path, mqtt_port: u16) -> String {
+fn agent_config(port: u16, data_dir: &Path, mqtt_port: u16, opcua_port: u16) -> String {
     let model = workspace().join("models/default.onnx");
     format!(
         r#"
@@ -157,7 +157,21 @@ length = 8
 [[devices.tags]]
 name = "pump.pump_on"
 address = 1
-"#
+
+[[opcua]]
+name = "line-opcua"
+url = "opc.tcp://127.0.0.1:{opcua_port}"
+security_policy = "Basic256Sha256"
+security_mode = "SignAndEncrypt"
+publishing_interval = "200ms"
+
+[[opcua.tags]]
+name = "opcua.pressure"
+node = "nsu={namespace};s=pump.pressure"
+sampling_interval = "200ms"
+unit = "bar"
+"#,
+        namespace = millwright::sim::opcua::NAMESPACE
     )
 }
 
@@ -372,13 +386,30 @@ async fn smoke(target: &Target, binary: &Path) {
     assert!(help.contains("run") && !help.contains("simulate"), "{help}");
 
     let sim = Sim::start(SIM, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opcua_shutdown = tokio_util::sync::CancellationToken::new();
+    let opcua = millwright::sim::opcua::serve(
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+        std::sync::Arc::clone(&sim.plant),
+        &dir.path().join("server-pki"),
+        &Default::default(),
+        opcua_shutdown.clone(),
+    )
+    .await
+    .expect("OPC UA simulator");
     let broker = start_broker().await;
     let consumer = Consumer::connect(local_options("consumer", broker), "acme/#").await;
-    let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("millwright.toml");
     std::fs::write(
         &config,
-        agent_config(sim.addr.port(), &dir.path().join("data"), broker),
+        agent_config(
+            sim.addr.port(),
+            &dir.path().join("data"),
+            broker,
+            opcua.port,
+        ),
     )
     .expect("write");
     let config = config.to_str().expect("utf8");
@@ -408,6 +439,30 @@ async fn smoke(target: &Target, binary: &Path) {
         "{table}"
     );
 
+    // OPC UA on the gateway: the client certificate is generated, the server's is trusted, the
+    // address space is browsed (pure-Rust RSA and AES under the target's instruction set).
+    let trusted = qemu(
+        target,
+        binary,
+        &["trust", "-c", config, "--endpoint", "line-opcua", "--yes"],
+    )
+    .await;
+    assert_eq!(trusted.status.code(), Some(0), "{trusted:?}");
+    let browsed = qemu(
+        target,
+        binary,
+        &["browse", "-c", config, "--endpoint", "line-opcua"],
+    )
+    .await;
+    let listing = String::from_utf8_lossy(&browsed.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("s=pump.pressure") && l.contains("Float")),
+        "{listing}{}",
+        String::from_utf8_lossy(&browsed.stderr)
+    );
+
     // `run` as systemd starts it: ready, live good samples, reload, clean stop.
     let mut notify = NotifySocket::bind();
     let mut agent = qemu_command(target, binary)
@@ -433,6 +488,13 @@ async fn smoke(target: &Target, binary: &Path) {
         .await
         .unwrap_or_else(|| panic!("no good {tag} = {value}: {}", log.transcript()));
     }
+    log.wait_for(wait, |l| {
+        l.contains("\"tag\":\"opcua.pressure\"")
+            && l.contains("\"value\":4.5")
+            && l.contains("\"quality\":\"good\"")
+    })
+    .await
+    .unwrap_or_else(|| panic!("no good OPC UA sample: {}", log.transcript()));
     let assessment = log
         .wait_for(wait, |l| {
             l.contains("\"assessment\"") && l.contains("\"asset\":\"P-1\"")
@@ -479,6 +541,8 @@ async fn smoke(target: &Target, binary: &Path) {
         .expect("stops")
         .expect("status");
     assert_eq!(status.code(), Some(0), "{}", log.transcript());
+    opcua.stop();
+    opcua_shutdown.cancel();
     sim.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! The simulated plant served over OPC UA: the same machines and signals as over Modbus, one
 //! variable per point under a folder per machine, in the namespace [`NAMESPACE`] with string
-//! NodeIds `<machine>.<point>` (e.g. `nsu=urn:millwright:sim;s=pump-1.vibration_velocity`).
+//! NodeIds `<machine>.<point>` (e.g. `nsu=urn:millwright:sim;s=pump-1.vibration_velocity`; a point
+//! already named with its machine's prefix keeps its name).
 //!
 //! Endpoints: `None`, and `Sign` / `SignAndEncrypt` with Basic256Sha256, Aes128_Sha256_RsaOaep
 //! and Aes256_Sha256_RsaPss. The server's certificate is generated into its PKI directory on first
@@ -155,6 +156,9 @@ pub async fn serve(
     let mut builder = endpoints(builder, &tokens);
     let limits = builder.limits_mut();
     limits.max_array_length = 1_000_000;
+    // Thousands of monitored items answer the first publish with thousands of notifications.
+    limits.max_message_size = 64 * 1024 * 1024;
+    limits.max_chunk_count = 1024;
     limits.subscriptions.max_monitored_items_per_sub = 100_000;
     limits.operational.max_monitored_items_per_call = 100_000;
     limits.operational.max_nodes_per_read = 100_000;
@@ -211,7 +215,7 @@ fn add_points(nodes: &SimpleNodeManager, namespace: u16, plant: &Plant) -> Vec<V
             let ids: Vec<NodeId> = machine
                 .points
                 .iter()
-                .map(|p| NodeId::new(namespace, format!("{}.{}", machine.config.name, p.tag.name)))
+                .map(|p| NodeId::new(namespace, node_name(&machine.config.name, &p.tag.name)))
                 .collect();
             let variables = machine
                 .points
@@ -267,6 +271,14 @@ async fn update_points(
             handle.subscriptions(),
             values.into_iter().map(|(id, v)| (id, None, v)),
         );
+    }
+}
+
+/// `<machine>.<point>`, unless the point's name already starts with its machine's (as in the demo).
+pub fn node_name(machine: &str, point: &str) -> String {
+    match point.strip_prefix(machine) {
+        Some(rest) if rest.starts_with('.') => point.to_string(),
+        _ => format!("{machine}.{point}"),
     }
 }
 

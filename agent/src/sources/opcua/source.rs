@@ -353,6 +353,8 @@ impl EndpointSource {
         }
         let mut created = 0usize;
         for batch in requests.chunks(self.endpoint.max_items_per_request) {
+            // Thousands of items take many calls: each one is progress for the watchdog.
+            self.heartbeat.beat();
             let started = Instant::now();
             self.stats.requests.fetch_add(1, Relaxed);
             let items = batch.iter().map(|(_, _, r)| r.clone()).collect();
