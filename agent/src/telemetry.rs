@@ -13,6 +13,14 @@ pub enum LogFormat {
     Json,
 }
 
+const OPCUA_CRATES: [&str; 5] = [
+    "opcua_client",
+    "opcua_core",
+    "opcua_crypto",
+    "opcua_types",
+    "opcua_nodes",
+];
+
 /// Installs the global subscriber. `verbosity` is -q count subtracted from -v count: 0 = info.
 /// `RUST_LOG` overrides the level when set.
 pub fn init(format: LogFormat, verbosity: i8) {
@@ -21,9 +29,21 @@ pub fn init(format: LogFormat, verbosity: i8) {
         -1 => "warn",
         0 => "info",
         1 => "debug",
+        // Trace events are compiled out of release builds; -vv adds the libraries' debug logs.
         2..=i8::MAX => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // The OPC UA library logs every failed reconnect and every publish itself; the agent reports
+    // what matters (failures with their reason, refused nodes, lost sessions) once. Its own log
+    // shows with -vv or RUST_LOG.
+    let directives = if verbosity >= 2 {
+        level.to_string()
+    } else {
+        format!(
+            "{level},{}",
+            OPCUA_CRATES.map(|c| format!("{c}=off")).join(",")
+        )
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     let terminal = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -71,7 +71,7 @@ fn check_prints_the_request_plan_for_a_valid_config() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        stdout.contains("1 read request(s) per full cycle"),
+        stdout.contains("1 Modbus read request(s) per full cycle"),
         "{stdout}"
     );
     assert!(

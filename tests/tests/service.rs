@@ -82,7 +82,7 @@ async fn notifies_systemd_keeps_the_watchdog_fed_and_reloads_only_valid_configs(
     let mut log = OutputLines::follow(child.stderr.take().expect("stderr"));
 
     let ready = notify.wait_for(WAIT, "READY=1").await.expect("READY=1");
-    assert!(ready.contains("STATUS=polling 1 devices"), "{ready}");
+    assert!(ready.contains("STATUS=polling 1 sources"), "{ready}");
     // 0.4 s watchdog: keep-alives every 0.2 s.
     for _ in 0..3 {
         notify
@@ -110,7 +110,7 @@ async fn notifies_systemd_keeps_the_watchdog_fed_and_reloads_only_valid_configs(
         .wait_for(WAIT, "READY=1")
         .await
         .expect("READY=1 after a rejected reload");
-    assert!(ready.contains("STATUS=polling 1 devices"), "{ready}");
+    assert!(ready.contains("STATUS=polling 1 sources"), "{ready}");
     let rejected = log
         .wait_for(WAIT, |l| l.contains("reload rejected"))
         .await

@@ -476,8 +476,14 @@ impl Outbox {
     }
 
     /// Makes every record appended so far durable, with an occupancy snapshot; returns the highest
-    /// id that is durable.
+    /// id that is durable. A failure at any step (the snapshot included) is counted.
     pub fn flush(&self) -> Result<u64, StoreError> {
+        self.flush_inner().inspect_err(|_| {
+            self.store_errors.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    fn flush_inner(&self) -> Result<u64, StoreError> {
         let through = {
             let occupancy = self.lock();
             let through = self.last_id.load(Ordering::Relaxed);
@@ -493,9 +499,7 @@ impl Outbox {
             }
             through
         };
-        self.store.flush().inspect_err(|_| {
-            self.store_errors.fetch_add(1, Ordering::Relaxed);
-        })?;
+        self.store.flush()?;
         Ok(through)
     }
 

@@ -261,8 +261,19 @@ mod tests {
     use crate::store::tests::record;
     use crate::store::Outbox;
 
+    /// Reopens like a restarted agent. sled releases its file lock when its background thread
+    /// exits, which can lag the drop on a loaded machine: wait for it (bounded).
     fn open(dir: &Path) -> Outbox {
-        let (store, recovery) = SledStore::open_or_recover(dir).expect("opens");
+        let mut attempts = 0;
+        let (store, recovery) = loop {
+            match SledStore::open_or_recover(dir) {
+                Err(OpenError::Locked(_)) if attempts < 100 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other.expect("opens"),
+            }
+        };
         assert_eq!(recovery, None);
         Outbox::new(Box::new(store), 1 << 20).expect("outbox")
     }
