@@ -41,6 +41,7 @@ pub use uplink::{
 };
 
 use modbus::{Checker, DeviceParts};
+use serde::de::DeserializeOwned;
 use source::{Document, Seg};
 
 /// The whole configuration file, as written.
@@ -206,77 +207,8 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
         })
         .collect();
 
-    let mut devices = Vec::new();
-    for (i, value) in doc
-        .elements(&[Seg::Key("devices")], &mut errors)
-        .into_iter()
-        .enumerate()
-    {
-        let component = element_name(value.get_ref(), "name", "device", "devices", i);
-        let device: Option<DeviceConfig> = doc
-            .deserialize(value, &["tags"], &component)
-            .map_err(|e| errors.push(e))
-            .ok();
-        let tag_path = [Seg::Key("devices"), Seg::Index(i), Seg::Key("tags")];
-        let tag_values = doc.elements(&tag_path, &mut errors);
-        let tag_count = tag_values.len();
-        let tags = tag_values
-            .into_iter()
-            .enumerate()
-            .filter_map(|(j, value)| {
-                let tag_component = format!(
-                    "{component} {}",
-                    element_name(value.get_ref(), "name", "tag", "tags", j)
-                );
-                doc.deserialize(value, &[], &tag_component)
-                    .map_err(|e| errors.push(e))
-                    .ok()
-                    .map(|tag| (j, tag))
-            })
-            .collect();
-        devices.push(DeviceParts {
-            index: i,
-            device,
-            tags,
-            tag_count,
-        });
-    }
-
-    let mut endpoints = Vec::new();
-    for (i, value) in doc
-        .elements(&[Seg::Key("opcua")], &mut errors)
-        .into_iter()
-        .enumerate()
-    {
-        let component = element_name(value.get_ref(), "name", "opcua", "opcua", i);
-        let endpoint: Option<EndpointConfig> = doc
-            .deserialize(value, &["tags"], &component)
-            .map_err(|e| errors.push(e))
-            .ok();
-        let tag_path = [Seg::Key("opcua"), Seg::Index(i), Seg::Key("tags")];
-        let tag_values = doc.elements(&tag_path, &mut errors);
-        let tag_count = tag_values.len();
-        let tags = tag_values
-            .into_iter()
-            .enumerate()
-            .filter_map(|(j, value)| {
-                let tag_component = format!(
-                    "{component} {}",
-                    element_name(value.get_ref(), "name", "tag", "tags", j)
-                );
-                doc.deserialize(value, &[], &tag_component)
-                    .map_err(|e| errors.push(e))
-                    .ok()
-                    .map(|tag| (j, tag))
-            })
-            .collect();
-        endpoints.push(opcua::EndpointParts {
-            index: i,
-            endpoint,
-            tags,
-            tag_count,
-        });
-    }
+    let devices: Vec<DeviceParts> = source_elements(&doc, "devices", "device", &mut errors);
+    let endpoints: Vec<opcua::EndpointParts> = source_elements(&doc, "opcua", "opcua", &mut errors);
 
     let assets: Vec<(usize, AssetConfig)> = doc
         .elements(&[Seg::Key("assets")], &mut errors)
@@ -296,7 +228,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
         .collect();
     let modbus_device_names: HashSet<String> = devices
         .iter()
-        .filter_map(|d| d.device.as_ref().map(|d| d.name.clone()))
+        .filter_map(|d| d.config.as_ref().map(|d| d.name.clone()))
         .collect();
     let tag_names = modbus_tag_names
         .iter()
@@ -371,6 +303,62 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
             Err(ConfigErrors(errors))
         }
     }
+}
+
+/// One element of an array of sources (`[[devices]]`, `[[opcua]]`) with its own `tags` array: the
+/// element as deserialized (`None` when it did not), the tags that did, each with its index in the
+/// file, and how many tags were written.
+pub(crate) struct SourceParts<C, T> {
+    pub index: usize,
+    pub config: Option<C>,
+    pub tags: Vec<(usize, T)>,
+    pub tag_count: usize,
+}
+
+/// Deserializes `[[array]]` and each element's `[[array.tags]]` one by one, so that one bad
+/// element or tag is reported without hiding the mistakes in the others.
+fn source_elements<C: DeserializeOwned, T: DeserializeOwned>(
+    doc: &Document<'_>,
+    array: &str,
+    kind: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<SourceParts<C, T>> {
+    let mut parts = Vec::new();
+    for (i, value) in doc
+        .elements(&[Seg::Key(array)], errors)
+        .into_iter()
+        .enumerate()
+    {
+        let component = element_name(value.get_ref(), "name", kind, array, i);
+        let config: Option<C> = doc
+            .deserialize(value, &["tags"], &component)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let tag_path = [Seg::Key(array), Seg::Index(i), Seg::Key("tags")];
+        let tag_values = doc.elements(&tag_path, errors);
+        let tag_count = tag_values.len();
+        let tags = tag_values
+            .into_iter()
+            .enumerate()
+            .filter_map(|(j, value)| {
+                let tag_component = format!(
+                    "{component} {}",
+                    element_name(value.get_ref(), "name", "tag", "tags", j)
+                );
+                doc.deserialize(value, &[], &tag_component)
+                    .map_err(|e| errors.push(e))
+                    .ok()
+                    .map(|tag| (j, tag))
+            })
+            .collect();
+        parts.push(SourceParts {
+            index: i,
+            config,
+            tags,
+            tag_count,
+        });
+    }
+    parts
 }
 
 /// `device "pump-plc"` when the element has a readable name (its `key`), else `devices[3]`.

@@ -535,14 +535,8 @@ pub(crate) fn validate_buses(
     valid
 }
 
-/// A device's tags, each with its index in the source.
-pub(crate) struct DeviceParts {
-    pub index: usize,
-    pub device: Option<DeviceConfig>,
-    /// Tags that deserialized; `tag_count` counts those that did not, too.
-    pub tags: Vec<(usize, TagConfig)>,
-    pub tag_count: usize,
-}
+/// A device and its tags as read from the file.
+pub(crate) type DeviceParts = crate::SourceParts<DeviceConfig, TagConfig>;
 
 pub(crate) fn validate_devices(
     check: &mut Checker<'_, '_>,
@@ -553,7 +547,7 @@ pub(crate) fn validate_devices(
     let mut tag_names: HashMap<String, String> = HashMap::new();
     let mut valid = Vec::new();
     for parts in devices {
-        let Some(device) = &parts.device else {
+        let Some(device) = &parts.config else {
             continue;
         };
         let i = parts.index;

@@ -370,13 +370,8 @@ pub struct OpcuaTag {
     pub unit: Option<String>,
 }
 
-/// An endpoint's tags, each with its index in the source.
-pub(crate) struct EndpointParts {
-    pub index: usize,
-    pub endpoint: Option<EndpointConfig>,
-    pub tags: Vec<(usize, OpcuaTagConfig)>,
-    pub tag_count: usize,
-}
+/// An endpoint and its tags as read from the file.
+pub(crate) type EndpointParts = crate::SourceParts<EndpointConfig, OpcuaTagConfig>;
 
 /// Names already taken by Modbus devices and tags (source names and tag names share one space).
 pub(crate) struct TakenNames<'a> {
@@ -395,7 +390,7 @@ pub(crate) fn validate_endpoints(
     let mut tag_owner: HashMap<String, String> = HashMap::new();
     let mut valid = Vec::new();
     for parts in endpoints {
-        let Some(endpoint) = &parts.endpoint else {
+        let Some(endpoint) = &parts.config else {
             continue;
         };
         let i = parts.index;

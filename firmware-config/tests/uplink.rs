@@ -5,28 +5,8 @@ use std::path::Path;
 
 use firmware_config::{load_str, PasswordSource};
 
-fn errors_at(text: &str) -> Vec<(usize, String)> {
-    match load_str(Path::new("/etc/millwright/plant.toml"), text) {
-        Ok(_) => panic!("expected errors in\n{text}"),
-        Err(e) => {
-            e.0.into_iter()
-                .map(|e| (e.position.map_or(0, |p| p.0), e.message))
-                .collect()
-        }
-    }
-}
-
-fn one_error(text: &str, needle: &str, key: &str) {
-    let errors = errors_at(text);
-    let line = text
-        .lines()
-        .position(|l| l.trim_start().starts_with(key))
-        .expect("key in text")
-        + 1;
-    assert_eq!(errors.len(), 1, "{errors:#?}");
-    assert!(errors[0].1.contains(needle), "{errors:?}");
-    assert_eq!(errors[0].0, line, "{errors:?}");
-}
+mod common;
+use common::one_error;
 
 #[test]
 fn a_complete_uplink_section_becomes_a_plan() {
