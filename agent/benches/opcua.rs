@@ -34,7 +34,7 @@ fn main() {
         runtime.block_on(serve(count.parse().expect("item count")));
         return;
     }
-    println!("items  offered/s  handled/s  handled/offered  client CPU  client RSS (VmHWM)");
+    println!("items  offered/s  handled/s  handled/offered  client CPU  client RSS now / peak");
     for items in [1_000usize, 10_000] {
         runtime.block_on(measure(items));
     }
@@ -150,10 +150,11 @@ async fn measure(items: usize) {
     let offered = items as f64 / UPDATE_EVERY.as_secs_f64();
     let rate = handled as f64 / elapsed;
     println!(
-        "{items:>5}  {offered:>9.0}  {rate:>9.0}  {:>15.2}  {:>9.1} %  {:>6.1} MiB",
+        "{items:>5}  {offered:>9.0}  {rate:>9.0}  {:>15.2}  {:>9.1} %  {:>6.1} / {:.1} MiB",
         rate / offered,
         cpu / elapsed * 100.0,
-        vm_hwm_kib() as f64 / 1024.0
+        status_kib("VmRSS:") as f64 / 1024.0,
+        status_kib("VmHWM:") as f64 / 1024.0
     );
     assert_eq!(bus.dropped(), 0, "the bench's own reader fell behind");
     shutdown.cancel();
@@ -178,11 +179,12 @@ fn cpu_time() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn vm_hwm_kib() -> u64 {
+/// A memory figure of this process from /proc/self/status, in KiB.
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }

@@ -238,13 +238,29 @@ async fn every_data_type_by_subscription_and_by_poll() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn untrusted_server_is_refused_until_trusted_then_every_policy_and_mode_works() {
+async fn untrusted_server_is_refused_until_trusted_then_every_policy_mode_and_identity_works() {
     let dir = tempfile::tempdir().expect("temp dir");
     let password_file = dir.path().join("opcua.pass");
     std::fs::write(&password_file, "s3cret-pass\n").expect("password file");
+    // An X.509 user, with a certificate made here.
+    let user_cert = dir.path().join("user/cert.der");
+    let user_key = dir.path().join("user/key.pem");
+    std::fs::create_dir_all(dir.path().join("user")).expect("user dir");
+    let description = opcua::types::ApplicationDescription {
+        application_uri: "urn:millwright:test-user".into(),
+        application_name: "maintenance".into(),
+        ..Default::default()
+    };
+    opcua::crypto::CertificateStore::create_certificate_and_key(
+        &(description, None).into(),
+        true,
+        &user_cert,
+        &user_key,
+    )
+    .expect("user certificate");
     let users = Users {
         passwords: vec![("operator".into(), "s3cret-pass".into())],
-        certificates: vec![],
+        certificates: vec![user_cert.clone()],
     };
     let server = Server::start(&dir.path().join("server-pki"), 0, &users).await;
     let node = format!("nsu={};s=pump-1.flow", sim_opcua::NAMESPACE);
@@ -334,6 +350,24 @@ async fn untrusted_server_is_refused_until_trusted_then_every_policy_and_mode_wo
         );
         agent.stop().await;
     }
+
+    // The X.509 user identity.
+    let plan = secure(
+        "Basic256Sha256",
+        "SignAndEncrypt",
+        &format!(
+            "[opcua.identity]\ncertificate = {:?}\nprivate_key = {:?}",
+            user_cert.display(),
+            user_key.display()
+        ),
+    );
+    let mut agent = Agent::start(&plan);
+    let latest = wait_for(&mut agent, &plan, &["flow"], Duration::from_secs(20), |s| {
+        s.quality == Quality::Good
+    })
+    .await;
+    assert_eq!(latest["flow"].value, Some(Value::F64(42.5)), "X.509 user");
+    agent.stop().await;
 
     // A wrong password is refused with a clear reason.
     let wrong = dir.path().join("wrong.pass");
