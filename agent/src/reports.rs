@@ -53,6 +53,20 @@ pub fn quality_code(quality: Quality) -> &'static str {
     }
 }
 
+/// Arrays up to this many elements go upstream whole in summaries; longer ones (waveforms) as
+/// their length, so that one waveform tag cannot push its device's summary past the MQTT packet
+/// limit.
+const SUMMARY_ARRAY_LIMIT: usize = 256;
+
+fn last_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Array(items) if items.len() > SUMMARY_ARRAY_LIMIT => {
+            json!({ "array_length": items.len() })
+        }
+        other => value_json(other),
+    }
+}
+
 fn value_json(value: &Value) -> serde_json::Value {
     match value {
         Value::Bool(b) => json!(b),
@@ -113,7 +127,7 @@ impl TagWindow {
             "count": self.count,
             "bad": self.bad,
             "quality": self.worst.map_or("none", quality_code),
-            "last": self.last.as_ref().map(value_json),
+            "last": self.last.as_ref().map(last_json),
             "min": numeric.then_some(self.min),
             "max": numeric.then_some(self.max),
             "mean": numeric.then(|| self.sum / f64::from(self.numeric)),
@@ -584,6 +598,41 @@ type = "u32"
         assert_eq!(plc["tags"]["speed"]["count"], 0);
         assert_eq!(plc["tags"]["speed"]["quality"], "none");
         assert_eq!(plc["from"], "2023-11-14T22:14:20.000Z");
+    }
+
+    #[test]
+    fn opc_ua_statuses_times_and_arrays_in_summaries() {
+        let topics = Topics::new("e/s/a/l", "gw");
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut summaries = TagSummaries::new(&plan(), start);
+        let unknown = 0x8034_0000;
+        summaries.observe(&sample(0, None, Quality::Bad(unknown)));
+        let time = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+        summaries.observe(&sample(1, Some(Value::Time(time)), Quality::Good));
+        let short: Vec<Value> = (0..3).map(|i| Value::F64(f64::from(i))).collect();
+        summaries.observe(&sample(2, Some(Value::Array(short.into())), Quality::Good));
+        let records = summaries.take(&topics, &[true, true], start + Duration::from_secs(60));
+        let plc: serde_json::Value = serde_json::from_slice(&records[0].body).expect("json");
+        assert_eq!(plc["tags"]["speed"]["quality"], "bad");
+        assert_eq!(plc["tags"]["speed"]["status_code"], unknown);
+        assert_eq!(plc["tags"]["speed"]["status"], "BadNodeIdUnknown");
+        assert_eq!(plc["tags"]["state"]["last"], "2023-11-14T22:13:20.250Z");
+        let meter: serde_json::Value = serde_json::from_slice(&records[1].body).expect("json");
+        assert_eq!(meter["tags"]["kwh"]["last"], json!([0.0, 1.0, 2.0]));
+
+        let waveform: Vec<Value> = (0..4096).map(|i| Value::F64(f64::from(i))).collect();
+        summaries.observe(&sample(
+            2,
+            Some(Value::Array(waveform.into())),
+            Quality::Good,
+        ));
+        let records = summaries.take(&topics, &[true, true], start + Duration::from_secs(120));
+        let meter: serde_json::Value = serde_json::from_slice(&records[1].body).expect("json");
+        assert_eq!(meter["tags"]["kwh"]["last"], json!({"array_length": 4096}));
+        assert!(
+            records[1].body.len() < 1024,
+            "a waveform is not copied into the summary"
+        );
     }
 
     fn assessment(asset: &str, action: Action) -> Assessment {
