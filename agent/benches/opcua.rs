@@ -4,6 +4,8 @@
 //! The server (the simulator's, with N Double variables that all change every 100 ms) runs in a
 //! child process, so this process holds only the client side: the session, the subscription, the
 //! conversion to samples and the sample bus. Run: `cargo bench -p millwright --bench opcua`.
+//! With `MILLWRIGHT_BIN=<path to a millwright binary>` it also runs that agent with 10,000 tags at
+//! 1 s and prints its RSS and CPU.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -38,6 +40,69 @@ fn main() {
     for items in [1_000usize, 10_000] {
         runtime.block_on(measure(items));
     }
+    // The whole agent as a gateway runs it, when a binary is named (e.g. the static musl build).
+    if let Ok(agent) = std::env::var("MILLWRIGHT_BIN") {
+        agent_memory(Path::new(&agent), 10_000);
+    }
+}
+
+/// Runs `millwright run` with `items` tags subscribed at 1 s against a server child and prints its
+/// RSS after 10 s and after 70 s, its peak, and its CPU over the last minute.
+fn agent_memory(agent: &Path, items: usize) {
+    let (mut server, port, namespace) = server_child(items);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut text = format!(
+        "[agent]\ndata_dir = {:?}\n\n[[opcua]]\nname = \"bench\"\nurl = \"opc.tcp://127.0.0.1:{port}\"\npublishing_interval = \"1s\"\nsampling_interval = \"1s\"\nmax_items_per_request = 1000\n",
+        dir.path().display()
+    );
+    for i in 0..items {
+        text += &format!("\n[[opcua.tags]]\nname = \"v{i}\"\nnode = \"ns={namespace};s=v{i}\"\n");
+    }
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, text).expect("config");
+    let mut child = std::process::Command::new(agent)
+        .args(["run", "-q", "-c"])
+        .arg(&config)
+        .spawn()
+        .expect("agent");
+    let pid = child.id();
+    std::thread::sleep(Duration::from_secs(10));
+    let (early, cpu_before) = (proc_kib(pid, "VmRSS:"), proc_cpu(pid));
+    std::thread::sleep(Duration::from_secs(60));
+    let cpu = proc_cpu(pid) - cpu_before;
+    println!(
+        "agent {}: {items} tags at 1 s: RSS {:.1} MiB after 10 s, {:.1} MiB after 70 s, peak {:.1} MiB; CPU {:.1} % of a core",
+        agent.display(),
+        early as f64 / 1024.0,
+        proc_kib(pid, "VmRSS:") as f64 / 1024.0,
+        proc_kib(pid, "VmHWM:") as f64 / 1024.0,
+        cpu / 60.0 * 100.0
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(server.stdin.take());
+    let _ = server.wait();
+}
+
+/// A server child with `items` variables: the child, its port and the simulator's namespace index.
+fn server_child(items: usize) -> (std::process::Child, u16, u16) {
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .env("OPCUA_BENCH_SERVER", items.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("server process");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("port");
+    let mut parts = first.split_whitespace();
+    let port: u16 = parts.next().and_then(|p| p.parse().ok()).expect("port");
+    let namespace: u16 = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("namespace");
+    (child, port, namespace)
 }
 
 /// The child: N variables, all changed every 100 ms, until stdin closes.
@@ -82,22 +147,7 @@ async fn serve(items: usize) {
 }
 
 async fn measure(items: usize) {
-    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .env("OPCUA_BENCH_SERVER", items.to_string())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("server process");
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("port");
-    let mut parts = first.split_whitespace();
-    let port: u16 = parts.next().and_then(|p| p.parse().ok()).expect("port");
-    let namespace: u16 = parts
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("namespace");
+    let (mut child, port, namespace) = server_child(items);
 
     let dir = tempfile::tempdir().expect("temp dir");
     let mut text = format!(
@@ -134,7 +184,7 @@ async fn measure(items: usize) {
     .await;
     assert!(warm.is_ok(), "only {reporting} of {items} items reported");
 
-    let cpu_before = cpu_time();
+    let cpu_before = proc_cpu(std::process::id());
     let started = Instant::now();
     let mut handled = 0u64;
     let _ = tokio::time::timeout(MEASURE, async {
@@ -146,15 +196,15 @@ async fn measure(items: usize) {
     })
     .await;
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_time() - cpu_before;
+    let cpu = proc_cpu(std::process::id()) - cpu_before;
     let offered = items as f64 / UPDATE_EVERY.as_secs_f64();
     let rate = handled as f64 / elapsed;
     println!(
         "{items:>5}  {offered:>9.0}  {rate:>9.0}  {:>15.2}  {:>9.1} %  {:>6.1} / {:.1} MiB",
         rate / offered,
         cpu / elapsed * 100.0,
-        status_kib("VmRSS:") as f64 / 1024.0,
-        status_kib("VmHWM:") as f64 / 1024.0
+        proc_kib(std::process::id(), "VmRSS:") as f64 / 1024.0,
+        proc_kib(std::process::id(), "VmHWM:") as f64 / 1024.0
     );
     assert_eq!(bus.dropped(), 0, "the bench's own reader fell behind");
     shutdown.cancel();
@@ -162,9 +212,9 @@ async fn measure(items: usize) {
     let _ = child.wait();
 }
 
-/// User + system CPU seconds of this process.
-fn cpu_time() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// User + system CPU seconds of a process.
+fn proc_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
@@ -179,9 +229,9 @@ fn cpu_time() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// A memory figure of this process from /proc/self/status, in KiB.
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A memory figure (`VmRSS:`, `VmHWM:`) of a process, in KiB.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix(field))
