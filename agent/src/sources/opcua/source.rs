@@ -54,6 +54,9 @@ pub struct EndpointSource {
     rng: fastrand::Rng,
 }
 
+/// A session that ends sooner than this counts as a failure for the backoff.
+const SHORT_SESSION: Duration = Duration::from_secs(30);
+
 /// Why a session ended.
 enum Ended {
     Shutdown,
@@ -118,8 +121,8 @@ impl EndpointSource {
                         self.stats.reconnects.fetch_add(1, Relaxed);
                     }
                     connected_before = true;
-                    failures = 0;
                     last_error = None;
+                    let established = Instant::now();
                     info!(endpoint = %self.endpoint.name, url = %self.endpoint.url, policy = self.endpoint.security_policy.name(), mode = self.endpoint.security_mode.name(), "OPC UA session established");
                     let mut connection = connection;
                     let ended = self.serve(&mut connection, &shutdown).await;
@@ -130,6 +133,13 @@ impl EndpointSource {
                             break;
                         }
                         Ended::Lost(reason) => {
+                            // A session the server ends at once (it refuses the subscription, it
+                            // restarts in a loop) backs off like a failed connection.
+                            if established.elapsed() < SHORT_SESSION {
+                                failures += 1;
+                            } else {
+                                failures = 0;
+                            }
                             connection.driver.abort();
                             warn!(endpoint = %self.endpoint.name, %reason, "OPC UA connection lost; reconnecting");
                             self.publish_all(Quality::Transport);
