@@ -240,7 +240,7 @@ pub fn assess_once(loaded: &crate::app::Loaded, rows: &[ReadRow], clock: &dyn Cl
 #[derive(Debug, Clone)]
 pub struct ReadRow {
     pub info: TagInfo,
-    pub tag: firmware_config::Tag,
+    pub address: ReadAddress,
     pub raw: Option<String>,
     pub sample: Option<Sample>,
     /// Why the device could not be read, if it could not.
@@ -255,10 +255,124 @@ impl ReadRow {
     }
 }
 
+/// Where a row's value was read from.
+#[derive(Debug, Clone)]
+pub enum ReadAddress {
+    Modbus(firmware_config::Tag),
+    Opcua { node: String },
+}
+
 /// Reads every tag of `plan` once (devices named in `only`, or all), through the same poller that
 /// `run` uses, and keeps the raw registers so that an addressing mistake is visible.
 pub async fn read_once(plan: &Plan, only: &[String]) -> Vec<ReadRow> {
+    let mut rows = read_modbus_once(plan, only).await;
+    for (index, endpoint) in plan.opcua.iter().enumerate() {
+        if only.is_empty() || only.contains(&endpoint.name) {
+            let first = plan.opcua_tag_base(index) as u32;
+            rows.extend(read_opcua_once(plan, endpoint, first).await);
+        }
+    }
+    rows
+}
+
+/// Reads every tag of an OPC UA endpoint once, subscribed ones included, in batches.
+async fn read_opcua_once(
+    plan: &Plan,
+    endpoint: &firmware_config::OpcuaEndpoint,
+    first: u32,
+) -> Vec<ReadRow> {
+    use crate::sources::opcua::{client, convert};
+    let row = |i: usize, sample: Option<Sample>, error: Option<String>| {
+        let tag = &endpoint.tags[i];
+        ReadRow {
+            info: TagInfo {
+                device: endpoint.name.clone(),
+                name: tag.name.clone(),
+                unit: tag.unit.clone(),
+            },
+            address: ReadAddress::Opcua {
+                node: tag.node.to_string(),
+            },
+            raw: None,
+            sample,
+            device_error: error,
+        }
+    };
+    let pki = client::pki_dir(&plan.agent.data_dir);
+    let connection = match client::connect(endpoint, &pki, "millwright read").await {
+        Ok(connection) => connection,
+        Err(error) => {
+            let text = error.to_string();
+            return (0..endpoint.tags.len())
+                .map(|i| row(i, None, Some(text.clone())))
+                .collect();
+        }
+    };
+    let namespaces = connection
+        .session
+        .read_namespace_array()
+        .await
+        .unwrap_or_default();
+    let clock = SystemClock;
+    let mut rows = Vec::with_capacity(endpoint.tags.len());
+    let indices: Vec<usize> = (0..endpoint.tags.len()).collect();
+    for batch in indices.chunks(endpoint.max_items_per_request) {
+        let mut reads = Vec::new();
+        let mut resolved = Vec::new();
+        for &i in batch {
+            match convert::node_id(&endpoint.tags[i].node, |uri| namespaces.get_index(uri)) {
+                Ok(node_id) => {
+                    reads.push(opcua::types::ReadValueId {
+                        node_id,
+                        attribute_id: opcua::types::AttributeId::Value as u32,
+                        ..Default::default()
+                    });
+                    resolved.push(i);
+                }
+                Err(reason) => rows.push((i, row(i, None, Some(reason)))),
+            }
+        }
+        let answer = tokio::time::timeout(
+            endpoint.request_timeout,
+            connection
+                .session
+                .read(&reads, opcua::types::TimestampsToReturn::Both, 0.0),
+        )
+        .await;
+        match answer {
+            Ok(Ok(values)) => {
+                for (&i, value) in resolved.iter().zip(values) {
+                    let tag = crate::sample::TagId(first + i as u32);
+                    let sample = convert::sample(tag, value, clock.now());
+                    rows.push((i, row(i, Some(sample), None)));
+                }
+            }
+            Ok(Err(e)) => {
+                rows.extend(
+                    resolved
+                        .iter()
+                        .map(|&i| (i, row(i, None, Some(e.to_string())))),
+                );
+            }
+            Err(_) => {
+                let text = format!("no answer within {:?}", endpoint.request_timeout);
+                rows.extend(
+                    resolved
+                        .iter()
+                        .map(|&i| (i, row(i, None, Some(text.clone())))),
+                );
+            }
+        }
+    }
+    connection.close().await;
+    rows.sort_by_key(|(i, _)| *i);
+    rows.into_iter().map(|(_, row)| row).collect()
+}
+
+/// The Modbus devices' part of [`read_once`].
+async fn read_modbus_once(plan: &Plan, only: &[String]) -> Vec<ReadRow> {
     let mut plan = plan.clone();
+    plan.opcua.clear();
     if !only.is_empty() {
         plan.devices.retain(|d| only.contains(&d.name));
     }
@@ -297,7 +411,7 @@ pub async fn read_once(plan: &Plan, only: &[String]) -> Vec<ReadRow> {
             let index = index_in_device.entry(info.device.as_str()).or_insert(0);
             let row = ReadRow {
                 info: info.clone(),
-                tag: (*tag).clone(),
+                address: ReadAddress::Modbus((*tag).clone()),
                 raw: raw.get(&(info.device.clone(), *index)).cloned(),
                 sample: latest.get(&(id as u32)).cloned(),
                 device_error: unreachable.get(&info.device).cloned(),
@@ -344,6 +458,43 @@ fn record(
     }
 }
 
+/// TABLE, ADDRESS and TYPE of a Modbus tag: the address as written and, when it differs, the
+/// 0-based offset on the wire.
+fn modbus_columns(tag: &firmware_config::Tag) -> (String, String, String) {
+    let address = if u32::from(tag.address) == tag.written_address {
+        tag.address.to_string()
+    } else {
+        format!("{} (wire {})", tag.written_address, tag.address)
+    };
+    let data_type = match (tag.bit, tag.data_type) {
+        (Some(bit), _) => format!("bool bit {bit}"),
+        (None, t) => format!(
+            "{}{}",
+            t.name(),
+            if t.registers().is_some_and(|n| n > 1) {
+                format!(" {:?}", tag.order)
+            } else {
+                String::new()
+            }
+        ),
+    };
+    (tag.table.name().to_string(), address, data_type)
+}
+
+/// What kind of value an OPC UA read gave (the server decides the type).
+fn value_kind(value: &crate::sample::Value) -> String {
+    use crate::sample::Value;
+    match value {
+        Value::Bool(_) => "bool".into(),
+        Value::I64(_) => "integer".into(),
+        Value::U64(_) => "unsigned".into(),
+        Value::F64(_) => "float".into(),
+        Value::Text(_) => "text".into(),
+        Value::Time(_) => "datetime".into(),
+        Value::Array(items) => format!("array[{}]", items.len()),
+    }
+}
+
 /// The table `read` prints. The ADDRESS column shows the address as written and the 0-based
 /// offset sent on the wire, so a one-off addressing mistake stands out.
 pub fn format_read(rows: &[ReadRow]) -> String {
@@ -353,22 +504,15 @@ pub fn format_read(rows: &[ReadRow]) -> String {
     .map(String::from)
     .to_vec()];
     for row in rows {
-        let tag = &row.tag;
-        let address = if u32::from(tag.address) == tag.written_address {
-            tag.address.to_string()
-        } else {
-            format!("{} (wire {})", tag.written_address, tag.address)
-        };
-        let data_type = match (tag.bit, tag.data_type) {
-            (Some(bit), _) => format!("bool bit {bit}"),
-            (None, t) => format!(
-                "{}{}",
-                t.name(),
-                if t.registers().is_some_and(|n| n > 1) {
-                    format!(" {:?}", tag.order)
-                } else {
-                    String::new()
-                }
+        let (table_name, address, data_type) = match &row.address {
+            ReadAddress::Modbus(tag) => modbus_columns(tag),
+            ReadAddress::Opcua { node } => (
+                "opcua".to_string(),
+                node.clone(),
+                row.sample
+                    .as_ref()
+                    .and_then(|s| s.value.as_ref())
+                    .map_or_else(|| "-".to_string(), value_kind),
             ),
         };
         let quality = match (&row.sample, &row.device_error) {
@@ -379,8 +523,8 @@ pub fn format_read(rows: &[ReadRow]) -> String {
         };
         table.push(vec![
             row.info.device.clone(),
-            tag.name.clone(),
-            tag.table.name().to_string(),
+            row.info.name.clone(),
+            table_name,
             address,
             data_type,
             row.raw
@@ -391,7 +535,7 @@ pub fn format_read(rows: &[ReadRow]) -> String {
                 .as_ref()
                 .and_then(|s| s.value.as_ref())
                 .map_or_else(|| "-".into(), ToString::to_string),
-            tag.unit.clone().unwrap_or_default(),
+            row.info.unit.clone().unwrap_or_default(),
             quality,
         ]);
     }

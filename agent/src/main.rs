@@ -46,11 +46,11 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Read every tag once and print raw registers and decoded values (commissioning).
+    /// Read every tag once and print raw registers (Modbus) and decoded values (commissioning).
     Read {
         #[arg(short, long)]
         config: PathBuf,
-        /// Only these devices (repeatable).
+        /// Only these devices or OPC UA endpoints (repeatable).
         #[arg(long)]
         device: Vec<String>,
         /// Also assess every asset once from the values read (rules and models).
@@ -242,10 +242,13 @@ async fn dispatch(command: Command) -> u8 {
             let plan = &loaded.plan;
             let unknown: Vec<_> = device
                 .iter()
-                .filter(|d| !plan.devices.iter().any(|p| &&p.name == d))
+                .filter(|d| !plan.sources().iter().any(|p| p.source == d.as_str()))
                 .collect();
             if !unknown.is_empty() {
-                eprintln!("error: no device named {unknown:?} in {}", config.display());
+                eprintln!(
+                    "error: no device or OPC UA endpoint named {unknown:?} in {}",
+                    config.display()
+                );
                 return exit::USAGE;
             }
             let rows = commands::read_once(plan, &device).await;

@@ -417,28 +417,6 @@ async fn smoke(target: &Target, binary: &Path) {
     let check = qemu(target, binary, &["check", "-c", config]).await;
     assert_eq!(check.status.code(), Some(0), "{check:?}");
 
-    // `read`: every type and word order decodes to what the simulator serves.
-    let read = qemu(target, binary, &["read", "-c", config, "--assess"]).await;
-    let table = String::from_utf8_lossy(&read.stdout);
-    assert_eq!(read.status.code(), Some(0), "{table}");
-    for (tag, value) in EXPECTED {
-        let row = table
-            .lines()
-            .find(|l| l.split_whitespace().nth(1) == Some(tag))
-            .unwrap_or_else(|| panic!("{tag} missing in\n{table}"));
-        assert!(
-            row.contains(&format!(" {value} ")) && row.trim_end().ends_with("good"),
-            "{tag}: expected {value} in {row}"
-        );
-    }
-    // tract scoring on the gateway: one round from the values read, model included.
-    assert!(
-        table.contains("asset \"P-1\" (pump): routine_monitoring")
-            && table.contains("pressure 4.50 within 3..6")
-            && table.contains("model 0."),
-        "{table}"
-    );
-
     // OPC UA on the gateway: the client certificate is generated, the server's is trusted, the
     // address space is browsed (pure-Rust RSA and AES under the target's instruction set).
     let trusted = qemu(
@@ -461,6 +439,36 @@ async fn smoke(target: &Target, binary: &Path) {
             .any(|l| l.contains("s=pump.pressure") && l.contains("Float")),
         "{listing}{}",
         String::from_utf8_lossy(&browsed.stderr)
+    );
+
+    // `read`: every type and word order decodes to what the simulator serves, and OPC UA reads.
+    let read = qemu(target, binary, &["read", "-c", config, "--assess"]).await;
+    let table = String::from_utf8_lossy(&read.stdout);
+    assert_eq!(read.status.code(), Some(0), "{table}");
+    for (tag, value) in EXPECTED {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(tag))
+            .unwrap_or_else(|| panic!("{tag} missing in\n{table}"));
+        assert!(
+            row.contains(&format!(" {value} ")) && row.trim_end().ends_with("good"),
+            "{tag}: expected {value} in {row}"
+        );
+    }
+    let opcua_row = table
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("opcua.pressure"))
+        .unwrap_or_else(|| panic!("opcua.pressure missing in\n{table}"));
+    assert!(
+        opcua_row.contains(" 4.5 ") && opcua_row.trim_end().ends_with("good"),
+        "{opcua_row}"
+    );
+    // tract scoring on the gateway: one round from the values read, model included.
+    assert!(
+        table.contains("asset \"P-1\" (pump): routine_monitoring")
+            && table.contains("pressure 4.50 within 3..6")
+            && table.contains("model 0."),
+        "{table}"
     );
 
     // `run` as systemd starts it: ready, live good samples, reload, clean stop.

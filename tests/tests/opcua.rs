@@ -536,9 +536,9 @@ async fn browse_lists_node_ids_names_and_types() {
 }
 
 /// The commands a commissioning engineer runs: the simulator serving OPC UA, `check`, `trust`
-/// (refused without a terminal or --yes), `browse`.
+/// (refused without a terminal or --yes), `browse`, `read`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulate_trust_browse_and_check_from_the_command_line() {
+async fn simulate_trust_browse_read_and_check_from_the_command_line() {
     use millwright_tests::{millwright_bin, mqtt::free_port, OutputLines};
     let dir = tempfile::tempdir().expect("temp dir");
     let sim = dir.path().join("sim.toml");
@@ -628,6 +628,28 @@ async fn simulate_trust_browse_and_check_from_the_command_line() {
     assert!(
         line.contains("Variable") && line.contains("Float"),
         "{line}"
+    );
+
+    // `read`: a one-shot read of the endpoint's tags, subscribed ones included.
+    let read = run(&["read"]);
+    let table = String::from_utf8_lossy(&read.stdout);
+    assert_eq!(
+        read.status.code(),
+        Some(0),
+        "{table}{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("press ") && l.contains("flow"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("opcua")
+            && row.contains("s=pump-1.flow")
+            && row.contains("42.5")
+            && row.contains("m3/h")
+            && row.trim_end().ends_with("good"),
+        "{row}"
     );
 
     let unknown = run(&["browse", "--endpoint", "nope"]);
