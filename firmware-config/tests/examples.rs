@@ -57,4 +57,6 @@ fn packaged_default_config_is_valid_as_shipped_and_uncommented() {
     assert_eq!(plan.devices.len(), 1);
     assert_eq!(plan.buses.len(), 1);
     assert_eq!(plan.devices[0].tags.len(), 1);
+    assert_eq!(plan.opcua.len(), 1);
+    assert_eq!(plan.opcua[0].tags.len(), 1);
 }
