@@ -14,7 +14,7 @@
 //! - A client handle is the tag's index within the endpoint plus one, so a notification maps to
 //!   its tag without a lookup table that could go stale across reconnects.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -294,7 +294,9 @@ impl EndpointSource {
         .clamp(u128::from(keep_alive_count * 3), 100_000) as u32;
         let handler = Notifications {
             tag_base: self.tag_base,
-            tags: self.endpoint.tags.len(),
+            endpoint: self.endpoint.name.clone(),
+            names: self.endpoint.tags.iter().map(|t| t.name.clone()).collect(),
+            missing: HashSet::new(),
             bus: self.bus.clone(),
             stats: Arc::clone(&self.stats),
             clock: Arc::clone(&self.clock),
@@ -596,10 +598,9 @@ impl Subscribed {
             .delete_monitored_items(subscription, &items)
             .await
             .map_err(|e| format!("deleting monitored items failed: {e}"))?;
-        self.pending.extend(
-            ids.into_iter()
-                .map(|(index, _)| (index, StatusCode::BadNodeIdUnknown)),
-        );
+        // Created again as if new: the notifications, not the creation, tell whether it exists.
+        self.pending
+            .extend(ids.into_iter().map(|(index, _)| (index, StatusCode::Good)));
         Ok(())
     }
 }
@@ -607,7 +608,11 @@ impl Subscribed {
 /// The subscription's callback: data changes become samples on the bus.
 struct Notifications {
     tag_base: u32,
-    tags: usize,
+    endpoint: String,
+    /// Tag names, by index within the endpoint (for the log).
+    names: Vec<String>,
+    /// Items whose notifications last said the server does not know the node.
+    missing: HashSet<usize>,
     bus: SampleBus,
     stats: Arc<DeviceStats>,
     clock: Arc<dyn Clock>,
@@ -630,20 +635,26 @@ impl OnSubscriptionNotificationCore for Notifications {
                 continue;
             };
             for change in changes.monitored_items.into_iter().flatten() {
-                let index = change.client_handle as usize;
-                if index == 0 || index > self.tags {
+                let handle = change.client_handle as usize;
+                if handle == 0 || handle > self.names.len() {
                     continue;
                 }
+                let index = handle - 1;
                 self.stats.notifications.fetch_add(1, Relaxed);
-                if change.value.status.is_some_and(|s| {
-                    s == StatusCode::BadNodeIdUnknown || s == StatusCode::BadNodeIdInvalid
-                }) {
+                let status = change.value.status.unwrap_or(StatusCode::Good);
+                if status == StatusCode::BadNodeIdUnknown || status == StatusCode::BadNodeIdInvalid
+                {
+                    if self.missing.insert(index) {
+                        warn!(endpoint = %self.endpoint, tag = %self.names[index], %status, "the server does not know this node; retrying");
+                    }
                     self.unknown
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push(index - 1);
+                        .push(index);
+                } else if self.missing.remove(&index) {
+                    info!(endpoint = %self.endpoint, tag = %self.names[index], "node available now");
                 }
-                let tag = TagId(self.tag_base + index as u32 - 1);
+                let tag = TagId(self.tag_base + index as u32);
                 self.bus
                     .publish(convert::sample(tag, change.value, received));
             }
