@@ -42,7 +42,9 @@ fn main() {
     }
     // The whole agent as a gateway runs it, when a binary is named (e.g. the static musl build).
     if let Ok(agent) = std::env::var("MILLWRIGHT_BIN") {
-        agent_memory(Path::new(&agent), 10_000);
+        // Relative to the workspace root, as the README writes it (benches run in `agent/`).
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        agent_memory(&workspace.join(agent), 10_000);
     }
 }
 
