@@ -148,6 +148,8 @@ async fn walk(
     let mut found = Vec::new();
     let mut seen = HashSet::from([start.clone()]);
     let mut queue = VecDeque::from([(start, 0usize)]);
+    // The server's namespace table, read once for the walk (not per reference).
+    let namespaces = session.encoding_context().read().namespaces().clone();
     while let Some((node, level)) = queue.pop_front() {
         if level >= depth || found.len() >= limit {
             continue;
@@ -178,7 +180,7 @@ async fn walk(
         for reference in references {
             let Some(child) = reference
                 .node_id
-                .try_resolve(&session.encoding_context().read().namespaces().clone())
+                .try_resolve(&namespaces)
                 .map(|n| n.into_owned())
             else {
                 continue;

@@ -282,7 +282,12 @@ impl EndpointSource {
         session: &Arc<Session>,
         unknown: &Arc<Mutex<Vec<usize>>>,
     ) -> Result<Option<u32>, String> {
-        if self.subscribed_tags().is_empty() {
+        let any_subscribed = self
+            .endpoint
+            .tags
+            .iter()
+            .any(|t| matches!(t.acquisition, Acquisition::Subscribe { .. }));
+        if !any_subscribed {
             return Ok(None);
         }
         let publishing = self.endpoint.publishing_interval;
