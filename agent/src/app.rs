@@ -19,9 +19,11 @@ use tracing::{debug, error, info, warn, Level};
 use crate::bus::SampleBus;
 use crate::clock::Clock;
 use crate::control::{self, AgentCommands};
+use crate::decisions::alerts::{self as alerting, Alerts};
 use crate::health::{self, model::Models, scorer::Scorer};
 use crate::liveness::Liveness;
-use crate::reports::{self, Alerts};
+use crate::outputs;
+use crate::reports;
 use crate::service::ServiceManager;
 use crate::store::sled_store::{OpenError, SledStore};
 use crate::store::{Appended, MemoryStore, Outbox};
@@ -203,15 +205,22 @@ pub async fn run(
         env!("CARGO_PKG_VERSION")
     );
     let service = &control.service;
+    let plan = &loaded.plan;
+    if let Err(error) = std::fs::create_dir_all(&plan.agent.data_dir) {
+        warn!(%error, dir = %plan.agent.data_dir.display(), "cannot create the data directory");
+    }
+    let alerts = Arc::new(Alerts::open(&plan.agent.data_dir, &plan.agent.name));
     let upstream = match &loaded.plan.mqtt {
-        Some(_) => Some(Upstream::open(&loaded, &clock)?),
+        Some(_) => Some(Upstream::open(&loaded, &clock, &alerts)?),
         None => None,
     };
+    let local = Local::start(&loaded, alerts, upstream.as_ref());
     let mut generation = Generation::start(
         loaded,
         Arc::clone(&clock),
         &control.shutdown,
         upstream.as_ref(),
+        &local,
     );
     service.ready(&generation.status());
     if let Some(timeout) = service.watchdog() {
@@ -226,7 +235,7 @@ pub async fn run(
             () = control.shutdown.cancelled() => break,
             Some(()) = control.reload_requests.recv() => {
                 service.reloading();
-                generation = reload_into(generation, &mut reload, &clock, &control.shutdown, upstream.as_ref()).await;
+                generation = reload_into(generation, &mut reload, &clock, &control.shutdown, upstream.as_ref(), &local).await;
                 service.ready(&generation.status());
             }
             _ = keep_alive.tick() => {
@@ -254,6 +263,7 @@ pub async fn run(
         upstream.event("agent_stopping", serde_json::json!({}), clock.now());
     }
     generation.stop().await;
+    local.stop().await;
     if let Some(upstream) = upstream {
         upstream.stop().await;
     }
@@ -266,6 +276,7 @@ async fn reload_into(
     clock: &Arc<dyn Clock>,
     shutdown: &CancellationToken,
     upstream: Option<&Upstream>,
+    local: &Local,
 ) -> Generation {
     match reload() {
         Err(errors) => {
@@ -302,7 +313,7 @@ async fn reload_into(
                 }
                 None => {}
             }
-            Generation::start(loaded, Arc::clone(clock), shutdown, upstream)
+            Generation::start(loaded, Arc::clone(clock), shutdown, upstream, local)
         }
     }
 }
@@ -315,13 +326,61 @@ fn identity(loaded: &Loaded) -> Identity {
     }
 }
 
+/// What outlives a configuration reload locally: the alerts and the control socket.
+struct Local {
+    alerts: Arc<Alerts>,
+    commands: Arc<AgentCommands>,
+    tasks: JoinSet<()>,
+    stop: CancellationToken,
+}
+
+impl Local {
+    fn start(loaded: &Loaded, alerts: Arc<Alerts>, upstream: Option<&Upstream>) -> Local {
+        let commands = Arc::new(AgentCommands {
+            identity: std::sync::Mutex::new(identity(loaded)),
+            started: std::time::Instant::now(),
+            upstream: upstream.map(|u| (Arc::clone(&u.outbox), Arc::clone(&u.uplink_stats))),
+            alerts: Arc::clone(&alerts),
+            devices: std::sync::Mutex::new(Vec::new()),
+            max_shelve: std::sync::Mutex::new(loaded.plan.alerting.max_shelve),
+        });
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let handler: Arc<dyn crate::uplink::CommandHandler> = commands.clone();
+        tasks.spawn(control::serve(
+            control::socket_path(&loaded.plan.agent.data_dir),
+            handler,
+            stop.clone(),
+        ));
+        Local {
+            alerts,
+            commands,
+            tasks,
+            stop,
+        }
+    }
+
+    fn set_generation(&self, devices: &[(String, Arc<DeviceStats>)], loaded: &Loaded) {
+        let commands = &self.commands;
+        *commands.devices.lock().unwrap_or_else(|e| e.into_inner()) = devices.to_vec();
+        *commands.identity.lock().unwrap_or_else(|e| e.into_inner()) = identity(loaded);
+        *commands
+            .max_shelve
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = loaded.plan.alerting.max_shelve;
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
 /// What outlives a configuration reload on the way upstream: the outbox (one store per data
-/// directory), its flusher, the alert state and the local control socket.
+/// directory) and its flusher.
 struct Upstream {
     outbox: Arc<Outbox>,
-    alerts: Arc<Alerts>,
     uplink_stats: Arc<UplinkStats>,
-    commands: Arc<AgentCommands>,
     topics: Topics,
     tasks: JoinSet<()>,
     stop: CancellationToken,
@@ -330,8 +389,8 @@ struct Upstream {
 
 impl Upstream {
     /// Opens the outbox (recovering or, as a last resort, falling back to memory), starts the
-    /// flusher and the control socket, and records the agent's start.
-    fn open(loaded: &Loaded, clock: &Arc<dyn Clock>) -> anyhow::Result<Upstream> {
+    /// flusher, sends alert transitions upstream from now on, and records the agent's start.
+    fn open(loaded: &Loaded, clock: &Arc<dyn Clock>, alerts: &Alerts) -> anyhow::Result<Upstream> {
         let plan = &loaded.plan;
         let topics = Topics::new(
             plan.mqtt.as_ref().map_or("", |m| m.topic_prefix.as_str()),
@@ -377,17 +436,7 @@ impl Upstream {
             dropped = stats.dropped(),
             "outbox open"
         );
-        let alerts = Arc::new(Alerts::default());
         let uplink_stats = Arc::new(UplinkStats::default());
-        let commands = Arc::new(AgentCommands {
-            identity: std::sync::Mutex::new(identity(loaded)),
-            started: std::time::Instant::now(),
-            topics: topics.clone(),
-            outbox: Arc::clone(&outbox),
-            alerts: Arc::clone(&alerts),
-            uplink: Arc::clone(&uplink_stats),
-            devices: std::sync::Mutex::new(Vec::new()),
-        });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(flush_periodically(
@@ -395,17 +444,10 @@ impl Upstream {
             plan.outbox.flush_interval,
             stop.clone(),
         ));
-        let handler: Arc<dyn crate::uplink::CommandHandler> = commands.clone();
-        tasks.spawn(control::serve(
-            control::socket_path(&plan.agent.data_dir),
-            handler,
-            stop.clone(),
-        ));
+        alerts.send_upstream(Arc::clone(&outbox), topics.clone());
         let upstream = Upstream {
             outbox,
-            alerts,
             uplink_stats,
-            commands,
             topics,
             tasks,
             stop,
@@ -445,20 +487,7 @@ impl Upstream {
         }
     }
 
-    fn set_devices(&self, devices: &[(String, Arc<DeviceStats>)], loaded: &Loaded) {
-        *self
-            .commands
-            .devices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = devices.to_vec();
-        *self
-            .commands
-            .identity
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = identity(loaded);
-    }
-
-    /// Stops the flusher (which flushes a last time) and the control socket.
+    /// Stops the flusher (which flushes a last time).
     async fn stop(mut self) {
         self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
@@ -511,6 +540,7 @@ impl Generation {
         clock: Arc<dyn Clock>,
         shutdown: &CancellationToken,
         upstream: Option<&Upstream>,
+        local: &Local,
     ) -> Generation {
         let plan = &loaded.plan;
         let stop = shutdown.child_token();
@@ -524,14 +554,37 @@ impl Generation {
             ));
         }
         let (assessments, _) = tokio::sync::broadcast::channel(64);
+        local.set_generation(&running.stats, &loaded);
+        alerting::forget_unconfigured(&local.alerts, plan, clock.now());
+        running.tasks.spawn(alerting::run(
+            plan.alerting.clone(),
+            Arc::clone(&local.alerts),
+            alerting::Inputs {
+                samples: bus.subscribe(),
+                assessments: assessments.subscribe(),
+                devices: running.stats.clone(),
+                outbox: upstream.map(|u| Arc::clone(&u.outbox)),
+                uplink: upstream.map(|u| Arc::clone(&u.uplink_stats)),
+            },
+            Arc::clone(&clock),
+            stop.clone(),
+        ));
+        if !plan.alerting.outputs.is_empty() {
+            running.tasks.spawn(outputs::run(
+                plan.alerting.clone(),
+                plan.devices.clone(),
+                Arc::clone(&local.alerts),
+                Arc::clone(&clock),
+                stop.clone(),
+                shutdown.clone(),
+            ));
+        }
         if let (Some(upstream), Some(mqtt)) = (upstream, &plan.mqtt) {
-            upstream.set_devices(&running.stats, &loaded);
             let topics = Topics::new(&mqtt.topic_prefix, &plan.agent.name);
             running.tasks.spawn(reports::run(
                 Arc::new(plan.clone()),
                 topics.clone(),
                 Arc::clone(&upstream.outbox),
-                Arc::clone(&upstream.alerts),
                 reports::Sources {
                     samples: bus.subscribe(),
                     assessments: assessments.subscribe(),
@@ -546,7 +599,7 @@ impl Generation {
                 topics,
                 outbox: Arc::clone(&upstream.outbox),
                 stats: Arc::clone(&upstream.uplink_stats),
-                commands: upstream.commands.clone(),
+                commands: local.commands.clone(),
             };
             let span = tracing::info_span!("uplink");
             running.tasks.spawn(tracing::Instrument::instrument(

@@ -147,6 +147,70 @@ pub fn check_report(loaded: &crate::app::Loaded) -> String {
             humantime::format_duration(plan.scoring.assess_interval)
         );
     }
+    let alerting = &plan.alerting;
+    for limits in &alerting.limits {
+        let unit = limits.unit.as_deref().unwrap_or("");
+        let levels: Vec<String> = limits
+            .limits
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {}{unit} ({})",
+                    l.kind.name(),
+                    l.value,
+                    l.severity.name()
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "limits on {:?}: {}; deadband {}{unit}, on-delay {}{}",
+            limits.tag,
+            levels.join(", "),
+            limits.deadband,
+            humantime::format_duration(limits.on_delay),
+            if limits.latching { ", latching" } else { "" }
+        );
+    }
+    for (index, output) in alerting.outputs.iter().enumerate() {
+        let shows: Vec<String> = alerting
+            .indications
+            .iter()
+            .filter(|i| i.output == index)
+            .map(|i| {
+                let severities: Vec<&str> = i.severities.iter().map(|s| s.name()).collect();
+                format!(
+                    "{} when {} {:?}",
+                    i.pattern.name(),
+                    if severities.is_empty() {
+                        "any".to_string()
+                    } else {
+                        severities.join("/")
+                    },
+                    i.state
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "output {:?} ({}): {}; otherwise {}, {} on shutdown",
+            output.name,
+            crate::outputs::describe(&output.target, &plan.devices),
+            if shows.is_empty() {
+                "no indications".to_string()
+            } else {
+                shows.join(", then ")
+            },
+            output.idle.name(),
+            output.on_shutdown.name()
+        );
+    }
+    if let Some((tag, _)) = &alerting.acknowledge_tag {
+        let _ = writeln!(
+            out,
+            "acknowledge input: tag {tag:?} (rising edge acknowledges all)"
+        );
+    }
     if let Some(mqtt) = &plan.mqtt {
         let auth = match (&mqtt.username, &mqtt.client_auth) {
             (Some(user), Some(_)) => format!("user {user:?} + client certificate"),
@@ -825,6 +889,51 @@ pub async fn browse(
     let pki = crate::sources::opcua::client::pki_dir(&plan.agent.data_dir);
     let nodes = crate::sources::opcua::browse::browse(endpoint, &pki, start, depth, limit).await?;
     Ok(crate::sources::opcua::browse::format_browse(&nodes))
+}
+
+/// Sends an alert command (`ack-alert`, `shelve-alert`, `unshelve-alert`, `status`) to the running
+/// agent and returns its reply's result.
+pub async fn alert_command(
+    plan: &firmware_config::Plan,
+    command: &str,
+    args: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let socket = crate::control::socket_path(&plan.agent.data_dir);
+    let reply = crate::control::request(&socket, command, args)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no agent answers on {} (is `millwright run` running with this configuration, and may this user open the socket?)", socket.display()))?;
+    if reply["ok"] == true {
+        Ok(reply["result"].clone())
+    } else {
+        anyhow::bail!("{}", reply["error"].as_str().unwrap_or("the agent refused"))
+    }
+}
+
+/// The alerts as `millwright alerts` lists them.
+pub fn format_alerts(alerts: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let list = alerts.as_array().map(Vec::as_slice).unwrap_or_default();
+    if list.is_empty() {
+        return "no alerts\n".into();
+    }
+    let mut out = String::new();
+    for alert in list {
+        let text = |key: &str| alert[key].as_str().unwrap_or("").to_string();
+        let shelved = alert["shelved_until"]
+            .as_str()
+            .map(|until| format!(" (shelved until {until})"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<32} {:<8} {:<22} since {}{shelved}\n    {}",
+            text("alert_id"),
+            text("severity"),
+            text("state"),
+            text("raised"),
+            text("reason")
+        );
+    }
+    out
 }
 
 /// What `millwright outbox` prints: asked of the running agent through its control socket, or read

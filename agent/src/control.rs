@@ -1,5 +1,7 @@
-//! The agent's commands (`status`, `ack-alert`) and the local control socket that serves them to
-//! the CLI on the gateway (`millwright outbox`), beside the MQTT command topic.
+//! The agent's commands (`status`, `ack-alert`, `shelve-alert`, `unshelve-alert`) and the local
+//! control socket that serves them to the CLI on the gateway (`millwright outbox`, `millwright
+//! ack`, `millwright shelve`), beside the MQTT command topic. The socket runs with or without
+//! `[mqtt]`.
 //!
 //! The socket speaks one JSON line each way: `{"command": "status", ...arguments}` in, the same
 //! reply document the MQTT command topic gets out. It lives in the data directory, so only the
@@ -15,13 +17,13 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::reports::{self, Alerts};
+use crate::decisions::alerts::Alerts;
 use crate::sources::DeviceStats;
 use crate::store::Outbox;
-use crate::uplink::{answer, CommandHandler, Identity, Topics, UplinkStats};
+use crate::uplink::{answer, CommandHandler, Identity, UplinkStats};
 
 /// The commands every agent answers.
-pub const COMMANDS: [&str; 2] = ["status", "ack-alert"];
+pub const COMMANDS: [&str; 4] = ["status", "ack-alert", "shelve-alert", "unshelve-alert"];
 
 /// Socket file name inside the data directory.
 pub const SOCKET: &str = "control.sock";
@@ -36,11 +38,22 @@ const MAX_REQUEST: u64 = 64 * 1024;
 pub struct AgentCommands {
     pub identity: std::sync::Mutex<Identity>,
     pub started: Instant,
-    pub topics: Topics,
-    pub outbox: Arc<Outbox>,
+    /// The outbox and the uplink's counters, when `[mqtt]` is set.
+    pub upstream: Option<(Arc<Outbox>, Arc<UplinkStats>)>,
     pub alerts: Arc<Alerts>,
-    pub uplink: Arc<UplinkStats>,
     pub devices: std::sync::Mutex<Vec<(String, Arc<DeviceStats>)>>,
+    /// `[alerts] max_shelve` of the running configuration.
+    pub max_shelve: std::sync::Mutex<Duration>,
+}
+
+fn text<'a>(args: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    args.get(key).and_then(|v| v.as_str())
+}
+
+fn alert_id<'a>(args: &'a serde_json::Value, command: &str) -> Result<&'a str, String> {
+    text(args, "alert_id").ok_or_else(|| {
+        format!("{command} needs {{\"alert_id\": \"<id>\"}} (see `status` for the alerts present)")
+    })
 }
 
 impl AgentCommands {
@@ -73,8 +86,8 @@ impl AgentCommands {
             "config_hash": identity.config_hash,
             "uptime_s": self.started.elapsed().as_secs(),
             "devices": devices,
-            "outbox": self.outbox.stats(),
-            "uplink": self.uplink.snapshot(),
+            "outbox": self.upstream.as_ref().map(|(outbox, _)| outbox.stats()),
+            "uplink": self.upstream.as_ref().map(|(_, uplink)| uplink.snapshot()),
             "alerts": self.alerts.snapshot(),
         })
     }
@@ -85,16 +98,39 @@ impl CommandHandler for AgentCommands {
         match name {
             "status" => Ok(self.status()),
             "ack-alert" => {
-                let id = args
-                    .get("alert_id")
-                    .and_then(|v| v.as_str())
-                    .ok_or("ack-alert needs {\"alert_id\": \"<asset>/maintenance\"}")?;
-                let by = args.get("by").and_then(|v| v.as_str()).unwrap_or("mqtt");
-                let record = self
+                let by = text(args, "by").unwrap_or("mqtt");
+                let now = SystemTime::now();
+                if args.get("all").and_then(|v| v.as_bool()) == Some(true) {
+                    let count = self.alerts.acknowledge_all(by, now);
+                    return Ok(json!({ "acknowledged": count }));
+                }
+                let alert = self.alerts.acknowledge(alert_id(args, name)?, by, now)?;
+                Ok(json!({ "alert_id": alert.id, "acknowledged_by": by }))
+            }
+            "shelve-alert" => {
+                let id = alert_id(args, name)?;
+                let duration = text(args, "duration")
+                    .ok_or("shelve-alert needs a duration, such as {\"duration\": \"2h\"}")
+                    .and_then(|d| {
+                        humantime::parse_duration(d)
+                            .map_err(|_| "duration is not a duration such as \"30m\" or \"2h\"")
+                    })?;
+                let max = *self.max_shelve.lock().unwrap_or_else(|e| e.into_inner());
+                let by = text(args, "by").unwrap_or("mqtt");
+                let alert = self
                     .alerts
-                    .acknowledge(&self.topics, id, by, SystemTime::now())?;
-                reports::append(&self.outbox, record);
-                Ok(json!({ "alert_id": id, "state": "acknowledged" }))
+                    .shelve(id, duration, max, by, SystemTime::now())?;
+                Ok(json!({
+                    "alert_id": alert.id,
+                    "shelved_until": alert.shelved_until.map(crate::uplink::timestamp),
+                }))
+            }
+            "unshelve-alert" => {
+                let by = text(args, "by").unwrap_or("mqtt");
+                let alert = self
+                    .alerts
+                    .unshelve(alert_id(args, name)?, by, SystemTime::now())?;
+                Ok(json!({ "alert_id": alert.id, "shelved_until": null }))
             }
             other => Err(format!(
                 "unknown command {other:?}; known: {}",

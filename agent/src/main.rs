@@ -34,6 +34,18 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum LedsAction {
+    /// Each output steady for --hold, then off, one after the other. Stop the agent first: it
+    /// owns the outputs while it runs.
+    Test {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[arg(long, default_value = "1s")]
+        hold: humantime::Duration,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Poll every device on its schedule until stopped (SIGINT/SIGTERM); SIGHUP reloads the
     /// configuration (validated first; an invalid one is reported and the running one kept).
@@ -62,6 +74,48 @@ enum Command {
     Outbox {
         #[arg(short, long)]
         config: PathBuf,
+    },
+    /// List the running agent's alerts (through its control socket).
+    Alerts {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Acknowledge an alert of the running agent (or all of them with --all).
+    Ack {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The alert's id, as `millwright alerts` shows it.
+        #[arg(required_unless_present = "all")]
+        alert_id: Option<String>,
+        #[arg(long, conflicts_with = "alert_id")]
+        all: bool,
+        /// Who acknowledges (recorded with the transition).
+        #[arg(long, default_value = "local")]
+        by: String,
+    },
+    /// Shelve an alert: hide it from the local outputs for a while (up to alerts.max_shelve).
+    Shelve {
+        #[arg(short, long)]
+        config: PathBuf,
+        alert_id: String,
+        /// For how long, e.g. 30m or 2h.
+        #[arg(long = "for")]
+        duration: String,
+        #[arg(long, default_value = "local")]
+        by: String,
+    },
+    /// End an alert's shelving early.
+    Unshelve {
+        #[arg(short, long)]
+        config: PathBuf,
+        alert_id: String,
+        #[arg(long, default_value = "local")]
+        by: String,
+    },
+    /// Commissioning of the alert outputs: `leds test` turns each configured output on, then off.
+    Leds {
+        #[command(subcommand)]
+        action: LedsAction,
     },
     /// Fetch an OPC UA server's certificate, show it, and trust it (pki/trusted/) after
     /// confirmation. Needed once per server before a secured endpoint connects.
@@ -188,6 +242,106 @@ async fn dispatch(command: Command) -> u8 {
                     exit::OK
                 }
                 Err(e) => failed(&e),
+            }
+        }
+        Command::Alerts { config } => {
+            let plan = match firmware_config::load(&config) {
+                Ok(plan) => plan,
+                Err(errors) => return config_failed(&errors),
+            };
+            match commands::alert_command(&plan, "status", serde_json::json!({})).await {
+                Ok(status) => {
+                    print!("{}", commands::format_alerts(&status["alerts"]));
+                    exit::OK
+                }
+                Err(e) => failed(&e),
+            }
+        }
+        Command::Ack {
+            config,
+            alert_id,
+            all,
+            by,
+        } => {
+            let plan = match firmware_config::load(&config) {
+                Ok(plan) => plan,
+                Err(errors) => return config_failed(&errors),
+            };
+            let args = serde_json::json!({ "alert_id": alert_id, "all": all, "by": by });
+            match commands::alert_command(&plan, "ack-alert", args).await {
+                Ok(result) => {
+                    match result["acknowledged"].as_u64() {
+                        Some(count) => println!("acknowledged {count} alert(s)"),
+                        None => {
+                            println!("acknowledged {}", result["alert_id"].as_str().unwrap_or(""))
+                        }
+                    }
+                    exit::OK
+                }
+                Err(e) => failed(&e),
+            }
+        }
+        Command::Shelve {
+            config,
+            alert_id,
+            duration,
+            by,
+        } => {
+            let plan = match firmware_config::load(&config) {
+                Ok(plan) => plan,
+                Err(errors) => return config_failed(&errors),
+            };
+            let args = serde_json::json!({ "alert_id": alert_id, "duration": duration, "by": by });
+            match commands::alert_command(&plan, "shelve-alert", args).await {
+                Ok(result) => {
+                    println!(
+                        "shelved {alert_id} until {}",
+                        result["shelved_until"].as_str().unwrap_or("?")
+                    );
+                    exit::OK
+                }
+                Err(e) => failed(&e),
+            }
+        }
+        Command::Unshelve {
+            config,
+            alert_id,
+            by,
+        } => {
+            let plan = match firmware_config::load(&config) {
+                Ok(plan) => plan,
+                Err(errors) => return config_failed(&errors),
+            };
+            let args = serde_json::json!({ "alert_id": alert_id, "by": by });
+            match commands::alert_command(&plan, "unshelve-alert", args).await {
+                Ok(_) => {
+                    println!("unshelved {alert_id}");
+                    exit::OK
+                }
+                Err(e) => failed(&e),
+            }
+        }
+        Command::Leds {
+            action: LedsAction::Test { config, hold },
+        } => {
+            let plan = match firmware_config::load(&config) {
+                Ok(plan) => plan,
+                Err(errors) => return config_failed(&errors),
+            };
+            if plan.alerting.outputs.is_empty() {
+                eprintln!("no [[outputs]] configured (nor a gateway profile)");
+                return exit::FAILURE;
+            }
+            let failed_outputs =
+                millwright::outputs::cycle(&plan.alerting, &plan.devices, hold.into(), |line| {
+                    println!("{line}")
+                })
+                .await;
+            if failed_outputs == 0 {
+                exit::OK
+            } else {
+                eprintln!("{failed_outputs} output(s) failed");
+                exit::FAILURE
             }
         }
         Command::Trust {

@@ -1,26 +1,23 @@
 //! What the agent tells the plant, turned into outbox records: per-device tag summaries over each
-//! summary interval, per-asset assessments, maintenance alerts when an asset's action changes, and
-//! the agent's events (device up/down, start/stop, configuration, outbox drops).
+//! summary interval, per-asset assessments, and the agent's events (device up/down, start/stop, configuration, outbox drops).
 //!
 //! Summaries are fixed-size per tag (count, min, max, sum, last, worst quality), so memory does not
 //! grow with the interval or the uptime. Building a record is a pure function; only [`run`] does
 //! I/O (appending to the outbox).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use firmware_config::Plan;
-use serde::Serialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::bus::Subscriber;
 use crate::clock::Clock;
-use crate::health::assess::{Action, Assessment};
+use crate::health::assess::Assessment;
 use crate::sample::{Quality, Sample, Value};
 use crate::sources::DeviceStats;
 use crate::store::{Appended, Class, NewRecord, Outbox};
@@ -257,138 +254,6 @@ pub fn health_record(topics: &Topics, assessment: &Assessment, now: SystemTime) 
     }
 }
 
-fn alert_record(
-    topics: &Topics,
-    asset: &str,
-    body: &serde_json::Value,
-    now: SystemTime,
-) -> NewRecord {
-    NewRecord {
-        class: Class::Alert,
-        topic: topics.alert(asset),
-        kind: "alert".into(),
-        created: now,
-        body: body.to_string().into_bytes(),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertState {
-    Active,
-    Acknowledged,
-    Cleared,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct ActiveAlert {
-    alert_id: String,
-    asset: String,
-    action: Action,
-    state: AlertState,
-    raised: String,
-}
-
-/// Maintenance alerts raised from assessments: one per asset while its action is above routine
-/// monitoring. (The full ISA-18.2 lifecycle, tag limits and local outputs build on this.)
-#[derive(Debug, Default)]
-pub struct Alerts {
-    active: Mutex<HashMap<String, ActiveAlert>>,
-}
-
-impl Alerts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ActiveAlert>> {
-        self.active.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The stable id of an asset's maintenance alert.
-    pub fn alert_id(asset: &str) -> String {
-        format!("{asset}/maintenance")
-    }
-
-    /// The alert record for an action change, if the change raises, escalates or clears one.
-    pub fn on_action(
-        &self,
-        topics: &Topics,
-        assessment: &Assessment,
-        previous: Action,
-        now: SystemTime,
-    ) -> Option<NewRecord> {
-        let action = assessment.action;
-        if action == previous {
-            return None;
-        }
-        let alert_id = Alerts::alert_id(&assessment.asset);
-        let state = if action == Action::RoutineMonitoring {
-            self.lock().remove(&assessment.asset);
-            AlertState::Cleared
-        } else {
-            self.lock().insert(
-                assessment.asset.clone(),
-                ActiveAlert {
-                    alert_id: alert_id.clone(),
-                    asset: assessment.asset.clone(),
-                    action,
-                    state: AlertState::Active,
-                    raised: timestamp(now),
-                },
-            );
-            AlertState::Active
-        };
-        let body = json!({
-            "alert_id": alert_id,
-            "asset": assessment.asset,
-            "state": state,
-            "action": action,
-            "previous_action": previous,
-            "priority": assessment.priority,
-            "failure_probability": assessment.failure_probability,
-            "overall_health": assessment.overall_health,
-            "reasons": assessment.reasons,
-        });
-        Some(alert_record(topics, &assessment.asset, &body, now))
-    }
-
-    /// Acknowledges an active alert; the record announcing it, or why it cannot be.
-    pub fn acknowledge(
-        &self,
-        topics: &Topics,
-        alert_id: &str,
-        by: &str,
-        now: SystemTime,
-    ) -> Result<NewRecord, String> {
-        let mut active = self.lock();
-        let Some(alert) = active.values_mut().find(|a| a.alert_id == alert_id) else {
-            let mut known: Vec<&str> = active.values().map(|a| a.alert_id.as_str()).collect();
-            known.sort_unstable();
-            return Err(format!(
-                "no active alert {alert_id:?} (active: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ));
-        };
-        alert.state = AlertState::Acknowledged;
-        let body = json!({
-            "alert_id": alert.alert_id,
-            "asset": alert.asset,
-            "state": AlertState::Acknowledged,
-            "action": alert.action,
-            "acknowledged_by": by,
-        });
-        Ok(alert_record(topics, &alert.asset, &body, now))
-    }
-
-    pub fn snapshot(&self) -> serde_json::Value {
-        let active = self.lock();
-        let mut alerts: Vec<&ActiveAlert> = active.values().collect();
-        alerts.sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
-        json!(alerts)
-    }
-}
-
 /// Appends a record, reporting (not failing on) a full or broken store.
 pub fn append(outbox: &Outbox, record: NewRecord) {
     let (class, topic) = (record.class, record.topic.clone());
@@ -419,7 +284,6 @@ pub async fn run(
     plan: Arc<Plan>,
     topics: Topics,
     outbox: Arc<Outbox>,
-    alerts: Arc<Alerts>,
     mut sources: Sources,
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
@@ -432,7 +296,6 @@ pub async fn run(
     let mut state_tick = tokio::time::interval(Duration::from_secs(1));
     state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut online: Vec<Option<bool>> = vec![None; sources.devices.len()];
-    let mut actions: HashMap<String, Action> = HashMap::new();
     let mut reported_drops = outbox.stats().dropped();
     // No assets: the scorer never runs and the channel closes at once.
     let mut assessing = true;
@@ -445,15 +308,7 @@ pub async fn run(
             },
             assessment = sources.assessments.recv(), if assessing => match assessment {
                 Ok(assessment) => {
-                    let now = clock.now();
-                    let previous = actions
-                        .insert(assessment.asset.clone(), assessment.action)
-                        .unwrap_or(Action::RoutineMonitoring);
-                    if let Some(alert) = alerts.on_action(&topics, &assessment, previous, now) {
-                        info!(asset = %assessment.asset, action = assessment.action.name(), "maintenance alert");
-                        append(&outbox, alert);
-                    }
-                    append(&outbox, health_record(&topics, &assessment, now));
+                    append(&outbox, health_record(&topics, &assessment, clock.now()));
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     warn!(missed, "assessments missed by the outbox feed");
@@ -633,69 +488,6 @@ type = "u32"
             records[1].body.len() < 1024,
             "a waveform is not copied into the summary"
         );
-    }
-
-    fn assessment(asset: &str, action: Action) -> Assessment {
-        Assessment {
-            schema: 1,
-            asset: asset.into(),
-            asset_type: "pump".into(),
-            timestamp: String::new(),
-            health: Default::default(),
-            overall_health: 0.5,
-            failure_probability: 0.8,
-            rule_probability: 0.8,
-            model_probability: None,
-            action,
-            priority: action.priority(),
-            maintenance_due: None,
-            remaining_life_hours: None,
-            remaining_life_note: None,
-            reasons: vec!["vibration 5.1 mm/s in zone D".into()],
-        }
-    }
-
-    #[test]
-    fn alerts_are_raised_on_escalation_acknowledged_and_cleared() {
-        let topics = Topics::new("e/s/a/l", "gw");
-        let alerts = Alerts::default();
-        let now = SystemTime::UNIX_EPOCH;
-        let steady = assessment("P-1", Action::RoutineMonitoring);
-        assert!(alerts
-            .on_action(&topics, &steady, Action::RoutineMonitoring, now)
-            .is_none());
-        let raised = alerts
-            .on_action(
-                &topics,
-                &assessment("P-1", Action::ImmediateMaintenance),
-                Action::RoutineMonitoring,
-                now,
-            )
-            .expect("raised");
-        assert_eq!(raised.class, Class::Alert);
-        assert_eq!(raised.topic, "e/s/a/l/P-1/alert");
-        let body: serde_json::Value = serde_json::from_slice(&raised.body).expect("json");
-        assert_eq!(body["state"], "active");
-        assert_eq!(
-            body["priority"],
-            serde_json::to_value(Priority::High).expect("json")
-        );
-        assert!(alerts
-            .acknowledge(&topics, "P-2/maintenance", "test", now)
-            .expect_err("unknown")
-            .contains("P-1/maintenance"));
-        let acked = alerts
-            .acknowledge(&topics, "P-1/maintenance", "operator", now)
-            .expect("acknowledged");
-        let body: serde_json::Value = serde_json::from_slice(&acked.body).expect("json");
-        assert_eq!(body["state"], "acknowledged");
-        assert_eq!(body["acknowledged_by"], "operator");
-        let cleared = alerts
-            .on_action(&topics, &steady, Action::ImmediateMaintenance, now)
-            .expect("cleared");
-        let body: serde_json::Value = serde_json::from_slice(&cleared.body).expect("json");
-        assert_eq!(body["state"], "cleared");
-        assert_eq!(alerts.snapshot(), json!([]));
     }
 
     #[test]

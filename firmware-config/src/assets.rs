@@ -331,6 +331,23 @@ impl<'p> TagDirectory<'p> {
     }
 }
 
+impl TagDirectory<'_> {
+    /// A tag's index, unit and why it is not numeric; the error is `None` when the tag exists but
+    /// failed validation (reported already).
+    pub fn lookup(
+        &self,
+        name: &str,
+    ) -> Result<(TagIndex, Option<&str>, Option<&'static str>), Option<String>> {
+        match self.tags.get(name) {
+            Some(&found) => Ok(found),
+            None if self.invalid.contains(name) => Err(None),
+            None => Err(Some(format!(
+                "no tag named {name:?} in [[devices.tags]] or [[opcua.tags]]"
+            ))),
+        }
+    }
+}
+
 pub(crate) fn validate_scoring(
     check: &mut Checker<'_, '_>,
     scoring: &ScoringConfig,

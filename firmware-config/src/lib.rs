@@ -8,6 +8,7 @@
 //! Arrays of tables (`[[buses]]`, `[[devices]]`, `[[devices.tags]]`) are deserialized one element
 //! at a time, so one bad element is reported without hiding the mistakes in the others.
 
+pub mod alerts;
 pub mod assets;
 pub mod duration;
 pub mod modbus;
@@ -21,6 +22,11 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+pub use alerts::{
+    Alerting, AlertsConfig, GpioLine, Indication, IndicationConfig, Limit, LimitConfig, LimitKind,
+    Output, OutputConfig, OutputTarget, Pattern, PatternValues, Severity, StateFilter, TagLimits,
+    GATEWAY_PROFILES,
+};
 pub use assets::{
     Asset, AssetConfig, Foundation, InsulationClass, IsoGroup, Nameplate, Scoring, ScoringConfig,
     Signals, TagIndex, MAX_WINDOW,
@@ -69,6 +75,18 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// The MQTT broker the agent forwards summaries, assessments, alerts and events to.
     pub mqtt: Option<MqttConfig>,
+    /// Local alerting: lifecycle, agent-health thresholds, acknowledge input, gateway profile.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    /// Alarm limits (hi-hi / hi / lo / lo-lo) on tags.
+    #[serde(default)]
+    pub limits: Vec<LimitConfig>,
+    /// LEDs, GPIO lines and Modbus coils or registers that show alerts.
+    #[serde(default)]
+    pub outputs: Vec<OutputConfig>,
+    /// Which alerts light which output in which pattern; per output, the first match wins.
+    #[serde(default)]
+    pub indications: Vec<IndicationConfig>,
 }
 
 /// Settings of the agent itself.
@@ -129,6 +147,7 @@ pub struct Plan {
     pub assets: Vec<Asset>,
     pub outbox: Outbox,
     pub mqtt: Option<Mqtt>,
+    pub alerting: Alerting,
 }
 
 /// A source (Modbus device or OPC UA endpoint) and its tags' names and units, in `TagId` order.
@@ -190,38 +209,28 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     let mut errors = Vec::new();
 
     let root: Option<Config> = doc
-        .deserialize_root(&["buses", "devices", "opcua", "assets"])
+        .deserialize_root(&[
+            "buses",
+            "devices",
+            "opcua",
+            "assets",
+            "limits",
+            "outputs",
+            "indications",
+        ])
         .map_err(|e| errors.push(e))
         .ok();
 
-    let buses: Vec<(usize, BusConfig)> = doc
-        .elements(&[Seg::Key("buses")], &mut errors)
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, value)| {
-            let component = element_name(value.get_ref(), "name", "bus", "buses", i);
-            doc.deserialize(value, &[], &component)
-                .map_err(|e| errors.push(e))
-                .ok()
-                .map(|bus| (i, bus))
-        })
-        .collect();
-
+    let buses: Vec<(usize, BusConfig)> = elements(&doc, "buses", "name", "bus", &mut errors);
     let devices: Vec<DeviceParts> = source_elements(&doc, "devices", "device", &mut errors);
     let endpoints: Vec<opcua::EndpointParts> = source_elements(&doc, "opcua", "opcua", &mut errors);
 
-    let assets: Vec<(usize, AssetConfig)> = doc
-        .elements(&[Seg::Key("assets")], &mut errors)
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, value)| {
-            let component = element_name(value.get_ref(), "id", "asset", "assets", i);
-            doc.deserialize(value, &[], &component)
-                .map_err(|e| errors.push(e))
-                .ok()
-                .map(|asset| (i, asset))
-        })
-        .collect();
+    let assets: Vec<(usize, AssetConfig)> = elements(&doc, "assets", "id", "asset", &mut errors);
+    let limits: Vec<(usize, LimitConfig)> = elements(&doc, "limits", "tag", "limits", &mut errors);
+    let outputs: Vec<(usize, OutputConfig)> =
+        elements(&doc, "outputs", "name", "output", &mut errors);
+    let indications: Vec<(usize, IndicationConfig)> =
+        elements(&doc, "indications", "output", "indication", &mut errors);
     let modbus_tag_names: HashSet<String> = devices
         .iter()
         .flat_map(|d| d.tags.iter().map(|(_, t)| t.name.clone()))
@@ -272,6 +281,18 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     );
     let directory = assets::TagDirectory::new(&devices, &opcua, tag_names);
     let assets = assets::validate_assets(&mut check, &directory, &assets);
+    let alerting = root.as_ref().map(|root| {
+        let parts = alerts::AlertParts {
+            alerts: &AlertsConfig {
+                led_class_dir: config_dir.join(&root.alerts.led_class_dir),
+                ..root.alerts.clone()
+            },
+            limits: &limits,
+            outputs: &outputs,
+            indications: &indications,
+        };
+        alerts::validate(&mut check, &parts, &directory, &devices)
+    });
     if let Some(root) = &root {
         if root.agent.sample_bus_capacity == 0 {
             check.err(
@@ -283,26 +304,51 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     }
 
     let mut errors = check.errors;
-    match (root, scoring, uplink) {
-        (Some(root), Some(scoring), Some((outbox, mqtt))) if errors.is_empty() => Ok(Plan {
-            agent: AgentConfig {
-                data_dir: config_dir.join(&root.agent.data_dir),
-                ..root.agent
-            },
-            buses,
-            devices,
-            opcua,
-            scoring,
-            assets,
-            outbox,
-            mqtt: mqtt.flatten(),
-        }),
+    match (root, scoring, uplink, alerting) {
+        (Some(root), Some(scoring), Some((outbox, mqtt)), Some(alerting)) if errors.is_empty() => {
+            Ok(Plan {
+                agent: AgentConfig {
+                    data_dir: config_dir.join(&root.agent.data_dir),
+                    ..root.agent
+                },
+                buses,
+                devices,
+                opcua,
+                scoring,
+                assets,
+                outbox,
+                mqtt: mqtt.flatten(),
+                alerting,
+            })
+        }
         _ => {
             errors.sort_by_key(|e| e.position);
             errors.dedup();
             Err(ConfigErrors(errors))
         }
     }
+}
+
+/// Deserializes each element of `[[array]]` on its own, with its index in the file; `key` names
+/// the element in errors.
+fn elements<T: DeserializeOwned>(
+    doc: &Document<'_>,
+    array: &str,
+    key: &str,
+    kind: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(usize, T)> {
+    doc.elements(&[Seg::Key(array)], errors)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, value)| {
+            let component = element_name(value.get_ref(), key, kind, array, i);
+            doc.deserialize(value, &[], &component)
+                .map_err(|e| errors.push(e))
+                .ok()
+                .map(|element| (i, element))
+        })
+        .collect()
 }
 
 /// One element of an array of sources (`[[devices]]`, `[[opcua]]`) with its own `tags` array: the

@@ -1,0 +1,521 @@
+//! The agent's alerts: one [`Book`] per agent, fed by assessments, tag limits, the agent's own
+//! health and the outputs, changed by acknowledgements and shelving from MQTT, the control socket
+//! and the acknowledge input.
+//!
+//! Invariants:
+//! - every transition is, in this order, written to the state file, appended to the outbox (alert
+//!   class: flushed at once, sent before summaries) and shown on the outputs;
+//! - the state file (`<data_dir>/alerts.json`) is replaced atomically (write, fsync, rename), so a
+//!   power cut leaves the old or the new book, never a torn one; after a restart every alert is in
+//!   the state it was, and sources that find their condition gone clear it through the lifecycle;
+//! - a state file that cannot be read is moved aside and reported, never fatal.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use firmware_config::{Alerting, Plan, Severity};
+use serde_json::json;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::lifecycle::{Alert, Book, Condition, Origin, State, Transition};
+use super::limits::{self, LimitWatch};
+use crate::bus::Subscriber;
+use crate::clock::Clock;
+use crate::health::assess::{Action, Assessment};
+use crate::sources::DeviceStats;
+use crate::store::{Class, NewRecord, Outbox};
+use crate::uplink::{timestamp, Topics, UplinkStats};
+
+/// State file name inside the data directory.
+pub const STATE_FILE: &str = "alerts.json";
+
+/// What the outputs show: every alert that is not shelved, as severity and state.
+pub type View = Arc<Vec<(Severity, State)>>;
+
+pub struct Alerts {
+    book: Mutex<Book>,
+    file: PathBuf,
+    agent: String,
+    upstream: Mutex<Option<(Arc<Outbox>, Topics)>>,
+    view: watch::Sender<View>,
+    pub persist_failures: AtomicU64,
+}
+
+impl Alerts {
+    /// The alerts of the agent whose data directory is `data_dir`, as they were when it stopped.
+    pub fn open(data_dir: &Path, agent: &str) -> Alerts {
+        let file = data_dir.join(STATE_FILE);
+        let book = match std::fs::read(&file) {
+            Ok(bytes) => match serde_json::from_slice::<Book>(&bytes) {
+                Ok(book) => {
+                    let count = book.alerts().count();
+                    if count > 0 {
+                        info!(alerts = count, file = %file.display(), "alerts restored");
+                    }
+                    book
+                }
+                Err(error) => {
+                    let aside = file.with_extension("json.unreadable");
+                    let _ = std::fs::rename(&file, &aside);
+                    error!(%error, moved_to = %aside.display(), "the alert state file cannot be read; starting with no alerts");
+                    Book::default()
+                }
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Book::default(),
+            Err(error) => {
+                error!(%error, file = %file.display(), "the alert state file cannot be read; starting with no alerts");
+                Book::default()
+            }
+        };
+        let (view, _) = watch::channel(view_of(&book));
+        Alerts {
+            book: Mutex::new(book),
+            file,
+            agent: agent.to_string(),
+            upstream: Mutex::new(None),
+            view,
+            persist_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Transitions from now on also become outbox records.
+    pub fn send_upstream(&self, outbox: Arc<Outbox>, topics: Topics) {
+        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = Some((outbox, topics));
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<View> {
+        self.view.subscribe()
+    }
+
+    /// Changes the book and carries out what changed (see the module invariants).
+    pub fn apply<T>(&self, change: impl FnOnce(&mut Book) -> (Vec<Transition>, T)) -> T {
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let (transitions, result) = change(&mut book);
+        if transitions.is_empty() {
+            return result;
+        }
+        if let Err(error) = persist(&self.file, &book) {
+            if self.persist_failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                error!(%error, file = %self.file.display(), "cannot save the alert state; alerts work but will not survive a restart (counted)");
+            }
+        }
+        let upstream = self.upstream.lock().unwrap_or_else(|e| e.into_inner());
+        for transition in &transitions {
+            info!(
+                alert = %transition.alert.id,
+                change = ?transition.change,
+                state = state_name(transition.state),
+                severity = transition.alert.severity.name(),
+                reason = %transition.alert.reason,
+                "alert"
+            );
+            if let Some((outbox, topics)) = upstream.as_ref() {
+                crate::reports::append(outbox, record(topics, &self.agent, transition));
+            }
+        }
+        self.view.send_replace(view_of(&book));
+        result
+    }
+
+    pub fn condition(&self, condition: Condition, now: SystemTime) {
+        self.apply(|book| (book.condition(condition, now).into_iter().collect(), ()));
+    }
+
+    pub fn acknowledge(&self, id: &str, by: &str, now: SystemTime) -> Result<Alert, String> {
+        self.apply(|book| match book.acknowledge(id, by, now) {
+            Ok(t) => (vec![t.clone()], Ok(t.alert)),
+            Err(e) => (Vec::new(), Err(e)),
+        })
+    }
+
+    /// Acknowledges every unacknowledged alert; how many there were.
+    pub fn acknowledge_all(&self, by: &str, now: SystemTime) -> usize {
+        self.apply(|book| {
+            let done = book.acknowledge_all(by, now);
+            let count = done.len();
+            (done, count)
+        })
+    }
+
+    /// Shelves an alert for `duration`, at most `max`.
+    pub fn shelve(
+        &self,
+        id: &str,
+        duration: Duration,
+        max: Duration,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<Alert, String> {
+        if duration > max {
+            return Err(format!(
+                "shelving is limited to {} (alerts.max_shelve)",
+                humantime::format_duration(max)
+            ));
+        }
+        self.apply(|book| match book.shelve(id, now + duration, by, now) {
+            Ok(t) => (vec![t.clone()], Ok(t.alert)),
+            Err(e) => (Vec::new(), Err(e)),
+        })
+    }
+
+    pub fn unshelve(&self, id: &str, by: &str, now: SystemTime) -> Result<Alert, String> {
+        self.apply(|book| match book.unshelve(id, by, now) {
+            Ok(t) => (vec![t.clone()], Ok(t.alert)),
+            Err(e) => (Vec::new(), Err(e)),
+        })
+    }
+
+    pub fn snapshot(&self) -> serde_json::Value {
+        let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        json!(book.alerts().map(alert_json).collect::<Vec<_>>())
+    }
+}
+
+fn view_of(book: &Book) -> View {
+    Arc::new(
+        book.alerts()
+            .filter(|a| !a.shelved())
+            .map(|a| (a.severity, a.state))
+            .collect(),
+    )
+}
+
+fn persist(file: &Path, book: &Book) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = file.with_extension("json.tmp");
+    let mut out = std::fs::File::create(&temporary)?;
+    out.write_all(&serde_json::to_vec(book).map_err(std::io::Error::other)?)?;
+    out.sync_all()?;
+    std::fs::rename(&temporary, file)?;
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+pub fn state_name(state: Option<State>) -> &'static str {
+    match state {
+        None => "normal",
+        Some(State::ActiveUnacknowledged) => "active_unacknowledged",
+        Some(State::ActiveAcknowledged) => "active_acknowledged",
+        Some(State::ClearedUnacknowledged) => "cleared_unacknowledged",
+    }
+}
+
+fn alert_json(alert: &Alert) -> serde_json::Value {
+    json!({
+        "alert_id": alert.id,
+        "source": alert.source,
+        "origin": alert.origin,
+        "severity": alert.severity,
+        "state": state_name(Some(alert.state)),
+        "value": alert.value,
+        "reason": alert.reason,
+        "raised": timestamp(alert.raised),
+        "acknowledged_by": alert.acknowledged_by,
+        "shelved_until": alert.shelved_until.map(timestamp),
+    })
+}
+
+/// The outbox record of a transition, on the source's alert topic (the agent's for its own health).
+pub fn record(topics: &Topics, agent: &str, transition: &Transition) -> NewRecord {
+    let alert = &transition.alert;
+    let mut body = alert_json(alert);
+    body["state"] = json!(state_name(transition.state));
+    body["transition"] = json!(transition.change);
+    body["at"] = json!(timestamp(transition.at));
+    if let Some(by) = &transition.by {
+        body["by"] = json!(by);
+    }
+    let topic_of = if alert.origin == Origin::Health {
+        agent
+    } else {
+        alert.source.as_str()
+    };
+    NewRecord {
+        class: Class::Alert,
+        topic: topics.alert(topic_of),
+        kind: "alert".into(),
+        created: transition.at,
+        body: body.to_string().into_bytes(),
+    }
+}
+
+/// The maintenance alert id of an asset.
+pub fn maintenance_id(asset: &str) -> String {
+    format!("{asset}/maintenance")
+}
+
+/// The maintenance condition an assessment states.
+pub fn maintenance_condition(assessment: &Assessment, latching: bool) -> Condition {
+    Condition {
+        id: maintenance_id(&assessment.asset),
+        source: assessment.asset.clone(),
+        origin: Origin::Maintenance,
+        severity: match assessment.action {
+            Action::ImmediateMaintenance => Severity::High,
+            Action::ScheduledMaintenance | Action::RoutineMonitoring => Severity::Medium,
+        },
+        latching,
+        active: assessment.action != Action::RoutineMonitoring,
+        value: Some(assessment.failure_probability),
+        reason: if assessment.reasons.is_empty() {
+            assessment.action.name().to_string()
+        } else {
+            format!(
+                "{}: {}",
+                assessment.action.name(),
+                assessment.reasons.join("; ")
+            )
+        },
+    }
+}
+
+/// The agent-health condition with `id` (`agent/...`).
+pub fn health_condition(id: String, severity: Severity, active: bool, reason: String) -> Condition {
+    Condition {
+        source: id.trim_start_matches("agent/").to_string(),
+        id,
+        origin: Origin::Health,
+        severity,
+        latching: false,
+        active,
+        value: None,
+        reason,
+    }
+}
+
+/// Whether an alert still has a source in `plan` (health alerts of outputs and devices included).
+pub fn configured(plan: &Plan, alert: &Alert) -> bool {
+    match alert.origin {
+        Origin::Maintenance => plan
+            .assets
+            .iter()
+            .any(|a| maintenance_id(&a.id) == alert.id),
+        Origin::Limit => plan.alerting.limits.iter().any(|l| {
+            l.limits
+                .iter()
+                .any(|limit| limits::alert_id(&l.tag, limit.kind) == alert.id)
+        }),
+        Origin::Health => match alert.id.strip_prefix("agent/device/") {
+            Some(device) => plan.sources().iter().any(|s| s.source == device),
+            None => match alert.id.strip_prefix("agent/output/") {
+                Some(output) => plan.alerting.outputs.iter().any(|o| o.name == output),
+                None => true,
+            },
+        },
+    }
+}
+
+/// Everything the alert sources read.
+pub struct Inputs {
+    pub samples: Subscriber,
+    pub assessments: broadcast::Receiver<Assessment>,
+    pub devices: Vec<(String, Arc<DeviceStats>)>,
+    pub outbox: Option<Arc<Outbox>>,
+    pub uplink: Option<Arc<UplinkStats>>,
+}
+
+/// Raises and clears alerts from samples (limits, the acknowledge input), assessments and the
+/// agent's health until `stop`.
+pub async fn run(
+    alerting: Alerting,
+    alerts: Arc<Alerts>,
+    mut inputs: Inputs,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
+    let mut watches: HashMap<u32, LimitWatch> = alerting
+        .limits
+        .iter()
+        .map(|l| (l.tag_index, LimitWatch::new(l.clone())))
+        .collect();
+    let acknowledge_tag = alerting.acknowledge_tag.clone();
+    let mut button: Option<bool> = None;
+    let mut health = HealthWatch::new(&alerting, &inputs.devices);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut assessing = true;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            sample = inputs.samples.recv() => {
+                let Some(sample) = sample else { break };
+                if !sample.quality.is_good() {
+                    continue;
+                }
+                let Some(value) = sample.value.as_ref().and_then(|v| v.as_f64()) else { continue };
+                if let Some((name, _)) = acknowledge_tag.as_ref().filter(|(_, i)| *i == sample.tag.0) {
+                    let pressed = value != 0.0;
+                    if button == Some(false) && pressed {
+                        let count = alerts.acknowledge_all(&format!("input {name}"), clock.now());
+                        info!(acknowledged = count, input = %name, "acknowledge input pressed");
+                    }
+                    button = Some(pressed);
+                }
+                if let Some(watch) = watches.get_mut(&sample.tag.0) {
+                    let changes = watch.observe(value, sample.timestamp);
+                    raise_limits(&alerts, watch, changes, clock.now());
+                }
+            }
+            assessment = inputs.assessments.recv(), if assessing => match assessment {
+                Ok(assessment) => alerts.condition(
+                    maintenance_condition(&assessment, alerting.maintenance_latching),
+                    clock.now(),
+                ),
+                Err(broadcast::error::RecvError::Lagged(missed)) => warn!(missed, "assessments missed by the alerts"),
+                Err(broadcast::error::RecvError::Closed) => assessing = false,
+            },
+            _ = tick.tick() => {
+                let now = clock.now();
+                for watch in watches.values_mut() {
+                    let changes = watch.tick(now);
+                    raise_limits(&alerts, watch, changes, now);
+                }
+                for condition in health.check(&inputs, now) {
+                    alerts.condition(condition, now);
+                }
+                alerts.apply(|book| (book.expire(now), ()));
+            }
+        }
+    }
+}
+
+fn raise_limits(
+    alerts: &Alerts,
+    watch: &LimitWatch,
+    changes: Vec<(firmware_config::Limit, bool)>,
+    now: SystemTime,
+) {
+    let config = &watch.config;
+    let unit = config.unit.as_deref().unwrap_or("");
+    for (limit, active) in changes {
+        let value = watch.last();
+        let side = if limit.kind.is_high() {
+            "above"
+        } else {
+            "below"
+        };
+        let reason = match value {
+            Some(v) => format!(
+                "{} {v}{unit} {side} {} limit {}{unit}",
+                config.tag,
+                limit.kind.name(),
+                limit.value
+            ),
+            None => format!("{} {} limit", config.tag, limit.kind.name()),
+        };
+        alerts.condition(
+            Condition {
+                id: limits::alert_id(&config.tag, limit.kind),
+                source: config.tag.clone(),
+                origin: Origin::Limit,
+                severity: limit.severity,
+                latching: config.latching,
+                active,
+                value,
+                reason,
+            },
+            now,
+        );
+    }
+}
+
+/// The agent's own health, judged once a second.
+struct HealthWatch {
+    device_down_after: Duration,
+    outbox_filling_percent: u8,
+    broker_unreachable_after: Duration,
+    down_since: Vec<Option<SystemTime>>,
+    broker_lost_since: Option<SystemTime>,
+    /// Conditions reported at least once: each is reported at the first check (clearing what a
+    /// restart remembered), then only on change.
+    reported: HashMap<String, bool>,
+}
+
+impl HealthWatch {
+    fn new(alerting: &Alerting, devices: &[(String, Arc<DeviceStats>)]) -> HealthWatch {
+        HealthWatch {
+            device_down_after: alerting.device_down_after,
+            outbox_filling_percent: alerting.outbox_filling_percent,
+            broker_unreachable_after: alerting.broker_unreachable_after,
+            down_since: vec![None; devices.len()],
+            broker_lost_since: None,
+            reported: HashMap::new(),
+        }
+    }
+
+    fn check(&mut self, inputs: &Inputs, now: SystemTime) -> Vec<Condition> {
+        let mut found = Vec::new();
+        for ((name, stats), since) in inputs.devices.iter().zip(self.down_since.iter_mut()) {
+            let online = stats.online.load(Ordering::Relaxed);
+            let tried = stats.requests.load(Ordering::Relaxed) > 0
+                || stats.reconnects.load(Ordering::Relaxed) > 0;
+            *since = match (online, *since) {
+                (true, _) => None,
+                (false, None) if tried => Some(now),
+                (false, other) => other,
+            };
+            let down = since.is_some_and(|s| elapsed(s, now) >= self.device_down_after);
+            found.push(health_condition(
+                format!("agent/device/{name}"),
+                Severity::Medium,
+                down,
+                format!(
+                    "{name} offline for more than {}",
+                    humantime::format_duration(self.device_down_after)
+                ),
+            ));
+        }
+        if let Some(outbox) = &inputs.outbox {
+            let stats = outbox.stats();
+            let percent = stats.bytes.saturating_mul(100) / stats.max_bytes.max(1);
+            let limit = u64::from(self.outbox_filling_percent);
+            let was = self.reported.get("agent/outbox").copied().unwrap_or(false);
+            // Five points of deadband so a full outbox at its drop threshold does not chatter.
+            let filling = percent >= limit || (was && percent + 5 >= limit);
+            found.push(health_condition(
+                "agent/outbox".into(),
+                Severity::High,
+                filling,
+                format!("outbox {percent}% full (alert at {limit}%): the uplink is not keeping up and the oldest summaries will be dropped"),
+            ));
+        }
+        if let Some(uplink) = &inputs.uplink {
+            let connected = uplink.connected.load(Ordering::Relaxed);
+            let since = if connected {
+                self.broker_lost_since = None;
+                None
+            } else {
+                Some(*self.broker_lost_since.get_or_insert(now))
+            };
+            let unreachable =
+                since.is_some_and(|s| elapsed(s, now) >= self.broker_unreachable_after);
+            found.push(health_condition(
+                "agent/broker".into(),
+                Severity::Medium,
+                unreachable,
+                format!(
+                    "MQTT broker unreachable for more than {}",
+                    humantime::format_duration(self.broker_unreachable_after)
+                ),
+            ));
+        }
+        found.retain(|c| self.reported.insert(c.id.clone(), c.active) != Some(c.active));
+        found
+    }
+}
+
+fn elapsed(since: SystemTime, now: SystemTime) -> Duration {
+    now.duration_since(since).unwrap_or_default()
+}
+
+/// Clears alerts whose source left the configuration.
+pub fn forget_unconfigured(alerts: &Alerts, plan: &Plan, now: SystemTime) {
+    alerts.apply(|book| (book.forget(|a| configured(plan, a), now), ()));
+}

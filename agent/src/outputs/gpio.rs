@@ -1,0 +1,64 @@
+//! A GPIO line driven through the GPIO character device (`/dev/gpiochipN`), held for as long as
+//! the agent runs so nothing else can drive it. Blinking is done by the output task.
+
+use firmware_config::GpioLine;
+use gpiocdev::line::Value;
+use gpiocdev::Request;
+
+pub struct Gpio {
+    request: Request,
+    offset: u32,
+}
+
+impl std::fmt::Debug for Gpio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Gpio({} line {})",
+            self.request.chip_path().display(),
+            self.offset
+        )
+    }
+}
+
+impl Gpio {
+    /// Requests the line as an output, initially off.
+    pub fn open(line: &GpioLine, active_low: bool) -> Result<Gpio, String> {
+        let (chip, offset) = match line {
+            GpioLine::Offset { chip, offset } => (chip.clone(), *offset),
+            GpioLine::Named(name) => {
+                let found = gpiocdev::find_named_line(name).ok_or_else(|| {
+                    format!("no GPIO line named {name:?} on this system (see `gpioinfo`)")
+                })?;
+                (found.chip, found.info.offset)
+            }
+        };
+        let mut builder = Request::builder();
+        builder
+            .on_chip(&chip)
+            .with_consumer("millwright")
+            .with_line(offset)
+            .as_output(Value::Inactive);
+        if active_low {
+            builder.as_active_low();
+        }
+        let request = builder
+            .request()
+            .map_err(|e| format!("request {} line {offset}: {e}", chip.display()))?;
+        Ok(Gpio { request, offset })
+    }
+
+    pub fn set(&self, on: bool) -> Result<(), String> {
+        let value = if on { Value::Active } else { Value::Inactive };
+        self.request
+            .set_value(self.offset, value)
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "set {} line {}: {e}",
+                    self.request.chip_path().display(),
+                    self.offset
+                )
+            })
+    }
+}

@@ -1,0 +1,432 @@
+//! Local outputs that show alerts where the machine is: LED-class LEDs, GPIO lines and Modbus coils
+//! or registers.
+//!
+//! Which pattern an output shows is a pure function of the alerts ([`patterns`]): for each output,
+//! the first `[[indications]]` entry (in file order) that matches a visible (not shelved) alert
+//! wins, else the output's idle pattern. Invariants of [`run`]:
+//! - an output is written only when what it should show changes (a software blink counts each
+//!   phase as a change), and once at start, since its state before is unknown — which is how
+//!   alerts restored after a restart light the outputs again;
+//! - a failing output (LED missing, GPIO line busy, coil write refused) is retried every
+//!   [`RETRY_INTERVAL`] and on every change, and raises the agent-health alert `agent/output/<name>`
+//!   until it works; it never stops the task;
+//! - when the agent stops (not on a reload), every output is set to its `on_shutdown` pattern.
+
+pub mod gpio;
+pub mod led;
+pub mod modbus;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use firmware_config::{
+    Alerting, Device, Indication, Output, OutputTarget, Pattern, Severity, StateFilter,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::decisions::alerts::{health_condition, Alerts};
+use crate::decisions::lifecycle::State;
+
+/// How often a failing output is tried again.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Longest wait for one output write when stopping.
+const SHUTDOWN_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn matches(filter: StateFilter, state: State) -> bool {
+    match filter {
+        StateFilter::Any => true,
+        StateFilter::Active => state.is_active(),
+        StateFilter::Acknowledged => state == State::ActiveAcknowledged,
+        StateFilter::Unacknowledged => state != State::ActiveAcknowledged,
+        StateFilter::ClearedUnacknowledged => state == State::ClearedUnacknowledged,
+    }
+}
+
+/// What each output shows for the visible alerts.
+pub fn patterns(
+    outputs: &[Output],
+    indications: &[Indication],
+    visible: &[(Severity, State)],
+) -> Vec<Pattern> {
+    outputs
+        .iter()
+        .enumerate()
+        .map(|(index, output)| {
+            indications
+                .iter()
+                .filter(|i| i.output == index)
+                .find(|i| {
+                    visible.iter().any(|(severity, state)| {
+                        (i.severities.is_empty() || i.severities.contains(severity))
+                            && matches(i.state, *state)
+                    })
+                })
+                .map_or(output.idle, |i| i.pattern)
+        })
+        .collect()
+}
+
+/// One output's hardware.
+#[derive(Debug)]
+pub enum Driver {
+    Led(led::Led),
+    Gpio(gpio::Gpio),
+    Modbus(modbus::ModbusOutput),
+}
+
+impl Driver {
+    pub fn open(target: &OutputTarget, devices: &[Device]) -> Result<Driver, String> {
+        Ok(match target {
+            OutputTarget::Led(dir) => Driver::Led(led::Led::new(dir.clone())),
+            OutputTarget::Gpio { line, active_low } => {
+                Driver::Gpio(gpio::Gpio::open(line, *active_low)?)
+            }
+            OutputTarget::ModbusCoil { device, address } => Driver::Modbus(
+                modbus::ModbusOutput::new(&devices[*device], modbus::Point::Coil(*address)),
+            ),
+            OutputTarget::ModbusRegister {
+                device,
+                address,
+                values,
+            } => Driver::Modbus(modbus::ModbusOutput::new(
+                &devices[*device],
+                modbus::Point::Register(*address, *values),
+            )),
+        })
+    }
+
+    /// Whether the agent must toggle the output itself to blink it.
+    pub fn blinks_in_software(&self) -> bool {
+        match self {
+            Driver::Led(_) => false,
+            Driver::Gpio(_) => true,
+            Driver::Modbus(output) => !output.blinks_by_itself(),
+        }
+    }
+
+    /// Shows `pattern`; `on` is the blink phase for outputs blinked in software.
+    pub async fn show(&mut self, pattern: Pattern, on: bool) -> Result<(), String> {
+        let level = match pattern {
+            Pattern::Off => false,
+            Pattern::Steady => true,
+            Pattern::SlowBlink | Pattern::FastBlink => on,
+        };
+        match self {
+            Driver::Led(led) => led.show(pattern),
+            Driver::Gpio(gpio) => gpio.set(level),
+            Driver::Modbus(output) => output.show(pattern, level).await,
+        }
+    }
+}
+
+/// The blink phase of `pattern` at `elapsed` since the outputs started (so that every output
+/// blinking at one rate blinks in step).
+fn phase(pattern: Pattern, elapsed: Duration) -> bool {
+    pattern
+        .half_period()
+        .is_none_or(|half| (elapsed.as_millis() / half.as_millis()) % 2 == 0)
+}
+
+struct Slot {
+    output: Output,
+    driver: Option<Driver>,
+    /// What was last written successfully, with the phase; `None` when unknown.
+    shown: Option<(Pattern, bool)>,
+    failing: bool,
+}
+
+impl Slot {
+    fn wanted(&self, pattern: Pattern, elapsed: Duration) -> (Pattern, bool) {
+        let software = self.driver.as_ref().is_none_or(Driver::blinks_in_software);
+        (pattern, software && phase(pattern, elapsed))
+    }
+
+    async fn bring_to(&mut self, want: (Pattern, bool), devices: &[Device]) -> Result<(), String> {
+        if self.driver.is_none() {
+            self.driver = Some(Driver::open(&self.output.target, devices)?);
+        }
+        let driver = self.driver.as_mut().ok_or("no driver")?;
+        let result = driver.show(want.0, want.1).await;
+        self.shown = result.is_ok().then_some(want);
+        result
+    }
+}
+
+/// Drives the outputs from the alerts until `stop`; sets the shutdown patterns if the agent as a
+/// whole is stopping (`agent_shutdown`).
+pub async fn run(
+    alerting: Alerting,
+    devices: Vec<Device>,
+    alerts: Arc<Alerts>,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+    agent_shutdown: CancellationToken,
+) {
+    let mut view = alerts.subscribe();
+    let mut slots: Vec<Slot> = alerting
+        .outputs
+        .iter()
+        .map(|output| Slot {
+            output: output.clone(),
+            driver: None,
+            shown: None,
+            failing: false,
+        })
+        .collect();
+    let started = Instant::now();
+    let mut blink = tokio::time::interval(Duration::from_millis(125));
+    blink.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut retry = tokio::time::interval_at(Instant::now() + RETRY_INTERVAL, RETRY_INTERVAL);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wanted = patterns(
+        &alerting.outputs,
+        &alerting.indications,
+        &view.borrow_and_update(),
+    );
+    loop {
+        let elapsed = started.elapsed();
+        for (slot, pattern) in slots.iter_mut().zip(&wanted) {
+            let want = slot.wanted(*pattern, elapsed);
+            if slot.shown == Some(want) {
+                continue;
+            }
+            let result = slot.bring_to(want, &devices).await;
+            report(&alerts, clock.as_ref(), slot, result);
+        }
+        let blinking = slots.iter().zip(&wanted).any(|(slot, p)| {
+            p.half_period().is_some()
+                && slot.driver.as_ref().is_some_and(Driver::blinks_in_software)
+        });
+        tokio::select! {
+            () = stop.cancelled() => break,
+            changed = view.changed() => {
+                if changed.is_err() { break }
+                wanted = patterns(&alerting.outputs, &alerting.indications, &view.borrow_and_update());
+            }
+            _ = blink.tick(), if blinking => {}
+            _ = retry.tick() => {
+                for slot in slots.iter_mut().filter(|s| s.failing) {
+                    slot.shown = None;
+                }
+            }
+        }
+    }
+    if !agent_shutdown.is_cancelled() {
+        return;
+    }
+    for slot in &mut slots {
+        let want = (
+            slot.output.on_shutdown,
+            slot.output.on_shutdown != Pattern::Off,
+        );
+        match tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, slot.bring_to(want, &devices)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                warn!(output = %slot.output.name, %error, "cannot set the shutdown pattern")
+            }
+            Err(_) => warn!(output = %slot.output.name, "setting the shutdown pattern timed out"),
+        }
+    }
+    info!(
+        outputs = slots.len(),
+        "outputs set to their shutdown patterns"
+    );
+}
+
+fn report(alerts: &Alerts, clock: &dyn Clock, slot: &mut Slot, result: Result<(), String>) {
+    let id = format!("agent/output/{}", slot.output.name);
+    match result {
+        Ok(()) if slot.failing => {
+            slot.failing = false;
+            info!(output = %slot.output.name, "output works again");
+            alerts.condition(
+                health_condition(id, Severity::Medium, false, "output works again".into()),
+                clock.now(),
+            );
+        }
+        Ok(()) => {}
+        Err(error) => {
+            if !slot.failing {
+                warn!(output = %slot.output.name, %error, "output failed; retrying every {}s", RETRY_INTERVAL.as_secs());
+                // A Modbus connection is reopened on the next try.
+                if matches!(slot.driver, Some(Driver::Gpio(_))) {
+                    slot.driver = None;
+                }
+            }
+            slot.failing = true;
+            alerts.condition(
+                health_condition(
+                    id,
+                    Severity::Medium,
+                    true,
+                    format!("output {}: {error}", slot.output.name),
+                ),
+                clock.now(),
+            );
+        }
+    }
+}
+
+/// `millwright leds test`: each output steady for `hold`, then off, one after the other; one line
+/// per output through `say`. Returns how many failed.
+pub async fn cycle(
+    alerting: &Alerting,
+    devices: &[Device],
+    hold: Duration,
+    mut say: impl FnMut(String),
+) -> usize {
+    let mut failed = 0;
+    for output in &alerting.outputs {
+        let result = async {
+            let mut driver = Driver::open(&output.target, devices)?;
+            driver.show(Pattern::Steady, true).await?;
+            tokio::time::sleep(hold).await;
+            driver.show(Pattern::Off, false).await
+        }
+        .await;
+        match result {
+            Ok(()) => say(format!(
+                "{:<16} {:<40} ok (on {}ms, then off)",
+                output.name,
+                describe(&output.target, devices),
+                hold.as_millis()
+            )),
+            Err(error) => {
+                failed += 1;
+                say(format!(
+                    "{:<16} {:<40} FAILED: {error}",
+                    output.name,
+                    describe(&output.target, devices)
+                ));
+            }
+        }
+    }
+    failed
+}
+
+/// Where an output goes, for `check` and `leds test`.
+pub fn describe(target: &OutputTarget, devices: &[Device]) -> String {
+    match target {
+        OutputTarget::Led(dir) => format!("led {}", dir.display()),
+        OutputTarget::Gpio { line, active_low } => {
+            let low = if *active_low { " (active low)" } else { "" };
+            match line {
+                firmware_config::GpioLine::Offset { chip, offset } => {
+                    format!("gpio {} line {offset}{low}", chip.display())
+                }
+                firmware_config::GpioLine::Named(name) => format!("gpio line {name:?}{low}"),
+            }
+        }
+        OutputTarget::ModbusCoil { device, address } => {
+            format!("modbus {} coil {address}", devices[*device].name)
+        }
+        OutputTarget::ModbusRegister {
+            device, address, ..
+        } => {
+            format!(
+                "modbus {} holding register {address}",
+                devices[*device].name
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn output(name: &str, idle: Pattern) -> Output {
+        Output {
+            name: name.into(),
+            target: OutputTarget::Led(PathBuf::from(name)),
+            idle,
+            on_shutdown: Pattern::Off,
+        }
+    }
+
+    fn indication(
+        output: usize,
+        severities: &[Severity],
+        state: StateFilter,
+        pattern: Pattern,
+    ) -> Indication {
+        Indication {
+            output,
+            severities: severities.to_vec(),
+            state,
+            pattern,
+        }
+    }
+
+    #[test]
+    fn first_matching_indication_wins_per_output_and_idle_otherwise() {
+        use Severity::*;
+        let outputs = [
+            output("red", Pattern::Off),
+            output("amber", Pattern::Off),
+            output("green", Pattern::Steady),
+        ];
+        let indications = [
+            indication(
+                0,
+                &[High, Critical],
+                StateFilter::Unacknowledged,
+                Pattern::FastBlink,
+            ),
+            indication(
+                0,
+                &[High, Critical],
+                StateFilter::Acknowledged,
+                Pattern::Steady,
+            ),
+            indication(
+                1,
+                &[Low, Medium],
+                StateFilter::Unacknowledged,
+                Pattern::SlowBlink,
+            ),
+            indication(1, &[Low, Medium], StateFilter::Any, Pattern::Steady),
+            indication(2, &[], StateFilter::Any, Pattern::Off),
+        ];
+        let show = |visible: &[(Severity, State)]| patterns(&outputs, &indications, visible);
+        assert_eq!(show(&[]), [Pattern::Off, Pattern::Off, Pattern::Steady]);
+        assert_eq!(
+            show(&[(Medium, State::ActiveUnacknowledged)]),
+            [Pattern::Off, Pattern::SlowBlink, Pattern::Off]
+        );
+        // Several alerts: the unacknowledged high one makes red blink although another is acknowledged.
+        assert_eq!(
+            show(&[
+                (High, State::ActiveAcknowledged),
+                (Critical, State::ActiveUnacknowledged),
+                (Low, State::ActiveAcknowledged)
+            ]),
+            [Pattern::FastBlink, Pattern::Steady, Pattern::Off]
+        );
+        assert_eq!(
+            show(&[(High, State::ActiveAcknowledged)]),
+            [Pattern::Steady, Pattern::Off, Pattern::Off]
+        );
+        // A latched, cleared alert still wants acknowledging.
+        assert_eq!(
+            show(&[(Critical, State::ClearedUnacknowledged)]),
+            [Pattern::FastBlink, Pattern::Off, Pattern::Off]
+        );
+    }
+
+    #[test]
+    fn blink_phases_follow_the_pattern_rate() {
+        let at = Duration::from_millis;
+        assert!(phase(Pattern::FastBlink, at(0)));
+        assert!(!phase(Pattern::FastBlink, at(130)));
+        assert!(phase(Pattern::FastBlink, at(250)));
+        assert!(phase(Pattern::SlowBlink, at(400)));
+        assert!(!phase(Pattern::SlowBlink, at(600)));
+        assert!(phase(Pattern::Steady, at(600)));
+    }
+}
