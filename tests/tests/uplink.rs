@@ -353,7 +353,7 @@ async fn commands_are_answered_and_bad_ones_get_a_clear_error() {
         consumer
             .wait_until(Duration::from_secs(5), |m| records(m).iter().any(|r| {
                 r.2["kind"] == "alert"
-                    && r.2["data"]["state"] == "acknowledged"
+                    && r.2["data"]["state"] == "active_acknowledged"
                     && r.2["data"]["acknowledged_by"] == "night shift"
             }))
             .await,
