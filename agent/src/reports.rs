@@ -363,7 +363,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::assess::Priority;
     use crate::sample::TagId;
 
     fn plan() -> Plan {

@@ -289,11 +289,14 @@ impl Role {
     }
 }
 
+/// A tag's index in plan order, its unit, and why it is not numeric.
+pub(crate) type TagEntry<'p> = (TagIndex, Option<&'p str>, Option<&'static str>);
+
 /// Tags by name: plan-order index, unit, and why the tag cannot be numeric (a Modbus bool or
 /// string); built from the validated sources. OPC UA nodes declare no type in the configuration:
 /// a non-numeric value is found at run time (and feeds no feature).
 pub(crate) struct TagDirectory<'p> {
-    tags: HashMap<&'p str, (TagIndex, Option<&'p str>, Option<&'static str>)>,
+    tags: HashMap<&'p str, TagEntry<'p>>,
     /// Names of tags that exist in the file but failed validation (no second error for them).
     invalid: HashSet<String>,
 }
@@ -334,10 +337,7 @@ impl<'p> TagDirectory<'p> {
 impl TagDirectory<'_> {
     /// A tag's index, unit and why it is not numeric; the error is `None` when the tag exists but
     /// failed validation (reported already).
-    pub fn lookup(
-        &self,
-        name: &str,
-    ) -> Result<(TagIndex, Option<&str>, Option<&'static str>), Option<String>> {
+    pub fn lookup(&self, name: &str) -> Result<TagEntry<'_>, Option<String>> {
         match self.tags.get(name) {
             Some(&found) => Ok(found),
             None if self.invalid.contains(name) => Err(None),
