@@ -836,7 +836,7 @@ fn validate_target(
                 &modbus_at,
                 component,
                 format!(
-                    "a {} is read-only; use a coil or a holding register",
+                    "{} tables are read-only; use a coil or a holding register",
                     table.name()
                 ),
             );
