@@ -102,7 +102,7 @@ impl Driver {
     /// Whether the agent must toggle the output itself to blink it.
     pub fn blinks_in_software(&self) -> bool {
         match self {
-            Driver::Led(_) => false,
+            Driver::Led(led) => led.blinks_in_software(),
             Driver::Gpio(_) => true,
             Driver::Modbus(output) => !output.blinks_by_itself(),
         }
@@ -116,7 +116,7 @@ impl Driver {
             Pattern::SlowBlink | Pattern::FastBlink => on,
         };
         match self {
-            Driver::Led(led) => led.show(pattern),
+            Driver::Led(led) => led.show(pattern, on),
             Driver::Gpio(gpio) => gpio.set(level),
             Driver::Modbus(output) => output.show(pattern, level).await,
         }
