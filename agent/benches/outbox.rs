@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use millwright::store::{Class, NewRecord, Outbox, SledStore};
-use millwright::uplink::{CommandHandler, Identity, Topics, Uplink, UplinkStats};
+use millwright::uplink::{Identity, Topics, Uplink, UplinkStats};
+
+mod common;
+use common::{free_port, median, mosquitto, NoCommands};
 use tokio_util::sync::CancellationToken;
 
 const CHILD: &str = "MILLWRIGHT_OUTBOX_BENCH_CHILD";
@@ -40,11 +43,6 @@ fn summary(n: usize) -> NewRecord {
 fn open(dir: &Path, max_bytes: u64) -> Outbox {
     let (store, _) = SledStore::open_or_recover(dir).expect("open store");
     Outbox::new(Box::new(store), max_bytes).expect("outbox")
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Appends `count` records, flushing once a second as `flush_interval = "1s"` would.
@@ -77,44 +75,6 @@ fn alert_rate(count: usize) -> f64 {
         outbox.flush().expect("flush");
     }
     count as f64 / start.elapsed().as_secs_f64()
-}
-
-struct NoCommands;
-impl CommandHandler for NoCommands {
-    fn handle(&self, _: &str, _: &serde_json::Value) -> Result<serde_json::Value, String> {
-        Err("benchmark".into())
-    }
-}
-
-fn mosquitto(port: u16, dir: &Path) -> Option<std::process::Child> {
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\nmax_queued_messages 0\n"),
-    )
-    .ok()?;
-    let child = std::process::Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(child)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// Fills an outbox with `count` summaries and times the uplink emptying it into mosquitto.

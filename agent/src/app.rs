@@ -498,7 +498,7 @@ impl Upstream {
 }
 
 /// Flushes the outbox every `every`, at once when an alert was appended, and once more at the end.
-async fn flush_periodically(outbox: Arc<Outbox>, every: Duration, stop: CancellationToken) {
+pub async fn flush_periodically(outbox: Arc<Outbox>, every: Duration, stop: CancellationToken) {
     let mut durable = 0;
     loop {
         let stopping = tokio::select! {
