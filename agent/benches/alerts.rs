@@ -174,7 +174,7 @@ fn main() {
             plan.alerting.clone(),
             Arc::clone(&alerts),
             alerts::Inputs {
-                samples: bus.subscribe(),
+                samples: Some(bus.subscribe()),
                 assessments: assessment_feed,
                 devices: Vec::new(),
                 outbox: outbox.clone(),

@@ -560,7 +560,7 @@ impl Generation {
             plan.alerting.clone(),
             Arc::clone(&local.alerts),
             alerting::Inputs {
-                samples: bus.subscribe(),
+                samples: plan.alerting.needs_samples().then(|| bus.subscribe()),
                 assessments: assessments.subscribe(),
                 devices: running.stats.clone(),
                 outbox: upstream.map(|u| Arc::clone(&u.outbox)),

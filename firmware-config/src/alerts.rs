@@ -402,6 +402,13 @@ pub struct Alerting {
     pub indications: Vec<Indication>,
 }
 
+impl Alerting {
+    /// Whether alerting reads samples (limits or an acknowledge input).
+    pub fn needs_samples(&self) -> bool {
+        !self.limits.is_empty() || self.acknowledge_tag.is_some()
+    }
+}
+
 /// A built-in gateway profile: its name, what it is, and its `[[outputs]]` in TOML.
 pub struct GatewayProfile {
     pub name: &'static str,

@@ -82,6 +82,20 @@ table = "holding_register"
 address = 0
 type = "u16"
 
+[[devices]]
+name = "plc9"
+host = "127.0.0.1"
+port = {sim_port}
+unit_id = 9
+addressing = "zero_based"
+poll_interval = "1s"
+timeout = "500ms"
+[[devices.tags]]
+name = "plc9.word"
+table = "holding_register"
+address = 0
+type = "u16"
+
 [[limits]]
 tag = "temperature"
 hi_hi = 95.0
@@ -110,6 +124,10 @@ modbus = {{ device = "plc", address = 200, table = "holding_register" }}
 [[outputs]]
 name = "missing"
 led = "not-there"
+
+[[outputs]]
+name = "beacon"
+modbus = {{ device = "plc9", address = 5, table = "coil" }}
 
 [[indications]]
 output = "red"
@@ -345,6 +363,17 @@ async fn limit_alerts_light_outputs_survive_a_kill_and_are_acknowledged_three_wa
     // A failing output and a device that never answers are agent-health alerts, not crashes.
     wait_alert(&data, "agent/output/missing", Some("active_unacknowledged")).await;
     wait_alert(&data, "agent/device/ghost", Some("active_unacknowledged")).await;
+    // A PLC that refuses the coil write (an exception from a unit that is not there).
+    let refused = wait_alert(&data, "agent/output/beacon", Some("active_unacknowledged")).await;
+    let reason = refused["alerts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["alert_id"] == "agent/output/beacon"))
+        .map(|a| a["reason"].to_string())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("output beacon") && reason.contains("unit 9"),
+        "{reason}"
+    );
 
     set_temperature(&sim, 97.0);
     wait_led(
@@ -520,7 +549,10 @@ async fn leds_test_cycles_every_output_and_names_the_failing_ones() {
         text.contains("missing") && text.contains("FAILED: no LED at"),
         "{text}"
     );
-    assert!(text.contains("1 output(s) failed"), "{text}");
+    assert!(
+        text.contains("beacon") && text.contains("2 output(s) failed"),
+        "{text}"
+    );
     assert_eq!(led(dir.path(), "red:alarm").1, "0");
     assert_eq!(plc_word(&sim, Table::Coil, 100), 0);
     sim.stop().await;

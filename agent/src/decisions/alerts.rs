@@ -314,7 +314,9 @@ pub fn configured(plan: &Plan, alert: &Alert) -> bool {
 
 /// Everything the alert sources read.
 pub struct Inputs {
-    pub samples: Subscriber,
+    /// Needed only with limits or an acknowledge input (an idle subscriber would lag and count
+    /// drops).
+    pub samples: Option<Subscriber>,
     pub assessments: broadcast::Receiver<Assessment>,
     pub devices: Vec<(String, Arc<DeviceStats>)>,
     pub outbox: Option<Arc<Outbox>>,
@@ -344,7 +346,7 @@ pub async fn run(
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
-            sample = inputs.samples.recv() => {
+            sample = next_sample(&mut inputs.samples) => {
                 let Some(sample) = sample else { break };
                 if !sample.quality.is_good() {
                     continue;
@@ -383,6 +385,13 @@ pub async fn run(
                 alerts.apply(|book| (book.expire(now), ()));
             }
         }
+    }
+}
+
+async fn next_sample(samples: &mut Option<Subscriber>) -> Option<crate::sample::Sample> {
+    match samples {
+        Some(samples) => samples.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -454,8 +463,10 @@ impl HealthWatch {
         let mut found = Vec::new();
         for ((name, stats), since) in inputs.devices.iter().zip(self.down_since.iter_mut()) {
             let online = stats.online.load(Ordering::Relaxed);
-            let tried = stats.requests.load(Ordering::Relaxed) > 0
-                || stats.reconnects.load(Ordering::Relaxed) > 0;
+            // Before the first attempt a source counts as offline: wait for one.
+            let tried = [&stats.requests, &stats.transport_errors, &stats.timeouts]
+                .iter()
+                .any(|counter| counter.load(Ordering::Relaxed) > 0);
             *since = match (online, *since) {
                 (true, _) => None,
                 (false, None) if tried => Some(now),
