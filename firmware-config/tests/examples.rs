@@ -62,5 +62,9 @@ fn packaged_default_config_is_valid_as_shipped_and_uncommented() {
     assert_eq!(plan.alerting.limits.len(), 1);
     assert_eq!(plan.alerting.indications.len(), 2);
     assert!(plan.alerting.outputs.iter().any(|o| o.name == "user1_red"));
-    assert!(plan.alerting.outputs.iter().any(|o| o.name == "stack_light"));
+    assert!(plan
+        .alerting
+        .outputs
+        .iter()
+        .any(|o| o.name == "stack_light"));
 }

@@ -85,11 +85,28 @@ const EXPECTED: [(&str, &str); 7] = [
 
 fn agent_config(port: u16, data_dir: &Path, mqtt_port: u16, opcua_port: u16) -> String {
     let model = workspace().join("models/default.onnx");
+    let leds = data_dir.with_file_name("leds");
     format!(
         r#"
 [agent]
 name = "smoke"
 data_dir = {data_dir:?}
+
+[alerts]
+led_class_dir = {leds:?}
+
+[[limits]]
+tag = "pump.pressure"
+hi = 4.0
+
+[[outputs]]
+name = "alarm"
+led = "alarm"
+
+[[indications]]
+output = "alarm"
+state = "unacknowledged"
+pattern = "fast_blink"
 
 [outbox]
 summary_interval = "500ms"
@@ -401,6 +418,8 @@ async fn smoke(target: &Target, binary: &Path) {
     .expect("OPC UA simulator");
     let broker = start_broker().await;
     let consumer = Consumer::connect(local_options("consumer", broker), "acme/#").await;
+    let led = dir.path().join("leds/alarm");
+    std::fs::create_dir_all(&led).expect("LED directory");
     let config = dir.path().join("millwright.toml");
     std::fs::write(
         &config,
@@ -530,6 +549,27 @@ async fn smoke(target: &Target, binary: &Path) {
         "no summary and assessment over MQTT: {}",
         log.transcript()
     );
+    // Local alerts on the gateway: 4.5 bar is above the 4.0 hi limit, published and on the LED.
+    let alerted = consumer
+        .wait_until(wait, |m| {
+            records(m).iter().any(|r| {
+                r.2["kind"] == "alert"
+                    && r.2["data"]["alert_id"] == "pump.pressure/hi"
+                    && r.2["data"]["state"] == "active_unacknowledged"
+            })
+        })
+        .await;
+    assert!(alerted, "no limit alert over MQTT: {}", log.transcript());
+    let read = |file: &str| std::fs::read_to_string(led.join(file)).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + wait;
+    while (read("trigger"), read("delay_on")) != ("timer".into(), "125".into()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "LED not blinking: {}",
+            log.transcript()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(dir.path().join("data/outbox").is_dir());
     notify
         .wait_for(wait, "WATCHDOG=1")
@@ -553,6 +593,11 @@ async fn smoke(target: &Target, binary: &Path) {
         .expect("stops")
         .expect("status");
     assert_eq!(status.code(), Some(0), "{}", log.transcript());
+    assert_eq!(
+        (read("trigger"), read("brightness")),
+        ("none".into(), "0".into()),
+        "the LED is off after the stop"
+    );
     opcua.stop();
     opcua_shutdown.cancel();
     sim.stop().await;
