@@ -361,7 +361,9 @@ pub async fn run(
                     button = Some(pressed);
                 }
                 if let Some(watch) = watches.get_mut(&sample.tag.0) {
-                    let changes = watch.observe(value, sample.timestamp);
+                    // Receipt time, not the sample's: an OPC UA source timestamp is the server's
+                    // clock, and the on-delay is also judged at ticks by this one.
+                    let changes = watch.observe(value, clock.now());
                     raise_limits(&alerts, watch, changes, clock.now());
                 }
             }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use firmware_config::{
     Alerting, Device, Indication, Output, OutputTarget, Pattern, Severity, StateFilter,
 };
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -157,7 +158,8 @@ impl Slot {
 }
 
 /// Drives the outputs from the alerts until `stop`; sets the shutdown patterns if the agent as a
-/// whole is stopping (`agent_shutdown`).
+/// whole is stopping (`agent_shutdown`). Each output has its own task, so a slow one (a PLC that
+/// times out) never delays another.
 pub async fn run(
     alerting: Alerting,
     devices: Vec<Device>,
@@ -167,74 +169,104 @@ pub async fn run(
     agent_shutdown: CancellationToken,
 ) {
     let mut view = alerts.subscribe();
-    let mut slots: Vec<Slot> = alerting
-        .outputs
-        .iter()
-        .map(|output| Slot {
+    let wanted =
+        |view: &[(Severity, State)]| patterns(&alerting.outputs, &alerting.indications, view);
+    let first = wanted(&view.borrow_and_update());
+    let devices = Arc::new(devices);
+    // One clock for every blink, so outputs blinking at one rate blink in step.
+    let started = Instant::now();
+    let mut drivers = tokio::task::JoinSet::new();
+    let mut senders = Vec::new();
+    for (output, pattern) in alerting.outputs.iter().zip(first) {
+        let (send, receive) = watch::channel(pattern);
+        senders.push(send);
+        let slot = Slot {
             output: output.clone(),
             driver: None,
             shown: None,
             failing: false,
-        })
-        .collect();
-    let started = Instant::now();
-    let mut blink = tokio::time::interval(Duration::from_millis(125));
-    blink.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut retry = tokio::time::interval_at(Instant::now() + RETRY_INTERVAL, RETRY_INTERVAL);
-    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut wanted = patterns(
-        &alerting.outputs,
-        &alerting.indications,
-        &view.borrow_and_update(),
-    );
+        };
+        drivers.spawn(drive(
+            slot,
+            receive,
+            Arc::clone(&devices),
+            Arc::clone(&alerts),
+            Arc::clone(&clock),
+            started,
+            stop.clone(),
+            agent_shutdown.clone(),
+        ));
+    }
     loop {
-        let elapsed = started.elapsed();
-        for (slot, pattern) in slots.iter_mut().zip(&wanted) {
-            let want = slot.wanted(*pattern, elapsed);
-            if slot.shown == Some(want) {
-                continue;
-            }
-            let result = slot.bring_to(want, &devices).await;
-            report(&alerts, clock.as_ref(), slot, result);
-        }
-        let blinking = slots.iter().zip(&wanted).any(|(slot, p)| {
-            p.half_period().is_some()
-                && slot.driver.as_ref().is_some_and(Driver::blinks_in_software)
-        });
         tokio::select! {
             () = stop.cancelled() => break,
             changed = view.changed() => {
                 if changed.is_err() { break }
-                wanted = patterns(&alerting.outputs, &alerting.indications, &view.borrow_and_update());
-            }
-            _ = blink.tick(), if blinking => {}
-            _ = retry.tick() => {
-                for slot in slots.iter_mut().filter(|s| s.failing) {
-                    slot.shown = None;
+                let now = wanted(&view.borrow_and_update());
+                for (send, pattern) in senders.iter().zip(now) {
+                    send.send_if_modified(|current| std::mem::replace(current, pattern) != pattern);
                 }
             }
+        }
+    }
+    while drivers.join_next().await.is_some() {}
+    if agent_shutdown.is_cancelled() {
+        info!(
+            outputs = senders.len(),
+            "outputs set to their shutdown patterns"
+        );
+    }
+}
+
+/// One output: shows what `pattern` says, blinks it if the hardware cannot, retries it while it
+/// fails, and sets its shutdown pattern at the end.
+#[allow(clippy::too_many_arguments)] // the task's whole context, passed once at spawn
+async fn drive(
+    mut slot: Slot,
+    mut pattern: watch::Receiver<Pattern>,
+    devices: Arc<Vec<Device>>,
+    alerts: Arc<Alerts>,
+    clock: Arc<dyn Clock>,
+    started: Instant,
+    stop: CancellationToken,
+    agent_shutdown: CancellationToken,
+) {
+    let mut blink = tokio::time::interval(Duration::from_millis(125));
+    blink.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut retry = tokio::time::interval_at(Instant::now() + RETRY_INTERVAL, RETRY_INTERVAL);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let current = *pattern.borrow_and_update();
+        let want = slot.wanted(current, started.elapsed());
+        if slot.shown != Some(want) {
+            let result = slot.bring_to(want, &devices).await;
+            report(&alerts, clock.as_ref(), &mut slot, result);
+        }
+        let blinking = current.half_period().is_some()
+            && slot.driver.as_ref().is_some_and(Driver::blinks_in_software);
+        tokio::select! {
+            () = stop.cancelled() => break,
+            changed = pattern.changed() => if changed.is_err() { break },
+            _ = blink.tick(), if blinking => {}
+            _ = retry.tick(), if slot.failing => slot.shown = None,
         }
     }
     if !agent_shutdown.is_cancelled() {
         return;
     }
-    for slot in &mut slots {
-        let want = (
-            slot.output.on_shutdown,
-            slot.output.on_shutdown != Pattern::Off,
-        );
-        match tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, slot.bring_to(want, &devices)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                warn!(output = %slot.output.name, %error, "cannot set the shutdown pattern")
-            }
-            Err(_) => warn!(output = %slot.output.name, "setting the shutdown pattern timed out"),
+    let shutdown = slot.output.on_shutdown;
+    match tokio::time::timeout(
+        SHUTDOWN_WRITE_TIMEOUT,
+        slot.bring_to((shutdown, shutdown != Pattern::Off), &devices),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            warn!(output = %slot.output.name, %error, "cannot set the shutdown pattern")
         }
+        Err(_) => warn!(output = %slot.output.name, "setting the shutdown pattern timed out"),
     }
-    info!(
-        outputs = slots.len(),
-        "outputs set to their shutdown patterns"
-    );
 }
 
 fn report(alerts: &Alerts, clock: &dyn Clock, slot: &mut Slot, result: Result<(), String>) {
