@@ -302,13 +302,16 @@ pub fn configured(plan: &Plan, alert: &Alert) -> bool {
                 .iter()
                 .any(|limit| limits::alert_id(&l.tag, limit.kind) == alert.id)
         }),
-        Origin::Health => match alert.id.strip_prefix("agent/device/") {
-            Some(device) => plan.sources().iter().any(|s| s.source == device),
-            None => match alert.id.strip_prefix("agent/output/") {
-                Some(output) => plan.alerting.outputs.iter().any(|o| o.name == output),
-                None => true,
-            },
-        },
+        Origin::Health => {
+            if let Some(device) = alert.id.strip_prefix("agent/device/") {
+                plan.sources().iter().any(|s| s.source == device)
+            } else if let Some(output) = alert.id.strip_prefix("agent/output/") {
+                plan.alerting.outputs.iter().any(|o| o.name == output)
+            } else {
+                // agent/outbox and agent/broker exist only with an uplink.
+                plan.mqtt.is_some()
+            }
+        }
     }
 }
 
