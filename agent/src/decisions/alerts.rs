@@ -535,3 +535,104 @@ fn elapsed(since: SystemTime, now: SystemTime) -> Duration {
 pub fn forget_unconfigured(alerts: &Alerts, plan: &Plan, now: SystemTime) {
     alerts.apply(|book| (book.forget(|a| configured(plan, a), now), ()));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::assess::Assessment;
+
+    fn limit(active: bool) -> Condition {
+        Condition {
+            id: "temp/hi".into(),
+            source: "temp".into(),
+            origin: Origin::Limit,
+            severity: Severity::Medium,
+            latching: false,
+            active,
+            value: Some(81.0),
+            reason: "temp 81°C above hi limit 80°C".into(),
+        }
+    }
+
+    #[test]
+    fn transitions_are_saved_and_an_unreadable_state_file_is_moved_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(STATE_FILE), b"{torn").expect("write");
+        let alerts = Alerts::open(dir.path(), "gw");
+        assert!(dir.path().join("alerts.json.unreadable").exists());
+        assert_eq!(alerts.snapshot(), json!([]));
+        let mut view = alerts.subscribe();
+        alerts.condition(limit(true), SystemTime::UNIX_EPOCH);
+        assert!(view.has_changed().expect("open"));
+        assert_eq!(
+            view.borrow_and_update().as_slice(),
+            [(Severity::Medium, State::ActiveUnacknowledged)]
+        );
+        let reopened = Alerts::open(dir.path(), "gw");
+        assert_eq!(reopened.snapshot()[0]["state"], "active_unacknowledged");
+        assert_eq!(alerts.persist_failures.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn records_go_to_the_source_topic_and_health_to_the_agent() {
+        let topics = Topics::new("e/s/a/l", "gw");
+        let mut book = Book::default();
+        let raised = book
+            .condition(limit(true), SystemTime::UNIX_EPOCH)
+            .expect("raised");
+        let limit_record = record(&topics, "gw", &raised);
+        assert_eq!(limit_record.topic, "e/s/a/l/temp/alert");
+        assert_eq!(limit_record.class, Class::Alert);
+        let body: serde_json::Value = serde_json::from_slice(&limit_record.body).expect("json");
+        assert_eq!(body["state"], "active_unacknowledged");
+        assert_eq!(body["transition"], "raised");
+        assert_eq!(body["value"], 81.0);
+        let down = health_condition(
+            "agent/device/plc".into(),
+            Severity::Medium,
+            true,
+            "plc offline".into(),
+        );
+        assert_eq!(down.source, "device/plc");
+        let raised = book
+            .condition(down, SystemTime::UNIX_EPOCH)
+            .expect("raised");
+        assert_eq!(record(&topics, "gw", &raised).topic, "e/s/a/l/gw/alert");
+    }
+
+    #[test]
+    fn maintenance_alerts_follow_the_action() {
+        let mut assessment = Assessment {
+            schema: 1,
+            asset: "P-1".into(),
+            asset_type: "pump".into(),
+            timestamp: String::new(),
+            health: Default::default(),
+            overall_health: 0.5,
+            failure_probability: 0.8,
+            rule_probability: 0.8,
+            model_probability: None,
+            action: Action::ImmediateMaintenance,
+            priority: Action::ImmediateMaintenance.priority(),
+            maintenance_due: None,
+            remaining_life_hours: None,
+            remaining_life_note: None,
+            reasons: vec!["vibration 5.1 mm/s in zone D".into()],
+        };
+        let immediate = maintenance_condition(&assessment, true);
+        assert!(immediate.active && immediate.latching);
+        assert_eq!(immediate.id, "P-1/maintenance");
+        assert_eq!(immediate.severity, Severity::High);
+        assert_eq!(
+            immediate.reason,
+            "immediate_maintenance: vibration 5.1 mm/s in zone D"
+        );
+        assessment.action = Action::ScheduledMaintenance;
+        assert_eq!(
+            maintenance_condition(&assessment, true).severity,
+            Severity::Medium
+        );
+        assessment.action = Action::RoutineMonitoring;
+        assert!(!maintenance_condition(&assessment, true).active);
+    }
+}
