@@ -893,7 +893,7 @@ pub async fn browse(
 
 /// Sends an alert command (`ack-alert`, `shelve-alert`, `unshelve-alert`, `status`) to the running
 /// agent and returns its reply's result.
-pub async fn alert_command(
+pub async fn ask_running_agent(
     plan: &firmware_config::Plan,
     command: &str,
     args: serde_json::Value,

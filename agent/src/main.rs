@@ -2,7 +2,7 @@
 //! plan to the library, turn the outcome into an exit code. Errors are printed once, with their
 //! chain.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use millwright::clock::SystemClock;
 use millwright::commands::{self, exit};
 use millwright::service::ServiceManager;
 use millwright::telemetry::{self, LogFormat};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -245,17 +246,10 @@ async fn dispatch(command: Command) -> u8 {
             }
         }
         Command::Alerts { config } => {
-            let plan = match firmware_config::load(&config) {
-                Ok(plan) => plan,
-                Err(errors) => return config_failed(&errors),
-            };
-            match commands::alert_command(&plan, "status", serde_json::json!({})).await {
-                Ok(status) => {
-                    print!("{}", commands::format_alerts(&status["alerts"]));
-                    exit::OK
-                }
-                Err(e) => failed(&e),
-            }
+            ask_agent(&config, "status", json!({}), |status| {
+                commands::format_alerts(&status["alerts"])
+            })
+            .await
         }
         Command::Ack {
             config,
@@ -263,23 +257,17 @@ async fn dispatch(command: Command) -> u8 {
             all,
             by,
         } => {
-            let plan = match firmware_config::load(&config) {
-                Ok(plan) => plan,
-                Err(errors) => return config_failed(&errors),
-            };
-            let args = serde_json::json!({ "alert_id": alert_id, "all": all, "by": by });
-            match commands::alert_command(&plan, "ack-alert", args).await {
-                Ok(result) => {
-                    match result["acknowledged"].as_u64() {
-                        Some(count) => println!("acknowledged {count} alert(s)"),
-                        None => {
-                            println!("acknowledged {}", result["alert_id"].as_str().unwrap_or(""))
-                        }
-                    }
-                    exit::OK
+            let args = json!({ "alert_id": alert_id, "all": all, "by": by });
+            ask_agent(&config, "ack-alert", args, |result| {
+                match result["acknowledged"].as_u64() {
+                    Some(count) => format!("acknowledged {count} alert(s)\n"),
+                    None => format!(
+                        "acknowledged {}\n",
+                        result["alert_id"].as_str().unwrap_or("")
+                    ),
                 }
-                Err(e) => failed(&e),
-            }
+            })
+            .await
         }
         Command::Shelve {
             config,
@@ -287,39 +275,25 @@ async fn dispatch(command: Command) -> u8 {
             duration,
             by,
         } => {
-            let plan = match firmware_config::load(&config) {
-                Ok(plan) => plan,
-                Err(errors) => return config_failed(&errors),
-            };
-            let args = serde_json::json!({ "alert_id": alert_id, "duration": duration, "by": by });
-            match commands::alert_command(&plan, "shelve-alert", args).await {
-                Ok(result) => {
-                    println!(
-                        "shelved {alert_id} until {}",
-                        result["shelved_until"].as_str().unwrap_or("?")
-                    );
-                    exit::OK
-                }
-                Err(e) => failed(&e),
-            }
+            let args = json!({ "alert_id": alert_id, "duration": duration, "by": by });
+            ask_agent(&config, "shelve-alert", args, |result| {
+                format!(
+                    "shelved {alert_id} until {}\n",
+                    result["shelved_until"].as_str().unwrap_or("?")
+                )
+            })
+            .await
         }
         Command::Unshelve {
             config,
             alert_id,
             by,
         } => {
-            let plan = match firmware_config::load(&config) {
-                Ok(plan) => plan,
-                Err(errors) => return config_failed(&errors),
-            };
-            let args = serde_json::json!({ "alert_id": alert_id, "by": by });
-            match commands::alert_command(&plan, "unshelve-alert", args).await {
-                Ok(_) => {
-                    println!("unshelved {alert_id}");
-                    exit::OK
-                }
-                Err(e) => failed(&e),
-            }
+            let args = json!({ "alert_id": alert_id, "by": by });
+            ask_agent(&config, "unshelve-alert", args, |_| {
+                format!("unshelved {alert_id}\n")
+            })
+            .await
         }
         Command::Leds {
             action: LedsAction::Test { config, hold },
@@ -521,6 +495,26 @@ impl ConfigProblems for firmware_config::ConfigErrors {
 impl ConfigProblems for millwright::app::LoadError {
     fn count(&self) -> usize {
         millwright::app::LoadError::count(self)
+    }
+}
+
+/// Sends `command` to the agent running with `config` and prints `say(result)`.
+async fn ask_agent(
+    config: &Path,
+    command: &str,
+    args: serde_json::Value,
+    say: impl FnOnce(&serde_json::Value) -> String,
+) -> u8 {
+    let plan = match firmware_config::load(config) {
+        Ok(plan) => plan,
+        Err(errors) => return config_failed(&errors),
+    };
+    match commands::ask_running_agent(&plan, command, args).await {
+        Ok(result) => {
+            print!("{}", say(&result));
+            exit::OK
+        }
+        Err(e) => failed(&e),
     }
 }
 
