@@ -451,6 +451,82 @@ mod tests {
         );
     }
 
+    /// Waits (bounded) until `file` reads `want`.
+    async fn wait_for(file: &std::path::Path, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(file).unwrap_or_default() != want {
+            assert!(
+                Instant::now() < deadline,
+                "{} never read {want:?}",
+                file.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn outputs_are_written_at_start_and_then_only_on_change() {
+        use crate::clock::SystemClock;
+        use crate::decisions::lifecycle::{Condition, Origin};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let led = dir.path().join("leds/red");
+        std::fs::create_dir_all(&led).expect("mkdir");
+        let alerting = Alerting {
+            acknowledge_tag: None,
+            maintenance_latching: true,
+            max_shelve: Duration::from_secs(60),
+            device_down_after: Duration::from_secs(30),
+            outbox_filling_percent: 80,
+            broker_unreachable_after: Duration::from_secs(60),
+            limits: Vec::new(),
+            outputs: vec![Output {
+                target: OutputTarget::Led(led.clone()),
+                ..output("red", Pattern::Off)
+            }],
+            indications: vec![indication(0, &[], StateFilter::Any, Pattern::Steady)],
+        };
+        let alerts = Arc::new(Alerts::open(dir.path(), "gw"));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            alerting,
+            Vec::new(),
+            Arc::clone(&alerts),
+            Arc::new(SystemClock),
+            stop.clone(),
+            CancellationToken::new(),
+        ));
+        let brightness = led.join("brightness");
+        wait_for(&brightness, "0").await;
+        // Nothing changes: nothing is written (the removed file stays away).
+        std::fs::remove_file(&brightness).expect("remove");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!brightness.exists(), "rewritten without a change");
+        let condition = |active| Condition {
+            id: "t/hi".into(),
+            source: "t".into(),
+            origin: Origin::Limit,
+            severity: Severity::Medium,
+            latching: false,
+            active,
+            value: None,
+            reason: String::new(),
+        };
+        alerts.condition(condition(true), std::time::SystemTime::now());
+        wait_for(&brightness, "1").await;
+        // A transition that changes no pattern writes nothing either.
+        std::fs::remove_file(&brightness).expect("remove");
+        alerts
+            .acknowledge("t/hi", "test", std::time::SystemTime::now())
+            .expect("ack");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!brightness.exists(), "rewritten without a change");
+        alerts.condition(condition(false), std::time::SystemTime::now());
+        wait_for(&brightness, "0").await;
+        stop.cancel();
+        task.await.expect("outputs task");
+    }
+
     #[test]
     fn blink_phases_follow_the_pattern_rate() {
         let at = Duration::from_millis;
