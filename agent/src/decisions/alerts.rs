@@ -3,8 +3,9 @@
 //! and the acknowledge input.
 //!
 //! Invariants:
-//! - every transition is, in this order, written to the state file, appended to the outbox (alert
-//!   class: flushed at once, sent before summaries) and shown on the outputs;
+//! - every transition is, in this order, shown on the outputs (the people at the machine first),
+//!   written to the state file, and appended to the outbox (alert class: flushed at once, sent
+//!   before summaries): upstream only hears of a state that was saved;
 //! - the state file (`<data_dir>/alerts.json`) is replaced atomically (write, fsync, rename), so a
 //!   power cut leaves the old or the new book, never a torn one; after a restart every alert is in
 //!   the state it was, and sources that find their condition gone clear it through the lifecycle;
@@ -99,7 +100,8 @@ impl Alerts {
         if transitions.is_empty() {
             return result;
         }
-        if let Err(error) = persist(&self.file, &book) {
+        self.view.send_replace(view_of(&book));
+        if let Err(error) = off_the_worker(|| persist(&self.file, &book)) {
             if self.persist_failures.fetch_add(1, Ordering::Relaxed) == 0 {
                 error!(%error, file = %self.file.display(), "cannot save the alert state; alerts work but will not survive a restart (counted)");
             }
@@ -118,7 +120,6 @@ impl Alerts {
                 crate::reports::append(outbox, record(topics, &self.agent, transition));
             }
         }
-        self.view.send_replace(view_of(&book));
         result
     }
 
@@ -183,6 +184,17 @@ fn view_of(book: &Book) -> View {
             .map(|a| (a.severity, a.state))
             .collect(),
     )
+}
+
+/// Runs blocking file I/O without holding up the tasks queued behind the caller (the outputs task
+/// just woken by the view is one): on a multi-thread runtime the worker hands its queue to another
+/// thread for the duration.
+fn off_the_worker<T>(io: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
+        _ => io(),
+    }
 }
 
 fn persist(file: &Path, book: &Book) -> std::io::Result<()> {
