@@ -613,6 +613,88 @@ mod tests {
     }
 
     #[test]
+    fn health_watch_raises_and_clears_device_outbox_and_broker_alerts() {
+        use crate::store::MemoryStore;
+
+        let alerting = firmware_config::load_str(
+            Path::new("t.toml"),
+            "[alerts]\ndevice_down_after = \"30s\"\noutbox_filling_percent = 50\nbroker_unreachable_after = \"60s\"\n",
+        )
+        .expect("config")
+        .alerting;
+        let plc = Arc::new(DeviceStats::default());
+        let outbox =
+            Arc::new(Outbox::new(Box::new(MemoryStore::default()), 64 << 10).expect("outbox"));
+        let uplink = Arc::new(UplinkStats::default());
+        let bus = crate::bus::SampleBus::new(1);
+        let (_feed, assessments) = broadcast::channel(1);
+        let inputs = Inputs {
+            samples: Some(bus.subscribe()),
+            assessments,
+            devices: vec![("plc".into(), Arc::clone(&plc))],
+            outbox: Some(Arc::clone(&outbox)),
+            uplink: Some(Arc::clone(&uplink)),
+        };
+        let mut health = HealthWatch::new(&alerting, &inputs.devices);
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |s: u64| start + Duration::from_secs(s);
+        let said = |conditions: Vec<Condition>| -> Vec<(String, bool)> {
+            conditions.into_iter().map(|c| (c.id, c.active)).collect()
+        };
+        // First check: everything reported once (inactive), which clears remembered alerts.
+        assert_eq!(
+            said(health.check(&inputs, at(0))),
+            [
+                ("agent/device/plc".to_string(), false),
+                ("agent/outbox".to_string(), false),
+                ("agent/broker".to_string(), false)
+            ]
+        );
+        // The device fails its first request, the broker is not there: nothing yet.
+        plc.requests.fetch_add(1, Ordering::Relaxed);
+        assert!(health.check(&inputs, at(1)).is_empty());
+        assert!(health.check(&inputs, at(30)).is_empty());
+        assert_eq!(
+            said(health.check(&inputs, at(31))),
+            [("agent/device/plc".to_string(), true)]
+        );
+        assert_eq!(
+            said(health.check(&inputs, at(61))),
+            [("agent/broker".to_string(), true)]
+        );
+        plc.online.store(true, Ordering::Relaxed);
+        uplink.connected.store(true, Ordering::Relaxed);
+        assert_eq!(
+            said(health.check(&inputs, at(62))),
+            [
+                ("agent/device/plc".to_string(), false),
+                ("agent/broker".to_string(), false)
+            ]
+        );
+        // The outbox past half full raises; it clears only 5 points below.
+        let mut first = None;
+        while outbox.stats().bytes * 100 / outbox.stats().max_bytes < 50 {
+            let mut record = crate::reports::event(&Topics::new("p", "gw"), "x", json!({}), at(0));
+            record.body = vec![b' '; 512];
+            if let Ok(crate::store::Appended::Stored { id, .. }) = outbox.append(record) {
+                first.get_or_insert(id);
+            }
+        }
+        assert_eq!(
+            said(health.check(&inputs, at(63))),
+            [("agent/outbox".to_string(), true)]
+        );
+        outbox
+            .acknowledge(Class::Event, first.expect("stored"))
+            .expect("remove one");
+        assert!(outbox.stats().bytes * 100 / outbox.stats().max_bytes < 50);
+        assert!(
+            health.check(&inputs, at(64)).is_empty(),
+            "within the deadband"
+        );
+    }
+
+    #[test]
     fn maintenance_alerts_follow_the_action() {
         let mut assessment = Assessment {
             schema: 1,
