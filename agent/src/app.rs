@@ -328,7 +328,6 @@ fn identity(loaded: &Loaded) -> Identity {
 
 /// What outlives a configuration reload locally: the alerts and the control socket.
 struct Local {
-    alerts: Arc<Alerts>,
     commands: Arc<AgentCommands>,
     tasks: JoinSet<()>,
     stop: CancellationToken,
@@ -340,7 +339,7 @@ impl Local {
             identity: std::sync::Mutex::new(identity(loaded)),
             started: std::time::Instant::now(),
             upstream: upstream.map(|u| (Arc::clone(&u.outbox), Arc::clone(&u.uplink_stats))),
-            alerts: Arc::clone(&alerts),
+            alerts,
             devices: std::sync::Mutex::new(Vec::new()),
             max_shelve: std::sync::Mutex::new(loaded.plan.alerting.max_shelve),
         });
@@ -353,7 +352,6 @@ impl Local {
             stop.clone(),
         ));
         Local {
-            alerts,
             commands,
             tasks,
             stop,
@@ -555,10 +553,10 @@ impl Generation {
         }
         let (assessments, _) = tokio::sync::broadcast::channel(64);
         local.set_generation(&running.stats, &loaded);
-        alerting::forget_unconfigured(&local.alerts, plan, clock.now());
+        alerting::forget_unconfigured(&local.commands.alerts, plan, clock.now());
         running.tasks.spawn(alerting::run(
             plan.alerting.clone(),
-            Arc::clone(&local.alerts),
+            Arc::clone(&local.commands.alerts),
             alerting::Inputs {
                 samples: plan.alerting.needs_samples().then(|| bus.subscribe()),
                 assessments: assessments.subscribe(),
@@ -573,7 +571,7 @@ impl Generation {
             running.tasks.spawn(outputs::run(
                 plan.alerting.clone(),
                 plan.devices.clone(),
-                Arc::clone(&local.alerts),
+                Arc::clone(&local.commands.alerts),
                 Arc::clone(&clock),
                 stop.clone(),
                 shutdown.clone(),

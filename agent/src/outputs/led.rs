@@ -18,6 +18,8 @@ pub struct Led {
     software_blink: bool,
     /// `trigger` is known to be `none`.
     untriggered: bool,
+    /// What "on" writes to `brightness`, read once.
+    on_level: Option<String>,
 }
 
 fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
@@ -31,6 +33,7 @@ impl Led {
             dir,
             software_blink: false,
             untriggered: false,
+            on_level: None,
         }
     }
 
@@ -39,12 +42,17 @@ impl Led {
     }
 
     /// The brightness for "on": the LED's `max_brightness` (1 when it cannot be read).
-    fn on_level(&self) -> String {
-        std::fs::read_to_string(self.dir.join("max_brightness"))
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| s.parse::<u32>().is_ok_and(|v| v > 0))
-            .unwrap_or_else(|| "1".into())
+    fn on_level(&mut self) -> String {
+        let dir = &self.dir;
+        self.on_level
+            .get_or_insert_with(|| {
+                std::fs::read_to_string(dir.join("max_brightness"))
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| s.parse::<u32>().is_ok_and(|v| v > 0))
+                    .unwrap_or_else(|| "1".into())
+            })
+            .clone()
     }
 
     /// Shows `pattern`; `on` is the phase when blinking in software.
@@ -66,7 +74,10 @@ impl Led {
             let delays =
                 write(&self.dir, "delay_on", &ms).and_then(|()| write(&self.dir, "delay_off", &ms));
             match delays {
-                Ok(()) => return write(&self.dir, "brightness", &self.on_level()),
+                Ok(()) => {
+                    let level = self.on_level();
+                    return write(&self.dir, "brightness", &level);
+                }
                 Err(error) => {
                     warn!(led = %self.dir.display(), %error, "the timer trigger's delays are not writable; blinking in software");
                     self.software_blink = true;
