@@ -495,11 +495,21 @@ pub(crate) fn validate(
         }
     }
 
-    let limits = parts
-        .limits
-        .iter()
-        .filter_map(|(i, limit)| validate_limit(check, *i, limit, tags))
-        .collect();
+    let mut limited = HashSet::new();
+    let mut limits = Vec::new();
+    for (i, limit) in parts.limits {
+        // One entry per tag: its limits are judged together (the deadband and on-delay are per
+        // tag), and a second entry would otherwise replace the first.
+        if !limited.insert(limit.tag.as_str()) {
+            check.err(
+                &[Seg::Key("limits"), Seg::Index(*i), Seg::Key("tag")],
+                &format!("limits for {:?}", limit.tag),
+                "another [[limits]] entry has this tag; give all its limits in one entry",
+            );
+            continue;
+        }
+        limits.extend(validate_limit(check, *i, limit, tags));
+    }
 
     // Profile outputs first, so that the file's own outputs of the same name replace them.
     let mut written: Vec<(Origin, &OutputConfig)> = Vec::new();

@@ -186,6 +186,25 @@ fn limit_mistakes_are_reported_at_their_line() {
         "deadband must be zero or positive",
         "deadband",
     );
+    let text = with(
+        "\n[[limits]]\ntag = \"temperature\"\nhi = 80.0\n\n[[limits]]\ntag = \"temperature\"\nlo = 5.0\n",
+    );
+    let second = text
+        .lines()
+        .collect::<Vec<_>>()
+        .iter()
+        .rposition(|l| *l == "tag = \"temperature\"")
+        .expect("line")
+        + 1;
+    let errors = errors_at(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, second);
+    assert!(
+        errors[0]
+            .1
+            .contains("another [[limits]] entry has this tag"),
+        "{errors:?}"
+    );
     let errors = errors_at(&with("\n[[limits]]\ntag = \"temperature\"\n"));
     assert!(
         errors[0].1.contains("at least one of hi_hi, hi, lo, lo_lo"),
