@@ -57,6 +57,22 @@ impl Sim {
     }
 }
 
+/// Polls `probe` every 20 ms until it gives a value; `Err` with the last probe's failure when
+/// `within` has passed first.
+pub async fn eventually<T, E, F>(within: Duration, mut probe: impl FnMut() -> F) -> Result<T, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(found) => return Ok(found),
+            Err(last) if tokio::time::Instant::now() >= deadline => return Err(last),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// Loads an agent configuration and points every TCP device at `addr`.
 pub fn plan(toml: &str, addr: Option<SocketAddr>) -> Plan {
     let mut plan =

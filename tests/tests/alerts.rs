@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use firmware_config::Table;
 use millwright::control;
 use millwright_tests::mqtt::{local_options, records, start_broker, Consumer};
-use millwright_tests::{millwright_bin, AgentProcess, Sim};
+use millwright_tests::{eventually, millwright_bin, AgentProcess, Sim};
 use serde_json::json;
 
 const SIM: &str = r#"
@@ -197,21 +197,21 @@ fn blinking(ms: &str) -> (String, String, String) {
 }
 
 async fn wait_led(dir: &Path, name: &str, want: (String, String, String), within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
+    let shown = eventually(within, || async {
         let mut now = led(dir, name);
         // delay_on is left behind by a previous blink; only compare it while blinking.
         if now.0 != "timer" {
             now.2 = String::new();
         }
         if now == want {
-            return;
+            Ok(())
+        } else {
+            Err(now)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "LED {name} shows {now:?}, not {want:?}, after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    })
+    .await;
+    if let Err(now) = shown {
+        panic!("LED {name} shows {now:?}, not {want:?}, after {within:?}");
     }
 }
 
@@ -223,15 +223,15 @@ fn plc_word(sim: &Sim, table: Table, address: u16) -> u16 {
 }
 
 async fn wait_plc(sim: &Sim, table: Table, address: u16, want: u16, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while plc_word(sim, table, address) != want {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {} stays {}, not {want}",
-            address,
-            plc_word(sim, table, address)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let written = eventually(Duration::from_secs(10), || async {
+        match plc_word(sim, table, address) {
+            word if word == want => Ok(()),
+            word => Err(word),
+        }
+    })
+    .await;
+    if let Err(word) = written {
+        panic!("{what}: {address} stays {word}, not {want}");
     }
 }
 
@@ -262,20 +262,14 @@ fn alert_state(status: &serde_json::Value, id: &str) -> Option<String> {
 }
 
 async fn wait_alert(data: &Path, id: &str, want: Option<&str>) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = status(data).await;
-        if let Some(status) = now.as_ref() {
-            if alert_state(status, id).as_deref() == want {
-                return status.clone();
-            }
+    eventually(Duration::from_secs(15), || async {
+        match status(data).await {
+            Some(status) if alert_state(&status, id).as_deref() == want => Ok(status),
+            other => Err(other),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "alert {id} never became {want:?}: {now:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("alert {id} never became {want:?}: {last:#?}"))
 }
 
 async fn cli(config: &Path, args: &[&str]) -> (bool, String) {

@@ -10,7 +10,7 @@ use millwright::control;
 use millwright_tests::mqtt::{
     assert_stream_order, local_options, records, start_broker, Consumer, Relay,
 };
-use millwright_tests::{AgentProcess, Sim};
+use millwright_tests::{eventually, AgentProcess, Sim};
 use serde_json::json;
 
 pub const SIM: &str = r#"
@@ -144,18 +144,16 @@ async fn wait_status(
     within: Duration,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let status = status(dir).await;
-        if let Some(status) = status.as_ref().filter(|s| done(s)) {
-            return status.clone();
+    eventually(within, || async {
+        match status(dir).await {
+            Some(status) if done(&status) => Ok(status),
+            other => Err(other),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "status never satisfied the condition within {within:?}: {status:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|last| {
+        panic!("status never satisfied the condition within {within:?}: {last:#?}")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
