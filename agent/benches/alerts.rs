@@ -185,7 +185,7 @@ fn main() {
         ));
         tokio::spawn(millwright::outputs::run(
             plan.alerting.clone(),
-            plan.devices.clone(),
+            Vec::new(), // LED outputs only: no Modbus writers
             Arc::clone(&alerts),
             Arc::clone(&clock),
             stop.clone(),

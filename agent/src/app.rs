@@ -29,7 +29,8 @@ use crate::store::sled_store::{OpenError, SledStore};
 use crate::store::{Appended, MemoryStore, Outbox};
 use crate::uplink::{Identity, Topics, Uplink, UplinkStats};
 
-use crate::sources::{modbus, opcua};
+use crate::sources::modbus::{self, DeviceWriter};
+use crate::sources::opcua;
 use crate::sources::{DeviceStats, StatsSnapshot};
 
 /// A tag and the source (Modbus device or OPC UA endpoint) it belongs to, indexed by [`TagId`].
@@ -61,14 +62,19 @@ pub struct Running {
     pub tasks: JoinSet<()>,
 }
 
-/// Spawns one polling task per line. Tasks end when `shutdown` is cancelled.
+/// Spawns one polling task per line, and returns a writer per Modbus device (plan order). Tasks
+/// end when `shutdown` is cancelled, a line once its writers are dropped too (at once: `let (x, _)`).
 pub fn start_acquisition(
     plan: &Plan,
     clock: Arc<dyn Clock>,
     bus: &SampleBus,
     shutdown: &CancellationToken,
-) -> Running {
-    let (lines, mut stats) = modbus::lines(plan, &clock, bus);
+) -> (Running, Vec<DeviceWriter>) {
+    let modbus::Lines {
+        lines,
+        mut stats,
+        writers,
+    } = modbus::lines(plan, &clock, bus);
     let mut tasks = JoinSet::new();
     let mut liveness = Liveness::default();
     for line in lines {
@@ -93,11 +99,12 @@ pub fn start_acquisition(
             span,
         ));
     }
-    Running {
+    let running = Running {
         stats,
         liveness,
         tasks,
-    }
+    };
+    (running, writers)
 }
 
 /// How the outside world steers a running agent: stop, reload, and the service manager to keep
@@ -543,7 +550,7 @@ impl Generation {
         let plan = &loaded.plan;
         let stop = shutdown.child_token();
         let bus = SampleBus::new(plan.agent.sample_bus_capacity);
-        let mut running = start_acquisition(plan, Arc::clone(&clock), &bus, &stop);
+        let (mut running, writers) = start_acquisition(plan, Arc::clone(&clock), &bus, &stop);
         if tracing::enabled!(Level::DEBUG) {
             running.tasks.spawn(log_samples(
                 Arc::new(tag_catalog(plan)),
@@ -570,7 +577,7 @@ impl Generation {
         if !plan.alerting.outputs.is_empty() {
             running.tasks.spawn(outputs::run(
                 plan.alerting.clone(),
-                plan.devices.clone(),
+                writers,
                 Arc::clone(&local.commands.alerts),
                 Arc::clone(&clock),
                 stop.clone(),

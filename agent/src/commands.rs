@@ -450,7 +450,7 @@ async fn read_modbus_once(plan: &Plan, only: &[String]) -> Vec<ReadRow> {
     let raw: Arc<Mutex<HashMap<(String, usize), String>>> = Arc::default();
     let unreachable: Arc<Mutex<HashMap<String, String>>> = Arc::default();
 
-    let (lines, _stats) = modbus::lines(&plan, &clock, &bus);
+    let lines = modbus::lines(&plan, &clock, &bus).lines;
     drop(bus);
     let mut tasks = JoinSet::new();
     for line in lines {
@@ -732,7 +732,8 @@ pub async fn demo(
     let bus = SampleBus::new(plan.agent.sample_bus_capacity);
     let mut samples = bus.subscribe();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut running = crate::app::start_acquisition(&plan, Arc::clone(&clock), &bus, &shutdown);
+    let (mut running, _) =
+        crate::app::start_acquisition(&plan, Arc::clone(&clock), &bus, &shutdown);
     let (assessment_sender, mut assessments) = tokio::sync::broadcast::channel(64);
     running.tasks.spawn(crate::health::scorer::run(
         crate::health::scorer::Scorer::new(&plan, Default::default()),

@@ -307,10 +307,7 @@ async fn dispatch(command: Command) -> u8 {
                 return exit::FAILURE;
             }
             let failed_outputs =
-                millwright::outputs::cycle(&plan.alerting, &plan.devices, hold.into(), |line| {
-                    println!("{line}")
-                })
-                .await;
+                millwright::outputs::cycle(&plan, hold.into(), |line| println!("{line}")).await;
             if failed_outputs == 0 {
                 exit::OK
             } else {

@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::assets::TagDirectory;
-use crate::modbus::{resolve_address, Checker, Device, Link, Table};
+use crate::modbus::{resolve_address, Checker, Device, Table};
 use crate::source::Seg;
 use crate::{HumanDuration, TagIndex};
 
@@ -821,17 +821,6 @@ fn validate_target(
         );
         return None;
     };
-    if matches!(devices[device].link, Link::Rtu { .. }) {
-        check.err(
-            &modbus_at,
-            component,
-            format!(
-                "device {:?} is on a serial bus; Modbus outputs need a TCP device (the bus's poller owns the port)",
-                modbus.device
-            ),
-        );
-        return None;
-    }
     match resolve_address(devices[device].addressing, modbus.table, modbus.address) {
         Ok((Table::Coil, address)) => {
             if modbus.values.is_some() {

@@ -240,11 +240,6 @@ fn output_mistakes_are_reported_at_their_line() {
         "modbus",
     );
     one_error(
-        &with("\n[[outputs]]\nname = \"x\"\nmodbus = { device = \"meter\", address = 1, table = \"coil\" }\n"),
-        "need a TCP device",
-        "modbus",
-    );
-    one_error(
         &with("\n[[outputs]]\nname = \"x\"\nmodbus = { device = \"plc\", address = 30001 }\n"),
         "input_register tables are read-only",
         "modbus",
@@ -300,5 +295,22 @@ fn mapping_and_alerts_mistakes_are_reported_at_their_line() {
         &with("\n[alerts]\noutbox_filling_percent = 0\n"),
         "1–100",
         "outbox_filling_percent",
+    );
+}
+
+#[test]
+fn an_output_on_a_serial_bus_device_is_written_through_its_bus() {
+    let text = with(
+        "\n[[outputs]]\nname = \"relay\"\nmodbus = { device = \"meter\", address = 1, table = \"coil\" }\n",
+    );
+    let plan = load_str(Path::new("a.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let meter = plan.devices.iter().position(|d| d.name == "meter");
+    let relay = plan.alerting.outputs.iter().find(|o| o.name == "relay");
+    assert!(
+        matches!(
+            (relay.map(|o| &o.target), meter),
+            (Some(OutputTarget::ModbusCoil { device, address: 1 }), Some(meter)) if *device == meter
+        ),
+        "{relay:?}"
     );
 }

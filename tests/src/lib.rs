@@ -102,7 +102,7 @@ impl Agent {
         let samples = bus.subscribe();
         let shutdown = CancellationToken::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let running = millwright::app::start_acquisition(plan, clock, &bus, &shutdown);
+        let (running, _) = millwright::app::start_acquisition(plan, clock, &bus, &shutdown);
         Agent {
             samples,
             running,

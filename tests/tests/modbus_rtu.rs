@@ -3,9 +3,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use firmware_config::Parity;
+use std::time::SystemTime;
+
+use firmware_config::{Parity, Severity, Table};
+use millwright::bus::SampleBus;
+use millwright::clock::{Clock, SystemClock};
+use millwright::decisions::alerts::Alerts;
+use millwright::decisions::lifecycle::{Condition, Origin};
 use millwright::sample::{Quality, Value};
-use millwright_tests::{plan, require_socat, samples_of, Agent, PtyPair};
+use millwright::sim::plant::Plant;
+use millwright_tests::{eventually, plan, require_socat, samples_of, Agent, PtyPair};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const SIM: &str = r#"
@@ -39,29 +47,34 @@ type = "u32"
 signal = { base = 123456.0 }
 "#;
 
+/// The simulator on the device end of `pty`, at 38,400 baud, even parity.
+fn serve_on(
+    pty: &PtyPair,
+    sim: &str,
+    shutdown: &CancellationToken,
+) -> (Arc<Plant>, JoinHandle<std::io::Result<()>>) {
+    let (_, plant) = millwright::sim::load_str(std::path::Path::new("sim.toml"), sim)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let plant = Arc::new(plant);
+    let device_end = pty.device_end.display().to_string();
+    let server = tokio::spawn({
+        let (plant, shutdown) = (Arc::clone(&plant), shutdown.clone());
+        async move {
+            millwright::sim::server::serve_rtu(&device_end, 38_400, Parity::Even, plant, shutdown)
+                .await
+        }
+    });
+    (plant, server)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn units_on_one_bus_are_polled_in_turn_and_a_silent_one_costs_only_its_timeout() {
     if !require_socat() {
         return;
     }
     let pty = PtyPair::open().await.expect("socat pty pair");
-    let (_, plant) = millwright::sim::load_str(std::path::Path::new("sim.toml"), SIM)
-        .unwrap_or_else(|e| panic!("{e}"));
     let shutdown = CancellationToken::new();
-    let device_end = pty.device_end.display().to_string();
-    let server = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            millwright::sim::server::serve_rtu(
-                &device_end,
-                38_400,
-                Parity::Even,
-                Arc::new(plant),
-                shutdown,
-            )
-            .await
-        }
-    });
+    let (_, server) = serve_on(&pty, SIM, &shutdown);
 
     let config = format!(
         r#"
@@ -159,4 +172,210 @@ address = 0
     agent.stop().await;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}
+
+const RELAY_SIM: &str = r#"
+[[machines]]
+name = "drive"
+kind = "motor"
+unit_id = 3
+[[machines.points]]
+name = "frequency"
+table = "holding"
+address = 0
+scale = 0.01
+signal = { base = 49.98 }
+
+[[machines]]
+name = "relays"
+kind = "conveyor"
+unit_id = 7
+[[machines.points]]
+name = "k1"
+table = "coil"
+address = 0
+signal = { base = 0.0 }
+"#;
+
+/// A relay module on the bus drives a beacon as an alert output. Its writes go through the bus's
+/// poller, between polls, so the bus keeps one master: no request of either unit fails while the
+/// beacon switches, the polled coil reads back what was written, and the shutdown pattern still
+/// goes out after polling has stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_output_on_the_bus_is_written_between_polls() {
+    if !require_socat() {
+        return;
+    }
+    let pty = PtyPair::open().await.expect("socat pty pair");
+    let sim_shutdown = CancellationToken::new();
+    let (plant, server) = serve_on(&pty, RELAY_SIM, &sim_shutdown);
+    let config = format!(
+        r#"
+[[buses]]
+name = "rs485"
+path = "{path}"
+baud = 38400
+
+[[devices]]
+name = "drive"
+bus = "rs485"
+unit_id = 3
+addressing = "zero_based"
+poll_interval = "50ms"
+timeout = "300ms"
+[[devices.tags]]
+name = "frequency"
+table = "holding_register"
+address = 0
+scale = 0.01
+
+[[devices]]
+name = "relays"
+bus = "rs485"
+unit_id = 7
+addressing = "zero_based"
+poll_interval = "50ms"
+timeout = "300ms"
+[[devices.tags]]
+name = "beacon_state"
+table = "coil"
+address = 1
+
+[[outputs]]
+name = "beacon"
+modbus = {{ device = "relays", table = "coil", address = 1 }}
+on_shutdown = "steady"
+
+[[indications]]
+output = "beacon"
+state = "unacknowledged"
+pattern = "fast_blink"
+
+[[indications]]
+output = "beacon"
+pattern = "steady"
+"#,
+        path = pty.agent_end.display()
+    );
+    let plan = plan(&config, None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alerts = Arc::new(Alerts::open(dir.path(), "gw"));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let bus = SampleBus::new(65_536);
+    let mut samples = bus.subscribe();
+    let shutdown = CancellationToken::new();
+    let (mut running, writers) =
+        millwright::app::start_acquisition(&plan, Arc::clone(&clock), &bus, &shutdown);
+    running.tasks.spawn(millwright::outputs::run(
+        plan.alerting.clone(),
+        writers,
+        Arc::clone(&alerts),
+        clock,
+        shutdown.clone(),
+        shutdown.clone(),
+    ));
+    let coil = || {
+        plant
+            .read(7, Table::Coil, 1, 1, Duration::ZERO, SystemTime::now())
+            .map(|w| w[0])
+            .unwrap_or(u16::MAX)
+    };
+    let wait_coil = |want: u16, what: &'static str| {
+        let coil = &coil;
+        async move {
+            let result = eventually(Duration::from_secs(5), || async {
+                match coil() {
+                    word if word == want => Ok(()),
+                    word => Err(word),
+                }
+            })
+            .await;
+            if let Err(word) = result {
+                panic!("{what}: the beacon coil stays {word}, not {want}");
+            }
+        }
+    };
+    let condition = |active| Condition {
+        id: "frequency/hi".into(),
+        source: "frequency".into(),
+        origin: Origin::Limit,
+        severity: Severity::High,
+        latching: false,
+        active,
+        value: Some(51.0),
+        reason: "test".into(),
+    };
+    wait_coil(0, "idle").await;
+    alerts.condition(condition(true), SystemTime::now());
+    // Unacknowledged: the agent blinks the coil at 4 Hz (a write every 125 ms) while both units
+    // are polled every 50 ms.
+    let mut changes = 0;
+    let mut last = coil();
+    let blinking_until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while tokio::time::Instant::now() < blinking_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = coil();
+        changes += usize::from(now != last);
+        last = now;
+    }
+    assert!(
+        changes >= 6,
+        "the beacon changed {changes} times in 1.5 s of fast blinking"
+    );
+    alerts
+        .acknowledge("frequency/hi", "test", SystemTime::now())
+        .expect("ack");
+    wait_coil(1, "acknowledged: steady").await;
+    // The polled coil reads back the written state.
+    let state = bus_value(&plan, &mut samples, "beacon_state", Value::Bool(true)).await;
+    assert!(state, "beacon_state never read back true");
+    let stats = |device: &str| {
+        running
+            .stats
+            .iter()
+            .find(|(name, _)| name == device)
+            .map(|(_, s)| s.snapshot())
+            .unwrap_or_else(|| panic!("no device {device}"))
+    };
+    let (drive, relays) = (stats("drive"), stats("relays"));
+    assert_eq!(drive.errors(), 0, "{drive:?}");
+    assert_eq!(relays.errors(), 0, "{relays:?}");
+    // 1.5 s of polls at 50 ms, and for the relays the blink writes besides.
+    assert!(drive.requests >= 15, "{drive:?}");
+    assert!(
+        relays.requests >= drive.requests + 6,
+        "{relays:?} vs {drive:?}"
+    );
+
+    alerts.condition(condition(false), SystemTime::now());
+    wait_coil(0, "cleared before stopping").await;
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), async {
+        while running.tasks.join_next().await.is_some() {}
+    })
+    .await;
+    assert!(stopped.is_ok(), "the lines and outputs did not stop");
+    assert_eq!(coil(), 1, "the shutdown pattern (steady) was not written");
+    sim_shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}
+
+/// Whether `tag` reads `want` within 5 s.
+async fn bus_value(
+    plan: &firmware_config::Plan,
+    samples: &mut millwright::bus::Subscriber,
+    tag: &str,
+    want: Value,
+) -> bool {
+    let id = millwright::app::tag_catalog(plan)
+        .iter()
+        .position(|t| t.name == tag)
+        .unwrap_or_else(|| panic!("no tag {tag}"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(sample)) = tokio::time::timeout_at(deadline, samples.recv()).await {
+        if sample.tag.0 as usize == id && sample.value.as_ref() == Some(&want) {
+            return true;
+        }
+    }
+    false
 }

@@ -20,16 +20,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use firmware_config::{
-    Alerting, Device, Indication, Output, OutputTarget, Pattern, Severity, StateFilter,
+    Alerting, Device, Indication, Output, OutputTarget, Pattern, Plan, Severity, StateFilter,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::bus::SampleBus;
 use crate::clock::Clock;
 use crate::decisions::alerts::{health_condition, Alerts};
 use crate::decisions::lifecycle::State;
+use crate::sources::modbus::DeviceWriter;
 
 /// How often a failing output is tried again.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(10);
@@ -80,21 +82,28 @@ pub enum Driver {
 }
 
 impl Driver {
-    pub fn open(target: &OutputTarget, devices: &[Device]) -> Result<Driver, String> {
+    /// `writers`: one per Modbus device, in plan order.
+    pub fn open(target: &OutputTarget, writers: &[DeviceWriter]) -> Result<Driver, String> {
+        let writer = |device: usize| {
+            writers
+                .get(device)
+                .cloned()
+                .ok_or_else(|| format!("no Modbus device #{device}"))
+        };
         Ok(match target {
             OutputTarget::Led(dir) => Driver::Led(led::Led::new(dir.clone())),
             OutputTarget::Gpio { line, active_low } => {
                 Driver::Gpio(gpio::Gpio::open(line, *active_low)?)
             }
             OutputTarget::ModbusCoil { device, address } => Driver::Modbus(
-                modbus::ModbusOutput::new(&devices[*device], modbus::Point::Coil(*address)),
+                modbus::ModbusOutput::new(writer(*device)?, modbus::Point::Coil(*address)),
             ),
             OutputTarget::ModbusRegister {
                 device,
                 address,
                 values,
             } => Driver::Modbus(modbus::ModbusOutput::new(
-                &devices[*device],
+                writer(*device)?,
                 modbus::Point::Register(*address, *values),
             )),
         })
@@ -146,9 +155,13 @@ impl Slot {
         (pattern, software && phase(pattern, elapsed))
     }
 
-    async fn bring_to(&mut self, want: (Pattern, bool), devices: &[Device]) -> Result<(), String> {
+    async fn bring_to(
+        &mut self,
+        want: (Pattern, bool),
+        writers: &[DeviceWriter],
+    ) -> Result<(), String> {
         if self.driver.is_none() {
-            self.driver = Some(Driver::open(&self.output.target, devices)?);
+            self.driver = Some(Driver::open(&self.output.target, writers)?);
         }
         let driver = self.driver.as_mut().ok_or("no driver")?;
         let result = driver.show(want.0, want.1).await;
@@ -162,7 +175,7 @@ impl Slot {
 /// times out) never delays another.
 pub async fn run(
     alerting: Alerting,
-    devices: Vec<Device>,
+    writers: Vec<DeviceWriter>,
     alerts: Arc<Alerts>,
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
@@ -172,7 +185,7 @@ pub async fn run(
     let wanted =
         |view: &[(Severity, State)]| patterns(&alerting.outputs, &alerting.indications, view);
     let first = wanted(&view.borrow_and_update());
-    let devices = Arc::new(devices);
+    let writers = Arc::new(writers);
     // One clock for every blink, so outputs blinking at one rate blink in step.
     let started = Instant::now();
     let mut drivers = tokio::task::JoinSet::new();
@@ -189,7 +202,7 @@ pub async fn run(
         drivers.spawn(drive(
             slot,
             receive,
-            Arc::clone(&devices),
+            Arc::clone(&writers),
             Arc::clone(&alerts),
             Arc::clone(&clock),
             started,
@@ -224,7 +237,7 @@ pub async fn run(
 async fn drive(
     mut slot: Slot,
     mut pattern: watch::Receiver<Pattern>,
-    devices: Arc<Vec<Device>>,
+    writers: Arc<Vec<DeviceWriter>>,
     alerts: Arc<Alerts>,
     clock: Arc<dyn Clock>,
     started: Instant,
@@ -239,10 +252,13 @@ async fn drive(
         let current = *pattern.borrow_and_update();
         let want = slot.wanted(current, started.elapsed());
         if slot.shown != Some(want) {
-            let result = slot.bring_to(want, &devices).await;
+            let result = slot.bring_to(want, &writers).await;
             report(&alerts, clock.as_ref(), &mut slot, result);
         }
+        // A failing output waits for a change or a retry, not the next blink phase: a blinking
+        // coil on a dead PLC would otherwise cost its line a timeout eight times a second.
         let blinking = current.half_period().is_some()
+            && !slot.failing
             && slot.driver.as_ref().is_some_and(Driver::blinks_in_software);
         tokio::select! {
             () = stop.cancelled() => break,
@@ -257,7 +273,7 @@ async fn drive(
     let shutdown = slot.output.on_shutdown;
     match tokio::time::timeout(
         SHUTDOWN_WRITE_TIMEOUT,
-        slot.bring_to((shutdown, shutdown != Pattern::Off), &devices),
+        slot.bring_to((shutdown, shutdown != Pattern::Off), &writers),
     )
     .await
     {
@@ -304,17 +320,26 @@ fn report(alerts: &Alerts, clock: &dyn Clock, slot: &mut Slot, result: Result<()
 }
 
 /// `millwright leds test`: each output steady for `hold`, then off, one after the other; one line
-/// per output through `say`. Returns how many failed.
-pub async fn cycle(
-    alerting: &Alerting,
-    devices: &[Device],
-    hold: Duration,
-    mut say: impl FnMut(String),
-) -> usize {
+/// per output through `say`. Returns how many failed. Modbus outputs are written through lines
+/// of their own that poll nothing.
+pub async fn cycle(plan: &Plan, hold: Duration, mut say: impl FnMut(String)) -> usize {
+    let mut writes_only = plan.clone();
+    for device in &mut writes_only.devices {
+        device.tags.clear();
+    }
+    let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+    let lines = crate::sources::modbus::lines(&writes_only, &clock, &SampleBus::new(1));
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for line in lines.lines {
+        tasks.spawn(line.run(stop.clone()));
+    }
+    let writers = lines.writers;
+    let devices = &plan.devices;
     let mut failed = 0;
-    for output in &alerting.outputs {
+    for output in &plan.alerting.outputs {
         let result = async {
-            let mut driver = Driver::open(&output.target, devices)?;
+            let mut driver = Driver::open(&output.target, &writers)?;
             driver.show(Pattern::Steady, true).await?;
             tokio::time::sleep(hold).await;
             driver.show(Pattern::Off, false).await
@@ -337,6 +362,9 @@ pub async fn cycle(
             }
         }
     }
+    drop(writers);
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
     failed
 }
 
@@ -523,6 +551,65 @@ mod tests {
         assert!(!brightness.exists(), "rewritten without a change");
         alerts.condition(condition(false), std::time::SystemTime::now());
         wait_for(&brightness, "0").await;
+        stop.cancel();
+        task.await.expect("outputs task");
+    }
+
+    /// A blinking coil whose device never answers is written at start and then once per retry
+    /// interval, not at every blink phase.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_blinking_output_is_retried_at_the_retry_interval() {
+        use crate::sources::modbus::write::WriteJob;
+        use crate::sources::modbus::Fault;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alerting = Alerting {
+            acknowledge_tag: None,
+            maintenance_latching: true,
+            max_shelve: Duration::from_secs(60),
+            device_down_after: Duration::from_secs(30),
+            outbox_filling_percent: 80,
+            broker_unreachable_after: Duration::from_secs(60),
+            limits: Vec::new(),
+            outputs: vec![Output {
+                target: OutputTarget::ModbusCoil {
+                    device: 0,
+                    address: 7,
+                },
+                ..output("horn", Pattern::FastBlink)
+            }],
+            indications: Vec::new(),
+        };
+        let alerts = Arc::new(Alerts::open(dir.path(), "gw"));
+        // The line: every write times out.
+        let (jobs, mut line) = tokio::sync::mpsc::channel::<WriteJob>(4);
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&writes);
+        tokio::spawn(async move {
+            while let Some(job) = line.recv().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = job
+                    .done
+                    .send(Err(Fault::Timeout(Duration::from_millis(500))));
+            }
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            alerting,
+            vec![DeviceWriter::new("plc (unit 1)", 0, jobs)],
+            Arc::clone(&alerts),
+            Arc::new(crate::clock::SystemClock),
+            stop.clone(),
+            CancellationToken::new(),
+        ));
+        tokio::time::sleep(RETRY_INTERVAL * 3 - Duration::from_secs(1)).await;
+        assert_eq!(writes.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let snapshot = alerts.snapshot().to_string();
+        assert!(
+            snapshot.contains("agent/output/horn"),
+            "the failing output raises its health alert: {snapshot}"
+        );
         stop.cancel();
         task.await.expect("outputs task");
     }

@@ -1,14 +1,11 @@
-//! A coil or holding register of a Modbus TCP device (a stack light or relay module behind a PLC),
-//! on the output's own connection, opened on first use and again after a failure.
+//! A coil or holding register of a Modbus device (a stack light or relay module, directly or behind
+//! a PLC), written through the line that polls the device: one connection per TCP device, and one
+//! master on an RS-485 bus.
 
-use std::time::Duration;
+use firmware_config::{Pattern, PatternValues};
 
-use firmware_config::{Device, Link, Pattern, PatternValues};
-use tokio_modbus::client::Context;
-use tokio_modbus::slave::{Slave, SlaveContext};
-
-use crate::sources::modbus::write::{send, WriteRequest};
-use crate::sources::modbus::Endpoint;
+use crate::sources::modbus::write::WriteRequest;
+use crate::sources::modbus::DeviceWriter;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Point {
@@ -16,44 +13,15 @@ pub enum Point {
     Register(u16, PatternValues),
 }
 
+#[derive(Debug)]
 pub struct ModbusOutput {
-    endpoint: Endpoint,
-    unit: u8,
-    timeout: Duration,
+    writer: DeviceWriter,
     point: Point,
-    context: Option<Context>,
-}
-
-impl std::fmt::Debug for ModbusOutput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "ModbusOutput({} unit {} {:?})",
-            self.endpoint, self.unit, self.point
-        )
-    }
 }
 
 impl ModbusOutput {
-    pub fn new(device: &Device, point: Point) -> ModbusOutput {
-        let endpoint = match &device.link {
-            Link::Tcp { host, port } => Endpoint::Tcp {
-                host: host.clone(),
-                port: *port,
-            },
-            // Refused by validation: the serial poller owns the port.
-            Link::Rtu { .. } => Endpoint::Tcp {
-                host: String::new(),
-                port: 0,
-            },
-        };
-        ModbusOutput {
-            endpoint,
-            unit: device.unit_id,
-            timeout: device.timeout,
-            point,
-            context: None,
-        }
+    pub fn new(writer: DeviceWriter, point: Point) -> ModbusOutput {
+        ModbusOutput { writer, point }
     }
 
     /// Whether the device blinks by itself (a register with a value per pattern).
@@ -70,24 +38,8 @@ impl ModbusOutput {
                 word: values.of(pattern),
             },
         };
-        if self.context.is_none() {
-            let mut context = self
-                .endpoint
-                .open(self.timeout)
-                .await
-                .map_err(|e| format!("{}: {e}", self.endpoint))?;
-            context.set_slave(Slave(self.unit));
-            self.context = Some(context);
-        }
-        let Some(context) = self.context.as_mut() else {
-            return Err("no connection".into());
-        };
-        let result = send(context, &request, self.timeout).await;
-        if let Err(fault) = &result {
-            if fault.breaks_line() {
-                self.context = None;
-            }
-        }
-        result.map_err(|e| format!("{} unit {} {request:?}: {e}", self.endpoint, self.unit))
+        let what = format!("{} {request}", self.writer.device());
+        let written = self.writer.write(request).await;
+        written.map_err(|fault| format!("{what}: {fault}"))
     }
 }

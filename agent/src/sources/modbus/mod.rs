@@ -8,4 +8,5 @@ pub mod poller;
 pub mod write;
 
 pub use link::{Data, Endpoint, Fault};
-pub use poller::{lines, Line, PollEvent, Unit};
+pub use poller::{lines, Line, Lines, PollEvent, Unit};
+pub use write::DeviceWriter;

@@ -13,12 +13,18 @@
 //!   good (when `split_rejected_reads`), so one unmapped register does not fail its neighbours.
 //! - Every poll beats the line's heartbeat, and [`Line::stall_limit`] bounds the time between two
 //!   beats of a healthy line; the service watchdog relies on it (see `crate::liveness`).
+//! - Writes from the agent's own stages ([`DeviceWriter`]) go over the line's one connection, after
+//!   the request in progress and before the next due poll. Their outcome counts like a poll's: a
+//!   transport fault drops the connection and backs the unit off; an answer brings it online.
+//! - After `shutdown` a line stops polling but serves writes (the outputs' shutdown patterns) until
+//!   every writer is dropped, for at most [`WRITES_AFTER_SHUTDOWN`].
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use firmware_config::Device;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_modbus::client::{Client, Context};
 use tokio_modbus::slave::{Slave, SlaveContext};
@@ -28,6 +34,7 @@ use tracing::{debug, info, warn};
 use super::codec;
 use super::link::{self, Data, Endpoint, Fault};
 use super::plan::{self, PollGroup, ReadRequest};
+use super::write::{self, DeviceWriter, WriteJob, WriteRequest};
 use crate::backoff;
 use crate::bus::SampleBus;
 use crate::clock::Clock;
@@ -50,6 +57,13 @@ pub enum PollEvent<'a> {
 }
 
 pub type Observer = Box<dyn FnMut(&PollEvent<'_>) + Send>;
+
+/// How long a stopping line waits for the last writes (outputs set their shutdown patterns, each
+/// within two seconds).
+pub const WRITES_AFTER_SHUTDOWN: Duration = Duration::from_secs(3);
+
+/// Writes queued per line before a writer waits.
+const WRITE_QUEUE: usize = 16;
 
 struct Scheduled {
     group: PollGroup,
@@ -188,17 +202,20 @@ pub struct Line {
     observer: Option<Observer>,
     rng: fastrand::Rng,
     heartbeat: Arc<Heartbeat>,
+    writes: mpsc::Receiver<WriteJob>,
 }
 
 impl Line {
+    /// The line, and the sender its [`DeviceWriter`]s share.
     pub fn new(
         endpoint: Endpoint,
         inter_frame_delay: Duration,
         units: Vec<Unit>,
         clock: Arc<dyn Clock>,
         bus: SampleBus,
-    ) -> Self {
-        Line {
+    ) -> (Self, mpsc::Sender<WriteJob>) {
+        let (jobs, writes) = mpsc::channel(WRITE_QUEUE);
+        let line = Line {
             endpoint,
             inter_frame_delay,
             units,
@@ -209,7 +226,9 @@ impl Line {
             observer: None,
             rng: fastrand::Rng::new(),
             heartbeat: Heartbeat::new(),
-        }
+            writes,
+        };
+        (line, jobs)
     }
 
     pub fn with_observer(mut self, observer: Observer) -> Self {
@@ -253,17 +272,38 @@ impl Line {
         worst_iteration.saturating_mul(2) + Duration::from_secs(10)
     }
 
-    /// Polls every unit on its own schedule until `shutdown`.
+    /// Polls every unit on its own schedule, and performs writes in between, until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
         debug!(line = %self.name(), endpoint = %self.endpoint, units = self.units.len(), "polling");
         self.heartbeat.beat();
-        while let Some((u, g)) = self.earliest_due() {
-            let due = self.units[u].groups[g].next_due;
+        let mut writers_left = true;
+        loop {
+            let next = self.earliest_due();
+            if next.is_none() && !writers_left {
+                break;
+            }
+            let due = async {
+                match next {
+                    Some((u, g)) => {
+                        tokio::time::sleep_until(self.units[u].groups[g].next_due).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep_until(due) => {}
+                job = self.writes.recv(), if writers_left => {
+                    match job {
+                        Some(job) => self.write(job).await,
+                        None => writers_left = false,
+                    }
+                    self.heartbeat.beat();
+                    continue;
+                }
+                () = due => {}
             }
+            let Some((u, g)) = next else { continue };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -271,6 +311,12 @@ impl Line {
             }
             self.reschedule(u, g);
             self.heartbeat.beat();
+        }
+        if writers_left {
+            let deadline = Instant::now() + WRITES_AFTER_SHUTDOWN;
+            while let Ok(Some(job)) = tokio::time::timeout_at(deadline, self.writes.recv()).await {
+                self.write(job).await;
+            }
         }
         if let Some(mut ctx) = self.ctx.take() {
             let _already_closed =
@@ -315,9 +361,75 @@ impl Line {
         }
     }
 
+    /// Opens the line if it is closed, for unit `u`. A failure is counted against the unit and
+    /// backs it off.
+    async fn connect(&mut self, u: usize) -> Result<(), Fault> {
+        if self.ctx.is_some() {
+            return Ok(());
+        }
+        let unit = &mut self.units[u];
+        match self.endpoint.open(unit.device.timeout).await {
+            Ok(ctx) => {
+                self.ctx = Some(ctx);
+                self.last_transaction = None;
+                if !unit.device.connect_delay.is_zero() {
+                    tokio::time::sleep(unit.device.connect_delay).await;
+                }
+                Ok(())
+            }
+            Err(fault) => {
+                unit.stats.record(fault.quality(), Duration::ZERO);
+                if let Some(observe) = &mut self.observer {
+                    observe(&PollEvent::Unreachable {
+                        device: &unit.device,
+                        fault: &fault,
+                    });
+                }
+                unit.fail(&fault, &mut self.rng);
+                Err(fault)
+            }
+        }
+    }
+
+    /// Performs one write and answers it. A unit backing off is still tried: whoever writes
+    /// (an output) retries at its own pace, and an answer brings the unit back sooner.
+    async fn write(&mut self, job: WriteJob) {
+        let outcome = self.perform(job.unit, &job.request).await;
+        if let Err(fault) = &outcome {
+            let device = &self.units[job.unit].device.name;
+            debug!(%device, request = %job.request, %fault, "write failed");
+        }
+        let _writer_gone = job.done.send(outcome);
+    }
+
+    async fn perform(&mut self, u: usize, request: &WriteRequest) -> Result<(), Fault> {
+        self.connect(u).await?;
+        frame_gap(self.last_transaction, self.inter_frame_delay).await;
+        let unit = &mut self.units[u];
+        let Some(ctx) = self.ctx.as_mut() else {
+            return Err(Fault::Transport("no connection".into()));
+        };
+        ctx.set_slave(Slave(unit.device.unit_id));
+        let started = Instant::now();
+        let outcome = write::send(ctx, request, unit.device.timeout).await;
+        self.last_transaction = Some(Instant::now());
+        let quality = outcome
+            .as_ref()
+            .map_or_else(Fault::quality, |()| Quality::Good);
+        unit.stats.record(quality, started.elapsed());
+        match &outcome {
+            Err(fault) if fault.breaks_line() => {
+                self.ctx = None;
+                unit.fail(fault, &mut self.rng);
+            }
+            _ => unit.answered(),
+        }
+        outcome
+    }
+
     async fn poll(&mut self, u: usize, g: usize) {
         let clock = Arc::clone(&self.clock);
-        let unit = &mut self.units[u];
+        let unit = &self.units[u];
 
         if unit.retry_at.is_some_and(|at| Instant::now() < at) {
             let samples = unit.tags_without_reading(
@@ -329,43 +441,23 @@ impl Line {
             return;
         }
 
-        if self.ctx.is_none() {
-            match self.endpoint.open(unit.device.timeout).await {
-                Ok(ctx) => {
-                    self.ctx = Some(ctx);
-                    self.last_transaction = None;
-                    if !unit.device.connect_delay.is_zero() {
-                        tokio::time::sleep(unit.device.connect_delay).await;
-                    }
-                }
-                Err(fault) => {
-                    unit.stats.record(fault.quality(), Duration::ZERO);
-                    if let Some(observe) = &mut self.observer {
-                        observe(&PollEvent::Unreachable {
-                            device: &unit.device,
-                            fault: &fault,
-                        });
-                    }
-                    let samples = unit.tags_without_reading(
-                        &unit.groups[g].group.requests,
-                        fault.quality(),
-                        clock.as_ref(),
-                    );
-                    unit.fail(&fault, &mut self.rng);
-                    publish(&self.bus, samples);
-                    return;
-                }
-            }
+        if let Err(fault) = self.connect(u).await {
+            let unit = &self.units[u];
+            let samples = unit.tags_without_reading(
+                &unit.groups[g].group.requests,
+                fault.quality(),
+                clock.as_ref(),
+            );
+            publish(&self.bus, samples);
+            return;
         }
+        let unit = &mut self.units[u];
         let Some(ctx) = self.ctx.as_mut() else { return };
         ctx.set_slave(Slave(unit.device.unit_id));
 
         let mut i = 0;
         while i < unit.groups[g].group.requests.len() {
-            // RS-485 needs silence between a response and the next request.
-            if let Some(last) = self.last_transaction {
-                tokio::time::sleep_until(last + self.inter_frame_delay).await;
-            }
+            frame_gap(self.last_transaction, self.inter_frame_delay).await;
             let request = &unit.groups[g].group.requests[i];
             let started = Instant::now();
             let outcome = link::read(ctx, request, unit.device.timeout).await;
@@ -423,56 +515,77 @@ impl Line {
     }
 }
 
+/// RS-485 needs silence between a response and the next request.
+async fn frame_gap(last_transaction: Option<Instant>, gap: Duration) {
+    if let Some(last) = last_transaction {
+        tokio::time::sleep_until(last + gap).await;
+    }
+}
+
 fn publish(bus: &SampleBus, samples: Vec<Sample>) {
     for sample in samples {
         bus.publish(sample);
     }
 }
 
-/// A line per TCP device and per serial bus, with each device's counters.
-pub fn lines(
-    plan: &firmware_config::Plan,
-    clock: &Arc<dyn Clock>,
-    bus: &SampleBus,
-) -> (Vec<Line>, Vec<(String, Arc<DeviceStats>)>) {
+/// The lines of a plan, each device's counters, and a writer per device (in plan order).
+pub struct Lines {
+    pub lines: Vec<Line>,
+    pub stats: Vec<(String, Arc<DeviceStats>)>,
+    /// Dropping them (all of them, with every clone) lets the lines stop without waiting.
+    pub writers: Vec<DeviceWriter>,
+}
+
+/// A line per TCP device and per serial bus (in the order their first device is configured).
+pub fn lines(plan: &firmware_config::Plan, clock: &Arc<dyn Clock>, bus: &SampleBus) -> Lines {
     let mut stats = Vec::new();
-    let mut tcp = Vec::new();
-    let mut serial: Vec<Vec<Unit>> = plan.buses.iter().map(|_| Vec::new()).collect();
+    let mut lines: Vec<(Endpoint, Duration, Vec<Unit>)> = Vec::new();
+    let mut line_of_bus: Vec<Option<usize>> = vec![None; plan.buses.len()];
+    // Each device's line and its index among the line's units, for its writer.
+    let mut placement = Vec::with_capacity(plan.devices.len());
     let mut tag_base = 0u32;
     for device in &plan.devices {
         let device_stats = Arc::new(DeviceStats::default());
         stats.push((device.name.clone(), Arc::clone(&device_stats)));
         let unit = Unit::new(device.clone(), tag_base, device_stats);
         tag_base += device.tags.len() as u32;
-        match &device.link {
-            firmware_config::Link::Tcp { host, port } => tcp.push(Line::new(
-                Endpoint::Tcp {
+        let line = match &device.link {
+            firmware_config::Link::Tcp { host, port } => {
+                let endpoint = Endpoint::Tcp {
                     host: host.clone(),
                     port: *port,
-                },
-                Duration::ZERO,
-                vec![unit],
-                Arc::clone(clock),
-                bus.clone(),
-            )),
-            firmware_config::Link::Rtu { bus: index } => serial[*index].push(unit),
-        }
+                };
+                lines.push((endpoint, Duration::ZERO, Vec::new()));
+                lines.len() - 1
+            }
+            firmware_config::Link::Rtu { bus: index } => {
+                *line_of_bus[*index].get_or_insert_with(|| {
+                    let serial_bus = &plan.buses[*index];
+                    let endpoint = Endpoint::Serial(serial_bus.clone());
+                    lines.push((endpoint, serial_bus.inter_frame_delay, Vec::new()));
+                    lines.len() - 1
+                })
+            }
+        };
+        let label = format!("{} (unit {})", device.name, device.unit_id);
+        placement.push((label, line, lines[line].2.len()));
+        lines[line].2.push(unit);
     }
-    let rtu = plan
-        .buses
-        .iter()
-        .zip(serial)
-        .filter(|(_, units)| !units.is_empty())
-        .map(|(serial_bus, units)| {
-            Line::new(
-                Endpoint::Serial(serial_bus.clone()),
-                serial_bus.inter_frame_delay,
-                units,
-                Arc::clone(clock),
-                bus.clone(),
-            )
-        });
-    (tcp.into_iter().chain(rtu).collect(), stats)
+    let (lines, senders): (Vec<Line>, Vec<mpsc::Sender<WriteJob>>) = lines
+        .into_iter()
+        .map(|(endpoint, gap, units)| {
+            Line::new(endpoint, gap, units, Arc::clone(clock), bus.clone())
+        })
+        .unzip();
+    let writers = placement
+        .into_iter()
+        .map(|(label, line, unit)| DeviceWriter::new(&label, unit, senders[line].clone()))
+        .collect();
+    Lines {
+        lines,
+        stats,
+        writers,
+    }
 }
 
 #[cfg(test)]
@@ -484,8 +597,7 @@ mod tests {
         let plan = firmware_config::load_str(std::path::Path::new("t.toml"), toml)
             .unwrap_or_else(|e| panic!("{e}"));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let (mut lines, _) = lines(&plan, &clock, &SampleBus::new(16));
-        lines.remove(0)
+        lines(&plan, &clock, &SampleBus::new(16)).lines.remove(0)
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! Writing a value to a tag (FC 5/6/15/16) with the same timeout and typed encoding as reads; used
-//! by later stages (stack lights, relay modules) and by tests.
+//! Writing a value to a tag (FC 5/6/15/16) with the same timeout and typed encoding as reads, and
+//! [`DeviceWriter`], through which the agent's own stages (stack lights, relay modules) write to a
+//! device on the connection its line already polls it over.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use firmware_config::{Table, Tag};
+use tokio::sync::{mpsc, oneshot};
 use tokio_modbus::client::{Context, Writer};
 
 use super::codec::{self, CodecError};
@@ -31,6 +34,27 @@ pub enum WriteRequest {
     SingleRegister { address: u16, word: u16 },
     /// FC 16
     MultipleRegisters { address: u16, words: Vec<u16> },
+}
+
+/// For errors and logs; addresses are as on the wire (zero-based).
+impl std::fmt::Display for WriteRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let level = |on: bool| if on { "on" } else { "off" };
+        match self {
+            WriteRequest::SingleCoil { address, on } => {
+                write!(f, "coil {address} {}", level(*on))
+            }
+            WriteRequest::MultipleCoils { address, bits } => {
+                write!(f, "{} coils from {address}", bits.len())
+            }
+            WriteRequest::SingleRegister { address, word } => {
+                write!(f, "holding register {address} = {word}")
+            }
+            WriteRequest::MultipleRegisters { address, words } => {
+                write!(f, "{} holding registers from {address}", words.len())
+            }
+        }
+    }
 }
 
 /// Chooses the function and encodes the value (pure).
@@ -125,4 +149,50 @@ pub async fn write_coils(
         timeout,
     )
     .await
+}
+
+/// A write for a line to perform between its polls; `unit` is the device's index on the line.
+#[derive(Debug)]
+pub struct WriteJob {
+    pub unit: usize,
+    pub request: WriteRequest,
+    pub done: oneshot::Sender<Result<(), Fault>>,
+}
+
+/// Writes to one device through the line that polls it, so the device sees one connection and
+/// an RS-485 bus one master: the write waits for the request in progress, then goes before the
+/// next poll. Cloned freely; the line serves writes until the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct DeviceWriter {
+    /// The device's name and unit id, for errors.
+    device: Arc<str>,
+    unit: usize,
+    jobs: mpsc::Sender<WriteJob>,
+}
+
+impl DeviceWriter {
+    pub fn new(device: &str, unit: usize, jobs: mpsc::Sender<WriteJob>) -> DeviceWriter {
+        DeviceWriter {
+            device: device.into(),
+            unit,
+            jobs,
+        }
+    }
+
+    /// The device's name and unit id, as "plc (unit 1)".
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    pub async fn write(&self, request: WriteRequest) -> Result<(), Fault> {
+        let (done, answer) = oneshot::channel();
+        let job = WriteJob {
+            unit: self.unit,
+            request,
+            done,
+        };
+        let stopped = || Fault::Transport("the device's polling line has stopped".into());
+        self.jobs.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
 }
