@@ -153,21 +153,27 @@ pub fn check_report(loaded: &crate::app::Loaded) -> String {
         let levels: Vec<String> = limits
             .limits
             .iter()
-            .map(|l| {
-                format!(
-                    "{} {}{unit} ({})",
-                    l.kind.name(),
-                    l.value,
-                    l.severity.name()
-                )
+            .map(|l| match l.kind {
+                firmware_config::LimitKind::Alarm => {
+                    format!("alarm when {} ({})", l.value != 0.0, l.severity.name())
+                }
+                kind => format!("{} {}{unit} ({})", kind.name(), l.value, l.severity.name()),
             })
             .collect();
+        let discrete = limits
+            .limits
+            .iter()
+            .all(|l| l.kind == firmware_config::LimitKind::Alarm);
+        let deadband = if discrete {
+            String::new()
+        } else {
+            format!("deadband {}{unit}, ", limits.deadband)
+        };
         let _ = writeln!(
             out,
-            "limits on {:?}: {}; deadband {}{unit}, on-delay {}{}",
+            "limits on {:?}: {}; {deadband}on-delay {}{}",
             limits.tag,
             levels.join(", "),
-            limits.deadband,
             humantime::format_duration(limits.on_delay),
             if limits.latching { ", latching" } else { "" }
         );

@@ -152,7 +152,8 @@ fn default_led_class_dir() -> PathBuf {
     "/sys/class/leds".into()
 }
 
-/// `[[limits]]` as written: alarm limits on one numeric tag.
+/// `[[limits]]` as written: alarm limits on one numeric tag, or a discrete alarm (`alarm_when`) on
+/// a bool tag.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitConfig {
@@ -161,6 +162,11 @@ pub struct LimitConfig {
     pub hi: Option<f64>,
     pub lo: Option<f64>,
     pub lo_lo: Option<f64>,
+    /// A discrete alarm, raised while the tag is true (or false); a number counts as true when it
+    /// is not zero. Instead of the four limits.
+    pub alarm_when: Option<bool>,
+    /// Severity of the discrete alarm (default high).
+    pub severity: Option<Severity>,
     /// How far the value must come back inside a limit before its alert clears (engineering
     /// units), so that a value hovering at the limit does not chatter.
     #[serde(default)]
@@ -196,6 +202,8 @@ pub enum LimitKind {
     Hi,
     Lo,
     LoLo,
+    /// A discrete alarm; its [`Limit::value`] is the alarm state, 1 (true) or 0 (false).
+    Alarm,
 }
 
 impl LimitKind {
@@ -205,6 +213,7 @@ impl LimitKind {
             LimitKind::Hi => "hi",
             LimitKind::Lo => "lo",
             LimitKind::LoLo => "lo_lo",
+            LimitKind::Alarm => "alarm",
         }
     }
 
@@ -647,13 +656,20 @@ fn validate_limit(
     let base = [Seg::Key("limits"), Seg::Index(index)];
     let component = format!("limits for {:?}", config.tag);
     let before = check.errors.len();
+    let discrete = config.alarm_when;
     let found = match tags.lookup(&config.tag) {
         Ok((index, unit, None)) => Some((index, unit)),
+        Ok((index, unit, Some("bool"))) if discrete.is_some() => Some((index, unit)),
         Ok((_, _, Some(kind))) => {
+            let hint = if kind == "bool" {
+                "; for a discrete alarm give alarm_when = true (or false)"
+            } else {
+                ""
+            };
             check.err(
                 &key(&base, "tag"),
                 &component,
-                format!("tag {:?} is not numeric ({kind})", config.tag),
+                format!("tag {:?} is not numeric ({kind}){hint}", config.tag),
             );
             None
         }
@@ -665,6 +681,39 @@ fn validate_limit(
         }
     };
     let mut limits = Vec::new();
+    if let Some(when) = discrete {
+        limits.push(Limit {
+            kind: LimitKind::Alarm,
+            value: f64::from(u8::from(when)),
+            severity: config.severity.unwrap_or(Severity::High),
+        });
+        let analog = [
+            ("hi_hi", config.hi_hi),
+            ("hi", config.hi),
+            ("lo", config.lo),
+            ("lo_lo", config.lo_lo),
+        ];
+        for (name, _) in analog.iter().filter(|(_, value)| value.is_some()) {
+            check.err(
+                &key(&base, name),
+                &component,
+                "a discrete alarm (alarm_when) takes no hi_hi, hi, lo or lo_lo; give them in a [[limits]] entry of a numeric tag",
+            );
+        }
+        if config.deadband != 0.0 {
+            check.err(
+                &key(&base, "deadband"),
+                &component,
+                "a discrete alarm (alarm_when) has no deadband",
+            );
+        }
+    } else if config.severity.is_some() {
+        check.err(
+            &key(&base, "severity"),
+            &component,
+            "severity applies to a discrete alarm (alarm_when); limits take severity_hi and severity_hi_hi",
+        );
+    }
     for (kind, value, severity) in [
         (LimitKind::HiHi, config.hi_hi, config.severity_hi_hi),
         (LimitKind::Hi, config.hi, config.severity_hi),
@@ -690,7 +739,7 @@ fn validate_limit(
         check.err(
             &base,
             &component,
-            "give at least one of hi_hi, hi, lo, lo_lo",
+            "give at least one of hi_hi, hi, lo, lo_lo (or alarm_when for a discrete alarm)",
         );
     }
     let value_of = |kind| {

@@ -173,8 +173,23 @@ fn limit_mistakes_are_reported_at_their_line() {
     );
     one_error(
         &with("\n[[limits]]\ntag = \"running\"\nhi = 3.0\n"),
-        "not numeric (bool)",
+        "not numeric (bool); for a discrete alarm give alarm_when = true",
         "tag = \"running\"",
+    );
+    one_error(
+        &with("\n[[limits]]\ntag = \"running\"\nalarm_when = true\nhi = 3.0\n"),
+        "a discrete alarm (alarm_when) takes no hi_hi, hi, lo or lo_lo",
+        "hi = 3.0",
+    );
+    one_error(
+        &with("\n[[limits]]\ntag = \"running\"\nalarm_when = false\ndeadband = 1.0\n"),
+        "a discrete alarm (alarm_when) has no deadband",
+        "deadband",
+    );
+    one_error(
+        &with("\n[[limits]]\ntag = \"temperature\"\nhi = 80.0\nseverity = \"low\"\n"),
+        "severity applies to a discrete alarm",
+        "severity",
     );
     one_error(
         &with("\n[[limits]]\ntag = \"temperature\"\nhi_hi = 80.0\nhi = 90.0\n"),
@@ -313,4 +328,34 @@ fn an_output_on_a_serial_bus_device_is_written_through_its_bus() {
         ),
         "{relay:?}"
     );
+}
+
+#[test]
+fn a_discrete_alarm_on_a_bool_or_a_status_word() {
+    let text = with(
+        r#"
+[[limits]]
+tag = "running"
+alarm_when = false
+on_delay = "5s"
+latching = true
+
+[[limits]]
+tag = "kwh"
+alarm_when = true
+severity = "low"
+"#,
+    );
+    let plan = load_str(Path::new("a.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let limits = &plan.alerting.limits;
+    assert_eq!(limits.len(), 2);
+    assert_eq!(limits[0].tag, "running");
+    assert_eq!(limits[0].limits.len(), 1);
+    assert_eq!(limits[0].limits[0].kind, LimitKind::Alarm);
+    assert_eq!(limits[0].limits[0].value, 0.0, "alarm while false");
+    assert_eq!(limits[0].limits[0].severity, Severity::High);
+    assert_eq!(limits[0].on_delay, Duration::from_secs(5));
+    assert!(limits[0].latching);
+    assert_eq!(limits[1].limits[0].value, 1.0);
+    assert_eq!(limits[1].limits[0].severity, Severity::Low);
 }

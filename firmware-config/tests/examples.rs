@@ -56,10 +56,14 @@ fn packaged_default_config_is_valid_as_shipped_and_uncommented() {
     let plan = firmware_config::load_str(&path, &uncommented).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plan.devices.len(), 1);
     assert_eq!(plan.buses.len(), 1);
-    assert_eq!(plan.devices[0].tags.len(), 1);
+    assert_eq!(plan.devices[0].tags.len(), 2);
     assert_eq!(plan.opcua.len(), 1);
     assert_eq!(plan.opcua[0].tags.len(), 1);
-    assert_eq!(plan.alerting.limits.len(), 1);
+    assert_eq!(
+        plan.alerting.limits.len(),
+        2,
+        "a limit and a discrete alarm"
+    );
     assert_eq!(plan.alerting.indications.len(), 2);
     assert!(plan.alerting.outputs.iter().any(|o| o.name == "user1_red"));
     assert!(plan

@@ -30,6 +30,11 @@ name = "ack_button"
 table = "coil"
 address = 0
 signal = { base = 0.0 }
+[[machines.points]]
+name = "overload"
+table = "coil"
+address = 1
+signal = { base = 0.0 }
 "#;
 
 const PREFIX: &str = "acme/plant1/area/line";
@@ -68,6 +73,11 @@ name = "ack_button"
 table = "coil"
 address = 0
 type = "bool"
+[[devices.tags]]
+name = "overload"
+table = "coil"
+address = 1
+type = "bool"
 
 [[devices]]
 name = "ghost"
@@ -103,6 +113,10 @@ hi = 80.0
 deadband = 2.0
 latching = true
 severity_hi = "low"
+
+[[limits]]
+tag = "overload"
+alarm_when = true
 
 [[outputs]]
 name = "red"
@@ -348,6 +362,10 @@ async fn limit_alerts_light_outputs_survive_a_kill_and_are_acknowledged_three_wa
         report.contains("acknowledge input: tag \"ack_button\""),
         "{report}"
     );
+    assert!(
+        report.contains("limits on \"overload\": alarm when true (high); on-delay 0s"),
+        "{report}"
+    );
 
     let agent = AgentProcess::spawn(&config);
     // Outputs are written at start (their state before is unknown).
@@ -500,6 +518,27 @@ async fn limit_alerts_light_outputs_survive_a_kill_and_are_acknowledged_three_wa
         "temperature/hi_hi",
         "cleared_unacknowledged"
     ));
+
+    // A discrete alarm: the motor's overload trip bit.
+    sim.plant.write(1, Table::Coil, 1, &[1]).expect("trip");
+    let tripped = wait_alert(&data, "overload/alarm", Some("active_unacknowledged")).await;
+    assert!(
+        tripped
+            .to_string()
+            .contains("overload is true (alarm when true)"),
+        "{tripped}"
+    );
+    wait_led(
+        dir.path(),
+        "red:alarm",
+        blinking("125"),
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_published(&consumer, "overload/alarm", "active_unacknowledged").await;
+    sim.plant.write(1, Table::Coil, 1, &[0]).expect("reset");
+    wait_alert(&data, "overload/alarm", None).await;
+    wait_led(dir.path(), "red:alarm", off(), Duration::from_secs(10)).await;
 
     // Shutdown patterns.
     let log = agent.terminate().await;

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use firmware_config::{Alerting, Plan, Severity};
+use firmware_config::{Alerting, LimitKind, Plan, Severity};
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
@@ -427,14 +427,23 @@ fn raise_limits(
         } else {
             "below"
         };
-        let reason = match value {
-            Some(v) => format!(
+        let reason = match (limit.kind, value) {
+            (LimitKind::Alarm, Some(v)) => {
+                let state = match v {
+                    0.0 => "false".to_string(),
+                    1.0 => "true".to_string(),
+                    v => format!("{v}{unit}"),
+                };
+                let alarm_when = limit.value != 0.0;
+                format!("{} is {state} (alarm when {alarm_when})", config.tag)
+            }
+            (_, Some(v)) => format!(
                 "{} {v}{unit} {side} {} limit {}{unit}",
                 config.tag,
                 limit.kind.name(),
                 limit.value
             ),
-            None => format!("{} {} limit", config.tag, limit.kind.name()),
+            (_, None) => format!("{} {} limit", config.tag, limit.kind.name()),
         };
         alerts.condition(
             Condition {

@@ -1,7 +1,9 @@
-//! Tag limits (hi-hi / hi / lo / lo-lo) with deadband and on-delay: pure, per tag.
+//! Tag limits (hi-hi / hi / lo / lo-lo) with deadband and on-delay, and discrete alarms: pure, per
+//! tag.
 //!
 //! A limit is *beyond* when the value passes it (above a high limit, below a low one), and *back*
-//! only once the value is inside by more than the deadband. It becomes active after being beyond
+//! only once the value is inside by more than the deadband. A discrete alarm is beyond while the
+//! tag is in its alarm state (a number other than 0 counts as true), and back as soon as it is not. It becomes active after being beyond
 //! for the whole on-delay, judged at each sample and at each [`LimitWatch::tick`], so a tag that
 //! is only sent on change still raises its alert on time. Until a limit's state is known, the
 //! first value inside it reports it inactive, which clears an alert remembered from before a
@@ -57,16 +59,19 @@ impl LimitWatch {
     fn evaluate(&mut self, value: f64, now: SystemTime) -> Vec<(Limit, bool)> {
         let mut changes = Vec::new();
         for (limit, state) in self.config.limits.iter().zip(self.states.iter_mut()) {
-            let (beyond, back) = if limit.kind.is_high() {
-                (
+            let (beyond, back) = match limit.kind {
+                LimitKind::Alarm => {
+                    let alarm = (value != 0.0) == (limit.value != 0.0);
+                    (alarm, !alarm)
+                }
+                kind if kind.is_high() => (
                     value > limit.value,
                     value < limit.value - self.config.deadband,
-                )
-            } else {
-                (
+                ),
+                _ => (
                     value < limit.value,
                     value > limit.value + self.config.deadband,
-                )
+                ),
             };
             let active = match state.active {
                 Some(true) => !back,
@@ -182,6 +187,31 @@ mod tests {
         assert!(w.observe(90.0, at(7)).is_empty());
         assert!(w.tick(at(16)).is_empty());
         assert_eq!(kinds(&w.tick(at(17))), [("hi", true)]);
+    }
+
+    #[test]
+    fn a_discrete_alarm_follows_the_state_after_its_on_delay() {
+        let mut w = LimitWatch::new(TagLimits {
+            tag: "overload_trip".into(),
+            tag_index: 0,
+            unit: None,
+            limits: vec![Limit {
+                kind: LimitKind::Alarm,
+                value: 1.0,
+                severity: Severity::High,
+            }],
+            deadband: 0.0,
+            on_delay: Duration::from_secs(2),
+            latching: false,
+        });
+        assert_eq!(kinds(&w.observe(0.0, at(0))), [("alarm", false)]);
+        assert!(w.observe(1.0, at(1)).is_empty(), "within the on-delay");
+        assert_eq!(kinds(&w.tick(at(3))), [("alarm", true)]);
+        assert!(w.observe(1.0, at(4)).is_empty());
+        assert_eq!(kinds(&w.observe(0.0, at(5))), [("alarm", false)]);
+        // A status word: anything but zero is the alarm state.
+        w.observe(3.0, at(6));
+        assert_eq!(kinds(&w.tick(at(8))), [("alarm", true)]);
     }
 
     #[test]
