@@ -169,9 +169,17 @@ pub fn check_report(loaded: &crate::app::Loaded) -> String {
         } else {
             format!("deadband {}{unit}, ", limits.deadband)
         };
+        let off_delay = if limits.off_delay.is_zero() {
+            String::new()
+        } else {
+            format!(
+                ", off-delay {}",
+                humantime::format_duration(limits.off_delay)
+            )
+        };
         let _ = writeln!(
             out,
-            "limits on {:?}: {}; {deadband}on-delay {}{}",
+            "limits on {:?}: {}; {deadband}on-delay {}{off_delay}{}",
             limits.tag,
             levels.join(", "),
             humantime::format_duration(limits.on_delay),

@@ -174,6 +174,10 @@ pub struct LimitConfig {
     /// How long the value must stay beyond a limit before the alert is raised.
     #[serde(default = "zero")]
     pub on_delay: HumanDuration,
+    /// How long the value must stay back (inside by more than the deadband) before the alert
+    /// clears, so that a value dipping back for a moment does not clear and raise it again.
+    #[serde(default = "zero")]
+    pub off_delay: HumanDuration,
     /// Alerts stay (cleared-unacknowledged) until acknowledged.
     #[serde(default)]
     pub latching: bool,
@@ -240,6 +244,7 @@ pub struct TagLimits {
     pub limits: Vec<Limit>,
     pub deadband: f64,
     pub on_delay: Duration,
+    pub off_delay: Duration,
     pub latching: bool,
 }
 
@@ -788,6 +793,7 @@ fn validate_limit(
         limits,
         deadband: config.deadband,
         on_delay: config.on_delay.get(),
+        off_delay: config.off_delay.get(),
         latching: config.latching,
     })
 }

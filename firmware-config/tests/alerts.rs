@@ -61,6 +61,7 @@ hi = 85.0
 lo = 5.0
 deadband = 1.5
 on_delay = "10s"
+off_delay = "1m"
 latching = true
 severity_hi_hi = "critical"
 
@@ -105,6 +106,7 @@ pattern = "steady"
     assert_eq!(limits.limits[0].severity, Severity::Critical);
     assert_eq!(limits.limits[2].severity, Severity::Medium);
     assert_eq!(limits.on_delay, Duration::from_secs(10));
+    assert_eq!(limits.off_delay, Duration::from_secs(60));
     // Profile outputs the file does not replace come first; the file's own follow.
     let names: Vec<&str> = alerting.outputs.iter().map(|o| o.name.as_str()).collect();
     assert_eq!(

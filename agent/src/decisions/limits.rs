@@ -1,11 +1,12 @@
-//! Tag limits (hi-hi / hi / lo / lo-lo) with deadband and on-delay, and discrete alarms: pure, per
-//! tag.
+//! Tag limits (hi-hi / hi / lo / lo-lo) with deadband, on-delay and off-delay, and discrete
+//! alarms: pure, per tag.
 //!
 //! A limit is *beyond* when the value passes it (above a high limit, below a low one), and *back*
 //! only once the value is inside by more than the deadband. A discrete alarm is beyond while the
 //! tag is in its alarm state (a number other than 0 counts as true), and back as soon as it is not. It becomes active after being beyond
-//! for the whole on-delay, judged at each sample and at each [`LimitWatch::tick`], so a tag that
-//! is only sent on change still raises its alert on time. Until a limit's state is known, the
+//! for the whole on-delay, and inactive again after being back for the whole off-delay, both
+//! judged at each sample and at each [`LimitWatch::tick`], so a tag that is only sent on change
+//! still raises and clears its alert on time. Until a limit's state is known, the
 //! first value inside it reports it inactive, which clears an alert remembered from before a
 //! restart.
 
@@ -18,6 +19,7 @@ struct LimitState {
     /// `None` until the first value.
     active: Option<bool>,
     beyond_since: Option<SystemTime>,
+    back_since: Option<SystemTime>,
 }
 
 /// One tag's limits and their states.
@@ -73,16 +75,21 @@ impl LimitWatch {
                     value > limit.value + self.config.deadband,
                 ),
             };
+            let lasted =
+                |since: SystemTime, delay| now.duration_since(since).unwrap_or_default() >= delay;
             let active = match state.active {
-                Some(true) => !back,
-                _ if beyond => {
-                    let since = *state.beyond_since.get_or_insert(now);
-                    now.duration_since(since).unwrap_or_default() >= self.config.on_delay
+                Some(true) if back => {
+                    !lasted(*state.back_since.get_or_insert(now), self.config.off_delay)
                 }
+                Some(true) => true,
+                _ if beyond => lasted(*state.beyond_since.get_or_insert(now), self.config.on_delay),
                 _ => false,
             };
             if !beyond {
                 state.beyond_since = None;
+            }
+            if !back || !active {
+                state.back_since = None;
             }
             if state.active != Some(active) {
                 // Unknown and still waiting out the on-delay: nothing to say yet.
@@ -133,6 +140,7 @@ mod tests {
             ],
             deadband,
             on_delay,
+            off_delay: Duration::ZERO,
             latching: false,
         })
     }
@@ -190,6 +198,29 @@ mod tests {
     }
 
     #[test]
+    fn off_delay_needs_the_value_back_for_the_whole_delay() {
+        let mut w = watch(1.0, Duration::ZERO);
+        w.config.off_delay = Duration::from_secs(10);
+        w.observe(50.0, at(0));
+        assert_eq!(kinds(&w.observe(90.0, at(1))), [("hi", true)]);
+        assert!(
+            w.observe(80.0, at(2)).is_empty(),
+            "back, within the off-delay"
+        );
+        // Beyond again restarts it; so does a value inside the deadband.
+        assert!(w.observe(86.0, at(5)).is_empty());
+        assert!(w.observe(80.0, at(6)).is_empty());
+        assert!(w.observe(84.5, at(8)).is_empty());
+        assert!(w.observe(80.0, at(9)).is_empty());
+        assert!(w.tick(at(18)).is_empty());
+        assert_eq!(kinds(&w.tick(at(19))), [("hi", false)]);
+        // Raised again, the off-delay starts afresh.
+        assert_eq!(kinds(&w.observe(90.0, at(20))), [("hi", true)]);
+        assert!(w.observe(80.0, at(21)).is_empty());
+        assert_eq!(kinds(&w.tick(at(31))), [("hi", false)]);
+    }
+
+    #[test]
     fn a_discrete_alarm_follows_the_state_after_its_on_delay() {
         let mut w = LimitWatch::new(TagLimits {
             tag: "overload_trip".into(),
@@ -202,6 +233,7 @@ mod tests {
             }],
             deadband: 0.0,
             on_delay: Duration::from_secs(2),
+            off_delay: Duration::ZERO,
             latching: false,
         });
         assert_eq!(kinds(&w.observe(0.0, at(0))), [("alarm", false)]);
