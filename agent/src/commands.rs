@@ -749,6 +749,28 @@ pub async fn demo(
     let (mut running, _) =
         crate::app::start_acquisition(&plan, Arc::clone(&clock), &bus, &shutdown);
     let (assessment_sender, mut assessments) = tokio::sync::broadcast::channel(64);
+    // Alerts as the agent raises them (limits, maintenance, its own health), kept in the demo
+    // plant's data directory like a running agent's.
+    std::fs::create_dir_all(&plan.agent.data_dir)
+        .with_context(|| format!("cannot create {}", plan.agent.data_dir.display()))?;
+    let alerts = Arc::new(crate::decisions::alerts::Alerts::open(
+        &plan.agent.data_dir,
+        &plan.agent.name,
+    ));
+    crate::decisions::alerts::forget_unconfigured(&alerts, &plan, clock.now());
+    running.tasks.spawn(crate::decisions::alerts::run(
+        plan.alerting.clone(),
+        Arc::clone(&alerts),
+        crate::decisions::alerts::Inputs {
+            samples: plan.alerting.needs_samples().then(|| bus.subscribe()),
+            assessments: assessment_sender.subscribe(),
+            devices: running.stats.clone(),
+            outbox: None,
+            uplink: None,
+        },
+        Arc::clone(&clock),
+        shutdown.clone(),
+    ));
     running.tasks.spawn(crate::health::scorer::run(
         crate::health::scorer::Scorer::new(&plan, Default::default()),
         bus.subscribe(),
@@ -792,6 +814,10 @@ pub async fn demo(
                         a.action.name(),
                         a.reasons.first().map_or("", String::as_str)
                     );
+                }
+                let raised = alerts.snapshot();
+                if raised.as_array().is_some_and(|list| !list.is_empty()) {
+                    print!("alerts:\n{}", format_alerts(&raised));
                 }
             }
         }
