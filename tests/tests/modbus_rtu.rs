@@ -67,6 +67,14 @@ fn serve_on(
     (plant, server)
 }
 
+/// The `[[buses]]` entry for the agent's end of `pty`.
+fn bus_on(pty: &PtyPair) -> String {
+    format!(
+        "\n[[buses]]\nname = \"rs485\"\npath = \"{}\"\nbaud = 38400\n",
+        pty.agent_end.display()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn units_on_one_bus_are_polled_in_turn_and_a_silent_one_costs_only_its_timeout() {
     if !require_socat() {
@@ -77,12 +85,7 @@ async fn units_on_one_bus_are_polled_in_turn_and_a_silent_one_costs_only_its_tim
     let (_, server) = serve_on(&pty, SIM, &shutdown);
 
     let config = format!(
-        r#"
-[[buses]]
-name = "rs485"
-path = "{path}"
-baud = 38400
-
+        r#"{bus}
 [[devices]]
 name = "drive"
 bus = "rs485"
@@ -129,7 +132,7 @@ name = "silent.value"
 table = "holding_register"
 address = 0
 "#,
-        path = pty.agent_end.display()
+        bus = bus_on(&pty)
     );
     let plan = plan(&config, None);
     let mut agent = Agent::start(&plan);
@@ -210,12 +213,7 @@ async fn an_alert_output_on_the_bus_is_written_between_polls() {
     let sim_shutdown = CancellationToken::new();
     let (plant, server) = serve_on(&pty, RELAY_SIM, &sim_shutdown);
     let config = format!(
-        r#"
-[[buses]]
-name = "rs485"
-path = "{path}"
-baud = 38400
-
+        r#"{bus}
 [[devices]]
 name = "drive"
 bus = "rs485"
@@ -255,7 +253,7 @@ pattern = "fast_blink"
 output = "beacon"
 pattern = "steady"
 "#,
-        path = pty.agent_end.display()
+        bus = bus_on(&pty)
     );
     let plan = plan(&config, None);
     let dir = tempfile::tempdir().expect("tempdir");

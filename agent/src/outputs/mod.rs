@@ -479,6 +479,21 @@ mod tests {
         );
     }
 
+    /// One output and its indications, no limits.
+    fn alerting_of(output: Output, indications: Vec<Indication>) -> Alerting {
+        Alerting {
+            acknowledge_tag: None,
+            maintenance_latching: true,
+            max_shelve: Duration::from_secs(60),
+            device_down_after: Duration::from_secs(30),
+            outbox_filling_percent: 80,
+            broker_unreachable_after: Duration::from_secs(60),
+            limits: Vec::new(),
+            outputs: vec![output],
+            indications,
+        }
+    }
+
     /// Waits (bounded) until `file` reads `want`.
     async fn wait_for(file: &std::path::Path, want: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -500,20 +515,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let led = dir.path().join("leds/red");
         std::fs::create_dir_all(&led).expect("mkdir");
-        let alerting = Alerting {
-            acknowledge_tag: None,
-            maintenance_latching: true,
-            max_shelve: Duration::from_secs(60),
-            device_down_after: Duration::from_secs(30),
-            outbox_filling_percent: 80,
-            broker_unreachable_after: Duration::from_secs(60),
-            limits: Vec::new(),
-            outputs: vec![Output {
+        let alerting = alerting_of(
+            Output {
                 target: OutputTarget::Led(led.clone()),
                 ..output("red", Pattern::Off)
-            }],
-            indications: vec![indication(0, &[], StateFilter::Any, Pattern::Steady)],
-        };
+            },
+            vec![indication(0, &[], StateFilter::Any, Pattern::Steady)],
+        );
         let alerts = Arc::new(Alerts::open(dir.path(), "gw"));
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
@@ -563,23 +571,16 @@ mod tests {
         use crate::sources::modbus::Fault;
 
         let dir = tempfile::tempdir().expect("tempdir");
-        let alerting = Alerting {
-            acknowledge_tag: None,
-            maintenance_latching: true,
-            max_shelve: Duration::from_secs(60),
-            device_down_after: Duration::from_secs(30),
-            outbox_filling_percent: 80,
-            broker_unreachable_after: Duration::from_secs(60),
-            limits: Vec::new(),
-            outputs: vec![Output {
+        let alerting = alerting_of(
+            Output {
                 target: OutputTarget::ModbusCoil {
                     device: 0,
                     address: 7,
                 },
                 ..output("horn", Pattern::FastBlink)
-            }],
-            indications: Vec::new(),
-        };
+            },
+            Vec::new(),
+        );
         let alerts = Arc::new(Alerts::open(dir.path(), "gw"));
         // The line: every write times out.
         let (jobs, mut line) = tokio::sync::mpsc::channel::<WriteJob>(4);
