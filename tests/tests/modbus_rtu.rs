@@ -202,8 +202,8 @@ signal = { base = 0.0 }
 
 /// A relay module on the bus drives a beacon as an alert output. Its writes go through the bus's
 /// poller, between polls, so the bus keeps one master: no request of either unit fails while the
-/// beacon switches, the polled coil reads back what was written, and the shutdown pattern still
-/// goes out after polling has stopped.
+/// beacon switches, the polled coil reads back what was written, a power cycle of the module does
+/// not leave the beacon dark, and the shutdown pattern still goes out after polling has stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_output_on_the_bus_is_written_between_polls() {
     if !require_socat() {
@@ -234,6 +234,7 @@ unit_id = 7
 addressing = "zero_based"
 poll_interval = "50ms"
 timeout = "300ms"
+backoff = {{ initial = "200ms", max = "400ms" }}
 [[devices.tags]]
 name = "beacon_state"
 table = "coil"
@@ -323,7 +324,19 @@ pattern = "steady"
     alerts
         .acknowledge("frequency/hi", "test", SystemTime::now())
         .expect("ack");
-    wait_coil(1, "acknowledged: steady").await;
+    // Steady: on for longer than a blink phase (125 ms), read 6 times 50 ms apart. (A bare `1`
+    // could be a blink phase before the steady write is through.)
+    let steady = eventually(Duration::from_secs(5), || async {
+        for _ in 0..6 {
+            if coil() != 1 {
+                return Err(coil());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    })
+    .await;
+    assert!(steady.is_ok(), "acknowledged: the beacon never held steady");
     // The polled coil reads back the written state.
     let state = bus_value(&plan, &mut samples, "beacon_state", Value::Bool(true)).await;
     assert!(state, "beacon_state never read back true");
@@ -344,6 +357,15 @@ pattern = "steady"
         relays.requests >= drive.requests + 6,
         "{relays:?} vs {drive:?}"
     );
+
+    // The relay module loses power for a moment: its polls time out, and it comes back with its
+    // coils dropped out. The agent sees it recover and writes the steady beacon again.
+    plant.set_powered(7, false);
+    assert_eq!(coil(), 0);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    plant.set_powered(7, true);
+    wait_coil(1, "written again after the relay module came back").await;
+    assert!(stats("relays").reconnects >= 1, "{:?}", stats("relays"));
 
     alerts.condition(condition(false), SystemTime::now());
     wait_coil(0, "cleared before stopping").await;

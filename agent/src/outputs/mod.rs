@@ -10,6 +10,9 @@
 //! - a failing output (LED missing, GPIO line busy, coil write refused) is retried every
 //!   [`RETRY_INTERVAL`] and on every change, and raises the agent-health alert `agent/output/<name>`
 //!   until it works; it never stops the task;
+//! - a Modbus output whose device failed and came back since its last write (a power-cycled relay
+//!   module drops its coils) is written again, within [`RECOVERY_CHECK_INTERVAL`] of the poll
+//!   that saw the device back;
 //! - when the agent stops (not on a reload), every output is set to its `on_shutdown` pattern.
 
 pub mod gpio;
@@ -35,6 +38,10 @@ use crate::sources::modbus::DeviceWriter;
 
 /// How often a failing output is tried again.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often a Modbus output checks whether its device failed and came back since the last write
+/// (and may have lost the output's state).
+const RECOVERY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Longest wait for one output write when stopping.
 const SHUTDOWN_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -107,6 +114,14 @@ impl Driver {
                 modbus::Point::Register(*address, *values),
             )),
         })
+    }
+
+    /// Whether what was written may be gone: a Modbus device that failed and came back since.
+    pub fn may_have_lost_state(&self) -> bool {
+        match self {
+            Driver::Modbus(output) => output.may_have_lost_state(),
+            Driver::Led(_) | Driver::Gpio(_) => false,
+        }
     }
 
     /// Whether the agent must toggle the output itself to blink it.
@@ -248,6 +263,15 @@ async fn drive(
     blink.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut retry = tokio::time::interval_at(Instant::now() + RETRY_INTERVAL, RETRY_INTERVAL);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recheck = tokio::time::interval_at(
+        Instant::now() + RECOVERY_CHECK_INTERVAL,
+        RECOVERY_CHECK_INTERVAL,
+    );
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let remote = matches!(
+        slot.output.target,
+        OutputTarget::ModbusCoil { .. } | OutputTarget::ModbusRegister { .. }
+    );
     loop {
         let current = *pattern.borrow_and_update();
         let want = slot.wanted(current, started.elapsed());
@@ -265,6 +289,12 @@ async fn drive(
             changed = pattern.changed() => if changed.is_err() { break },
             _ = blink.tick(), if blinking => {}
             _ = retry.tick(), if slot.failing => slot.shown = None,
+            _ = recheck.tick(), if remote && !slot.failing => {
+                if slot.driver.as_ref().is_some_and(Driver::may_have_lost_state) {
+                    info!(output = %slot.output.name, "the device came back after failing; writing the output again");
+                    slot.shown = None;
+                }
+            }
         }
     }
     if !agent_shutdown.is_cancelled() {
@@ -598,7 +628,7 @@ mod tests {
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
             alerting,
-            vec![DeviceWriter::new("plc (unit 1)", 0, jobs)],
+            vec![DeviceWriter::new("plc (unit 1)", 0, jobs, Arc::default())],
             Arc::clone(&alerts),
             Arc::new(crate::clock::SystemClock),
             stop.clone(),
@@ -611,6 +641,66 @@ mod tests {
             snapshot.contains("agent/output/horn"),
             "the failing output raises its health alert: {snapshot}"
         );
+        stop.cancel();
+        task.await.expect("outputs task");
+    }
+
+    /// A steady coil is written once; when its device fails and comes back (a power-cycled relay
+    /// module drops its coils) it is written again, once.
+    #[tokio::test(start_paused = true)]
+    async fn a_modbus_output_is_written_again_when_its_device_comes_back() {
+        use crate::sources::modbus::write::{WriteJob, WriteRequest};
+        use crate::sources::DeviceStats;
+        use std::sync::atomic::Ordering::SeqCst;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alerting = alerting_of(
+            Output {
+                target: OutputTarget::ModbusCoil {
+                    device: 0,
+                    address: 7,
+                },
+                ..output("green", Pattern::Steady)
+            },
+            Vec::new(),
+        );
+        let (jobs, mut line) = tokio::sync::mpsc::channel::<WriteJob>(4);
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&written);
+        tokio::spawn(async move {
+            while let Some(job) = line.recv().await {
+                log.lock().expect("log").push(job.request);
+                let _ = job.done.send(Ok(()));
+            }
+        });
+        let stats = Arc::new(DeviceStats::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            alerting,
+            vec![DeviceWriter::new(
+                "relays (unit 7)",
+                0,
+                jobs,
+                Arc::clone(&stats),
+            )],
+            Arc::new(Alerts::open(dir.path(), "gw")),
+            Arc::new(crate::clock::SystemClock),
+            stop.clone(),
+            CancellationToken::new(),
+        ));
+        let on = WriteRequest::SingleCoil {
+            address: 7,
+            on: true,
+        };
+        let count = || written.lock().expect("log").len();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(count(), 1, "written once at start, then only on change");
+        stats.reconnects.fetch_add(1, SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(count(), 2, "written again after the device came back");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(count(), 2);
+        assert!(written.lock().expect("log").iter().all(|w| *w == on));
         stop.cancel();
         task.await.expect("outputs task");
     }

@@ -17,11 +17,24 @@ pub enum Point {
 pub struct ModbusOutput {
     writer: DeviceWriter,
     point: Point,
+    /// The device's recoveries when it last took a write.
+    recoveries_at_write: u64,
 }
 
 impl ModbusOutput {
     pub fn new(writer: DeviceWriter, point: Point) -> ModbusOutput {
-        ModbusOutput { writer, point }
+        let recoveries_at_write = writer.recoveries();
+        ModbusOutput {
+            writer,
+            point,
+            recoveries_at_write,
+        }
+    }
+
+    /// Whether the device failed and came back since the last write, and so may have lost it (a
+    /// relay module that was power-cycled drops its coils).
+    pub fn may_have_lost_state(&self) -> bool {
+        self.writer.recoveries() != self.recoveries_at_write
     }
 
     /// Whether the device blinks by itself (a register with a value per pattern).
@@ -39,7 +52,11 @@ impl ModbusOutput {
             },
         };
         let what = format!("{} {request}", self.writer.device());
+        let recoveries = self.writer.recoveries();
         let written = self.writer.write(request).await;
+        if written.is_ok() {
+            self.recoveries_at_write = recoveries;
+        }
         written.map_err(|fault| format!("{what}: {fault}"))
     }
 }

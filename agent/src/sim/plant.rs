@@ -2,6 +2,7 @@
 //! given moment. Protocol-independent, so OPC UA serving can be added beside Modbus.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,6 +27,8 @@ pub struct Machine {
     load: Load,
     /// Values written by clients (holding registers and coils), which then read back as written.
     written: Mutex<HashMap<(Table, u16), u16>>,
+    /// Off: the unit answers nothing, and forgets what was written (see [`Plant::set_powered`]).
+    powered: AtomicBool,
 }
 
 pub struct Plant {
@@ -43,6 +46,7 @@ impl Plant {
                 config,
                 points,
                 written: Mutex::new(HashMap::new()),
+                powered: AtomicBool::new(true),
             })
             .collect();
         Plant {
@@ -58,6 +62,28 @@ impl Plant {
 
     pub fn machine(&self, unit_id: u8) -> Option<&Machine> {
         self.machines.iter().find(|m| m.config.unit_id == unit_id)
+    }
+
+    /// Whether `unit_id` is a machine here and has power.
+    pub fn is_powered(&self, unit_id: u8) -> bool {
+        self.machine(unit_id)
+            .is_some_and(|m| m.powered.load(Ordering::SeqCst))
+    }
+
+    /// Switches a machine's power, as a test of a power cycle: while off it answers like a unit
+    /// that is not there, and it comes back with every written value forgotten (a relay module's
+    /// coils drop out).
+    pub fn set_powered(&self, unit_id: u8, on: bool) {
+        if let Some(machine) = self.machine(unit_id) {
+            if !on {
+                machine
+                    .written
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+            }
+            machine.powered.store(on, Ordering::SeqCst);
+        }
     }
 
     pub fn elapsed(&self) -> Duration {

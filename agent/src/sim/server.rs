@@ -1,7 +1,8 @@
 //! Serves the plant over Modbus TCP and RTU with tokio-modbus's server.
 //!
-//! Unknown unit ids behave as on real networks: a TCP gateway answers exception 0x0B (target
-//! device failed to respond); on a serial bus nobody answers.
+//! Unknown unit ids, and machines switched off ([`Plant::set_powered`]), behave as on real
+//! networks: a TCP gateway answers exception 0x0B (target device failed to respond); on a serial
+//! bus nobody answers.
 
 use std::future::{ready, Ready};
 use std::io;
@@ -40,7 +41,7 @@ impl PlantService {
 
     fn answer(&self, unit: u8, request: Request<'_>) -> Result<Option<Response>, ExceptionCode> {
         let plant = &self.plant;
-        if plant.machine(unit).is_none() {
+        if !plant.is_powered(unit) {
             return match self.transport {
                 Transport::Tcp => Err(ExceptionCode::GatewayTargetDevice),
                 Transport::Rtu => Ok(None),

@@ -547,7 +547,7 @@ pub fn lines(plan: &firmware_config::Plan, clock: &Arc<dyn Clock>, bus: &SampleB
     for device in &plan.devices {
         let device_stats = Arc::new(DeviceStats::default());
         stats.push((device.name.clone(), Arc::clone(&device_stats)));
-        let unit = Unit::new(device.clone(), tag_base, device_stats);
+        let unit = Unit::new(device.clone(), tag_base, Arc::clone(&device_stats));
         tag_base += device.tags.len() as u32;
         let line = match &device.link {
             firmware_config::Link::Tcp { host, port } => {
@@ -568,7 +568,7 @@ pub fn lines(plan: &firmware_config::Plan, clock: &Arc<dyn Clock>, bus: &SampleB
             }
         };
         let label = format!("{} (unit {})", device.name, device.unit_id);
-        placement.push((label, line, lines[line].2.len()));
+        placement.push((label, line, lines[line].2.len(), device_stats));
         lines[line].2.push(unit);
     }
     let (lines, senders): (Vec<Line>, Vec<mpsc::Sender<WriteJob>>) = lines
@@ -579,7 +579,9 @@ pub fn lines(plan: &firmware_config::Plan, clock: &Arc<dyn Clock>, bus: &SampleB
         .unzip();
     let writers = placement
         .into_iter()
-        .map(|(label, line, unit)| DeviceWriter::new(&label, unit, senders[line].clone()))
+        .map(|(label, line, unit, stats)| {
+            DeviceWriter::new(&label, unit, senders[line].clone(), stats)
+        })
         .collect();
     Lines {
         lines,

@@ -12,6 +12,7 @@ use tokio_modbus::client::{Context, Writer};
 use super::codec::{self, CodecError};
 use super::link::{self, Fault};
 use crate::sample::Value;
+use crate::sources::DeviceStats;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WriteError {
@@ -168,15 +169,30 @@ pub struct DeviceWriter {
     device: Arc<str>,
     unit: usize,
     jobs: mpsc::Sender<WriteJob>,
+    stats: Arc<DeviceStats>,
 }
 
 impl DeviceWriter {
-    pub fn new(device: &str, unit: usize, jobs: mpsc::Sender<WriteJob>) -> DeviceWriter {
+    pub fn new(
+        device: &str,
+        unit: usize,
+        jobs: mpsc::Sender<WriteJob>,
+        stats: Arc<DeviceStats>,
+    ) -> DeviceWriter {
         DeviceWriter {
             device: device.into(),
             unit,
             jobs,
+            stats,
         }
+    }
+
+    /// How many times the device came back after failing: a device that went away (a power
+    /// cycle, a cable) may have lost what was written to it.
+    pub fn recoveries(&self) -> u64 {
+        self.stats
+            .reconnects
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The device's name and unit id, as "plc (unit 1)".
