@@ -593,116 +593,123 @@ mod tests {
         task.await.expect("outputs task");
     }
 
+    /// The outputs task driving one coil (device 0, coil 7) that shows `idle`, through a stand-in
+    /// for its polling line that records every write and answers it with `answer` after `delay`.
+    struct CoilRig {
+        alerts: Arc<Alerts>,
+        stats: Arc<crate::sources::DeviceStats>,
+        written: Arc<std::sync::Mutex<Vec<crate::sources::modbus::write::WriteRequest>>>,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl CoilRig {
+        fn start(
+            idle: Pattern,
+            answer: Result<(), crate::sources::modbus::Fault>,
+            delay: Duration,
+        ) -> CoilRig {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let alerting = alerting_of(
+                Output {
+                    target: OutputTarget::ModbusCoil {
+                        device: 0,
+                        address: 7,
+                    },
+                    ..output("coil", idle)
+                },
+                Vec::new(),
+            );
+            let (jobs, mut line) = tokio::sync::mpsc::channel(4);
+            let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let log = Arc::clone(&written);
+            tokio::spawn(async move {
+                while let Some(job) = line.recv().await {
+                    let job: crate::sources::modbus::write::WriteJob = job;
+                    log.lock().expect("log").push(job.request);
+                    tokio::time::sleep(delay).await;
+                    let _ = job.done.send(answer.clone());
+                }
+            });
+            let alerts = Arc::new(Alerts::open(dir.path(), "gw"));
+            let stats = Arc::new(crate::sources::DeviceStats::default());
+            let stop = CancellationToken::new();
+            let writer = DeviceWriter::new("relays (unit 7)", 0, jobs, Arc::clone(&stats));
+            let task = tokio::spawn(run(
+                alerting,
+                vec![writer],
+                Arc::clone(&alerts),
+                Arc::new(crate::clock::SystemClock),
+                stop.clone(),
+                CancellationToken::new(),
+            ));
+            CoilRig {
+                alerts,
+                stats,
+                written,
+                stop,
+                task,
+                _dir: dir,
+            }
+        }
+
+        fn writes(&self) -> usize {
+            self.written.lock().expect("log").len()
+        }
+
+        async fn stop(self) {
+            self.stop.cancel();
+            self.task.await.expect("outputs task");
+        }
+    }
+
     /// A blinking coil whose device never answers is written at start and then once per retry
     /// interval, not at every blink phase.
     #[tokio::test(start_paused = true)]
     async fn a_failing_blinking_output_is_retried_at_the_retry_interval() {
-        use crate::sources::modbus::write::WriteJob;
-        use crate::sources::modbus::Fault;
-
-        let dir = tempfile::tempdir().expect("tempdir");
-        let alerting = alerting_of(
-            Output {
-                target: OutputTarget::ModbusCoil {
-                    device: 0,
-                    address: 7,
-                },
-                ..output("horn", Pattern::FastBlink)
-            },
-            Vec::new(),
+        let timeout = Duration::from_millis(500);
+        let rig = CoilRig::start(
+            Pattern::FastBlink,
+            Err(crate::sources::modbus::Fault::Timeout(timeout)),
+            timeout,
         );
-        let alerts = Arc::new(Alerts::open(dir.path(), "gw"));
-        // The line: every write times out.
-        let (jobs, mut line) = tokio::sync::mpsc::channel::<WriteJob>(4);
-        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = Arc::clone(&writes);
-        tokio::spawn(async move {
-            while let Some(job) = line.recv().await {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let _ = job
-                    .done
-                    .send(Err(Fault::Timeout(Duration::from_millis(500))));
-            }
-        });
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run(
-            alerting,
-            vec![DeviceWriter::new("plc (unit 1)", 0, jobs, Arc::default())],
-            Arc::clone(&alerts),
-            Arc::new(crate::clock::SystemClock),
-            stop.clone(),
-            CancellationToken::new(),
-        ));
         tokio::time::sleep(RETRY_INTERVAL * 3 - Duration::from_secs(1)).await;
-        assert_eq!(writes.load(std::sync::atomic::Ordering::SeqCst), 3);
-        let snapshot = alerts.snapshot().to_string();
+        assert_eq!(rig.writes(), 3);
+        let snapshot = rig.alerts.snapshot().to_string();
         assert!(
-            snapshot.contains("agent/output/horn"),
+            snapshot.contains("agent/output/coil"),
             "the failing output raises its health alert: {snapshot}"
         );
-        stop.cancel();
-        task.await.expect("outputs task");
+        rig.stop().await;
     }
 
     /// A steady coil is written once; when its device fails and comes back (a power-cycled relay
     /// module drops its coils) it is written again, once.
     #[tokio::test(start_paused = true)]
     async fn a_modbus_output_is_written_again_when_its_device_comes_back() {
-        use crate::sources::modbus::write::{WriteJob, WriteRequest};
-        use crate::sources::DeviceStats;
-        use std::sync::atomic::Ordering::SeqCst;
+        use crate::sources::modbus::write::WriteRequest;
 
-        let dir = tempfile::tempdir().expect("tempdir");
-        let alerting = alerting_of(
-            Output {
-                target: OutputTarget::ModbusCoil {
-                    device: 0,
-                    address: 7,
-                },
-                ..output("green", Pattern::Steady)
-            },
-            Vec::new(),
+        let rig = CoilRig::start(Pattern::Steady, Ok(()), Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            rig.writes(),
+            1,
+            "written once at start, then only on change"
         );
-        let (jobs, mut line) = tokio::sync::mpsc::channel::<WriteJob>(4);
-        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = Arc::clone(&written);
-        tokio::spawn(async move {
-            while let Some(job) = line.recv().await {
-                log.lock().expect("log").push(job.request);
-                let _ = job.done.send(Ok(()));
-            }
-        });
-        let stats = Arc::new(DeviceStats::default());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run(
-            alerting,
-            vec![DeviceWriter::new(
-                "relays (unit 7)",
-                0,
-                jobs,
-                Arc::clone(&stats),
-            )],
-            Arc::new(Alerts::open(dir.path(), "gw")),
-            Arc::new(crate::clock::SystemClock),
-            stop.clone(),
-            CancellationToken::new(),
-        ));
+        rig.stats
+            .reconnects
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(rig.writes(), 2, "written again after the device came back");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(rig.writes(), 2);
         let on = WriteRequest::SingleCoil {
             address: 7,
             on: true,
         };
-        let count = || written.lock().expect("log").len();
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        assert_eq!(count(), 1, "written once at start, then only on change");
-        stats.reconnects.fetch_add(1, SeqCst);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(count(), 2, "written again after the device came back");
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        assert_eq!(count(), 2);
-        assert!(written.lock().expect("log").iter().all(|w| *w == on));
-        stop.cancel();
-        task.await.expect("outputs task");
+        assert!(rig.written.lock().expect("log").iter().all(|w| *w == on));
+        rig.stop().await;
     }
 
     #[test]
