@@ -268,10 +268,6 @@ async fn drive(
         RECOVERY_CHECK_INTERVAL,
     );
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let remote = matches!(
-        slot.output.target,
-        OutputTarget::ModbusCoil { .. } | OutputTarget::ModbusRegister { .. }
-    );
     loop {
         let current = *pattern.borrow_and_update();
         let want = slot.wanted(current, started.elapsed());
@@ -289,7 +285,7 @@ async fn drive(
             changed = pattern.changed() => if changed.is_err() { break },
             _ = blink.tick(), if blinking => {}
             _ = retry.tick(), if slot.failing => slot.shown = None,
-            _ = recheck.tick(), if remote && !slot.failing => {
+            _ = recheck.tick(), if !slot.failing && matches!(slot.driver, Some(Driver::Modbus(_))) => {
                 if slot.driver.as_ref().is_some_and(Driver::may_have_lost_state) {
                     info!(output = %slot.output.name, "the device came back after failing; writing the output again");
                     slot.shown = None;
