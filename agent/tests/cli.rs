@@ -52,12 +52,14 @@ fn check_prints_every_mistake_with_position_and_exits_3() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
-        stderr.contains("plant.toml:10:1: device \"pump\": unknown field `timeuot`"),
+        stderr.contains(
+            "plant.toml:10:1: device \"pump\": unknown key `timeuot`; did you mean `timeout`?"
+        ),
         "{stderr}"
     );
     assert!(
         stderr.contains(
-            "plant.toml:17:8: device \"pump\" tag \"pump.pressure\": unknown variant `f33`"
+            "plant.toml:17:8: device \"pump\" tag \"pump.pressure\": \"f33\" is not one of \"u16\""
         ),
         "{stderr}"
     );

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::duration::HumanDuration;
 use crate::modbus::{Checker, DataType, Device};
+use crate::names::{self, TopicUse};
 use crate::opcua::OpcuaEndpoint;
 use crate::source::Seg;
 
@@ -426,8 +427,8 @@ pub(crate) fn validate_assets(
                 .chain(keys.iter().map(|k| Seg::Key(k)))
                 .collect()
         };
-        if config.id.trim().is_empty() {
-            check.err(&at(&["id"]), &component, "id must not be empty");
+        if let Some(problem) = names::topic_name_error("asset id", &config.id, TopicUse::Level) {
+            check.err(&at(&["id"]), &component, problem);
         } else if !seen.insert(config.id.clone()) {
             check.err(&at(&["id"]), &component, "another asset has this id");
         }

@@ -12,9 +12,11 @@ pub mod alerts;
 pub mod assets;
 pub mod duration;
 pub mod modbus;
+pub mod names;
 pub mod opcua;
 pub mod source;
 pub mod uplink;
+pub mod words;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -218,7 +220,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
             "outputs",
             "indications",
         ])
-        .map_err(|e| errors.push(e))
+        .map_err(|e| errors.extend(e))
         .ok();
 
     let buses: Vec<(usize, BusConfig)> = elements(&doc, "buses", "name", "bus", &mut errors);
@@ -294,6 +296,11 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
         alerts::validate(&mut check, &parts, &directory, &devices)
     });
     if let Some(root) = &root {
+        if let Some(problem) =
+            names::topic_name_error("agent name", &root.agent.name, names::TopicUse::Level)
+        {
+            check.err(&[Seg::Key("agent"), Seg::Key("name")], "agent", problem);
+        }
         if root.agent.sample_bus_capacity == 0 {
             check.err(
                 &[Seg::Key("agent"), Seg::Key("sample_bus_capacity")],
@@ -344,7 +351,7 @@ fn elements<T: DeserializeOwned>(
         .filter_map(|(i, value)| {
             let component = element_name(value.get_ref(), key, kind, array, i);
             doc.deserialize(value, &[], &component)
-                .map_err(|e| errors.push(e))
+                .map_err(|e| errors.extend(e))
                 .ok()
                 .map(|element| (i, element))
         })
@@ -378,7 +385,7 @@ fn source_elements<C: DeserializeOwned, T: DeserializeOwned>(
         let component = element_name(value.get_ref(), "name", kind, array, i);
         let config: Option<C> = doc
             .deserialize(value, &["tags"], &component)
-            .map_err(|e| errors.push(e))
+            .map_err(|e| errors.extend(e))
             .ok();
         let tag_path = [Seg::Key(array), Seg::Index(i), Seg::Key("tags")];
         let tag_values = doc.elements(&tag_path, errors);
@@ -392,7 +399,7 @@ fn source_elements<C: DeserializeOwned, T: DeserializeOwned>(
                     element_name(value.get_ref(), "name", "tag", "tags", j)
                 );
                 doc.deserialize(value, &[], &tag_component)
-                    .map_err(|e| errors.push(e))
+                    .map_err(|e| errors.extend(e))
                     .ok()
                     .map(|tag| (j, tag))
             })

@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::duration::HumanDuration;
+use crate::names::{self, topic_name_error, TopicUse};
 use crate::source::{ConfigError, Document, Seg};
 
 /// Protocol limit for FC 3/4 reads.
@@ -557,6 +558,9 @@ pub(crate) fn validate_devices(
 
         if !device_names.insert(device.name.clone()) {
             check.err(&here("name"), &component, "duplicate device name");
+        } else if let Some(problem) = topic_name_error("device name", &device.name, TopicUse::Level)
+        {
+            check.err(&here("name"), &component, problem);
         }
         let link = match (&device.host, &device.bus) {
             (Some(host), None) => {
@@ -816,16 +820,8 @@ fn validate_tag<'p>(
 /// Checks a tag against its device and turns it into a wire-level [`Tag`].
 pub fn resolve_tag(context: &TagContext<'_>, tag: &TagConfig) -> Result<Tag, Vec<TagIssue>> {
     let mut issues = Vec::new();
-    if tag.name.is_empty()
-        || !tag
-            .name
-            .chars()
-            .all(|c| c.is_alphanumeric() || "_-.:/".contains(c))
-    {
-        issues.push(TagIssue::value(
-            "name",
-            "tag name must be non-empty and use only letters, digits and _ - . : /",
-        ));
+    if let Some(problem) = names::tag_name_problem(&tag.name) {
+        issues.push(TagIssue::value("name", problem));
     }
     let (table, address) = resolve_address(context.addressing, tag.table, tag.address)
         .map_err(|message| vec![TagIssue::value("address", message)])?;

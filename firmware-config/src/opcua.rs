@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::duration::HumanDuration;
 use crate::modbus::{Backoff, BackoffConfig, Checker};
+use crate::names;
 use crate::source::Seg;
 use crate::uplink::{validate_password, PasswordSource};
 
@@ -406,6 +407,10 @@ pub(crate) fn validate_endpoints(
                 &component,
                 "name is already used by a Modbus device",
             );
+        } else if let Some(problem) =
+            names::topic_name_error("endpoint name", &endpoint.name, names::TopicUse::Level)
+        {
+            check.err(&here("name"), &component, problem);
         }
         if let Err(message) = check_url(&endpoint.url) {
             check.err(&here("url"), &component, message);
@@ -491,17 +496,8 @@ pub(crate) fn validate_endpoints(
             };
             let tag_component = format!("opcua {:?} tag {:?}", endpoint.name, tag.name);
             let errors_before = check.errors.len();
-            if tag.name.is_empty()
-                || !tag
-                    .name
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || "_-.:/".contains(c))
-            {
-                check.err(
-                    &path("name"),
-                    &tag_component,
-                    "tag name must be letters, digits and _ - . : /",
-                );
+            if let Some(problem) = names::tag_name_problem(&tag.name) {
+                check.err(&path("name"), &tag_component, problem);
             } else if taken.tags.contains(&tag.name) {
                 check.err(
                     &path("name"),

@@ -13,6 +13,8 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::words;
+
 /// One mistake in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -194,28 +196,56 @@ impl<'i> Document<'i> {
     }
 
     /// Deserializes one value, leaving out the keys that the caller deserializes element by
-    /// element. Errors are reported against the original source.
+    /// element. Errors are reported against the original source, and all of them: serde stops at
+    /// the first mistake, so the offending key (or list element) is taken out and the value tried
+    /// again until it deserializes. The value is only returned when it had no mistake at all.
     pub fn deserialize<T: DeserializeOwned>(
         &self,
         value: &Spanned<DeValue<'i>>,
         without_keys: &[&str],
         component: &str,
-    ) -> Result<T, ConfigError> {
+    ) -> Result<T, Vec<ConfigError>> {
         let mut value = value.clone();
         if let DeValue::Table(table) = value.get_mut() {
             for key in without_keys {
                 table.remove(*key);
             }
         }
-        T::deserialize(value.into_deserializer())
-            .map_err(|e| self.error_at(e.span(), component, e.message().to_string()))
+        let mut errors = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
+        // Each round takes one key out, so this ends; the bound only guards against a span
+        // pointing at something that cannot be taken out.
+        for _ in 0..MAX_MISTAKES_PER_VALUE {
+            let error = match T::deserialize(value.clone().into_deserializer()) {
+                Ok(parsed) if errors.is_empty() => return Ok(parsed),
+                Ok(_) => return Err(errors),
+                Err(error) => error,
+            };
+            let message = error.message();
+            // A key taken out for a wrong value is then "missing": that is the same mistake.
+            let consequence = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.strip_suffix('`'))
+                .is_some_and(|key| removed.iter().any(|r| r == key));
+            if !consequence {
+                errors.push(self.error_at(error.span(), component, words::plain(message)));
+            }
+            match error
+                .span()
+                .and_then(|span| take_out(&mut value, span.start))
+            {
+                Some(key) => removed.push(key),
+                None => break,
+            }
+        }
+        Err(errors)
     }
 
     /// Deserializes the root table without the keys deserialized element by element.
     pub fn deserialize_root<T: DeserializeOwned>(
         &self,
         without_keys: &[&str],
-    ) -> Result<T, ConfigError> {
+    ) -> Result<T, Vec<ConfigError>> {
         let root = Spanned::new(
             self.root.span(),
             DeValue::Table(self.root.get_ref().clone()),
@@ -232,8 +262,8 @@ impl<'i> Document<'i> {
         ConfigError {
             file: self.file.clone(),
             position: span.map(|s| line_col(self.text, s.start)),
-            component: component.to_string(),
-            message: message.into(),
+            component: words::clip_quotes(component),
+            message: words::clip_quotes(&message.into()),
         }
     }
 
@@ -245,6 +275,52 @@ impl<'i> Document<'i> {
         message: impl Into<String>,
     ) -> ConfigError {
         self.error_at(self.span(path), component, message)
+    }
+}
+
+/// Mistakes reported for one table before the rest of it is given up on.
+const MAX_MISTAKES_PER_VALUE: usize = 200;
+
+/// Takes the innermost key (or list element) whose key or value contains byte `at` out of
+/// `value`, returning its name; `None` when `at` is not inside any (e.g. a missing key, reported
+/// at the table).
+fn take_out(value: &mut Spanned<DeValue<'_>>, at: usize) -> Option<String> {
+    let contains = |span: Range<usize>| span.start <= at && at < span.end.max(span.start + 1);
+    let is_container = |v: &DeValue<'_>| matches!(v, DeValue::Table(_) | DeValue::Array(_));
+    match value.get_mut() {
+        DeValue::Table(table) => {
+            // A table written as a `[header]` section may not span its keys: look inside first.
+            for (key, inner) in table.iter_mut() {
+                if !contains(key.span()) && is_container(inner.get_ref()) {
+                    if let Some(taken) = take_out(inner, at) {
+                        return Some(taken);
+                    }
+                }
+            }
+            let key = table
+                .iter()
+                .find(|(k, v)| contains(k.span()) || contains(v.span()))
+                .map(|(k, _)| k.get_ref().to_string())?;
+            table.remove(key.as_str());
+            Some(key)
+        }
+        DeValue::Array(array) => {
+            let index = array.iter().position(|v| contains(v.span()))?;
+            if is_container(array[index].get_ref()) {
+                if let Some(taken) = array.get_mut(index).and_then(|inner| take_out(inner, at)) {
+                    return Some(taken);
+                }
+            }
+            let kept: Vec<_> = array
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != index)
+                .map(|(_, v)| v.clone())
+                .collect();
+            *array = kept.into_iter().collect();
+            Some(format!("[{index}]"))
+        }
+        _ => None,
     }
 }
 

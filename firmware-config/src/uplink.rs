@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::modbus::{BackoffConfig, Checker};
 use crate::source::Seg;
-use crate::{Backoff, HumanDuration};
+use crate::{words, Backoff, HumanDuration};
 
 /// The durable store-and-forward buffer.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
@@ -220,16 +220,21 @@ pub struct Mqtt {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
+/// The largest size a configuration may give: 1 TiB, more than any gateway's flash.
+pub const MAX_BYTE_SIZE: u64 = 1 << 40;
+
+const SIZE_EXAMPLES: &str = "a size such as \"64 MiB\", \"512 KiB\" or a number of bytes";
+
 impl ByteSize {
     pub fn parse(text: &str) -> Result<ByteSize, String> {
-        let text = text.trim();
-        let split = text
+        let trimmed = text.trim();
+        let split = trimmed
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
+            .unwrap_or(trimmed.len());
+        let (number, unit) = trimmed.split_at(split);
         let number: f64 = number
             .parse()
-            .map_err(|_| format!("invalid size {text:?}; write e.g. \"64 MiB\""))?;
+            .map_err(|_| format!("expected {SIZE_EXAMPLES}, found {}", words::quote(text)))?;
         let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1_000,
@@ -238,28 +243,52 @@ impl ByteSize {
             "mib" => 1 << 20,
             "g" | "gb" => 1_000_000_000,
             "gib" => 1 << 30,
-            other => {
+            "t" | "tb" => 1_000_000_000_000,
+            "tib" => 1 << 40,
+            _ => {
                 return Err(format!(
-                    "unknown size unit {other:?} in {text:?}; use B, KiB, MiB, GiB, kB, MB or GB"
+                    "unknown size unit in {}; use B, KiB, MiB, GiB, kB, MB or GB",
+                    words::quote(text)
                 ))
             }
         };
-        Ok(ByteSize((number * factor as f64) as u64))
+        ByteSize::checked(number * factor as f64, text)
+    }
+
+    fn checked(bytes: f64, written: &str) -> Result<ByteSize, String> {
+        if !(0.0..=MAX_BYTE_SIZE as f64).contains(&bytes) {
+            return Err(format!(
+                "{} is out of range: sizes are from 0 to 1 TiB",
+                words::quote(written)
+            ));
+        }
+        Ok(ByteSize(bytes as u64))
     }
 }
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bytes(u64),
-            Text(String),
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(SIZE_EXAMPLES)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(text).map_err(E::custom)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                ByteSize::checked(n as f64, &n.to_string()).map_err(E::custom)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                ByteSize::checked(n as f64, &n.to_string()).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(deserializer)? {
-            Raw::Bytes(n) => Ok(ByteSize(n)),
-            Raw::Text(text) => ByteSize::parse(&text).map_err(serde::de::Error::custom),
-        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 

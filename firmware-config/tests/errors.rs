@@ -66,7 +66,11 @@ fn toml_syntax_error() {
 #[test]
 fn unknown_field_names_the_component() {
     let text = GOOD_DEVICE.replace("type = \"f32\"", "type = \"f32\"\nscael = 0.1");
-    let e = one_error(&text, line_of(&text, "scael"), "unknown field `scael`");
+    let e = one_error(
+        &text,
+        line_of(&text, "scael"),
+        "unknown key `scael`; did you mean `scale`?",
+    );
     assert_eq!(e.component, "device \"plc\" tag \"flow\"");
     assert!(e
         .to_string()
@@ -76,7 +80,11 @@ fn unknown_field_names_the_component() {
 #[test]
 fn wrong_value_type() {
     let text = GOOD_DEVICE.replace("address = 0", "address = \"zero\"");
-    one_error(&text, line_of(&text, "address = \"zero\""), "invalid type");
+    one_error(
+        &text,
+        line_of(&text, "address = \"zero\""),
+        "expected a whole number from 0 to 4294967295, found the text \"zero\"",
+    );
 }
 
 #[test]
@@ -85,7 +93,7 @@ fn unknown_enum_value() {
     one_error(
         &text,
         line_of(&text, "\"float\""),
-        "unknown variant `float`",
+        "\"float\" is not one of \"u16\", \"i16\"",
     );
 }
 
@@ -96,7 +104,7 @@ fn missing_required_field() {
     let e = one_error(
         &text,
         line_of(&text, "[[devices]]"),
-        "missing field `addressing`",
+        "missing key `addressing`",
     );
     assert_eq!(e.component, "device \"plc\"");
 }
@@ -104,7 +112,11 @@ fn missing_required_field() {
 #[test]
 fn bad_duration() {
     let text = GOOD_DEVICE.replace("addressing", "poll_interval = \"fast\"\naddressing");
-    one_error(&text, line_of(&text, "\"fast\""), "invalid duration");
+    one_error(
+        &text,
+        line_of(&text, "\"fast\""),
+        "expected a duration such as \"500ms\", \"5s\"",
+    );
 }
 
 #[test]
@@ -238,8 +250,196 @@ fn every_mistake_is_reported_at_once() {
     let text = format!("[agent]\nnmae = \"x\"\n{GOOD_DEVICE}{second}{third}");
     let errors = errors(&text);
     assert_eq!(errors.len(), 3, "{errors:#?}");
-    assert!(errors[0].message.contains("unknown field `nmae`"));
+    assert!(errors[0]
+        .message
+        .contains("unknown key `nmae`; did you mean `name`?"));
     assert!(errors[1].message.contains("f33"));
     assert!(errors[2].message.contains("70000"));
     assert!(errors.windows(2).all(|w| w[0].position < w[1].position));
+}
+
+#[test]
+fn every_mistake_in_one_table_is_reported() {
+    // A typo in one key used to hide a wrong type two lines below it, and everything after.
+    let text = GOOD_DEVICE
+        .replace(
+            "addressing = \"zero_based\"",
+            "adressing = \"zero_based\"\nport = 70000\ntimeout = 5\nunit_id = \"one\"",
+        )
+        .replace(
+            "type = \"f32\"",
+            "type = \"f32\"\nscale = \"x\"\nunti = \"bar\"",
+        );
+    let errors = errors(&text);
+    let at = |needle: &str| {
+        errors
+            .iter()
+            .find(|e| e.message.contains(needle))
+            .unwrap_or_else(|| panic!("no error with {needle:?} in {errors:#?}"))
+            .position
+            .map(|p| p.0)
+    };
+    assert_eq!(
+        at("unknown key `adressing`; did you mean `addressing`?"),
+        Some(line_of(&text, "adressing"))
+    );
+    assert_eq!(
+        at("70000 is out of range: expected a whole number from 0 to 65535"),
+        Some(line_of(&text, "70000"))
+    );
+    assert_eq!(
+        at("found the bare number 5"),
+        Some(line_of(&text, "timeout = 5"))
+    );
+    assert_eq!(
+        at("expected a whole number from 0 to 255, found the text \"one\""),
+        Some(line_of(&text, "\"one\""))
+    );
+    assert_eq!(
+        at("expected a number, found the text \"x\""),
+        Some(line_of(&text, "scale"))
+    );
+    assert_eq!(
+        at("unknown key `unti`; did you mean `unit`?"),
+        Some(line_of(&text, "unti"))
+    );
+    // The device lost its addressing to a typo: that is one mistake, and the missing key is
+    // reported too because it really is missing.
+    assert!(errors
+        .iter()
+        .any(|e| e.message.contains("missing key `addressing`")));
+    assert_eq!(errors.len(), 7, "{errors:#?}");
+}
+
+#[test]
+fn root_tables_report_every_mistake() {
+    let text = format!(
+        "[agent]\nsummary_interval = 30\nsample_bus_capacity = -4\n[outbox]\nmax_size = true\nflush_interval = \"1\"\n{GOOD_DEVICE}"
+    );
+    let errors = errors(&text);
+    let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(errors.len(), 4, "{messages:#?}");
+    assert!(
+        messages[0].contains("found the bare number 30"),
+        "{messages:#?}"
+    );
+    assert!(
+        messages[1].contains("-4 is out of range: expected a whole number (0 or more)"),
+        "{messages:#?}"
+    );
+    assert!(
+        messages[2].contains("expected a size such as \"64 MiB\""),
+        "{messages:#?}"
+    );
+    assert!(
+        messages[3].contains("a number needs a unit"),
+        "{messages:#?}"
+    );
+}
+
+#[test]
+fn durations_and_sizes_have_sane_bounds() {
+    // About 9.2e18 s passed `check` once, and `run` aborted on "overflow when adding durations".
+    let text = GOOD_DEVICE.replace(
+        "addressing",
+        "timeout = \"9223372036854775807s\"\naddressing",
+    );
+    one_error(
+        &text,
+        line_of(&text, "9223372036854775807s"),
+        "durations are at most 366 days",
+    );
+    let text = format!("[outbox]\nmax_size = \"5000 GiB\"\n{GOOD_DEVICE}");
+    one_error(
+        &text,
+        line_of(&text, "5000 GiB"),
+        "sizes are from 0 to 1 TiB",
+    );
+    let text = format!("[outbox]\nmax_size = -1\n{GOOD_DEVICE}");
+    one_error(
+        &text,
+        line_of(&text, "max_size"),
+        "sizes are from 0 to 1 TiB",
+    );
+}
+
+#[test]
+fn a_huge_value_is_quoted_short() {
+    let huge = "x".repeat(2 << 20);
+    let text = GOOD_DEVICE.replace("\"zero_based\"", &format!("\"{huge}\""));
+    let errors = errors(&text);
+    let printed = errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(printed.len() < 1_000, "{} bytes of errors", printed.len());
+    assert!(printed.contains("characters)"), "{printed}");
+    let text = GOOD_DEVICE.replace("\"plc\"", &format!("\"{huge}\""));
+    let printed = errors_text(&text);
+    assert!(printed.len() < 2_000, "{} bytes of errors", printed.len());
+}
+
+fn errors_text(text: &str) -> String {
+    errors(text)
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn names_that_would_break_a_topic_are_refused_where_they_are_written() {
+    // Each of these once passed `check` and then stalled or flapped the uplink at run time.
+    let text = GOOD_DEVICE
+        .replace("name = \"plc\"", "name = \"plc#1\"")
+        .replace("name = \"flow\"", "name = \"line//flow\"");
+    let text = format!(
+        "[agent]\nname = \"gw/7\"\n{text}\n[[devices]]\nname = \"drive\\u0000\"\nhost = \"h\"\naddressing = \"zero_based\"\n[[devices.tags]]\nname = \"speed\"\ntable = \"holding\"\naddress = 1\n\n[[opcua]]\nname = \"press+\"\nurl = \"opc.tcp://h:4840\"\n[[opcua.tags]]\nname = \"t\"\nnode = \"ns=2;i=1\"\n"
+    );
+    let errors = errors(&text);
+    let at = |needle: &str| {
+        errors
+            .iter()
+            .find(|e| e.message.contains(needle))
+            .unwrap_or_else(|| panic!("no error with {needle:?} in {errors:#?}"))
+            .position
+            .map(|p| p.0)
+    };
+    assert_eq!(
+        at("agent name \"gw/7\" cannot be used in MQTT topics: it contains `/` (character 3)"),
+        Some(line_of(&text, "gw/7"))
+    );
+    assert_eq!(
+        at("device name \"plc#1\" cannot be used in MQTT topics: it contains `#` (character 4), an MQTT wildcard"),
+        Some(line_of(&text, "plc#1"))
+    );
+    assert_eq!(
+        at("contains the control character U+0000 (character 6)"),
+        Some(line_of(&text, "drive\\u0000"))
+    );
+    assert_eq!(
+        at("endpoint name \"press+\""),
+        Some(line_of(&text, "press+"))
+    );
+    assert_eq!(
+        at("has an empty topic level"),
+        Some(line_of(&text, "line//flow"))
+    );
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+}
+
+#[test]
+fn an_asset_id_that_would_break_a_topic() {
+    let text = format!(
+        "{GOOD_DEVICE}\n[[assets]]\nid = \"P#101\"\ntype = \"pump\"\nsignals = {{ pressure = \"flow\" }}\n"
+    );
+    let found = errors(&text);
+    assert!(
+        found.iter().any(|e| e
+            .message
+            .contains("asset id \"P#101\" cannot be used in MQTT topics")
+            && e.position.map(|p| p.0) == Some(line_of(&text, "P#101"))),
+        "{found:#?}"
+    );
 }

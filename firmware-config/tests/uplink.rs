@@ -121,7 +121,7 @@ fn an_outbox_too_small_and_a_size_that_is_not_one() {
     );
     one_error(
         "[outbox]\nmax_size = \"lots\"\n[mqtt]\nurl = \"mqtt://b\"\n",
-        "invalid size",
+        "expected a size such as \"64 MiB\"",
         "max_size",
     );
 }
@@ -130,7 +130,7 @@ fn an_outbox_too_small_and_a_size_that_is_not_one() {
 fn an_unknown_key() {
     one_error(
         "[mqtt]\nurl = \"mqtt://b\"\nqos = 2\n",
-        "unknown field",
+        "unknown key `qos`",
         "qos",
     );
 }

@@ -105,7 +105,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<(SimConfig, Plant), ConfigErr
     let mut errors = Vec::new();
     let config: Option<SimConfig> = doc
         .deserialize_root(&["machines"])
-        .map_err(|e| errors.push(e))
+        .map_err(|e| errors.extend(e))
         .ok();
     let mut machines = Vec::new();
     let mut unit_ids = std::collections::HashSet::new();
@@ -117,7 +117,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<(SimConfig, Plant), ConfigErr
         let component = format!("machines[{i}]");
         let Ok(machine) = doc
             .deserialize::<MachineConfig>(value, &["points"], &component)
-            .map_err(|e| errors.push(e))
+            .map_err(|e| errors.extend(e))
         else {
             continue;
         };
@@ -172,7 +172,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<(SimConfig, Plant), ConfigErr
                         )
                     })),
                 },
-                (tag, signal) => errors.extend(tag.err().into_iter().chain(signal.err())),
+                (tag, signal) => errors.extend(tag.err().into_iter().chain(signal.err()).flatten()),
             }
         }
         machines.push((machine, points));
