@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
 use crate::modbus::{BackoffConfig, Checker};
+use crate::names::{self, TopicUse};
 use crate::source::Seg;
 use crate::{words, Backoff, HumanDuration};
 
@@ -464,20 +465,20 @@ pub(crate) fn validate_mqtt(
         ("area", &topics.area),
         ("line", &topics.line),
     ] {
-        if let Err(message) = topic_segment(segment) {
+        let problem = names::topic_name_error(&format!("topics.{key}"), segment, TopicUse::Level)
+            .or_else(|| {
+                (key == "enterprise" && segment.starts_with('$')).then(|| {
+                    "topics.enterprise must not start with `$`: brokers reserve those topics ($SYS)"
+                        .to_string()
+                })
+            });
+        if let Some(problem) = problem {
             check.err(
                 &[Seg::Key("mqtt"), Seg::Key("topics"), Seg::Key(key)],
                 "mqtt",
-                format!("topics.{key} {message}"),
+                problem,
             );
         }
-    }
-    if let Err(message) = topic_segment(agent_name) {
-        check.err(
-            &[Seg::Key("agent"), Seg::Key("name")],
-            "agent",
-            format!("name is a topic level and {message}"),
-        );
     }
     let (host, port, tls) = endpoint?;
     (check.errors.len() == before).then(|| Mqtt {
@@ -499,19 +500,6 @@ pub(crate) fn validate_mqtt(
             topics.enterprise, topics.site, topics.area, topics.line
         ),
     })
-}
-
-/// Checks that a name can stand as one level of an MQTT topic.
-pub fn topic_segment(segment: &str) -> Result<(), String> {
-    if segment.is_empty() {
-        Err("must not be empty".into())
-    } else if segment.contains(['/', '+', '#', '\0']) {
-        Err(format!(
-            "{segment:?} must not contain '/', '+', '#' or NUL (it is one topic level)"
-        ))
-    } else {
-        Ok(())
-    }
 }
 
 /// `mqtt://host:port` → (host, port, tls).

@@ -107,7 +107,12 @@ fn tls_files_without_tls() {
 fn a_topic_level_with_a_slash() {
     one_error(
         "[mqtt]\nurl = \"mqtt://b\"\ntopics = { site = \"a/b\" }\n",
-        "one topic level",
+        "topics.site \"a/b\" cannot be used in MQTT topics: it contains `/`",
+        "topics",
+    );
+    one_error(
+        "[mqtt]\nurl = \"mqtt://b\"\ntopics = { enterprise = \"$SYS\" }\n",
+        "must not start with `$`",
         "topics",
     );
 }
