@@ -977,45 +977,123 @@ pub fn format_alerts(alerts: &serde_json::Value) -> String {
     out
 }
 
-/// What `millwright outbox` prints: asked of the running agent through its control socket, or read
-/// from the store when no agent runs (never moving or changing anything).
-pub async fn outbox_report(plan: &firmware_config::Plan) -> anyhow::Result<String> {
+/// What `millwright outbox` does besides showing the figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxAction {
+    Show,
+    /// List the dead letters with their reasons.
+    DeadLetters,
+    /// Append every dead letter to its stream again (after the cause was fixed).
+    RetryDeadLetters,
+    /// Remove every dead letter.
+    DropDeadLetters,
+}
+
+impl OutboxAction {
+    /// The control command that does it.
+    fn command(self) -> &'static str {
+        match self {
+            OutboxAction::Show => "status",
+            OutboxAction::DeadLetters => "dead-letters",
+            OutboxAction::RetryDeadLetters => "retry-dead-letters",
+            OutboxAction::DropDeadLetters => "drop-dead-letters",
+        }
+    }
+}
+
+/// What `millwright outbox` prints: asked of the running agent through its control socket, or done
+/// on the store itself when no agent runs (showing changes nothing; retrying or dropping dead
+/// letters changes only them).
+pub async fn outbox_report(
+    plan: &firmware_config::Plan,
+    action: OutboxAction,
+) -> anyhow::Result<String> {
     use crate::store::sled_store::{OpenError, SledStore};
     use crate::store::{Outbox, OutboxStats};
 
     let dir = &plan.outbox.dir;
     let socket = crate::control::socket_path(&plan.agent.data_dir);
-    let from_agent = crate::control::request(&socket, "status", serde_json::json!({}))
-        .await
-        .and_then(|reply| {
-            serde_json::from_value::<OutboxStats>(reply["result"]["outbox"].clone()).ok()
-        });
-    let (stats, source) = match from_agent {
-        Some(stats) => (stats, "the running agent"),
-        None => {
-            if !dir.exists() {
-                anyhow::bail!(
-                    "no outbox at {} (the agent has not run with [mqtt] and this data_dir yet)",
-                    dir.display()
+    let now = std::time::SystemTime::now();
+    if let Some(reply) =
+        crate::control::request(&socket, action.command(), serde_json::json!({})).await
+    {
+        let result = &reply["result"];
+        match action {
+            OutboxAction::Show => {
+                if let Ok(stats) = serde_json::from_value::<OutboxStats>(result["outbox"].clone()) {
+                    return Ok(format_outbox(dir, &stats, "the running agent", now));
+                }
+            }
+            _ if reply["ok"] == true => return Ok(format_dead_letter_result(action, result)),
+            _ => anyhow::bail!(
+                "the running agent refused: {}",
+                reply["error"].as_str().unwrap_or("no reason given")
+            ),
+        }
+    }
+    if !dir.exists() {
+        anyhow::bail!(
+            "no outbox at {} (the agent has not run with [mqtt] and this data_dir yet)",
+            dir.display()
+        );
+    }
+    let store = SledStore::open(dir).map_err(|e| match e {
+        OpenError::Locked(_) => anyhow::anyhow!(
+            "{e}; it does not answer on {}, so it may be starting or stuck",
+            socket.display()
+        ),
+        other => other.into(),
+    })?;
+    let outbox = Outbox::new(Box::new(store), plan.outbox.max_bytes)?;
+    if action == OutboxAction::Show {
+        return Ok(format_outbox(
+            dir,
+            &outbox.stats(),
+            "the store (no agent running)",
+            now,
+        ));
+    }
+    let result = crate::control::dead_letter_command(&outbox, action.command())
+        .map_err(anyhow::Error::msg)?;
+    outbox.flush()?;
+    Ok(format_dead_letter_result(action, &result))
+}
+
+fn format_dead_letter_result(action: OutboxAction, result: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    match action {
+        OutboxAction::RetryDeadLetters => format!(
+            "{} dead letter(s) appended to their streams again\n",
+            result["retried"]
+        ),
+        OutboxAction::DropDeadLetters => {
+            format!("{} dead letter(s) dropped\n", result["dropped"])
+        }
+        _ => {
+            let stats = &result["stats"];
+            let mut out =
+                format!(
+                "dead letters: {} kept ({} bytes of at most {}), {} ever, {} dropped for room\n",
+                stats["depth"], stats["bytes"], stats["max_bytes"], stats["total"], stats["dropped"]
+            );
+            for letter in result["dead_letters"].as_array().into_iter().flatten() {
+                let text = |key: &str| letter[key].as_str().unwrap_or("").to_string();
+                let _ = writeln!(
+                    out,
+                    "  #{} {} {} on {:?} ({} bytes), made {}, moved {}: {}",
+                    letter["id"],
+                    text("class"),
+                    text("kind"),
+                    text("topic"),
+                    letter["bytes"],
+                    text("created"),
+                    text("buried"),
+                    text("reason")
                 );
             }
-            let store = SledStore::open(dir).map_err(|e| match e {
-                OpenError::Locked(_) => anyhow::anyhow!(
-                    "{e}; it does not answer on {}, so it may be starting or stuck",
-                    socket.display()
-                ),
-                other => other.into(),
-            })?;
-            let outbox = Outbox::new(Box::new(store), plan.outbox.max_bytes)?;
-            (outbox.stats(), "the store (no agent running)")
+            out
         }
-    };
-    Ok(format_outbox(
-        dir,
-        &stats,
-        source,
-        std::time::SystemTime::now(),
-    ))
+    }
 }
 
 fn format_outbox(
@@ -1081,5 +1159,26 @@ fn format_outbox(
         "  last id {}; corrupt records removed {}; store errors {}",
         stats.last_id, stats.corrupt, stats.store_errors
     );
+    let dead = &stats.dead_letters;
+    if dead.depth > 0 || dead.total > 0 {
+        let _ = writeln!(
+            out,
+            "  dead letters {} ({}; {} ever, {} dropped for room){}",
+            dead.depth,
+            kib(dead.bytes),
+            dead.total,
+            dead.dropped,
+            match (&dead.last_reason, &dead.last_at) {
+                (Some(reason), Some(at)) => format!("; last at {at}: {reason}"),
+                _ => String::new(),
+            }
+        );
+        if dead.depth > 0 {
+            let _ = writeln!(
+                out,
+                "  see them with --dead-letters; --retry-dead-letters once the cause is fixed, or --drop-dead-letters"
+            );
+        }
+    }
     out
 }

@@ -23,7 +23,18 @@ use crate::store::Outbox;
 use crate::uplink::{answer, CommandHandler, Identity, UplinkStats};
 
 /// The commands every agent answers.
-pub const COMMANDS: [&str; 4] = ["status", "ack-alert", "shelve-alert", "unshelve-alert"];
+pub const COMMANDS: [&str; 7] = [
+    "status",
+    "ack-alert",
+    "shelve-alert",
+    "unshelve-alert",
+    "dead-letters",
+    "retry-dead-letters",
+    "drop-dead-letters",
+];
+
+/// Dead letters listed by one `dead-letters` command.
+const DEAD_LETTERS_LISTED: usize = 100;
 
 /// Socket file name inside the data directory.
 pub const SOCKET: &str = "control.sock";
@@ -132,10 +143,39 @@ impl CommandHandler for AgentCommands {
                     .unshelve(alert_id(args, name)?, by, SystemTime::now())?;
                 Ok(json!({ "alert_id": alert.id, "shelved_until": null }))
             }
+            "dead-letters" | "retry-dead-letters" | "drop-dead-letters" => {
+                let (outbox, _) = self
+                    .upstream
+                    .as_ref()
+                    .ok_or("there is no outbox: [mqtt] is not configured")?;
+                dead_letter_command(outbox, name)
+            }
             other => Err(format!(
                 "unknown command {other:?}; known: {}",
                 COMMANDS.join(", ")
             )),
+        }
+    }
+}
+
+/// Lists, retries or drops the outbox's dead letters.
+pub fn dead_letter_command(outbox: &Outbox, name: &str) -> Result<serde_json::Value, String> {
+    let failed = |e: crate::store::StoreError| e.to_string();
+    match name {
+        "retry-dead-letters" => {
+            let retried = outbox.retry_dead_letters().map_err(failed)?;
+            Ok(json!({ "retried": retried }))
+        }
+        "drop-dead-letters" => {
+            let dropped = outbox.drop_dead_letters().map_err(failed)?;
+            Ok(json!({ "dropped": dropped }))
+        }
+        _ => {
+            let letters = outbox.dead_letters(DEAD_LETTERS_LISTED).map_err(failed)?;
+            Ok(json!({
+                "stats": outbox.stats().dead_letters,
+                "dead_letters": letters.iter().map(crate::store::DeadLetter::describe).collect::<Vec<_>>(),
+            }))
         }
     }
 }

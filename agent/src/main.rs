@@ -70,11 +70,20 @@ enum Command {
         #[arg(long)]
         assess: bool,
     },
-    /// Show the outbox: records queued per class, oldest record, drops (from the running agent
-    /// through its control socket, or from the store itself when no agent runs).
+    /// Show the outbox: records queued per class, oldest record, drops, dead letters (from the
+    /// running agent through its control socket, or from the store itself when no agent runs).
     Outbox {
         #[arg(short, long)]
         config: PathBuf,
+        /// List the dead letters: records the broker would not take, with the reason.
+        #[arg(long, group = "dead")]
+        dead_letters: bool,
+        /// Append every dead letter to its stream again (once the cause is fixed).
+        #[arg(long, group = "dead")]
+        retry_dead_letters: bool,
+        /// Remove every dead letter for good.
+        #[arg(long, group = "dead")]
+        drop_dead_letters: bool,
     },
     /// List the running agent's alerts (through its control socket).
     Alerts {
@@ -232,12 +241,23 @@ async fn dispatch(command: Command) -> u8 {
             }
             Err(errors) => config_failed(&errors),
         },
-        Command::Outbox { config } => {
+        Command::Outbox {
+            config,
+            dead_letters,
+            retry_dead_letters,
+            drop_dead_letters,
+        } => {
             let plan = match firmware_config::load(&config) {
                 Ok(plan) => plan,
                 Err(errors) => return config_failed(&errors),
             };
-            match commands::outbox_report(&plan).await {
+            let action = match (dead_letters, retry_dead_letters, drop_dead_letters) {
+                (true, _, _) => commands::OutboxAction::DeadLetters,
+                (_, true, _) => commands::OutboxAction::RetryDeadLetters,
+                (_, _, true) => commands::OutboxAction::DropDeadLetters,
+                _ => commands::OutboxAction::Show,
+            };
+            match commands::outbox_report(&plan, action).await {
                 Ok(report) => {
                     print!("{report}");
                     exit::OK

@@ -67,6 +67,50 @@ fn check_prints_every_mistake_with_position_and_exits_3() {
 }
 
 #[test]
+fn check_refuses_names_that_would_break_a_topic_and_names_the_character() {
+    // `pump#1` once passed `check` and stopped the summary stream at run time; a NUL made the
+    // broker drop the connection on every attempt.
+    for (name, said) in [
+        ("pump#1", "contains `#` (character 5), an MQTT wildcard"),
+        (
+            "pump\\u0000",
+            "contains the control character U+0000 (character 5)",
+        ),
+        (
+            "line/pump",
+            "contains `/` (character 5), which would split it into two topic levels",
+        ),
+    ] {
+        let (_dir, path) =
+            write_config(&CONFIG.replace("name = \"pump\"", &format!("name = \"{name}\"")));
+        let out = millwright(&["check", "-c", &path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(
+            stderr.contains("plant.toml:6:8: device ")
+                && stderr.contains("cannot be used in MQTT topics")
+                && stderr.contains(said),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_reports_a_huge_value_in_a_few_lines() {
+    // A 2 MB string once produced 4 MB of stderr.
+    let huge = "x".repeat(2 << 20);
+    let (_dir, path) = write_config(&CONFIG.replace("\"modicon\"", &format!("\"{huge}\"")));
+    let out = millwright(&["check", "-c", &path]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        out.stderr.len() < 2_000,
+        "{} bytes of stderr",
+        out.stderr.len()
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(2097152 characters)"));
+}
+
+#[test]
 fn check_prints_the_request_plan_for_a_valid_config() {
     let (_dir, path) = write_config(CONFIG);
     let out = millwright(&["check", "-c", &path]);

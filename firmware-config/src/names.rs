@@ -31,11 +31,22 @@ pub fn topic_name_problem(name: &str, usage: TopicUse) -> Option<String> {
             name.len()
         ));
     }
+    if let Some(why) = forbidden_character(name, usage == TopicUse::Levels) {
+        return Some(why);
+    }
+    if usage == TopicUse::Levels && name.split('/').any(str::is_empty) {
+        return Some("has an empty topic level (a `/` at the start or end, or `//`)".into());
+    }
+    None
+}
+
+/// The first character no MQTT topic may contain (and `/`, unless `slash_allowed`).
+fn forbidden_character(name: &str, slash_allowed: bool) -> Option<String> {
     for (position, c) in name.chars().enumerate() {
         let at = position + 1;
         let why = match c {
             '#' | '+' => format!("contains `{c}` (character {at}), an MQTT wildcard, which no published topic may contain"),
-            '/' if usage == TopicUse::Level => format!(
+            '/' if !slash_allowed => format!(
                 "contains `/` (character {at}), which would split it into two topic levels"
             ),
             c if c.is_control() => format!(
@@ -50,10 +61,21 @@ pub fn topic_name_problem(name: &str, usage: TopicUse) -> Option<String> {
         };
         return Some(why);
     }
-    if usage == TopicUse::Levels && name.split('/').any(str::is_empty) {
-        return Some("has an empty topic level (a `/` at the start or end, or `//`)".into());
-    }
     None
+}
+
+/// Why a whole topic cannot be published, or `None` when it can (MQTT 3.1.1 §4.7).
+pub fn publish_topic_problem(topic: &str) -> Option<String> {
+    if topic.is_empty() {
+        return Some("the topic is empty".into());
+    }
+    if topic.len() > usize::from(u16::MAX) {
+        return Some(format!(
+            "the topic is {} bytes long (MQTT allows 65535)",
+            topic.len()
+        ));
+    }
+    forbidden_character(topic, true).map(|why| format!("the topic {why}"))
 }
 
 /// A complete sentence for `check`: `device name "a#b" cannot be used in MQTT topics: …`.
@@ -148,6 +170,21 @@ mod tests {
         );
         let long = topic_name_error("asset id", &"x".repeat(5000), Level).expect("refused");
         assert!(long.len() < 300, "{long}");
+    }
+
+    #[test]
+    fn whole_topics_allow_levels_but_no_wildcards_or_control_characters() {
+        assert_eq!(publish_topic_problem("a/b//c/tags"), None);
+        assert!(publish_topic_problem("a/#/tags")
+            .expect("refused")
+            .starts_with("the topic contains `#` (character 3)"));
+        assert!(publish_topic_problem("a/x\0/tags")
+            .expect("refused")
+            .contains("U+0000"));
+        assert!(publish_topic_problem("").is_some());
+        assert!(publish_topic_problem(&"a".repeat(70_000))
+            .expect("refused")
+            .contains("65535"));
     }
 
     #[test]

@@ -281,6 +281,27 @@ pub fn millwright_bin() -> PathBuf {
 }
 
 /// Lines a child process writes, read as they come (for waiting on log messages).
+/// Runs `millwright ARGS -c CONFIG` to completion (at most 20 s): whether it succeeded, and its
+/// stdout and stderr together.
+pub async fn run_cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new(millwright_bin())
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .stdin(Stdio::null())
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), output)
+        .await
+        .expect("the CLI answers within 20 s")
+        .expect("run millwright");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
 pub struct OutputLines {
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
     /// Every line seen so far, for failure messages.

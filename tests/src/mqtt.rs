@@ -37,6 +37,12 @@ pub async fn wait_listening(port: u16, within: Duration) {
 /// Starts an in-process rumqttd broker (MQTT 3.1.1) on a free loopback port; it lives as long as
 /// the test process.
 pub async fn start_broker() -> u16 {
+    start_broker_with_limit(1 << 20).await
+}
+
+/// A broker that closes the connection of a client sending a packet larger than `max_payload`
+/// bytes (as brokers with a smaller packet limit than the agent's do).
+pub async fn start_broker_with_limit(max_payload: usize) -> u16 {
     let port = free_port();
     let config = format!(
         r#"
@@ -52,7 +58,7 @@ listen = "127.0.0.1:{port}"
 next_connection_delay_ms = 1
 [v4.1.connections]
 connection_timeout_ms = 60000
-max_payload_size = 1048576
+max_payload_size = {max_payload}
 max_inflight_count = 500
 dynamic_filters = true
 "#

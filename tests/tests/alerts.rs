@@ -5,13 +5,12 @@
 //! patterns on SIGTERM.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use firmware_config::Table;
 use millwright::control;
 use millwright_tests::mqtt::{local_options, records, start_broker, Consumer};
-use millwright_tests::{eventually, millwright_bin, AgentProcess, Sim};
+use millwright_tests::{eventually, run_cli, AgentProcess, Sim};
 use serde_json::json;
 
 const SIM: &str = r#"
@@ -286,25 +285,6 @@ async fn wait_alert(data: &Path, id: &str, want: Option<&str>) -> serde_json::Va
     .unwrap_or_else(|last| panic!("alert {id} never became {want:?}: {last:#?}"))
 }
 
-async fn cli(config: &Path, args: &[&str]) -> (bool, String) {
-    let output = tokio::process::Command::new(millwright_bin())
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .stdin(Stdio::null())
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(20), output)
-        .await
-        .expect("the CLI answers within 20 s")
-        .expect("run millwright");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
-
 fn published(consumer: &Consumer, id: &str, state: &str) -> bool {
     records(&consumer.messages()).iter().any(|r| {
         r.2["kind"] == "alert" && r.2["data"]["alert_id"] == id && r.2["data"]["state"] == state
@@ -345,7 +325,7 @@ async fn limit_alerts_light_outputs_survive_a_kill_and_are_acknowledged_three_wa
     std::fs::write(&config, config_text(dir.path(), &sim, broker, closed_port)).expect("config");
     let data = dir.path().join("data");
 
-    let (ok, report) = cli(&config, &["check"]).await;
+    let (ok, report) = run_cli(&config, &["check"]).await;
     assert!(ok, "{report}");
     assert!(
         report.contains("limits on \"temperature\": hi_hi 95°C (high), hi 80°C (low)"),
@@ -441,18 +421,18 @@ async fn limit_alerts_light_outputs_survive_a_kill_and_are_acknowledged_three_wa
     .await;
 
     // Acknowledged from the CLI through the control socket.
-    let (ok, text) = cli(&config, &["ack", "temperature/hi_hi", "--by", "j.doe"]).await;
+    let (ok, text) = run_cli(&config, &["ack", "temperature/hi_hi", "--by", "j.doe"]).await;
     assert!(ok, "{text}");
     wait_led(dir.path(), "red:alarm", steady(), Duration::from_secs(10)).await;
     wait_plc(&sim, Table::Coil, 100, 0, "horn silenced").await;
     wait_plc(&sim, Table::HoldingRegister, 200, 1, "tower steady").await;
     wait_published(&consumer, "temperature/hi_hi", "active_acknowledged").await;
-    let (ok, text) = cli(&config, &["ack", "temperature/hi_hi"]).await;
+    let (ok, text) = run_cli(&config, &["ack", "temperature/hi_hi"]).await;
     assert!(
         !ok && text.contains("already acknowledged (by j.doe)"),
         "{text}"
     );
-    let (ok, listing) = cli(&config, &["alerts"]).await;
+    let (ok, listing) = run_cli(&config, &["alerts"]).await;
     assert!(
         ok && listing.contains("temperature/hi_hi") && listing.contains("active_acknowledged"),
         "{listing}"
@@ -470,9 +450,9 @@ async fn limit_alerts_light_outputs_survive_a_kill_and_are_acknowledged_three_wa
         .await
         .expect("publish");
     wait_led(dir.path(), "amber:warning", off(), Duration::from_secs(10)).await;
-    let (ok, text) = cli(&config, &["shelve", "temperature/hi", "--for", "30d"]).await;
+    let (ok, text) = run_cli(&config, &["shelve", "temperature/hi", "--for", "30d"]).await;
     assert!(!ok && text.contains("limited to 8h"), "{text}");
-    let (ok, text) = cli(&config, &["unshelve", "temperature/hi"]).await;
+    let (ok, text) = run_cli(&config, &["unshelve", "temperature/hi"]).await;
     assert!(ok, "{text}");
     wait_led(
         dir.path(),
@@ -509,7 +489,7 @@ async fn limit_alerts_light_outputs_survive_a_kill_and_are_acknowledged_three_wa
         Duration::from_secs(10),
     )
     .await;
-    let (ok, text) = cli(&config, &["ack", "--all"]).await;
+    let (ok, text) = run_cli(&config, &["ack", "--all"]).await;
     assert!(ok, "{text}");
     wait_alert(&data, "temperature/hi_hi", None).await;
     wait_led(dir.path(), "red:alarm", off(), Duration::from_secs(10)).await;
@@ -569,7 +549,7 @@ async fn leds_test_cycles_every_output_and_names_the_failing_ones() {
     let sim = Sim::start(SIM, 0).await;
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, config_text(dir.path(), &sim, 1, 1)).expect("config");
-    let (ok, text) = cli(&config, &["leds", "test", "--hold", "50ms"]).await;
+    let (ok, text) = run_cli(&config, &["leds", "test", "--hold", "50ms"]).await;
     assert!(!ok, "the missing LED fails the test: {text}");
     for line in ["red ", "amber ", "horn ", "tower "] {
         assert!(

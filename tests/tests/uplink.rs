@@ -10,7 +10,7 @@ use millwright::control;
 use millwright_tests::mqtt::{
     assert_stream_order, local_options, records, start_broker, Consumer, Relay,
 };
-use millwright_tests::{eventually, AgentProcess, Sim};
+use millwright_tests::{eventually, run_cli, AgentProcess, Sim};
 use serde_json::json;
 
 pub const SIM: &str = r#"
@@ -455,60 +455,237 @@ impl millwright::uplink::CommandHandler for NoCommands {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_too_large_for_mqtt_is_dropped_and_counted_without_blocking_its_stream() {
-    use millwright::store::{Class, MemoryStore, NewRecord, Outbox};
-    use std::sync::Arc;
-
-    let broker = start_broker().await;
-    let consumer = Consumer::connect(local_options("consumer", broker), "big/#").await;
-    let outbox = Arc::new(Outbox::new(Box::new(MemoryStore::default()), 64 << 20).expect("outbox"));
-    for (topic, size) in [("big/a/l/x/tags", 2 << 20), ("big/a/l/y/tags", 10)] {
-        let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(size));
-        outbox
-            .append(NewRecord {
-                class: Class::Summary,
-                topic: topic.into(),
-                kind: "tags".into(),
-                created: std::time::SystemTime::now(),
-                body: body.into_bytes(),
-            })
-            .expect("append");
-    }
+/// An uplink of its own (in this process) over `outbox` to the broker on `port`.
+fn uplink_to(
+    port: u16,
+    outbox: &std::sync::Arc<millwright::store::Outbox>,
+) -> (
+    millwright::uplink::Uplink,
+    std::sync::Arc<millwright::uplink::UplinkStats>,
+) {
     let plan = firmware_config::load_str(
         Path::new("t.toml"),
-        &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{broker}\"\n"),
+        &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nbackoff = {{ initial = \"50ms\", max = \"200ms\" }}\n"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mqtt = plan.mqtt.expect("mqtt");
-    let stop = tokio_util::sync::CancellationToken::new();
+    let stats = std::sync::Arc::new(millwright::uplink::UplinkStats::default());
     let uplink = millwright::uplink::Uplink {
         topics: millwright::uplink::Topics::new("big/a/l", "gw"),
-        mqtt,
+        mqtt: plan.mqtt.expect("mqtt"),
         identity: millwright::uplink::Identity {
             agent: "gw".into(),
             version: "test".into(),
             config_hash: "0".into(),
         },
-        outbox: Arc::clone(&outbox),
-        stats: Arc::new(millwright::uplink::UplinkStats::default()),
-        commands: Arc::new(NoCommands),
+        outbox: std::sync::Arc::clone(outbox),
+        stats: std::sync::Arc::clone(&stats),
+        commands: std::sync::Arc::new(NoCommands),
     };
+    (uplink, stats)
+}
+
+fn summary(topic: &str, pad: usize) -> millwright::store::NewRecord {
+    millwright::store::NewRecord {
+        class: millwright::store::Class::Summary,
+        topic: topic.into(),
+        kind: "tags".into(),
+        created: std::time::SystemTime::now(),
+        body: format!("{{\"pad\":\"{}\"}}", "x".repeat(pad)).into_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_no_broker_will_take_become_dead_letters_and_their_stream_goes_on() {
+    use millwright::store::{MemoryStore, Outbox};
+    use std::sync::Arc;
+
+    // This broker closes the connection on any packet above 4 KiB, as brokers with a smaller
+    // packet limit than the agent's do. Before the dead letters, each of these records stopped
+    // its stream for good: a wildcard topic (rumqttc refuses it as if its queue were full), a
+    // NUL (the broker drops the connection on every attempt), one too large for any MQTT packet,
+    // and one too large for this broker.
+    let broker = millwright_tests::mqtt::start_broker_with_limit(4096).await;
+    let consumer = Consumer::connect(local_options("consumer", broker), "big/#").await;
+    let outbox = Arc::new(Outbox::new(Box::new(MemoryStore::default()), 64 << 20).expect("outbox"));
+    let healthy = ["big/a/l/p1/tags", "big/a/l/p2/tags", "big/a/l/p3/tags"];
+    for (topic, pad) in [
+        ("big/a/l/pump#1/tags", 10),
+        (healthy[0], 10),
+        ("big/a/l/drive\0/tags", 10),
+        ("big/a/l/x/tags", 2 << 20),
+        (healthy[1], 10),
+        ("big/a/l/y/tags", 8_000),
+        (healthy[2], 10),
+    ] {
+        outbox.append(summary(topic, pad)).expect("append");
+    }
+    let (uplink, stats) = uplink_to(broker, &outbox);
+    let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(uplink.run(stop.clone()));
     assert!(
         consumer
-            .wait_until(Duration::from_secs(10), |m| m
+            .wait_until(Duration::from_secs(20), |m| healthy
                 .iter()
-                .any(|m| m.topic == "big/a/l/y/tags"))
+                .all(|t| m.iter().any(|m| m.topic == *t)))
             .await,
-        "the record behind the oversized one is delivered"
+        "the healthy records behind the bad ones are delivered: {:?}",
+        consumer
+            .messages()
+            .iter()
+            .map(|m| m.topic.clone())
+            .collect::<Vec<_>>()
     );
-    assert_eq!(outbox.depth(), 0);
-    assert_eq!(outbox.stats().summary.dropped, 1);
+    let order: Vec<String> = consumer
+        .messages()
+        .iter()
+        .map(|m| m.topic.clone())
+        .filter(|t| healthy.contains(&t.as_str()))
+        .collect();
+    let mut first_seen = order.clone();
+    first_seen.dedup();
+    assert_eq!(first_seen[..3], healthy, "in stream order");
+    eventually(Duration::from_secs(10), || async {
+        (outbox.stats().dead_letters.depth == 4 && outbox.depth() == 0)
+            .then_some(())
+            .ok_or(())
+    })
+    .await
+    .unwrap_or_else(|()| {
+        panic!(
+            "four dead letters and an empty stream: {:?}",
+            outbox.stats()
+        )
+    });
+
+    let letters = outbox.dead_letters(10).expect("dead letters");
+    let reason = |topic: &str| {
+        letters
+            .iter()
+            .find(|l| l.record.topic == topic)
+            .map(|l| l.reason.clone())
+            .unwrap_or_else(|| panic!("no dead letter for {topic:?}: {letters:#?}"))
+    };
+    assert!(reason("big/a/l/pump#1/tags").contains("contains `#`"));
+    assert!(reason("big/a/l/drive\0/tags").contains("U+0000"));
+    assert!(reason("big/a/l/x/tags").contains("larger than an MQTT packet may be"));
+    let refused = reason("big/a/l/y/tags");
+    assert!(
+        refused.starts_with("the broker ended the connection 3 times in a row while this record alone was in flight"),
+        "{refused}"
+    );
     assert!(!consumer
         .messages()
         .iter()
-        .any(|m| m.topic == "big/a/l/x/tags"));
+        .any(|m| m.topic.ends_with("/x/tags") || m.topic.ends_with("/y/tags")));
+    assert_eq!(
+        stats
+            .dead_lettered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+    assert_eq!(outbox.stats().summary.dropped, 0, "kept, not dropped");
+
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_with_unpublishable_records_from_an_older_release_still_drains() {
+    use millwright::store::{sled_store::SledStore, Outbox};
+
+    // An older release accepted device names with `#` and NUL, and left their summaries in the
+    // outbox; after the upgrade they must not hold the stream (or the healthy device) back.
+    let broker = start_broker().await;
+    let consumer =
+        Consumer::connect(local_options("consumer", broker), &format!("{PREFIX}/#")).await;
+    let setup = setup(broker, 1, 0, "summary_interval = \"200ms\"").await;
+    {
+        let (store, _) =
+            SledStore::open_or_recover(&setup.dir.path().join("data/outbox")).expect("store");
+        let outbox = Outbox::new(Box::new(store), 64 << 20).expect("outbox");
+        for topic in [
+            format!("{PREFIX}/pump#1/tags"),
+            format!("{PREFIX}/drive\0/tags"),
+        ] {
+            outbox.append(summary(&topic, 10)).expect("append");
+        }
+        outbox.flush().expect("flush");
+    }
+    let agent = AgentProcess::spawn(&setup.config);
+    assert!(
+        consumer
+            .wait_until(Duration::from_secs(15), |m| records(m)
+                .iter()
+                .filter(|r| r.2["kind"] == "tags" && r.2["data"]["device"] == "d0")
+                .count()
+                >= 3)
+            .await,
+        "the healthy device's summaries flow"
+    );
+    let status = wait_status(setup.dir.path(), Duration::from_secs(10), |s| {
+        s["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["alert_id"] == "agent/dead_letters"))
+    })
+    .await;
+    let dead = &status["outbox"]["dead_letters"];
+    assert_eq!(dead["depth"], 2, "{status:#}");
+    assert_eq!(status["uplink"]["dead_lettered"], 2, "{status:#}");
+    let alert = status["alerts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["alert_id"] == "agent/dead_letters"))
+        .expect("alert");
+    assert!(
+        alert["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("2 record(s) the broker would not take")),
+        "{alert}"
+    );
+
+    let (ok, listing) = run_cli(&setup.config, &["outbox", "--dead-letters"]).await;
+    assert!(ok, "{listing}");
+    assert!(listing.contains("dead letters: 2 kept"), "{listing}");
+    assert!(
+        listing.contains("pump#1/tags") && listing.contains("contains `#`"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("drive\\0/tags") && listing.contains("U+0000"),
+        "{listing}"
+    );
+    let (ok, shown) = run_cli(&setup.config, &["outbox"]).await;
+    assert!(ok && shown.contains("dead letters 2"), "{shown}");
+    let (ok, dropped) = run_cli(&setup.config, &["outbox", "--drop-dead-letters"]).await;
+    assert!(
+        ok && dropped.contains("2 dead letter(s) dropped"),
+        "{dropped}"
+    );
+    wait_status(setup.dir.path(), Duration::from_secs(10), |s| {
+        s["outbox"]["dead_letters"]["depth"] == 0
+            && s["alerts"]
+                .as_array()
+                .is_some_and(|a| !a.iter().any(|a| a["alert_id"] == "agent/dead_letters"))
+    })
+    .await;
+    assert!(
+        consumer
+            .wait_until(Duration::from_secs(10), |m| records(m).iter().any(|r| {
+                r.2["kind"] == "alert"
+                    && r.2["data"]["alert_id"] == "agent/dead_letters"
+                    && r.2["data"]["state"] == "active_unacknowledged"
+            }))
+            .await,
+        "the dead-letter alert went upstream too"
+    );
+    let log = agent.terminate().await;
+    assert!(
+        log.seen
+            .iter()
+            .filter(|l| l.contains("moved to the outbox's dead letters"))
+            .count()
+            == 2,
+        "each burial is logged once:\n{}",
+        log.transcript()
+    );
+    setup.sim.stop().await;
 }

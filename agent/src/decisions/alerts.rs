@@ -320,7 +320,7 @@ pub fn configured(plan: &Plan, alert: &Alert) -> bool {
             } else if let Some(output) = alert.id.strip_prefix("agent/output/") {
                 plan.alerting.outputs.iter().any(|o| o.name == output)
             } else {
-                // agent/outbox and agent/broker exist only with an uplink.
+                // agent/outbox, agent/dead_letters and agent/broker exist only with an uplink.
                 plan.mqtt.is_some()
             }
         }
@@ -522,6 +522,17 @@ impl HealthWatch {
                 filling,
                 format!("outbox {percent}% full (alert at {limit}%): the uplink is not keeping up and the oldest summaries will be dropped"),
             ));
+            let dead = &stats.dead_letters;
+            found.push(health_condition(
+                "agent/dead_letters".into(),
+                Severity::Medium,
+                dead.depth > 0,
+                format!(
+                    "{} record(s) the broker would not take wait in the outbox's dead letters (`millwright outbox --dead-letters`): {}",
+                    dead.depth,
+                    dead.last_reason.as_deref().unwrap_or("no reason recorded")
+                ),
+            ));
         }
         if let Some(uplink) = &inputs.uplink {
             let connected = uplink.connected.load(Ordering::Relaxed);
@@ -538,8 +549,12 @@ impl HealthWatch {
                 Severity::Medium,
                 unreachable,
                 format!(
-                    "MQTT broker unreachable for more than {}",
-                    humantime::format_duration(self.broker_unreachable_after)
+                    "MQTT broker unreachable for more than {}: {}",
+                    humantime::format_duration(self.broker_unreachable_after),
+                    uplink
+                        .last_error()
+                        .as_deref()
+                        .unwrap_or("no connection attempt finished yet")
                 ),
             ));
         }
@@ -656,6 +671,7 @@ mod tests {
             [
                 ("agent/device/plc".to_string(), false),
                 ("agent/outbox".to_string(), false),
+                ("agent/dead_letters".to_string(), false),
                 ("agent/broker".to_string(), false)
             ]
         );
@@ -667,9 +683,14 @@ mod tests {
             said(health.check(&inputs, at(31))),
             [("agent/device/plc".to_string(), true)]
         );
+        *uplink.last_error.lock().expect("lock") =
+            Some("connection refused: nothing accepts connections on b:1883".into());
+        let broker = health.check(&inputs, at(61));
+        assert_eq!(said(broker.clone()), [("agent/broker".to_string(), true)]);
         assert_eq!(
-            said(health.check(&inputs, at(61))),
-            [("agent/broker".to_string(), true)]
+            broker[0].reason,
+            "MQTT broker unreachable for more than 1m: connection refused: nothing accepts connections on b:1883",
+            "the alert says why"
         );
         plc.online.store(true, Ordering::Relaxed);
         uplink.connected.store(true, Ordering::Relaxed);
@@ -700,6 +721,32 @@ mod tests {
         assert!(
             health.check(&inputs, at(64)).is_empty(),
             "within the deadband"
+        );
+        // A record moved to the dead letters raises agent/dead_letters until they are gone.
+        let poison = outbox
+            .next_after(Class::Event, None, 1)
+            .expect("read")
+            .remove(0);
+        outbox
+            .bury(&poison, "the topic contains `#`", at(65))
+            .expect("bury");
+        let dead = health.check(&inputs, at(65));
+        assert_eq!(
+            said(dead.clone()),
+            [("agent/dead_letters".to_string(), true)]
+        );
+        assert!(
+            dead[0]
+                .reason
+                .starts_with("1 record(s) the broker would not take")
+                && dead[0].reason.ends_with("the topic contains `#`"),
+            "{}",
+            dead[0].reason
+        );
+        outbox.drop_dead_letters().expect("drop");
+        assert_eq!(
+            said(health.check(&inputs, at(66))),
+            [("agent/dead_letters".to_string(), false)]
         );
     }
 

@@ -11,6 +11,7 @@ use super::{Class, Store, StoreError};
 #[derive(Default)]
 pub struct MemoryStore {
     records: Mutex<[BTreeMap<u64, Vec<u8>>; 3]>,
+    dead: Mutex<BTreeMap<u64, Vec<u8>>>,
     counters: Mutex<HashMap<String, u64>>,
     next_id: AtomicU64,
 }
@@ -18,6 +19,10 @@ pub struct MemoryStore {
 impl MemoryStore {
     fn records(&self) -> std::sync::MutexGuard<'_, [BTreeMap<u64, Vec<u8>>; 3]> {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dead(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Vec<u8>>> {
+        self.dead.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -78,6 +83,29 @@ impl Store for MemoryStore {
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         counters.insert(name.to_string(), value);
         Ok(())
+    }
+
+    fn insert_dead(&self, id: u64, value: &[u8]) -> Result<(), StoreError> {
+        self.dead().insert(id, value.to_vec());
+        Ok(())
+    }
+
+    fn remove_dead(&self, id: u64) -> Result<Option<usize>, StoreError> {
+        Ok(self.dead().remove(&id).map(|v| v.len()))
+    }
+
+    fn dead_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(self
+            .dead()
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -8,7 +8,9 @@
 //!   restarts and crashes (the sled store persists its id generator and skips ahead on recovery).
 //!   Ids are shared by all classes, so an id names one record.
 //! - **Removal only on acknowledgement.** [`Outbox::next_after`] reads without removing; only
-//!   [`Outbox::acknowledge`] (called on the broker's PUBACK) and the full policy remove a record.
+//!   [`Outbox::acknowledge`] (called on the broker's PUBACK), the full policy, and
+//!   [`Outbox::bury`] (which moves a record the broker will not take to the dead letters; see
+//!   [`dead_letters`]) remove a record from its stream.
 //! - **Order within a stream.** Each [`Class`] is one stream, read in id order.
 //! - **Bounded.** The encoded records never exceed `max_bytes`. To make room, the oldest records of
 //!   the least important class go first: summaries, then events, then alerts. A record only ever
@@ -24,6 +26,7 @@
 //!   large backlog is not read at start-up. A snapshot older than later removals can only
 //!   overstate a class; the count of a class is reset when the class is found empty.
 
+pub mod dead_letters;
 pub mod memory;
 pub mod sled_store;
 
@@ -34,6 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+pub use dead_letters::{DeadLetter, DeadLetterStats};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
@@ -134,6 +138,16 @@ pub trait Store: Send + Sync {
     fn measure(&self, class: Class, after: Option<u64>) -> Result<(u64, u64), StoreError>;
     fn counter(&self, name: &str) -> Result<u64, StoreError>;
     fn set_counter(&self, name: &str, value: u64) -> Result<(), StoreError>;
+    /// The dead-letter area: records the broker will not take, kept (by their id) apart from the
+    /// streams until someone retries or drops them.
+    fn insert_dead(&self, id: u64, value: &[u8]) -> Result<(), StoreError>;
+    fn remove_dead(&self, id: u64) -> Result<Option<usize>, StoreError>;
+    /// Up to `limit` dead letters with ids above `after`, in id order.
+    fn dead_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// Bytes the store takes on disk (0 for memory).
@@ -222,6 +236,8 @@ pub struct OutboxStats {
     pub corrupt: u64,
     /// Appends or flushes the store refused (disk full, I/O errors).
     pub store_errors: u64,
+    /// Records the broker would not take, kept apart (see [`dead_letters`]).
+    pub dead_letters: DeadLetterStats,
 }
 
 impl OutboxStats {
@@ -257,6 +273,7 @@ struct Occupancy {
     depth: [u64; 3],
     bytes: [u64; 3],
     dropped: [u64; 3],
+    dead: dead_letters::DeadOccupancy,
 }
 
 impl Occupancy {
@@ -323,6 +340,7 @@ impl Outbox {
             }
             occupancy.dropped[slot] = store.counter(dropped_counter(class))?;
         }
+        occupancy.dead = Outbox::measure_dead(store.as_ref())?;
         let corrupt = store.counter(CORRUPT_COUNTER)?;
         let mut last_id = 0;
         for class in Class::ALL {
@@ -452,13 +470,6 @@ impl Outbox {
         self.forget(class, id)
     }
 
-    /// Removes a record that can never be delivered, counting it as dropped.
-    pub fn discard(&self, class: Class, id: u64) -> Result<(), StoreError> {
-        self.forget(class, id)?;
-        let mut occupancy = self.lock();
-        self.count_drop(&mut occupancy, class)
-    }
-
     fn forget(&self, class: Class, id: u64) -> Result<(), StoreError> {
         let slot = class as usize;
         let mut occupancy = self.lock();
@@ -531,6 +542,7 @@ impl Outbox {
             last_id: self.last_id.load(Ordering::Relaxed),
             corrupt: self.corrupt.load(Ordering::Relaxed),
             store_errors: self.store_errors.load(Ordering::Relaxed),
+            dead_letters: self.dead_letter_stats(&occupancy.dead),
         }
     }
 

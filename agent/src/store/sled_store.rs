@@ -1,5 +1,5 @@
 //! The durable [`Store`]: sled 0.34, one tree per class with big-endian ids as keys (so tree order
-//! is id order), a `meta` tree for the counters, and sled's persisted id generator for ids.
+//! is id order), a `dead` tree for dead letters, a `meta` tree for the counters, and sled's persisted id generator for ids.
 //!
 //! Opening never stops the agent: a store that cannot be read (corruption reported by sled, or
 //! three opens in a row that never finished because the process died inside sled's recovery) is
@@ -22,6 +22,7 @@ const MAX_UNFINISHED_OPENS: u32 = 3;
 pub struct SledStore {
     db: sled::Db,
     trees: [sled::Tree; 3],
+    dead: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -61,8 +62,14 @@ impl SledStore {
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| unusable(e.to_string()));
         let trees = [tree("alert")?, tree("event")?, tree("summary")?];
+        let dead = tree("dead")?;
         let meta = tree("meta")?;
-        Ok(SledStore { db, trees, meta })
+        Ok(SledStore {
+            db,
+            trees,
+            dead,
+            meta,
+        })
     }
 
     /// Opens the store, moving an unreadable one aside and starting afresh.
@@ -232,6 +239,33 @@ impl Store for SledStore {
     fn set_counter(&self, name: &str, value: u64) -> Result<(), StoreError> {
         self.meta.insert(name, &value.to_be_bytes())?;
         Ok(())
+    }
+
+    fn insert_dead(&self, id: u64, value: &[u8]) -> Result<(), StoreError> {
+        self.dead.insert(key(id), value)?;
+        Ok(())
+    }
+
+    fn remove_dead(&self, id: u64) -> Result<Option<usize>, StoreError> {
+        Ok(self.dead.remove(key(id))?.map(|v| v.len()))
+    }
+
+    fn dead_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let Some(start) = first_key_after(after) else {
+            return Ok(Vec::new());
+        };
+        self.dead
+            .range(start..)
+            .take(limit)
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((id_of(&k)?, v.to_vec()))
+            })
+            .collect()
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -15,7 +15,15 @@
 //!   and summaries drain at most at `drain_rate` per second, events before summaries.
 //! - **Bounded.** At most `max_inflight` records await their PUBACK; the outbox, not memory, holds
 //!   the backlog.
+//! - **Never stuck behind one record.** A record that cannot be published (its topic is not a valid
+//!   MQTT topic, it is larger than a packet may be, or the broker closes the connection on it again
+//!   and again: see [`suspects`]) is moved to the outbox's dead-letter area with its reason, logged,
+//!   counted and raised as the `agent/dead_letters` alert; its stream goes on. A PUBACK that does
+//!   not come within [`ack_timeout`] ends the connection, so a broker that silently drops a record
+//!   cannot stall the stream either.
 
+pub mod reason;
+pub mod suspects;
 pub mod tls;
 
 use std::collections::{HashMap, VecDeque};
@@ -36,6 +44,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::backoff;
 use crate::store::{Class, Outbox, Record};
+use reason::Reason;
+use suspects::{InFlight, Loss, Suspects};
 
 /// Version of every JSON payload the agent publishes; bumped on incompatible changes.
 pub const PAYLOAD_SCHEMA: u32 = 1;
@@ -220,10 +230,20 @@ pub struct UplinkStats {
     pub published: AtomicU64,
     pub acknowledged: AtomicU64,
     pub commands: AtomicU64,
+    /// Records moved to the dead letters by this run.
+    pub dead_lettered: AtomicU64,
     pub last_error: Mutex<Option<String>>,
 }
 
 impl UplinkStats {
+    /// Why the broker is unreachable, as the last failed attempt said.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn set_error(&self, error: String) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
@@ -236,6 +256,7 @@ impl UplinkStats {
             "published": self.published.load(Ordering::Relaxed),
             "acknowledged": self.acknowledged.load(Ordering::Relaxed),
             "commands": self.commands.load(Ordering::Relaxed),
+            "dead_lettered": self.dead_lettered.load(Ordering::Relaxed),
             "last_error": *self.last_error.lock().unwrap_or_else(|e| e.into_inner()),
         })
     }
@@ -251,20 +272,21 @@ enum Sent {
 
 /// Matches PUBACKs to records: publishes are queued in order, learn their packet id from the
 /// `Outgoing::Publish` events (which rumqttc emits in request order), and are resolved by `PubAck`.
+/// Each remembers when it was queued, for the ack timeout and for blaming a record.
 #[derive(Debug, Default)]
 struct Inflight {
-    awaiting_id: VecDeque<Sent>,
-    awaiting_ack: HashMap<u16, Sent>,
+    awaiting_id: VecDeque<(Sent, Instant)>,
+    awaiting_ack: HashMap<u16, (Sent, Instant)>,
     /// Records among both, kept so the window check stays O(1).
     records: usize,
 }
 
 impl Inflight {
-    fn queued(&mut self, sent: Sent) {
+    fn queued(&mut self, sent: Sent, at: Instant) {
         if matches!(sent, Sent::Record(..)) {
             self.records += 1;
         }
-        self.awaiting_id.push_back(sent);
+        self.awaiting_id.push_back((sent, at));
     }
 
     fn sent(&mut self, pkid: u16) {
@@ -274,11 +296,11 @@ impl Inflight {
     }
 
     fn acknowledged(&mut self, pkid: u16) -> Option<Sent> {
-        let sent = self.awaiting_ack.remove(&pkid);
-        if matches!(sent, Some(Sent::Record(..))) {
+        let (sent, _) = self.awaiting_ack.remove(&pkid)?;
+        if matches!(sent, Sent::Record(..)) {
             self.records -= 1;
         }
-        sent
+        Some(sent)
     }
 
     fn records(&self) -> usize {
@@ -288,6 +310,52 @@ impl Inflight {
     fn is_empty(&self) -> bool {
         self.awaiting_id.is_empty() && self.awaiting_ack.is_empty()
     }
+
+    /// The records still awaiting their PUBACK, with their class, and how long ago each was sent.
+    fn records_in_flight(&self, now: Instant) -> Vec<(Class, InFlight)> {
+        self.awaiting_id
+            .iter()
+            .chain(self.awaiting_ack.values())
+            .filter_map(|(sent, at)| match sent {
+                Sent::Record(class, id) => Some((
+                    *class,
+                    InFlight {
+                        id: *id,
+                        sent_ago: now.saturating_duration_since(*at),
+                    },
+                )),
+                Sent::Other => None,
+            })
+            .collect()
+    }
+
+    /// When the oldest publish still in flight was queued.
+    fn oldest(&self) -> Option<Instant> {
+        self.awaiting_id
+            .iter()
+            .chain(self.awaiting_ack.values())
+            .map(|(_, at)| *at)
+            .min()
+    }
+}
+
+/// How long a PUBACK may take before the connection is given up: a broker that keeps the
+/// connection but never acknowledges a record would otherwise hold its stream for ever.
+pub fn ack_timeout(keep_alive: Duration) -> Duration {
+    (keep_alive * 2).max(Duration::from_secs(30))
+}
+
+/// Why a record cannot be published at all, whatever the broker: checked before it is sent.
+pub fn undeliverable(topic: &str, payload_len: usize) -> Option<String> {
+    if let Some(problem) = firmware_config::names::publish_topic_problem(topic) {
+        return Some(format!("{problem}; no broker accepts it"));
+    }
+    let packet = payload_len + topic.len() + 16;
+    (packet > MAX_PACKET).then(|| {
+        format!(
+            "the record is {packet} bytes, larger than an MQTT packet may be ({MAX_PACKET}); split the device's tags"
+        )
+    })
 }
 
 /// Token bucket for the backlog: `rate` per second, bursts of a tenth of a second.
@@ -386,7 +454,10 @@ pub struct Uplink {
 
 enum SessionEnd {
     Stopped,
-    Lost(String),
+    /// The connection could not be made (nothing was in flight).
+    Failed(Reason),
+    /// The connection was lost with these records awaiting their PUBACK.
+    Lost(Reason, Vec<(Class, InFlight)>),
 }
 
 impl Uplink {
@@ -435,35 +506,80 @@ impl Uplink {
     /// Connects, forwards and reconnects until `stop` is cancelled.
     pub async fn run(self, stop: CancellationToken) {
         let mut failures = 0u32;
+        let mut suspects = Suspects::default();
         loop {
             if stop.is_cancelled() {
                 break;
             }
             let end = match self.options() {
-                Ok(options) => self.session(options, &stop, &mut failures).await,
-                Err(error) => SessionEnd::Lost(error),
+                Ok(options) => {
+                    self.session(options, &stop, &mut failures, &mut suspects)
+                        .await
+                }
+                Err(error) => SessionEnd::Failed(Reason::other(error)),
             };
             self.stats.connected.store(false, Ordering::Relaxed);
-            match end {
+            let reason = match end {
                 SessionEnd::Stopped => break,
-                SessionEnd::Lost(error) => {
-                    failures = failures.saturating_add(1);
-                    let delay = backoff::delay(&self.mqtt.backoff, failures, fastrand::f64());
-                    warn!(
-                        broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port),
-                        %error,
-                        retry_in = ?delay,
-                        queued = self.outbox.depth(),
-                        "MQTT connection unavailable; records stay in the outbox"
-                    );
-                    self.stats.set_error(error);
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        () = tokio::time::sleep(delay) => {}
-                    }
+                SessionEnd::Failed(reason) => reason,
+                SessionEnd::Lost(reason, in_flight) => {
+                    self.blame(&mut suspects, &reason, &in_flight);
+                    reason
                 }
+            };
+            failures = failures.saturating_add(1);
+            let delay = backoff::delay(&self.mqtt.backoff, failures, fastrand::f64());
+            warn!(
+                broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port),
+                error = %reason.text,
+                retry_in = ?delay,
+                queued = self.outbox.depth(),
+                "MQTT connection unavailable; records stay in the outbox"
+            );
+            self.stats.set_error(reason.text);
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Tells the suspects how the connection ended; a record that earned it goes to the dead
+    /// letters.
+    fn blame(&self, suspects: &mut Suspects, reason: &Reason, in_flight: &[(Class, InFlight)]) {
+        let flying: Vec<InFlight> = in_flight.iter().map(|(_, r)| *r).collect();
+        let Some((id, strikes)) = suspects.lost(&flying, reason.loss) else {
+            return;
+        };
+        let Some((class, _)) = in_flight.iter().find(|(_, r)| r.id == id) else {
+            return;
+        };
+        let why = format!(
+            "the broker ended the connection {strikes} times in a row while this record alone was in flight (last: {})",
+            reason.text
+        );
+        match self.outbox.next_after(*class, id.checked_sub(1), 1) {
+            Ok(records) => match records.into_iter().find(|r| r.id == id) {
+                Some(record) => self.bury(&record, &why),
+                None => debug!(id, "the condemned record is no longer in the outbox"),
+            },
+            Err(error) => warn!(%error, id, "cannot read the record to move to the dead letters"),
+        }
+    }
+
+    /// Moves a record to the dead-letter area, loudly.
+    fn bury(&self, record: &Record, why: &str) {
+        error!(
+            id = record.id,
+            kind = %record.kind,
+            topic = %record.topic.escape_debug(),
+            reason = %why,
+            "record cannot be delivered: moved to the outbox's dead letters (see `millwright outbox --dead-letters`); the stream goes on"
+        );
+        if let Err(error) = self.outbox.bury(record, why, SystemTime::now()) {
+            error!(%error, id = record.id, "cannot move the record to the dead letters");
+        }
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn session(
@@ -471,6 +587,7 @@ impl Uplink {
         options: MqttOptions,
         stop: &CancellationToken,
         failures: &mut u32,
+        suspects: &mut Suspects,
     ) -> SessionEnd {
         let (client, mut events) =
             AsyncClient::new(options, usize::from(self.mqtt.max_inflight) + 64);
@@ -480,12 +597,14 @@ impl Uplink {
         };
         match connected {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => return SessionEnd::Lost(describe(&error)),
+            Ok(Err(error)) => return SessionEnd::Failed(reason::describe(&error, &self.mqtt)),
             Err(_) => {
-                return SessionEnd::Lost(format!(
-                    "no CONNACK within {}",
+                return SessionEnd::Failed(Reason::other(format!(
+                    "timeout: no CONNACK from {}:{} within {}",
+                    self.mqtt.host,
+                    self.mqtt.port,
                     humantime::format_duration(self.mqtt.connect_timeout)
-                ))
+                )))
             }
         }
         *failures = 0;
@@ -495,6 +614,7 @@ impl Uplink {
             broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port),
             tls = self.mqtt.tls,
             queued = self.outbox.depth(),
+            probation = suspects.on_probation(),
             "MQTT connected"
         );
 
@@ -506,31 +626,49 @@ impl Uplink {
             .try_publish(self.topics.status(), QoS::AtLeastOnce, true, birth)
             .is_ok()
         {
-            inflight.queued(Sent::Other);
+            inflight.queued(Sent::Other, Instant::now());
         }
         if let Err(error) = client.try_subscribe(self.topics.commands(), QoS::AtLeastOnce) {
             warn!(%error, "cannot subscribe to commands");
         }
+        let ack_timeout = ack_timeout(self.mqtt.keep_alive);
+        let mut ack_check = tokio::time::interval(Duration::from_secs(1));
+        ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
-            let throttled = self.fill(&client, &mut inflight, &mut streams, &mut rate);
+            let throttled = self.fill(&client, &mut inflight, &mut streams, &mut rate, suspects);
             tokio::select! {
                 biased;
                 () = stop.cancelled() => {
                     // What was appended just before the stop (`agent_stopping`) gets one chance.
-                    self.fill(&client, &mut inflight, &mut streams, &mut rate);
-                    self.close(&client, &mut events, &mut inflight).await;
+                    self.fill(&client, &mut inflight, &mut streams, &mut rate, suspects);
+                    self.close(&client, &mut events, &mut inflight, suspects).await;
                     return SessionEnd::Stopped;
                 }
                 event = events.poll() => match event {
-                    Ok(event) => self.on_event(event, &client, &mut inflight),
+                    Ok(event) => self.on_event(event, &client, &mut inflight, suspects),
                     Err(error) => {
                         self.stats.connection_losses.fetch_add(1, Ordering::Relaxed);
-                        return SessionEnd::Lost(describe(&error));
+                        let reason = reason::describe(&error, &self.mqtt);
+                        return SessionEnd::Lost(reason, inflight.records_in_flight(Instant::now()));
                     }
                 },
                 () = self.outbox.appended.notified() => {}
                 () = tokio::time::sleep(throttled.unwrap_or_default()), if throttled.is_some() => {}
+                _ = ack_check.tick() => {
+                    let now = Instant::now();
+                    if inflight.oldest().is_some_and(|at| now.saturating_duration_since(at) > ack_timeout) {
+                        self.stats.connection_losses.fetch_add(1, Ordering::Relaxed);
+                        let reason = Reason {
+                            text: format!(
+                                "no PUBACK from the broker within {}; reconnecting",
+                                humantime::format_duration(ack_timeout)
+                            ),
+                            loss: Loss::NoAck,
+                        };
+                        return SessionEnd::Lost(reason, inflight.records_in_flight(now));
+                    }
+                }
             }
         }
     }
@@ -543,8 +681,9 @@ impl Uplink {
         inflight: &mut Inflight,
         streams: &mut Streams,
         rate: &mut RateLimit,
+        suspects: &mut Suspects,
     ) -> Option<Duration> {
-        while inflight.records() < usize::from(self.mqtt.max_inflight) {
+        while inflight.records() < suspects.window(usize::from(self.mqtt.max_inflight)) {
             let class = if streams.peek(&self.outbox, Class::Alert).is_some() {
                 Class::Alert
             } else if let Some(class) = [Class::Event, Class::Summary]
@@ -560,22 +699,16 @@ impl Uplink {
             };
             let record = streams.pop(class)?;
             let payload = envelope(&record, &self.identity.agent);
-            // The client would fail the whole connection on it, again after every reconnect.
-            if payload.len() + record.topic.len() + 16 > MAX_PACKET {
-                error!(
-                    id = record.id,
-                    topic = %record.topic,
-                    bytes = payload.len(),
-                    "record larger than an MQTT packet may be: dropped (counted); split the device's tags"
-                );
-                if let Err(error) = self.outbox.discard(class, record.id) {
-                    warn!(%error, "cannot remove an oversized record");
-                }
+            // rumqttc refuses such a publish with the same error as a full queue, and a broker
+            // closes the connection on it: either way the stream would stop here.
+            if let Some(why) = undeliverable(&record.topic, payload.len()) {
+                self.bury(&record, &why);
+                suspects.forget(record.id);
                 continue;
             }
             match client.try_publish(record.topic.as_str(), QoS::AtLeastOnce, false, payload) {
                 Ok(()) => {
-                    inflight.queued(Sent::Record(class, record.id));
+                    inflight.queued(Sent::Record(class, record.id), Instant::now());
                     self.stats.published.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(error) => {
@@ -588,12 +721,19 @@ impl Uplink {
         None
     }
 
-    fn on_event(&self, event: Event, client: &AsyncClient, inflight: &mut Inflight) {
+    fn on_event(
+        &self,
+        event: Event,
+        client: &AsyncClient,
+        inflight: &mut Inflight,
+        suspects: &mut Suspects,
+    ) {
         match event {
             Event::Outgoing(Outgoing::Publish(pkid)) => inflight.sent(pkid),
             Event::Incoming(Packet::PubAck(ack)) => {
                 if let Some(Sent::Record(class, id)) = inflight.acknowledged(ack.pkid) {
                     self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+                    suspects.acknowledged(id);
                     if let Err(error) = self.outbox.acknowledge(class, id) {
                         error!(%error, id, "cannot remove an acknowledged record from the outbox");
                     }
@@ -615,7 +755,7 @@ impl Uplink {
                     .try_publish(self.topics.reply(name), QoS::AtLeastOnce, false, reply)
                     .is_ok()
                 {
-                    inflight.queued(Sent::Other);
+                    inflight.queued(Sent::Other, Instant::now());
                 }
             }
             _ => {}
@@ -623,18 +763,24 @@ impl Uplink {
     }
 
     /// Clean shutdown: retained `offline`, outstanding acknowledgements (bounded), DISCONNECT.
-    async fn close(&self, client: &AsyncClient, events: &mut EventLoop, inflight: &mut Inflight) {
+    async fn close(
+        &self,
+        client: &AsyncClient,
+        events: &mut EventLoop,
+        inflight: &mut Inflight,
+        suspects: &mut Suspects,
+    ) {
         let offline = self.status_payload("offline", Some("shutdown"));
         if client
             .try_publish(self.topics.status(), QoS::AtLeastOnce, true, offline)
             .is_ok()
         {
-            inflight.queued(Sent::Other);
+            inflight.queued(Sent::Other, Instant::now());
         }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while !inflight.is_empty() {
                 match events.poll().await {
-                    Ok(event) => self.on_event(event, client, inflight),
+                    Ok(event) => self.on_event(event, client, inflight, suspects),
                     Err(_) => break,
                 }
             }
@@ -650,16 +796,6 @@ async fn wait_connack(events: &mut EventLoop) -> Result<(), ConnectionError> {
         if let Event::Incoming(Packet::ConnAck(_)) = events.poll().await? {
             return Ok(());
         }
-    }
-}
-
-/// A connection error as a user reads it (rumqttc's own text is terse for refusals).
-fn describe(error: &ConnectionError) -> String {
-    match error {
-        ConnectionError::ConnectionRefused(code) => {
-            format!("the broker refused the connection: {code:?}")
-        }
-        other => other.to_string(),
     }
 }
 
@@ -758,9 +894,10 @@ mod tests {
     #[test]
     fn packet_ids_map_back_to_records_in_publish_order() {
         let mut inflight = Inflight::default();
-        inflight.queued(Sent::Other);
-        inflight.queued(Sent::Record(Class::Summary, 10));
-        inflight.queued(Sent::Record(Class::Alert, 11));
+        let at = Instant::now();
+        inflight.queued(Sent::Other, at);
+        inflight.queued(Sent::Record(Class::Summary, 10), at);
+        inflight.queued(Sent::Record(Class::Alert, 11), at);
         assert_eq!(inflight.records(), 2);
         inflight.sent(1);
         inflight.sent(2);
@@ -778,11 +915,65 @@ mod tests {
         assert!(inflight.is_empty());
         assert_eq!(inflight.records(), 0);
         // Packet ids are reused once acknowledged.
-        inflight.queued(Sent::Record(Class::Event, 12));
+        inflight.queued(Sent::Record(Class::Event, 12), at);
         inflight.sent(1);
         assert_eq!(
             inflight.acknowledged(1),
             Some(Sent::Record(Class::Event, 12))
+        );
+    }
+
+    #[test]
+    fn records_no_broker_can_take_are_known_before_they_are_sent() {
+        assert_eq!(undeliverable("e/s/a/l/plc/tags", 1000), None);
+        assert!(undeliverable("e/s/a/l/plc#1/tags", 10)
+            .expect("wildcard")
+            .contains("contains `#`"));
+        assert!(undeliverable("e/s/a/l/plc\0/tags", 10)
+            .expect("NUL")
+            .contains("U+0000"));
+        assert!(undeliverable("e/s/a/l/plc/tags", MAX_PACKET)
+            .expect("too large")
+            .contains("larger than an MQTT packet may be"));
+    }
+
+    #[test]
+    fn records_in_flight_say_how_long_ago_they_were_sent() {
+        let mut inflight = Inflight::default();
+        let start = Instant::now();
+        inflight.queued(Sent::Record(Class::Summary, 5), start);
+        inflight.queued(Sent::Other, start + Duration::from_secs(1));
+        inflight.queued(
+            Sent::Record(Class::Alert, 6),
+            start + Duration::from_secs(2),
+        );
+        inflight.sent(1);
+        assert_eq!(inflight.oldest(), Some(start));
+        let mut flying = inflight.records_in_flight(start + Duration::from_secs(3));
+        flying.sort_by_key(|(_, r)| r.id);
+        assert_eq!(
+            flying,
+            [
+                (
+                    Class::Summary,
+                    InFlight {
+                        id: 5,
+                        sent_ago: Duration::from_secs(3)
+                    }
+                ),
+                (
+                    Class::Alert,
+                    InFlight {
+                        id: 6,
+                        sent_ago: Duration::from_secs(1)
+                    }
+                ),
+            ]
+        );
+        assert_eq!(ack_timeout(Duration::from_secs(5)), Duration::from_secs(30));
+        assert_eq!(
+            ack_timeout(Duration::from_secs(60)),
+            Duration::from_secs(120)
         );
     }
 
