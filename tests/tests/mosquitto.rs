@@ -272,5 +272,20 @@ async fn a_wrong_password_and_an_untrusted_server_are_reported_clearly() {
     let secret = write(dir.path(), "mqtt.password", PASSWORD);
     let mqtt = format!("password_file = {secret:?}\nca_file = {untrusted:?}");
     refused(dir.path(), &sim, mosquitto.port, &mqtt, "UnknownIssuer").await;
+
+    // A broker that wants a client certificate, and an agent that has none: rumqttc's own words
+    // were "Mqtt serialization/deserialization error: IO: received fatal alert: CertificateRequired".
+    let (dir, mosquitto) = broker(&pki, true).await;
+    let ca = write(dir.path(), "agent-ca.pem", &pki.ca);
+    let secret = write(dir.path(), "mqtt.password", PASSWORD);
+    let mqtt = format!("password_file = {secret:?}\nca_file = {ca:?}");
+    refused(
+        dir.path(),
+        &sim,
+        mosquitto.port,
+        &mqtt,
+        "the broker requires a client certificate (set client_cert and client_key in [mqtt])",
+    )
+    .await;
     sim.stop().await;
 }
