@@ -544,17 +544,14 @@ fn modbus_columns(tag: &firmware_config::Tag) -> (String, String, String) {
     } else {
         format!("{} (wire {})", tag.written_address, tag.address)
     };
-    let data_type = match (tag.bit, tag.data_type) {
-        (Some(bit), _) => format!("bool bit {bit}"),
-        (None, t) => format!(
-            "{}{}",
-            t.name(),
-            if t.registers().is_some_and(|n| n > 1) {
-                format!(" {:?}", tag.order)
-            } else {
-                String::new()
-            }
-        ),
+    // The order actually applied, for every register tag: a wrong one shows as swapped bytes in
+    // RAW beside a nonsense VALUE.
+    let order = tag
+        .order_label()
+        .map_or_else(String::new, |o| format!(" {o}"));
+    let data_type = match tag.bit {
+        Some(bit) => format!("bool bit {bit}{order}"),
+        None => format!("{}{order}", tag.data_type.name()),
     };
     (tag.table.name().to_string(), address, data_type)
 }

@@ -35,9 +35,9 @@ pub use assets::{
 };
 pub use duration::HumanDuration;
 pub use modbus::{
-    Addressing, Backoff, BusConfig, DataType, Device, DeviceConfig, Forbidden, Link, Parity,
-    Scaling, SerialBus, Table, Tag, TagConfig, TagContext, TagIssue, WordOrder, MAX_BITS_PER_READ,
-    MAX_REGISTERS_PER_READ,
+    Addressing, Backoff, BusConfig, ByteOrder, DataType, Device, DeviceConfig, Forbidden, Link,
+    Parity, Scaling, SerialBus, Table, Tag, TagConfig, TagContext, TagIssue, WordOrder,
+    MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ,
 };
 pub use opcua::{
     Acquisition, AcquisitionMode, Deadband, EndpointConfig, Identifier, Identity, Namespace,

@@ -108,9 +108,10 @@ impl DataType {
     }
 }
 
-/// Byte and word order of multi-byte values, named by where the bytes of the big-endian value
-/// `ABCD` arrive: `ABCD` big-endian, `CDAB` word-swapped, `BADC` byte-swapped, `DCBA` little-endian.
-/// For 64-bit values the same two switches apply to four words.
+/// Order of a value that spans two or more registers, named by where the bytes of the big-endian
+/// value `ABCD` arrive: `ABCD` big-endian, `CDAB` word-swapped, `BADC` byte-swapped, `DCBA`
+/// little-endian. For 64-bit values the same two switches apply to four words. A device's
+/// `word_order` applies only to such values; one register's bytes follow [`ByteOrder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, JsonSchema)]
 pub enum WordOrder {
     #[default]
@@ -129,6 +130,26 @@ impl WordOrder {
     /// The registers of a value arrive least significant first.
     pub fn swaps_words(self) -> bool {
         matches!(self, WordOrder::CDAB | WordOrder::DCBA)
+    }
+}
+
+/// Order of the two bytes inside one register, for values of one register (u16, i16), bits of a
+/// register and strings: `AB` as Modbus sends them (high byte first), `BA` swapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, JsonSchema)]
+pub enum ByteOrder {
+    #[default]
+    AB,
+    BA,
+}
+
+impl ByteOrder {
+    /// The same layout as a [`WordOrder`] (whose byte switch is all that matters for one
+    /// register).
+    pub fn as_word_order(self) -> WordOrder {
+        match self {
+            ByteOrder::AB => WordOrder::ABCD,
+            ByteOrder::BA => WordOrder::BADC,
+        }
     }
 }
 
@@ -233,9 +254,13 @@ pub struct DeviceConfig {
     /// Time allowed for one request's answer.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
-    /// Default byte/word order for this device's multi-register tags.
+    /// Default order of this device's values of two or more registers (32- and 64-bit).
     #[serde(default)]
     pub word_order: WordOrder,
+    /// Default order of the two bytes inside one register, for 16-bit values, bits of a register
+    /// and strings.
+    #[serde(default)]
+    pub byte_order: ByteOrder,
     #[serde(default = "default_max_registers")]
     pub max_registers_per_request: u16,
     #[serde(default = "default_max_bits")]
@@ -274,8 +299,10 @@ pub struct TagConfig {
     /// Default: `bool` for coils and discrete inputs, `u16` for registers.
     #[serde(rename = "type")]
     pub data_type: Option<DataType>,
-    /// Overrides the device's `word_order`. Strings accept `ABCD` or `BADC` (swapped bytes).
+    /// Overrides the device's `word_order`, for values of two or more registers.
     pub order: Option<WordOrder>,
+    /// Overrides the device's `byte_order`, for 16-bit values, bits of a register and strings.
+    pub byte_order: Option<ByteOrder>,
     /// For `bool` in a register: bit number 0 (least significant) to 15.
     pub bit: Option<u8>,
     /// For `string`: number of characters (bytes).
@@ -401,6 +428,9 @@ pub struct Tag {
     /// obvious).
     pub written_address: u32,
     pub data_type: DataType,
+    /// The layout applied. For a value of two or more registers, the word order; for one register,
+    /// a bit of one or a string, the tag's byte order (`ABCD` for `AB`, `BADC` for `BA`: only the
+    /// byte switch matters).
     pub order: WordOrder,
     pub bit: Option<u8>,
     /// For strings: characters.
@@ -411,6 +441,27 @@ pub struct Tag {
 }
 
 impl Tag {
+    /// Whether the tag's value spans two or more registers (and so follows a word order).
+    pub fn spans_registers(&self) -> bool {
+        !self.table.is_bits() && self.data_type.registers().is_some_and(|n| n > 1)
+    }
+
+    /// The order applied, as `read` shows it: `ABCD`… for multi-register values, `AB`/`BA` for
+    /// one register, a bit of one and strings; `None` for coils and discrete inputs.
+    pub fn order_label(&self) -> Option<&'static str> {
+        if self.table.is_bits() {
+            return None;
+        }
+        Some(match (self.spans_registers(), self.order) {
+            (true, WordOrder::ABCD) => "ABCD",
+            (true, WordOrder::CDAB) => "CDAB",
+            (true, WordOrder::BADC) => "BADC",
+            (true, WordOrder::DCBA) => "DCBA",
+            (false, order) if order.swaps_bytes() => "BA",
+            (false, _) => "AB",
+        })
+    }
+
     /// Registers (or bits, for coils and discrete inputs) this tag occupies.
     pub fn width(&self) -> u16 {
         if self.table.is_bits() {
@@ -708,6 +759,7 @@ pub(crate) fn validate_devices(
             let context = TagContext {
                 addressing: device.addressing,
                 word_order: device.word_order,
+                byte_order: device.byte_order,
                 poll_interval: device.poll_interval.get(),
                 max_registers_per_request: device.max_registers_per_request,
                 max_bits_per_request: device.max_bits_per_request,
@@ -762,6 +814,7 @@ pub(crate) fn validate_devices(
 pub struct TagContext<'a> {
     pub addressing: Addressing,
     pub word_order: WordOrder,
+    pub byte_order: ByteOrder,
     pub poll_interval: Duration,
     pub max_registers_per_request: u16,
     pub max_bits_per_request: u16,
@@ -840,10 +893,37 @@ pub fn resolve_tag(context: &TagContext<'_>, tag: &TagConfig) -> Result<Tag, Vec
             ),
         ));
     }
-    if table.is_bits() && tag.order.is_some() {
+    if table.is_bits() {
+        for (field, given) in [
+            ("order", tag.order.is_some()),
+            ("byte_order", tag.byte_order.is_some()),
+        ] {
+            if given {
+                issues.push(TagIssue::key(
+                    field,
+                    format!("{field} does not apply to a {}", table.name()),
+                ));
+            }
+        }
+    }
+    let spans_registers = !table.is_bits() && data_type.registers().is_some_and(|n| n > 1);
+    if !table.is_bits() && !spans_registers && tag.order.is_some() {
         issues.push(TagIssue::key(
             "order",
-            format!("order does not apply to a {}", table.name()),
+            format!(
+                "order is for values of two or more registers; a {} is one register{}, whose two bytes follow byte_order = \"AB\" (as sent) or \"BA\" (swapped)",
+                data_type.name(),
+                if data_type == DataType::String { " each" } else { "" }
+            ),
+        ));
+    }
+    if spans_registers && tag.byte_order.is_some() {
+        issues.push(TagIssue::key(
+            "byte_order",
+            format!(
+                "byte_order is for one register; a {} takes order = \"ABCD\", \"CDAB\", \"BADC\" (bytes swapped in each register) or \"DCBA\"",
+                data_type.name()
+            ),
         ));
     }
     match (tag.bit, data_type) {
@@ -891,13 +971,11 @@ pub fn resolve_tag(context: &TagContext<'_>, tag: &TagConfig) -> Result<Tag, Vec
         }
         (_, None) => 0,
     };
-    let order = tag.order.unwrap_or(context.word_order);
-    if data_type == DataType::String && order.swaps_words() {
-        issues.push(TagIssue::value(
-            "order",
-            "strings take order ABCD or BADC (bytes swapped in each register)",
-        ));
-    }
+    let order = if spans_registers {
+        tag.order.unwrap_or(context.word_order)
+    } else {
+        tag.byte_order.unwrap_or(context.byte_order).as_word_order()
+    };
     let scaling = if tag.scale.is_some() || tag.offset.is_some() {
         if matches!(data_type, DataType::Bool | DataType::String) {
             let field = if tag.scale.is_some() {

@@ -171,7 +171,47 @@ fn string_needs_length_and_no_word_swap() {
     one_error(
         &text,
         line_of(&text, "CDAB"),
-        "strings take order ABCD or BADC",
+        "a string is one register each, whose two bytes follow byte_order",
+    );
+}
+
+#[test]
+fn word_order_is_for_multi_register_values_and_byte_order_for_one_register() {
+    // A device whose floats are byte-swapped (BADC) and whose 16-bit values are as sent: the
+    // device's word_order must not swap the u16, nor the bits of its register.
+    let text = GOOD_DEVICE
+        .replace("addressing = \"zero_based\"", "addressing = \"zero_based\"\nword_order = \"BADC\"")
+        .replace(
+            "type = \"f32\"",
+            "type = \"f32\"\n\n[[devices.tags]]\nname = \"speed\"\ntable = \"holding\"\naddress = 2\n\n[[devices.tags]]\nname = \"running\"\ntable = \"holding\"\naddress = 3\ntype = \"bool\"\nbit = 0\n\n[[devices.tags]]\nname = \"status\"\ntable = \"holding\"\naddress = 4\nbyte_order = \"BA\"",
+        );
+    let plan = load_str(Path::new("plant.toml"), &text).expect("valid");
+    let labels: Vec<_> = plan.devices[0]
+        .tags
+        .iter()
+        .map(|t| (t.name.as_str(), t.order_label()))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("flow", Some("BADC")),
+            ("speed", Some("AB")),
+            ("running", Some("AB")),
+            ("status", Some("BA"))
+        ]
+    );
+    // Each switch is refused where it has no meaning, with the one that does named.
+    let text = GOOD_DEVICE.replace("type = \"f32\"", "type = \"u16\"\norder = \"BADC\"");
+    one_error(
+        &text,
+        line_of(&text, "order"),
+        "byte_order = \"AB\" (as sent) or \"BA\" (swapped)",
+    );
+    let text = GOOD_DEVICE.replace("type = \"f32\"", "type = \"f32\"\nbyte_order = \"BA\"");
+    one_error(
+        &text,
+        line_of(&text, "byte_order"),
+        "a f32 takes order = \"ABCD\"",
     );
 }
 

@@ -280,7 +280,6 @@ pub fn millwright_bin() -> PathBuf {
     bin
 }
 
-/// Lines a child process writes, read as they come (for waiting on log messages).
 /// Runs `millwright ARGS -c CONFIG` to completion (at most 20 s): whether it succeeded, and its
 /// stdout and stderr together.
 pub async fn run_cli(config: &Path, args: &[&str]) -> (bool, String) {
@@ -302,6 +301,7 @@ pub async fn run_cli(config: &Path, args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
+/// Lines a child process writes, read as they come (for waiting on log messages).
 pub struct OutputLines {
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
     /// Every line seen so far, for failure messages.

@@ -102,6 +102,96 @@ async fn read_shows_raw_registers_wire_address_and_value() {
     sim.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_order_swaps_only_multi_register_values_and_read_shows_the_order_applied() {
+    // A device whose floats arrive byte-swapped (BADC) and whose 16-bit values arrive as sent:
+    // its u16 once came back byte-swapped (6099 read as 54039) while bits of the same register
+    // did not.
+    let sim = Sim::start(
+        r#"
+[[machines]]
+name = "drive"
+kind = "motor"
+unit_id = 1
+word_order = "BADC"
+[[machines.points]]
+name = "power"
+table = "holding"
+address = 0
+type = "f32"
+signal = { base = 4.5 }
+[[machines.points]]
+name = "status"
+table = "holding"
+address = 2
+signal = { base = 6099 }
+"#,
+        0,
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plant.toml");
+    let port = sim.addr.port();
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[devices]]
+name = "drive"
+host = "127.0.0.1"
+port = {port}
+addressing = "zero_based"
+word_order = "BADC"
+
+[[devices.tags]]
+name = "power"
+table = "holding"
+address = 0
+type = "f32"
+
+[[devices.tags]]
+name = "status"
+table = "holding"
+address = 2
+
+[[devices.tags]]
+name = "ready"
+table = "holding"
+address = 2
+type = "bool"
+bit = 10
+"#
+        ),
+    )
+    .expect("write");
+    let out = output(&["read", "-c", path.to_str().expect("utf8")]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let row = |tag: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(tag))
+            .unwrap_or_else(|| panic!("no row for {tag} in\n{stdout}"))
+            .to_string()
+    };
+    // 4.5f32 = 0x40900000, each register's bytes swapped on the wire.
+    let power = row("power");
+    for needle in ["f32 BADC", "0x9040 0x0000", "4.5"] {
+        assert!(power.contains(needle), "{needle} missing in {power}");
+    }
+    // 6099 = 0x17d3 as sent; bit 10 of it is set (of the swapped 0xd317 it would not be).
+    let status = row("status");
+    for needle in ["u16 AB", "0x17d3", "6099"] {
+        assert!(status.contains(needle), "{needle} missing in {status}");
+    }
+    let ready = row("ready");
+    assert!(
+        ready.contains("bool bit 10 AB") && ready.contains("true"),
+        "{ready}"
+    );
+    sim.stop().await;
+}
+
 #[tokio::test]
 async fn read_of_an_unreachable_device_says_why_and_exits_4() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

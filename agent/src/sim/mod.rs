@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use firmware_config::source::{Document, Seg};
 use firmware_config::{
-    Addressing, ConfigErrors, Parity, TagConfig, TagContext, WordOrder, MAX_BITS_PER_READ,
-    MAX_REGISTERS_PER_READ,
+    Addressing, ByteOrder, ConfigErrors, Parity, TagConfig, TagContext, WordOrder,
+    MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ,
 };
 use serde::Deserialize;
 
@@ -73,6 +73,8 @@ pub struct MachineConfig {
     pub addressing: Addressing,
     #[serde(default)]
     pub word_order: WordOrder,
+    #[serde(default)]
+    pub byte_order: ByteOrder,
     /// Answer "illegal data address" for any read that touches an unmapped address, as many
     /// real devices do.
     #[serde(default)]
@@ -132,6 +134,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<(SimConfig, Plant), ConfigErr
         let context = TagContext {
             addressing: machine.addressing,
             word_order: machine.word_order,
+            byte_order: machine.byte_order,
             poll_interval: Duration::from_secs(1),
             max_registers_per_request: MAX_REGISTERS_PER_READ,
             max_bits_per_request: MAX_BITS_PER_READ,

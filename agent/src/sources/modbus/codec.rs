@@ -3,7 +3,9 @@
 //!
 //! Order is two independent switches applied to the big-endian byte string of the value:
 //! `swaps_words` reverses the order of the registers, `swaps_bytes` swaps the two bytes inside each
-//! register. ABCD = neither, CDAB = words, BADC = bytes, DCBA = both.
+//! register. ABCD = neither, CDAB = words, BADC = bytes, DCBA = both. A tag of one register, a bit
+//! of one and a string carry their byte order as ABCD (`AB`) or BADC (`BA`): a device's word order
+//! never reaches them (see `firmware_config::Tag::order`).
 
 use firmware_config::{DataType, Scaling, Tag, WordOrder};
 
@@ -39,8 +41,10 @@ pub fn decode_registers(tag: &Tag, words: &[u16]) -> Result<Value, CodecError> {
     })?;
     let value = match tag.data_type {
         DataType::Bool => {
+            // Bit n of the register's value, read in the tag's byte order like a u16.
+            let word = u16::from_be_bytes(register_bytes(words[0], tag.order));
             let bit = tag.bit.unwrap_or(0);
-            return Ok(Value::Bool(words[0] >> bit & 1 == 1));
+            return Ok(Value::Bool(word >> bit & 1 == 1));
         }
         DataType::String => return Ok(Value::Text(decode_text(words, tag.order, tag.length))),
         DataType::U16 => Raw::Unsigned(u64::from(u16::from_be_bytes(be_bytes::<2>(
@@ -370,6 +374,23 @@ mod tests {
         assert_eq!(
             decode_registers(&bit, &[0x8000]).expect("bit"),
             Value::Bool(true)
+        );
+        // With swapped bytes a bit is counted in the value as the u16 beside it reads it: the
+        // register 0x0080 is 0x8000, so bit 15 is set and bit 7 is not.
+        bit.order = BADC;
+        assert_eq!(
+            decode_registers(&bit, &[0x0080]).expect("bit"),
+            Value::Bool(true)
+        );
+        bit.bit = Some(7);
+        assert_eq!(
+            decode_registers(&bit, &[0x0080]).expect("bit"),
+            Value::Bool(false)
+        );
+        assert_eq!(
+            decode(DataType::U16, BADC, &[0x0080]),
+            Value::U64(0x8000),
+            "the u16 on the same register agrees"
         );
 
         let mut text = tag(DataType::String, ABCD);
