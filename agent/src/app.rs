@@ -697,7 +697,7 @@ async fn log_summaries(
         }
         for ((name, device_stats), before) in stats.iter().zip(previous.iter_mut()) {
             let now = device_stats.snapshot();
-            log_summary(name, &now, before, every);
+            log_summary(name, &now, before, device_stats.take_latency_max(), every);
             *before = now;
         }
         let dropped = bus.dropped();
@@ -707,7 +707,13 @@ async fn log_summaries(
     }
 }
 
-fn log_summary(name: &str, now: &StatsSnapshot, before: &StatsSnapshot, over: Duration) {
+fn log_summary(
+    name: &str,
+    now: &StatsSnapshot,
+    before: &StatsSnapshot,
+    latency_max: Duration,
+    over: Duration,
+) {
     let requests = now.requests - before.requests;
     let responses = now.responses - before.responses;
     let mean_latency = (responses > 0).then(|| {
@@ -725,7 +731,7 @@ fn log_summary(name: &str, now: &StatsSnapshot, before: &StatsSnapshot, over: Du
         reconnects = now.reconnects - before.reconnects,
         overruns = now.overruns - before.overruns,
         latency_mean = ?mean_latency.unwrap_or_default(),
-        latency_max = ?Duration::from_micros(now.latency_us_max),
+        latency_max = ?latency_max,
         interval = %humantime::format_duration(over),
         "device summary"
     );

@@ -1,5 +1,6 @@
 //! The agent against the simulator and misbehaving devices over Modbus TCP.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use millwright::sample::{Quality, Value};
@@ -90,7 +91,7 @@ table = "holding"
 address = 20
 type = "string"
 length = 7
-order = "BADC"
+byte_order = "BA"
 signal = { text = "SN-4711" }
 [[machines.points]]
 name = "u16_input"
@@ -174,7 +175,7 @@ name = "serial"
 address = 40021
 type = "string"
 length = 7
-order = "BADC"
+byte_order = "BA"
 [[devices.tags]]
 name = "u16_input"
 address = 30001
@@ -506,6 +507,94 @@ address = 0
     let stats = agent.stats("noisy");
     assert!(stats.malformed >= 1 && stats.exceptions == 0, "{stats:?}");
     agent.stop().await;
+}
+
+const ONE_REGISTER: &str = r#"
+[[devices]]
+name = "odd"
+host = "127.0.0.1"
+addressing = "zero_based"
+poll_interval = "50ms"
+timeout = "300ms"
+backoff = { initial = "50ms", max = "200ms" }
+[[devices.tags]]
+name = "x"
+table = "holding"
+address = 0
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_answering_with_a_stale_transaction_id_stays_offline_instead_of_flapping() {
+    // Always transaction id 0: right for the first request of each connection, wrong after.
+    // The device used to flap online/offline every second, with a WARN each time.
+    let (addr, _server) = misbehaving_device(|request| {
+        let unit = *request.get(6)?;
+        Some(vec![0, 0, 0, 0, 0, 5, unit, 3, 2, 0x12, 0x34])
+    })
+    .await;
+    let plan = plan(ONE_REGISTER, Some(addr));
+    let mut agent = Agent::start(&plan);
+    let stats = Arc::clone(&agent.running.stats[0].1);
+    let mut states = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        states.push(stats.online.load(std::sync::atomic::Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let changes = states.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(
+        changes <= 2,
+        "online/offline changed {changes} times in 3 s"
+    );
+    assert!(!states.last().copied().unwrap_or(true), "ends offline");
+    let snapshot = agent.stats("odd");
+    assert!(snapshot.malformed >= 2, "{snapshot:?}");
+    assert_eq!(
+        snapshot.reconnects, 0,
+        "never counted back online: {snapshot:?}"
+    );
+    let samples = agent.collect(Duration::from_millis(300)).await;
+    assert!(
+        samples.iter().all(|s| s.quality != Quality::Timeout),
+        "garbled, not silent"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_a_cut_header_and_a_huge_length_are_malformed_not_timeouts() {
+    for (what, answer) in [
+        (
+            "garbage",
+            (|_: &[u8]| Some(b"HELLO\r\n".to_vec())) as fn(&[u8]) -> Option<Vec<u8>>,
+        ),
+        ("header cut short", |r: &[u8]| Some(r.get(..5)?.to_vec())),
+        ("length 65535", |r: &[u8]| {
+            let mut reply = r.get(..4)?.to_vec();
+            reply.extend_from_slice(&[0xff, 0xff, 1, 3, 2, 0, 1]);
+            Some(reply)
+        }),
+    ] {
+        let (addr, _server) = misbehaving_device(answer).await;
+        let plan = plan(ONE_REGISTER, Some(addr));
+        let mut agent = Agent::start(&plan);
+        let samples = agent.collect(Duration::from_millis(1200)).await;
+        let qualities: Vec<Quality> = samples.iter().map(|s| s.quality).collect();
+        assert!(
+            qualities.contains(&Quality::Malformed),
+            "{what}: {qualities:?}"
+        );
+        assert!(
+            !qualities.contains(&Quality::Timeout),
+            "{what}: {qualities:?}"
+        );
+        let stats = agent.stats("odd");
+        assert!(
+            stats.malformed >= 1 && stats.timeouts == 0,
+            "{what}: {stats:?}"
+        );
+        agent.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

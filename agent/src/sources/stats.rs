@@ -22,7 +22,8 @@ pub struct DeviceStats {
     /// OPC UA data change notifications received from subscriptions.
     pub notifications: AtomicU64,
     pub latency_us_total: AtomicU64,
-    /// Largest latency since the last summary (reset by [`DeviceStats::snapshot`]).
+    /// Largest latency since the last periodic summary took it ([`DeviceStats::take_latency_max`]);
+    /// reading the counters (`status`) leaves it alone.
     pub latency_us_max: AtomicU64,
 }
 
@@ -64,7 +65,13 @@ impl DeviceStats {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// Reads the counters; the latency maximum starts over for the next interval.
+    /// The largest latency of the interval that ends now; the next interval starts from zero.
+    /// Only the periodic summary calls this, so each interval's maximum is reported once.
+    pub fn take_latency_max(&self) -> Duration {
+        Duration::from_micros(self.latency_us_max.swap(0, Relaxed))
+    }
+
+    /// Reads the counters without changing any.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             online: self.online.load(Relaxed),
@@ -78,7 +85,7 @@ impl DeviceStats {
             overruns: self.overruns.load(Relaxed),
             notifications: self.notifications.load(Relaxed),
             latency_us_total: self.latency_us_total.load(Relaxed),
-            latency_us_max: self.latency_us_max.swap(0, Relaxed),
+            latency_us_max: self.latency_us_max.load(Relaxed),
         }
     }
 }
@@ -92,5 +99,27 @@ impl StatsSnapshot {
     /// Requests that failed, of any kind.
     pub fn errors(&self) -> u64 {
         self.exceptions + self.timeouts + self.transport_errors + self.malformed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_the_counters_does_not_reset_the_interval_maximum() {
+        let stats = DeviceStats::default();
+        stats.record(Quality::Good, Duration::from_millis(7));
+        stats.record(Quality::Good, Duration::from_millis(3));
+        // `status` reads as often as anyone asks; the summary must still see 7 ms.
+        assert_eq!(stats.snapshot().latency_us_max, 7_000);
+        assert_eq!(stats.snapshot().latency_us_max, 7_000);
+        assert_eq!(stats.take_latency_max(), Duration::from_millis(7));
+        assert_eq!(
+            stats.take_latency_max(),
+            Duration::ZERO,
+            "the next interval starts over"
+        );
+        assert_eq!(stats.snapshot().responses, 2);
     }
 }

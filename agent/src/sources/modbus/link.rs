@@ -3,11 +3,21 @@
 //! tokio-modbus has no timeouts of its own: every call here is wrapped in one. Failures are
 //! classified once, here, into device answers (exceptions) and transport faults, so that the two
 //! never get confused downstream.
+//!
+//! A TCP line's bytes pass a [`MbapGuard`] on their way in. tokio-modbus waits for as many bytes as
+//! an MBAP header announces, so garbage, a header cut short or a length field of 65535 used to end
+//! as a timeout; the guard refuses a header no Modbus TCP device sends at once (malformed), and
+//! remembers a frame left half-received so that the timeout that follows says so.
 
 use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 
 use firmware_config::{Parity, SerialBus, Table};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::ExceptionCode;
@@ -78,6 +88,14 @@ impl std::fmt::Display for Endpoint {
 impl Endpoint {
     /// Opens the line. `timeout` bounds name resolution plus connection.
     pub async fn open(&self, timeout: Duration) -> Result<Context, Fault> {
+        self.open_watched(timeout).await.map(|(ctx, _)| ctx)
+    }
+
+    /// Opens the line, and for TCP a watch on the frames arriving (see [`WireWatch`]).
+    pub async fn open_watched(
+        &self,
+        timeout: Duration,
+    ) -> Result<(Context, Option<Arc<WireWatch>>), Fault> {
         let timeout = timeout.max(MIN_CONNECT_TIMEOUT);
         match self {
             Endpoint::Tcp { host, port } => {
@@ -90,7 +108,13 @@ impl Endpoint {
                     .await
                     .map_err(|_| Fault::Timeout(timeout))?
                     .map_err(|e| Fault::Transport(format!("connect to {self}: {e}")))?;
-                Ok(tokio_modbus::client::tcp::attach(stream))
+                let watch = Arc::new(WireWatch::default());
+                let guarded = MbapGuard {
+                    inner: stream,
+                    framing: MbapFraming::default(),
+                    watch: Arc::clone(&watch),
+                };
+                Ok((tokio_modbus::client::tcp::attach(guarded), Some(watch)))
             }
             Endpoint::Serial(bus) => {
                 let port = tokio_serial::new(&bus.path, bus.baud)
@@ -108,9 +132,160 @@ impl Endpoint {
                     })
                     .open_native_async()
                     .map_err(|e| Fault::Transport(format!("open {}: {e}", bus.path)))?;
-                Ok(tokio_modbus::client::rtu::attach(port))
+                // No watch: some RS-485 adapters echo what they send, so bytes on a silent
+                // line do not mean the device answered.
+                Ok((tokio_modbus::client::rtu::attach(port), None))
             }
         }
+    }
+}
+
+/// The MBAP header: transaction id, protocol id, length, unit id.
+const MBAP_HEADER: usize = 7;
+/// The largest MBAP length a response can carry: unit id plus a 253-byte PDU.
+const MAX_MBAP_LENGTH: usize = 254;
+
+/// Where the incoming byte stream of a Modbus TCP line is: frame boundaries follow from the
+/// headers, so a header that no device sends is seen as soon as its seventh byte arrives.
+#[derive(Debug, Default)]
+struct MbapFraming {
+    header: [u8; MBAP_HEADER],
+    header_len: usize,
+    /// Bytes of the current frame's body still to come (after a complete header).
+    body_left: usize,
+    /// The current frame's body length, for messages.
+    body_len: usize,
+}
+
+impl MbapFraming {
+    /// Follows `bytes` through the frames; `Err` names the first header that is not Modbus TCP.
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let taken = self.body_left.min(bytes.len());
+                self.body_left -= taken;
+                bytes = &bytes[taken..];
+                continue;
+            }
+            let taken = (MBAP_HEADER - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + taken].copy_from_slice(&bytes[..taken]);
+            self.header_len += taken;
+            bytes = &bytes[taken..];
+            if self.header_len < MBAP_HEADER {
+                break;
+            }
+            let protocol = u16::from_be_bytes([self.header[2], self.header[3]]);
+            let length = usize::from(u16::from_be_bytes([self.header[4], self.header[5]]));
+            if protocol != 0 {
+                return Err(format!(
+                    "not a Modbus TCP answer: protocol id {protocol:#06x} (must be 0); header bytes {:02x?}",
+                    self.header
+                ));
+            }
+            if !(2..=MAX_MBAP_LENGTH).contains(&length) {
+                return Err(format!(
+                    "MBAP length field {length} is outside 2–{MAX_MBAP_LENGTH}; header bytes {:02x?}",
+                    self.header
+                ));
+            }
+            self.header_len = 0;
+            self.body_len = length - 1;
+            self.body_left = self.body_len;
+        }
+        Ok(())
+    }
+
+    /// How much of a frame has arrived, if one is incomplete.
+    fn partial(&self) -> Option<(usize, usize)> {
+        if self.body_left > 0 {
+            Some((
+                MBAP_HEADER + self.body_len - self.body_left,
+                MBAP_HEADER + self.body_len,
+            ))
+        } else if self.header_len > 0 {
+            Some((self.header_len, MBAP_HEADER))
+        } else {
+            None
+        }
+    }
+}
+
+/// What a TCP line's guard saw, for the poller: a frame left incomplete when an answer times out
+/// means the device sent something that is not Modbus, not nothing.
+#[derive(Debug, Default)]
+pub struct WireWatch {
+    /// Bytes of the incomplete frame (high half) and the bytes it needs (low half); 0 when none.
+    partial: AtomicU64,
+}
+
+impl WireWatch {
+    fn set(&self, partial: Option<(usize, usize)>) {
+        let packed = partial.map_or(0, |(have, need)| (have as u64) << 32 | need as u64);
+        self.partial.store(packed, Ordering::Relaxed);
+    }
+
+    /// "the answer stopped after 5 of 7 bytes", when a frame is incomplete.
+    pub fn incomplete(&self) -> Option<String> {
+        let packed = self.partial.load(Ordering::Relaxed);
+        let (have, need) = (packed >> 32, packed & 0xffff_ffff);
+        match need {
+            0 => None,
+            n if n == MBAP_HEADER as u64 => Some(format!(
+                "the answer stopped after {have} bytes, short of a {MBAP_HEADER}-byte MBAP header"
+            )),
+            _ => Some(format!(
+                "the answer stopped after {have} of the {need} bytes its header announces"
+            )),
+        }
+    }
+
+    /// A late timeout converted: an incomplete frame makes it a malformed answer.
+    pub fn classify(&self, fault: Fault) -> Fault {
+        match (fault, self.incomplete()) {
+            (Fault::Timeout(_), Some(why)) => Fault::Malformed(why),
+            (other, _) => other,
+        }
+    }
+}
+
+/// A Modbus TCP stream that checks the frames coming in (see the module docs).
+#[derive(Debug)]
+struct MbapGuard<S> {
+    inner: S,
+    framing: MbapFraming,
+    watch: Arc<WireWatch>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for MbapGuard<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let fed = this.framing.feed(&buf.filled()[before..]);
+        this.watch.set(this.framing.partial());
+        Poll::Ready(fed.map_err(|why| io::Error::new(io::ErrorKind::InvalidData, why)))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for MbapGuard<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -186,5 +361,73 @@ pub async fn run<T>(
             code: u8::from(exception),
         }),
         Ok(Ok(Ok(value))) => Ok(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(transaction: u16, protocol: u16, length: u16) -> Vec<u8> {
+        let mut bytes = transaction.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&protocol.to_be_bytes());
+        bytes.extend_from_slice(&length.to_be_bytes());
+        bytes.push(1);
+        bytes
+    }
+
+    #[test]
+    fn frames_are_followed_across_reads_of_any_size() {
+        let mut framing = MbapFraming::default();
+        // Two answers of a 2-register read, split at odd places.
+        let mut stream = header(1, 0, 7);
+        stream.extend_from_slice(&[3, 4, 0, 1, 0, 2]);
+        stream.extend(header(2, 0, 7));
+        stream.extend_from_slice(&[3, 4, 0, 3, 0, 4]);
+        for chunk in stream.chunks(5) {
+            framing.feed(chunk).expect("valid");
+        }
+        assert_eq!(framing.partial(), None);
+        framing.feed(&header(3, 0, 7)[..5]).expect("half a header");
+        assert_eq!(framing.partial(), Some((5, 7)));
+        framing.feed(&header(3, 0, 7)[5..]).expect("the rest");
+        framing.feed(&[3, 4]).expect("part of the body");
+        assert_eq!(framing.partial(), Some((9, 13)));
+    }
+
+    #[test]
+    fn headers_no_device_sends_are_refused_at_once() {
+        let garbage = MbapFraming::default()
+            .feed(b"HELLO\r\n")
+            .expect_err("garbage");
+        assert!(garbage.contains("protocol id 0x4c4c"), "{garbage}");
+        let huge = MbapFraming::default()
+            .feed(&header(1, 0, 65535))
+            .expect_err("length");
+        assert!(
+            huge.contains("length field 65535 is outside 2–254"),
+            "{huge}"
+        );
+        assert!(MbapFraming::default().feed(&header(1, 0, 0)).is_err());
+    }
+
+    #[test]
+    fn a_timeout_after_an_incomplete_frame_is_a_malformed_answer() {
+        let watch = WireWatch::default();
+        let timeout = Fault::Timeout(Duration::from_secs(1));
+        assert_eq!(watch.classify(timeout.clone()), timeout);
+        watch.set(Some((5, 7)));
+        assert_eq!(
+            watch.classify(timeout.clone()),
+            Fault::Malformed(
+                "the answer stopped after 5 bytes, short of a 7-byte MBAP header".into()
+            )
+        );
+        watch.set(Some((9, 13)));
+        assert_eq!(watch.classify(timeout).quality(), Quality::Malformed);
+        assert_eq!(
+            watch.incomplete().as_deref(),
+            Some("the answer stopped after 9 of the 13 bytes its header announces")
+        );
     }
 }

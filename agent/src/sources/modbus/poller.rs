@@ -9,6 +9,11 @@
 //!   its timeout once per poll, never once per request.
 //! - Lines never share a task, so a dead TCP device cannot delay another device's polls.
 //! - Polls that cannot keep up are skipped, not queued, and counted as overruns.
+//! - A device's state does not flap on answers it garbles: after a malformed answer a unit needs
+//!   [`PROBATION_ANSWERS`] valid answers in a row to count as online again (its good samples are
+//!   published meanwhile), so a device that answers one request right after each reconnect and
+//!   garbles the next (a wrong transaction id, say) stays offline, logged once, with its malformed
+//!   answers counted.
 //! - A coalesced read refused with "illegal data address" is split into one request per tag for
 //!   good (when `split_rejected_reads`), so one unmapped register does not fail its neighbours.
 //! - Every poll beats the line's heartbeat, and [`Line::stall_limit`] bounds the time between two
@@ -32,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::codec;
-use super::link::{self, Data, Endpoint, Fault};
+use super::link::{self, Data, Endpoint, Fault, WireWatch};
 use super::plan::{self, PollGroup, ReadRequest};
 use super::write::{self, DeviceWriter, WriteJob, WriteRequest};
 use crate::backoff;
@@ -65,6 +70,9 @@ pub const WRITES_AFTER_SHUTDOWN: Duration = Duration::from_secs(3);
 /// Writes queued per line before a writer waits.
 const WRITE_QUEUE: usize = 16;
 
+/// Valid answers in a row a unit needs, after a malformed one, to count as online again.
+pub const PROBATION_ANSWERS: u8 = 3;
+
 struct Scheduled {
     group: PollGroup,
     next_due: Instant,
@@ -79,6 +87,8 @@ pub struct Unit {
     failures: u32,
     retry_at: Option<Instant>,
     ever_online: bool,
+    /// Valid answers still needed before the unit counts as online again (after a malformed one).
+    probation: u8,
 }
 
 impl Unit {
@@ -100,10 +110,14 @@ impl Unit {
             failures: 0,
             retry_at: None,
             ever_online: false,
+            probation: 0,
         }
     }
 
     fn fail(&mut self, fault: &Fault, rng: &mut fastrand::Rng) {
+        if matches!(fault, Fault::Malformed(_)) {
+            self.probation = PROBATION_ANSWERS;
+        }
         self.failures += 1;
         let wait = backoff::delay(&self.device.backoff, self.failures, rng.f64());
         self.retry_at = Some(Instant::now() + wait);
@@ -120,6 +134,13 @@ impl Unit {
     fn answered(&mut self) {
         if self.failures == 0 && self.ever_online {
             return;
+        }
+        if self.probation > 0 {
+            self.probation -= 1;
+            if self.probation > 0 {
+                // Still offline (and backing off) until the device proves itself.
+                return;
+            }
         }
         if self.failures > 0 && self.ever_online {
             self.stats.reconnects.fetch_add(1, Relaxed);
@@ -196,6 +217,8 @@ pub struct Line {
     inter_frame_delay: Duration,
     units: Vec<Unit>,
     ctx: Option<Context>,
+    /// What the connection's frames look like (TCP only), to tell garbage from silence.
+    wire: Option<Arc<WireWatch>>,
     last_transaction: Option<Instant>,
     clock: Arc<dyn Clock>,
     bus: SampleBus,
@@ -220,6 +243,7 @@ impl Line {
             inter_frame_delay,
             units,
             ctx: None,
+            wire: None,
             last_transaction: None,
             clock,
             bus,
@@ -368,9 +392,10 @@ impl Line {
             return Ok(());
         }
         let unit = &mut self.units[u];
-        match self.endpoint.open(unit.device.timeout).await {
-            Ok(ctx) => {
+        match self.endpoint.open_watched(unit.device.timeout).await {
+            Ok((ctx, wire)) => {
                 self.ctx = Some(ctx);
+                self.wire = wire;
                 self.last_transaction = None;
                 if !unit.device.connect_delay.is_zero() {
                     tokio::time::sleep(unit.device.connect_delay).await;
@@ -411,7 +436,9 @@ impl Line {
         };
         ctx.set_slave(Slave(unit.device.unit_id));
         let started = Instant::now();
-        let outcome = write::send(ctx, request, unit.device.timeout).await;
+        let outcome = write::send(ctx, request, unit.device.timeout)
+            .await
+            .map_err(|fault| classify(self.wire.as_deref(), fault));
         self.last_transaction = Some(Instant::now());
         let quality = outcome
             .as_ref()
@@ -460,7 +487,9 @@ impl Line {
             frame_gap(self.last_transaction, self.inter_frame_delay).await;
             let request = &unit.groups[g].group.requests[i];
             let started = Instant::now();
-            let outcome = link::read(ctx, request, unit.device.timeout).await;
+            let outcome = link::read(ctx, request, unit.device.timeout)
+                .await
+                .map_err(|fault| classify(self.wire.as_deref(), fault));
             self.last_transaction = Some(Instant::now());
             let quality = outcome
                 .as_ref()
@@ -512,6 +541,14 @@ impl Line {
             }
             i += 1;
         }
+    }
+}
+
+/// A timeout after part of a frame arrived is a malformed answer, not silence.
+fn classify(wire: Option<&WireWatch>, fault: Fault) -> Fault {
+    match wire {
+        Some(wire) => wire.classify(fault),
+        None => fault,
     }
 }
 
