@@ -213,8 +213,12 @@ pub async fn run(
     );
     let service = &control.service;
     let plan = &loaded.plan;
-    if let Err(error) = std::fs::create_dir_all(&plan.agent.data_dir) {
-        warn!(%error, dir = %plan.agent.data_dir.display(), "cannot create the data directory");
+    match crate::files::prepare_data_dir(&plan.agent.data_dir) {
+        Ok(Some(change)) => warn!("data directory tightened: {change}"),
+        Ok(None) => {}
+        Err(error) => {
+            warn!(%error, dir = %plan.agent.data_dir.display(), "cannot create the data directory or set its mode (0750)")
+        }
     }
     let alerts = Arc::new(Alerts::open(&plan.agent.data_dir, &plan.agent.name));
     let upstream = match &loaded.plan.mqtt {

@@ -748,7 +748,7 @@ pub async fn demo(
     let (assessment_sender, mut assessments) = tokio::sync::broadcast::channel(64);
     // Alerts as the agent raises them (limits, maintenance, its own health), kept in the demo
     // plant's data directory like a running agent's.
-    std::fs::create_dir_all(&plan.agent.data_dir)
+    crate::files::prepare_data_dir(&plan.agent.data_dir)
         .with_context(|| format!("cannot create {}", plan.agent.data_dir.display()))?;
     let alerts = Arc::new(crate::decisions::alerts::Alerts::open(
         &plan.agent.data_dir,

@@ -4,8 +4,12 @@
 //! `[mqtt]`.
 //!
 //! The socket speaks one JSON line each way: `{"command": "status", ...arguments}` in, the same
-//! reply document the MQTT command topic gets out. It lives in the data directory, so only the
-//! service user (and its group) can reach it.
+//! reply document the MQTT command topic gets out.
+//!
+//! Who may use it: root, the user the agent runs as and members of its group — and nobody else,
+//! whatever the umask or the data directory's mode. The socket is made 0660 (so the group can,
+//! under the package's `UMask=0027` too), and each peer's credentials are checked against the
+//! socket's owner and group before a command is read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -180,6 +184,54 @@ pub fn dead_letter_command(outbox: &Outbox, name: &str) -> Result<serde_json::Va
     }
 }
 
+/// Who may talk to the socket: root, its owner (the agent's user) and its group's members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub owner: u32,
+    pub group: u32,
+}
+
+impl Admission {
+    /// The socket's owner and group, as the agent created it.
+    fn of(path: &Path) -> std::io::Result<Admission> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(Admission {
+            owner: meta.uid(),
+            group: meta.gid(),
+        })
+    }
+
+    /// Whether `peer` may send commands. Group membership is the peer's primary group or its
+    /// user's entry in the group database (`/etc/group`), as for the file itself.
+    pub fn admits(&self, uid: u32, gid: u32, passwd: &str, group: &str) -> bool {
+        uid == 0
+            || uid == self.owner
+            || gid == self.group
+            || user_name(passwd, uid)
+                .is_some_and(|name| group_members(group, self.group).any(|m| m == name))
+    }
+}
+
+/// The name of `uid` in passwd(5) text.
+fn user_name(passwd: &str, uid: u32) -> Option<&str> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == uid).then_some(name)
+    })
+}
+
+/// The members listed for `gid` in group(5) text.
+fn group_members(group: &str, gid: u32) -> impl Iterator<Item = &str> {
+    group
+        .lines()
+        .filter(move |line| line.split(':').nth(2).and_then(|g| g.parse::<u32>().ok()) == Some(gid))
+        .flat_map(|line| line.split(':').nth(3).unwrap_or("").split(','))
+        .filter(|m| !m.is_empty())
+}
+
 /// Serves the socket until `stop`. A stale socket file from a crashed agent is replaced.
 pub async fn serve(path: PathBuf, handler: Arc<dyn CommandHandler>, stop: CancellationToken) {
     let _ = std::fs::remove_file(&path);
@@ -187,6 +239,16 @@ pub async fn serve(path: PathBuf, handler: Arc<dyn CommandHandler>, stop: Cancel
         Ok(listener) => listener,
         Err(error) => {
             warn!(path = %path.display(), %error, "cannot open the control socket; `millwright outbox` will read the store directly");
+            return;
+        }
+    };
+    let admission = match crate::files::set_mode(&path, crate::files::SOCKET_MODE)
+        .and_then(|()| Admission::of(&path))
+    {
+        Ok(admission) => admission,
+        Err(error) => {
+            warn!(path = %path.display(), %error, "cannot set the control socket's mode; closing it");
+            let _ = std::fs::remove_file(&path);
             return;
         }
     };
@@ -202,19 +264,42 @@ pub async fn serve(path: PathBuf, handler: Arc<dyn CommandHandler>, stop: Cancel
             },
         };
         let handler = Arc::clone(&handler);
+        let admission = admission.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), converse(stream, handler)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), converse(stream, handler, admission))
+                    .await;
         });
     }
     let _ = std::fs::remove_file(&path);
 }
 
-async fn converse(stream: UnixStream, handler: Arc<dyn CommandHandler>) -> std::io::Result<()> {
+async fn converse(
+    stream: UnixStream,
+    handler: Arc<dyn CommandHandler>,
+    admission: Admission,
+) -> std::io::Result<()> {
+    let peer = stream.peer_cred()?;
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let (read, mut write) = stream.into_split();
+    // Read the request even from a stranger: closing on unread data would reset the connection
+    // before the refusal is read.
     let mut line = String::new();
     BufReader::new(read.take(MAX_REQUEST))
         .read_line(&mut line)
         .await?;
+    if !admission.admits(peer.uid(), peer.gid(), &passwd, &groups) {
+        warn!(
+            uid = peer.uid(),
+            gid = peer.gid(),
+            "control socket: refused a user who is neither root, the agent's user, nor in its group"
+        );
+        let mut reply = answer(&Refused, "", b"", SystemTime::now());
+        reply.push(b'\n');
+        write.write_all(&reply).await?;
+        return write.shutdown().await;
+    }
     let request: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|_| json!({ "command": "" }));
     let name = request
@@ -226,6 +311,14 @@ async fn converse(stream: UnixStream, handler: Arc<dyn CommandHandler>) -> std::
     reply.push(b'\n');
     write.write_all(&reply).await?;
     write.shutdown().await
+}
+
+/// The answer to a peer the socket does not admit.
+struct Refused;
+impl CommandHandler for Refused {
+    fn handle(&self, _: &str, _: &serde_json::Value) -> Result<serde_json::Value, String> {
+        Err("not allowed: only root, the agent's user and members of its group may use the control socket".into())
+    }
 }
 
 /// Sends one command to a running agent; `None` when no agent answers on that socket.
@@ -249,4 +342,33 @@ pub async fn request(
         .await
         .ok()
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nmillwright:x:998:998::/var/lib/millwright:/usr/sbin/nologin\nalice:x:1000:1000::/home/alice:/bin/bash\nbob:x:1001:1001::/home/bob:/bin/bash\n";
+    const GROUP: &str = "root:x:0:\nmillwright:x:998:alice\nalice:x:1000:\nbob:x:1001:\n";
+
+    #[test]
+    fn root_the_agents_user_and_its_group_are_admitted_and_nobody_else() {
+        let socket = Admission {
+            owner: 998,
+            group: 998,
+        };
+        assert!(socket.admits(0, 0, PASSWD, GROUP), "root");
+        assert!(socket.admits(998, 998, PASSWD, GROUP), "the agent's user");
+        assert!(
+            socket.admits(1000, 1000, PASSWD, GROUP),
+            "alice is in the group"
+        );
+        assert!(socket.admits(1001, 998, PASSWD, GROUP), "primary group");
+        assert!(!socket.admits(1001, 1001, PASSWD, GROUP), "bob is not");
+        assert!(!socket.admits(4242, 4242, PASSWD, GROUP), "an unknown user");
+        assert!(
+            !socket.admits(1001, 1001, "", ""),
+            "no databases: no membership"
+        );
+    }
 }

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod commands;
 pub mod control;
 pub mod decisions;
+pub mod files;
 pub mod health;
 pub mod liveness;
 pub mod outputs;

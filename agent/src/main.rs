@@ -237,6 +237,9 @@ async fn dispatch(command: Command) -> u8 {
         Command::Check { config } => match millwright::app::load(&config) {
             Ok(loaded) => {
                 print!("{}", commands::check_report(&loaded));
+                for warning in millwright::files::exposure_warnings(&config, &loaded.plan) {
+                    println!("warning: {warning}");
+                }
                 exit::OK
             }
             Err(errors) => config_failed(&errors),
@@ -412,6 +415,9 @@ async fn dispatch(command: Command) -> u8 {
                 Ok(loaded) => loaded,
                 Err(errors) => return config_failed(&errors),
             };
+            for warning in millwright::files::exposure_warnings(&config, &loaded.plan) {
+                tracing::warn!("{warning}");
+            }
             let control = Control {
                 shutdown: shutdown_on_signal(),
                 reload_requests: reload_on_sighup(),

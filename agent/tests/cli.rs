@@ -111,6 +111,45 @@ fn check_reports_a_huge_value_in_a_few_lines() {
 }
 
 #[test]
+fn check_warns_about_credentials_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("mqtt.password");
+    std::fs::write(&secret, "s3cret").expect("write");
+    let path = dir.path().join("plant.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{CONFIG}\n[mqtt]\nurl = \"mqtt://b\"\nusername = \"gw\"\npassword_file = {secret:?}\n"
+        ),
+    )
+    .expect("write");
+    let set = |p: &std::path::Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    set(&path, 0o640);
+    set(&secret, 0o640);
+    let path_text = path.to_str().expect("utf8");
+    let quiet = millwright(&["check", "-c", path_text]);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&quiet.stdout).contains("warning"));
+    set(&path, 0o644);
+    set(&secret, 0o666);
+    let out = millwright(&["check", "-c", path_text]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "a warning, not a mistake");
+    assert!(
+        stdout.contains("plant.toml is readable by every user (mode 0644)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("mqtt.password is readable and writable by every user (mode 0666)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cret"));
+}
+
+#[test]
 fn check_prints_the_request_plan_for_a_valid_config() {
     let (_dir, path) = write_config(CONFIG);
     let out = millwright(&["check", "-c", &path]);

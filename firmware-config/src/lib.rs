@@ -189,6 +189,34 @@ impl Plan {
         modbus.chain(opcua).collect()
     }
 
+    /// Every file the configuration names that holds a secret: password files and private keys
+    /// (for the uplink and for OPC UA), in the order they appear.
+    pub fn secret_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        if let Some(mqtt) = &self.mqtt {
+            if let Some(PasswordSource::File(path)) = &mqtt.password {
+                files.push(path.clone());
+            }
+            if let Some((_, key)) = &mqtt.client_auth {
+                files.push(key.clone());
+            }
+        }
+        for endpoint in &self.opcua {
+            match &endpoint.identity {
+                Identity::UserName {
+                    password: PasswordSource::File(path),
+                    ..
+                } => files.push(path.clone()),
+                Identity::Certificate { private_key, .. } => files.push(private_key.clone()),
+                _ => {}
+            }
+            if let Some((_, key)) = &endpoint.application_certificate {
+                files.push(key.clone());
+            }
+        }
+        files
+    }
+
     /// The first `TagId` of the OPC UA endpoint at `index` (its tags follow every Modbus tag).
     pub fn opcua_tag_base(&self, index: usize) -> usize {
         self.devices.iter().map(|d| d.tags.len()).sum::<usize>()

@@ -413,7 +413,14 @@ impl AgentProcess {
         AgentProcess::spawn_command(AgentProcess::command(config))
     }
 
+    /// Spawns `command` (an agent, or a shell that execs one) with its log followed and no other
+    /// output; it is killed if the test ends without stopping it.
     pub fn spawn_command(mut command: tokio::process::Command) -> AgentProcess {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let mut child = command.spawn().expect("spawn millwright");
         let log = OutputLines::follow(child.stderr.take().expect("stderr"));
         AgentProcess { child, log }

@@ -198,16 +198,8 @@ fn off_the_worker<T>(io: impl FnOnce() -> T) -> T {
 }
 
 fn persist(file: &Path, book: &Book) -> std::io::Result<()> {
-    use std::io::Write;
-    let temporary = file.with_extension("json.tmp");
-    let mut out = std::fs::File::create(&temporary)?;
-    out.write_all(&serde_json::to_vec(book).map_err(std::io::Error::other)?)?;
-    out.sync_all()?;
-    std::fs::rename(&temporary, file)?;
-    if let Some(dir) = file.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let bytes = serde_json::to_vec(book).map_err(std::io::Error::other)?;
+    crate::files::write_atomically(file, &bytes, crate::files::STATE_FILE_MODE)
 }
 
 pub fn state_name(state: Option<State>) -> &'static str {
