@@ -376,8 +376,8 @@ async fn read_opcua_once(
             device_error: error,
         }
     };
-    let pki = client::pki_dir(&plan.agent.data_dir);
-    let connection = match client::connect(endpoint, &pki, "millwright read").await {
+    let files = client::ClientFiles::of(plan);
+    let connection = match client::connect(endpoint, &files, "millwright read").await {
         Ok(connection) => connection,
         Err(error) => {
             let text = error.to_string();
@@ -878,6 +878,14 @@ fn opcua_endpoint<'p>(
 }
 
 /// `millwright trust`: shows the server's certificate and, once confirmed, trusts it.
+/// `millwright trust --renew-certificate`: a new application certificate for the configured
+/// application URI (the old one is kept beside it).
+pub fn renew_certificate(plan: &Plan, endpoint: &str) -> anyhow::Result<String> {
+    let endpoint = opcua_endpoint(plan, endpoint)?;
+    let files = crate::sources::opcua::client::ClientFiles::of(plan);
+    crate::sources::opcua::client::renew_certificate(endpoint, &files).map_err(anyhow::Error::msg)
+}
+
 pub async fn trust(plan: &Plan, endpoint: &str, yes: bool) -> anyhow::Result<()> {
     use std::io::{BufRead, IsTerminal, Write};
     let endpoint = opcua_endpoint(plan, endpoint)?;
@@ -918,14 +926,15 @@ pub async fn browse(
 ) -> anyhow::Result<String> {
     let endpoint = opcua_endpoint(plan, endpoint)?;
     let start = match node {
-        Some(text) => Some(
-            text.parse::<opcua::types::NodeId>()
-                .map_err(|_| anyhow::anyhow!("{text:?} is not a NodeId (e.g. ns=2;s=Line1)"))?,
-        ),
+        Some(text) => Some(text.parse::<firmware_config::NodeRef>().map_err(|e| {
+            anyhow::anyhow!("--node {text:?} is not a NodeId (e.g. ns=2;s=Line1 or nsu=urn:acme:plc;s=Line1): {e}")
+        })?),
         None => None,
     };
-    let pki = crate::sources::opcua::client::pki_dir(&plan.agent.data_dir);
-    let nodes = crate::sources::opcua::browse::browse(endpoint, &pki, start, depth, limit).await?;
+    let files = crate::sources::opcua::client::ClientFiles::of(plan);
+    let nodes =
+        crate::sources::opcua::browse::browse(endpoint, &files, start.as_ref(), depth, limit)
+            .await?;
     Ok(crate::sources::opcua::browse::format_browse(&nodes))
 }
 

@@ -91,6 +91,14 @@ pub fn exposure_warnings(config: &Path, plan: &firmware_config::Plan) -> Vec<Str
     files.iter().filter_map(|path| too_open(path)).collect()
 }
 
+/// Everything `check` and the start-up log warn about: settings that weaken a check, and files
+/// holding credentials that others can read or write.
+pub fn warnings(config: &Path, plan: &firmware_config::Plan) -> Vec<String> {
+    let mut warnings = plan.warnings();
+    warnings.extend(exposure_warnings(config, plan));
+    warnings
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

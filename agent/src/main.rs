@@ -138,6 +138,10 @@ enum Command {
         /// Trust without asking (only when the thumbprint was checked another way).
         #[arg(long)]
         yes: bool,
+        /// Instead: make a new application certificate for this agent (after agent.name or
+        /// application_uri changed); servers must then trust the new one.
+        #[arg(long, conflicts_with = "yes")]
+        renew_certificate: bool,
     },
     /// Walk an OPC UA server's address space and print NodeIds, browse names and data types.
     Browse {
@@ -237,7 +241,7 @@ async fn dispatch(command: Command) -> u8 {
         Command::Check { config } => match millwright::app::load(&config) {
             Ok(loaded) => {
                 print!("{}", commands::check_report(&loaded));
-                for warning in millwright::files::exposure_warnings(&config, &loaded.plan) {
+                for warning in millwright::files::warnings(&config, &loaded.plan) {
                     println!("warning: {warning}");
                 }
                 exit::OK
@@ -342,11 +346,21 @@ async fn dispatch(command: Command) -> u8 {
             config,
             endpoint,
             yes,
+            renew_certificate,
         } => {
             let plan = match firmware_config::load(&config) {
                 Ok(plan) => plan,
                 Err(errors) => return config_failed(&errors),
             };
+            if renew_certificate {
+                return match commands::renew_certificate(&plan, &endpoint) {
+                    Ok(said) => {
+                        println!("{said}");
+                        exit::OK
+                    }
+                    Err(e) => failed(&e),
+                };
+            }
             match commands::trust(&plan, &endpoint, yes).await {
                 Ok(()) => exit::OK,
                 Err(e) => failed(&e),
@@ -415,7 +429,7 @@ async fn dispatch(command: Command) -> u8 {
                 Ok(loaded) => loaded,
                 Err(errors) => return config_failed(&errors),
             };
-            for warning in millwright::files::exposure_warnings(&config, &loaded.plan) {
+            for warning in millwright::files::warnings(&config, &loaded.plan) {
                 tracing::warn!("{warning}");
             }
             let control = Control {

@@ -138,6 +138,8 @@ fn default_data_dir() -> PathBuf {
 /// A validated configuration: what the agent builds its stages from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
+    /// The configuration file it came from (for messages that tell the user what to run).
+    pub file: PathBuf,
     pub agent: AgentConfig,
     pub buses: Vec<SerialBus>,
     /// Devices in file order. A tag's index in plan order (Modbus devices in order with their tags
@@ -187,6 +189,20 @@ impl Plan {
                 .collect(),
         });
         modbus.chain(opcua).collect()
+    }
+
+    /// Settings that are valid but weaken a check, for `check` and the start-up log to say so.
+    pub fn warnings(&self) -> Vec<String> {
+        self.opcua
+            .iter()
+            .filter(|e| e.accept_host_name_mismatch && e.security_policy != SecurityPolicy::None)
+            .map(|e| {
+                format!(
+                    "opcua {:?}: accept_host_name_mismatch = true: the server's certificate is not checked against the host in {} (it must still be trusted in pki/trusted/)",
+                    e.name, e.url
+                )
+            })
+            .collect()
     }
 
     /// Every file the configuration names that holds a secret: password files and private keys
@@ -342,6 +358,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     match (root, scoring, uplink, alerting) {
         (Some(root), Some(scoring), Some((outbox, mqtt)), Some(alerting)) if errors.is_empty() => {
             Ok(Plan {
+                file: file.to_path_buf(),
                 agent: AgentConfig {
                     data_dir: config_dir.join(&root.agent.data_dir),
                     ..root.agent

@@ -98,6 +98,11 @@ pub struct EndpointConfig {
     /// Application URI presented to the server; must match the certificate's SAN URI.
     /// Default: `urn:millwright:<agent name>`.
     pub application_uri: Option<String>,
+    /// Accept a server certificate that does not name the URL's host (common with self-made
+    /// certificates that name the machine while the URL says an IP address). The certificate
+    /// itself must still be trusted. Off by default; `check` warns when it is on.
+    #[serde(default)]
+    pub accept_host_name_mismatch: bool,
     /// Time allowed for one service call (read, browse, create items).
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
@@ -217,6 +222,8 @@ pub struct OpcuaEndpoint {
     /// Certificate and key given by the user, resolved against the config file's directory.
     pub application_certificate: Option<(PathBuf, PathBuf)>,
     pub application_uri: String,
+    /// The server's certificate need not name the URL's host (see [`EndpointConfig`]).
+    pub accept_host_name_mismatch: bool,
     pub request_timeout: Duration,
     pub session_timeout: Duration,
     pub keep_alive: Duration,
@@ -557,6 +564,7 @@ pub(crate) fn validate_endpoints(
                     .application_uri
                     .clone()
                     .unwrap_or_else(|| default_application_uri(agent_name)),
+                accept_host_name_mismatch: endpoint.accept_host_name_mismatch,
                 request_timeout: endpoint.request_timeout.get(),
                 session_timeout: endpoint.session_timeout.get(),
                 keep_alive: endpoint.keep_alive.get(),

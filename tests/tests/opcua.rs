@@ -38,22 +38,33 @@ signal = { base = 1.0 }
 struct Server {
     opcua: OpcuaServer,
     shutdown: CancellationToken,
+    ip: String,
 }
 
 impl Server {
     async fn start(pki: &Path, port: u16, users: &Users) -> Server {
+        Server::start_on("127.0.0.1", pki, port, users).await
+    }
+
+    /// On another loopback address: its self-made certificate names localhost, 127.0.0.1, ::1
+    /// and this machine's names, not 127.0.0.2.
+    async fn start_on(ip: &str, pki: &Path, port: u16, users: &Users) -> Server {
         let (_, plant) =
             millwright::sim::load_str(Path::new("sim.toml"), SIM).unwrap_or_else(|e| panic!("{e}"));
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+        let listener = TcpListener::bind((ip, port)).await.expect("bind");
         let shutdown = CancellationToken::new();
         let opcua = sim_opcua::serve(listener, Arc::new(plant), pki, users, shutdown.clone())
             .await
             .expect("OPC UA server");
-        Server { opcua, shutdown }
+        Server {
+            opcua,
+            shutdown,
+            ip: ip.to_string(),
+        }
     }
 
     fn url(&self) -> String {
-        format!("opc.tcp://127.0.0.1:{}", self.opcua.port)
+        format!("opc.tcp://{}:{}", self.ip, self.opcua.port)
     }
 
     fn node(&self, name: &str) -> NodeId {
@@ -279,8 +290,9 @@ async fn untrusted_server_is_refused_until_trusted_then_every_policy_mode_and_id
     // certificate lands in rejected/.
     let first = secure("Basic256Sha256", "SignAndEncrypt", "");
     let endpoint = &first.opcua[0];
-    let pki = client::pki_dir(&first.agent.data_dir);
-    let refused = client::connect(endpoint, &pki, "test")
+    let files = client::ClientFiles::of(&first);
+    let pki = files.pki.clone();
+    let refused = client::connect(endpoint, &files, "test")
         .await
         .err()
         .expect("refused");
@@ -289,8 +301,10 @@ async fn untrusted_server_is_refused_until_trusted_then_every_policy_mode_and_id
         "{refused}"
     );
     assert!(
-        refused.to_string().contains("millwright trust"),
-        "{refused}"
+        refused
+            .to_string()
+            .contains("run `millwright trust -c plant.toml --endpoint secure`"),
+        "the real configuration path, not <config>: {refused}"
     );
     let rejected: Vec<_> = std::fs::read_dir(pki.join("rejected"))
         .expect("rejected dir")
@@ -380,13 +394,155 @@ async fn untrusted_server_is_refused_until_trusted_then_every_policy_mode_and_id
             wrong.display()
         ),
     );
-    let refused = client::connect(&plan.opcua[0], &pki, "test")
+    let refused = client::connect(&plan.opcua[0], &files, "test")
         .await
         .err()
         .expect("refused");
     assert!(
         matches!(refused, client::ConnectError::IdentityRejected(_)),
         "{refused}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_host_names_both_and_is_accepted_only_when_the_endpoint_says_so()
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_on(
+        "127.0.0.2",
+        &dir.path().join("server-pki"),
+        0,
+        &Users::default(),
+    )
+    .await;
+    let node = format!("nsu={};s=pump-1.flow", sim_opcua::NAMESPACE);
+    let with = |extra: &str| {
+        plan(
+            dir.path(),
+            &format!(
+                "name = \"press\"\nurl = {:?}\nsecurity_policy = \"Basic256Sha256\"\nsecurity_mode = \"SignAndEncrypt\"\n{extra}",
+                server.url()
+            ),
+            &tag("flow", &node, ""),
+        )
+    };
+    let strict = with("");
+    let files = client::ClientFiles::of(&strict);
+    let certificate = browse::server_certificate(&strict.opcua[0], &files.pki)
+        .await
+        .expect("certificate");
+    browse::trust(&files.pki, &certificate).expect("trust");
+
+    // Trusted, but for other names: refused, with the names on both sides and the way out.
+    let refused = client::connect(&strict.opcua[0], &files, "test")
+        .await
+        .err()
+        .expect("refused");
+    let said = refused.to_string();
+    assert!(
+        matches!(refused, client::ConnectError::HostNameMismatch { .. }),
+        "{said}"
+    );
+    for needle in [
+        "\"127.0.0.2\"",
+        "localhost",
+        "127.0.0.1",
+        "accept_host_name_mismatch = true",
+    ] {
+        assert!(said.contains(needle), "{needle} missing in: {said}");
+    }
+
+    // The endpoint's explicit opt-out: connected, values flow; `check` warns about it.
+    let lenient = with("accept_host_name_mismatch = true");
+    assert!(lenient.warnings()[0].contains("accept_host_name_mismatch = true"));
+    let mut agent = Agent::start(&lenient);
+    let latest = wait_for(
+        &mut agent,
+        &lenient,
+        &["flow"],
+        Duration::from_secs(20),
+        |s| s.quality == Quality::Good,
+    )
+    .await;
+    assert_eq!(latest["flow"].value, Some(Value::F64(42.5)));
+    agent.stop().await;
+
+    // The opt-out never skips the trust itself.
+    let untrusted_dir = tempfile::tempdir().expect("temp dir");
+    let mut fresh = lenient.clone();
+    fresh.agent.data_dir = untrusted_dir.path().to_path_buf();
+    let refused = client::connect(&fresh.opcua[0], &client::ClientFiles::of(&fresh), "test")
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(refused, client::ConnectError::Untrusted { .. }),
+        "{refused}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_agent_is_told_its_certificate_is_stale_and_can_renew_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("server-pki"), 0, &Users::default()).await;
+    let node = format!("nsu={};s=pump-1.flow", sim_opcua::NAMESPACE);
+    let named = |agent: &str| {
+        let mut plan = plan(
+            dir.path(),
+            &format!(
+                "name = \"press\"\nurl = {:?}\nsecurity_policy = \"Basic256Sha256\"\nsecurity_mode = \"Sign\"",
+                server.url()
+            ),
+            &tag("flow", &node, ""),
+        );
+        plan.agent.name = agent.into();
+        plan.opcua[0].application_uri = format!("urn:millwright:{agent}");
+        plan
+    };
+    let before = named("gw-a");
+    let files = client::ClientFiles::of(&before);
+    let certificate = browse::server_certificate(&before.opcua[0], &files.pki)
+        .await
+        .expect("certificate");
+    browse::trust(&files.pki, &certificate).expect("trust");
+    client::connect(&before.opcua[0], &files, "test")
+        .await
+        .expect("connects as gw-a")
+        .close()
+        .await;
+
+    // agent.name changed; the certificate in the data directory is still gw-a's.
+    let after = named("gw-b");
+    let refused = client::connect(&after.opcua[0], &files, "test")
+        .await
+        .err()
+        .expect("refused");
+    let said = refused.to_string();
+    for needle in [
+        "made for \"urn:millwright:gw-a\"",
+        "is now \"urn:millwright:gw-b\"",
+        "millwright trust -c plant.toml --endpoint press --renew-certificate",
+    ] {
+        assert!(said.contains(needle), "{needle} missing in: {said}");
+    }
+    let renewed = client::renew_certificate(&after.opcua[0], &files).expect("renew");
+    assert!(renewed.contains("urn:millwright:gw-b"), "{renewed}");
+    client::connect(&after.opcua[0], &files, "test")
+        .await
+        .expect("connects as gw-b with the new certificate")
+        .close()
+        .await;
+    let kept: Vec<_> = std::fs::read_dir(files.pki.join("own"))
+        .expect("own")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".replaced-"))
+        .collect();
+    assert_eq!(
+        kept.len(),
+        1,
+        "the old certificate is kept beside the new one"
     );
     server.stop().await;
 }
@@ -514,16 +670,53 @@ async fn browse_lists_node_ids_names_and_types() {
         &format!("name = \"sim\"\nurl = {:?}", server.url()),
         &tag("flow", "ns=2;s=x", ""),
     );
-    let pki = client::pki_dir(&plan.agent.data_dir);
-    let nodes = browse::browse(&plan.opcua[0], &pki, None, 3, 1000)
+    let files = client::ClientFiles::of(&plan);
+    let nodes = browse::browse(&plan.opcua[0], &files, None, 3, 1000)
         .await
         .expect("browse");
-    let flow = nodes
+    let listing = browse::format_browse(&nodes);
+    let at = nodes
         .iter()
-        .find(|n| n.node_id.ends_with("s=pump-1.flow"))
-        .unwrap_or_else(|| panic!("{}", browse::format_browse(&nodes)));
+        .position(|n| n.node_id.ends_with("s=pump-1.flow"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    let flow = &nodes[at];
     assert_eq!(flow.data_type.as_deref(), Some("Float"));
     assert_eq!(flow.depth, 1, "under the machine's folder");
+    // A true tree: every node is listed under its parent, the nearest shallower line above it.
+    let parent = nodes[..at]
+        .iter()
+        .rev()
+        .find(|n| n.depth < flow.depth)
+        .expect("a parent line");
+    assert_eq!(parent.browse_name, "pump-1", "{listing}");
+    let server_object = nodes
+        .iter()
+        .position(|n| n.browse_name == "Server")
+        .expect("Server");
+    assert!(
+        nodes[server_object + 1..]
+            .iter()
+            .take_while(|n| n.depth > 0)
+            .all(|n| !n.node_id.contains("pump-1")),
+        "the Server object's subtree holds none of the plant: {listing}"
+    );
+    // --node takes the namespace by URI, as tags do.
+    let start: firmware_config::NodeRef = "nsu=urn:millwright:sim;s=pump-1".parse().expect("node");
+    let below = browse::browse(&plan.opcua[0], &files, Some(&start), 2, 100)
+        .await
+        .expect("browse from a folder");
+    assert!(
+        below
+            .iter()
+            .any(|n| n.node_id.ends_with("s=pump-1.flow") && n.depth == 0),
+        "{}",
+        browse::format_browse(&below)
+    );
+    let unknown: firmware_config::NodeRef = "nsu=urn:nobody;s=x".parse().expect("node");
+    let error = browse::browse(&plan.opcua[0], &files, Some(&unknown), 2, 100)
+        .await
+        .expect_err("unknown namespace");
+    assert!(error.to_string().contains("urn:nobody"), "{error}");
     let waveform = nodes
         .iter()
         .find(|n| n.node_id.ends_with("s=waveform"))
@@ -550,17 +743,22 @@ async fn simulate_trust_browse_read_and_check_from_the_command_line() {
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--opcua", &format!("127.0.0.1:{port}")])
         .stdout(std::process::Stdio::piped())
+        // The server's own log (tens of lines at start) stays out of the test output; it is
+        // shown if the simulator does not come up.
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("simulator");
     let mut output = OutputLines::follow(simulator.stdout.take().expect("stdout"));
+    let log = OutputLines::follow(simulator.stderr.take().expect("stderr"));
     assert!(
         output
             .wait_for(Duration::from_secs(30), |l| l.starts_with("OPC UA:"))
             .await
             .is_some(),
-        "{}",
-        output.transcript()
+        "{}\n{}",
+        output.transcript(),
+        log.transcript()
     );
     let config = dir.path().join("agent.toml");
     std::fs::write(

@@ -11,7 +11,7 @@ use ::opcua::types::{
     AttributeId, BrowseDescription, BrowseDirection, BrowseResultMask, DataTypeId, NodeClass,
     NodeId, ObjectId, QualifiedName, ReadValueId, ReferenceTypeId, TimestampsToReturn, Variant,
 };
-use firmware_config::{OpcuaEndpoint, SecurityPolicy};
+use firmware_config::{NodeRef, OpcuaEndpoint, SecurityPolicy};
 
 use super::client::{self, ConnectError, Connection};
 
@@ -120,19 +120,80 @@ pub struct BrowsedNode {
     pub data_type: Option<String>,
 }
 
-/// Walks the hierarchy below `start` (default: the Objects folder) breadth-first, `depth` levels
-/// deep and at most `limit` nodes.
+/// Walks the hierarchy below `start` (default: the Objects folder) depth-first, so that each
+/// node's children are listed right under it, `depth` levels deep and at most `limit` nodes.
+/// `start` may name its namespace by URI (`nsu=`), resolved against the server's namespaces.
 pub async fn browse(
     endpoint: &OpcuaEndpoint,
-    pki: &Path,
-    start: Option<NodeId>,
+    files: &client::ClientFiles,
+    start: Option<&NodeRef>,
     depth: usize,
     limit: usize,
 ) -> Result<Vec<BrowsedNode>, ConnectError> {
-    let connection = client::connect(endpoint, pki, "millwright browse").await?;
-    let result = walk(&connection, endpoint, start, depth, limit).await;
+    let connection = client::connect(endpoint, files, "millwright browse").await?;
+    let result = match start {
+        Some(node) => match start_node(&connection, node).await {
+            Ok(start) => walk(&connection, endpoint, Some(start), depth, limit).await,
+            Err(error) => Err(error),
+        },
+        None => walk(&connection, endpoint, None, depth, limit).await,
+    };
     connection.close().await;
     result.map_err(ConnectError::Status)
+}
+
+async fn start_node(connection: &Connection, node: &NodeRef) -> Result<NodeId, String> {
+    let namespaces = connection
+        .session
+        .read_namespace_array()
+        .await
+        .map_err(|e| format!("cannot read the server's namespaces: {e}"))?;
+    super::convert::node_id(node, |uri| namespaces.get_index(uri))
+        .map_err(|e| format!("--node {node}: {e}"))
+}
+
+/// A node's children, in the server's order: (node, browse name, class).
+async fn children(
+    connection: &Connection,
+    node: &NodeId,
+    timeout: std::time::Duration,
+    namespaces: &::opcua::types::NamespaceMap,
+) -> Result<Vec<(NodeId, String, NodeClass)>, String> {
+    let session = &connection.session;
+    let description = BrowseDescription {
+        node_id: node.clone(),
+        browse_direction: BrowseDirection::Forward,
+        reference_type_id: ReferenceTypeId::HierarchicalReferences.into(),
+        include_subtypes: true,
+        node_class_mask: 0,
+        result_mask: BrowseResultMask::All as u32,
+    };
+    let mut results = tokio::time::timeout(timeout, session.browse(&[description], 0, None))
+        .await
+        .map_err(|_| "browse timed out".to_string())?
+        .map_err(|e| format!("browse {node}: {e}"))?;
+    let mut references = Vec::new();
+    while let Some(result) = results.pop() {
+        references.extend(result.references.unwrap_or_default());
+        if result.continuation_point.is_null() {
+            break;
+        }
+        results = session
+            .browse_next(false, &[result.continuation_point])
+            .await
+            .map_err(|e| format!("browse next {node}: {e}"))?;
+    }
+    Ok(references
+        .into_iter()
+        .filter_map(|reference| {
+            let child = reference.node_id.try_resolve(namespaces)?.into_owned();
+            Some((
+                child,
+                qualified(&reference.browse_name),
+                reference.node_class,
+            ))
+        })
+        .collect())
 }
 
 async fn walk(
@@ -142,62 +203,45 @@ async fn walk(
     depth: usize,
     limit: usize,
 ) -> Result<Vec<BrowsedNode>, String> {
-    let session = &connection.session;
     let timeout = endpoint.request_timeout * 2;
     let start = start.unwrap_or_else(|| ObjectId::ObjectsFolder.into());
+    // The server's namespace table, read once for the walk (not per reference).
+    let namespaces = connection
+        .session
+        .encoding_context()
+        .read()
+        .namespaces()
+        .clone();
     let mut found = Vec::new();
     let mut seen = HashSet::from([start.clone()]);
-    let mut queue = VecDeque::from([(start, 0usize)]);
-    // The server's namespace table, read once for the walk (not per reference).
-    let namespaces = session.encoding_context().read().namespaces().clone();
-    while let Some((node, level)) = queue.pop_front() {
-        if level >= depth || found.len() >= limit {
+    if depth == 0 {
+        return Ok(found);
+    }
+    // One frame per level being listed: the children still to print at that level.
+    let first = children(connection, &start, timeout, &namespaces).await?;
+    let mut stack: Vec<VecDeque<(NodeId, String, NodeClass)>> = vec![first.into()];
+    while let Some(frame) = stack.last_mut() {
+        let Some((node, browse_name, class)) = frame.pop_front() else {
+            stack.pop();
+            continue;
+        };
+        if found.len() >= limit {
+            break;
+        }
+        if !seen.insert(node.clone()) {
             continue;
         }
-        let description = BrowseDescription {
-            node_id: node.clone(),
-            browse_direction: BrowseDirection::Forward,
-            reference_type_id: ReferenceTypeId::HierarchicalReferences.into(),
-            include_subtypes: true,
-            node_class_mask: 0,
-            result_mask: BrowseResultMask::All as u32,
-        };
-        let mut results = tokio::time::timeout(timeout, session.browse(&[description], 0, None))
-            .await
-            .map_err(|_| "browse timed out".to_string())?
-            .map_err(|e| format!("browse {node}: {e}"))?;
-        let mut references = Vec::new();
-        while let Some(result) = results.pop() {
-            references.extend(result.references.unwrap_or_default());
-            if result.continuation_point.is_null() {
-                break;
-            }
-            results = session
-                .browse_next(false, &[result.continuation_point])
-                .await
-                .map_err(|e| format!("browse next {node}: {e}"))?;
-        }
-        for reference in references {
-            let Some(child) = reference
-                .node_id
-                .try_resolve(&namespaces)
-                .map(|n| n.into_owned())
-            else {
-                continue;
-            };
-            if !seen.insert(child.clone()) || found.len() >= limit {
-                continue;
-            }
-            found.push(BrowsedNode {
-                depth: level,
-                node_id: child.to_string(),
-                browse_name: qualified(&reference.browse_name),
-                class: format!("{:?}", reference.node_class),
-                data_type: None,
-            });
-            if reference.node_class != NodeClass::Variable {
-                queue.push_back((child, level + 1));
-            }
+        let level = stack.len() - 1;
+        found.push(BrowsedNode {
+            depth: level,
+            node_id: node.to_string(),
+            browse_name,
+            class: format!("{class:?}"),
+            data_type: None,
+        });
+        if class != NodeClass::Variable && level + 1 < depth {
+            let below = children(connection, &node, timeout, &namespaces).await?;
+            stack.push(below.into());
         }
     }
     add_data_types(connection, &mut found, endpoint).await;

@@ -25,6 +25,22 @@ pub fn pki_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("pki")
 }
 
+/// The certificate store, and the configuration file to name in what the user should run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFiles {
+    pub pki: PathBuf,
+    pub config: PathBuf,
+}
+
+impl ClientFiles {
+    pub fn of(plan: &firmware_config::Plan) -> ClientFiles {
+        ClientFiles {
+            pki: pki_dir(&plan.agent.data_dir),
+            config: plan.file.clone(),
+        }
+    }
+}
+
 /// A live session and the task that drives it; the task ends when the connection is lost.
 pub struct Connection {
     pub session: Arc<Session>,
@@ -43,9 +59,31 @@ impl Connection {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
     #[error(
-        "the server's certificate is not trusted; it was saved to {rejected} — check its thumbprint and run `millwright trust -c <config> --endpoint {endpoint}`"
+        "the server's certificate is not trusted; it was saved to {rejected} — check its thumbprint and run `millwright trust -c {config} --endpoint {endpoint}`"
     )]
-    Untrusted { endpoint: String, rejected: String },
+    Untrusted {
+        endpoint: String,
+        rejected: String,
+        config: String,
+    },
+    #[error(
+        "the server's certificate names {presented} but the endpoint's URL says {expected:?}: write the URL with one of those names, or, if this certificate is trusted anyway, set accept_host_name_mismatch = true on [[opcua]] {endpoint:?} (the certificate must still be in pki/trusted/)"
+    )]
+    HostNameMismatch {
+        endpoint: String,
+        expected: String,
+        presented: String,
+    },
+    #[error(
+        "this agent's OPC UA certificate ({certificate}) was made for {made_for:?}, but the application URI is now {configured:?} (was agent.name changed?); servers refuse the mismatch (BadCertificateUriInvalid). Make a new certificate with `millwright trust -c {config} --endpoint {endpoint} --renew-certificate` (servers must then trust the new one), or set application_uri = {made_for:?} on this [[opcua]] endpoint"
+    )]
+    OwnCertificateUri {
+        endpoint: String,
+        certificate: String,
+        made_for: String,
+        configured: String,
+        config: String,
+    },
     #[error("the server offers no endpoint with security policy {policy} and mode {mode}")]
     NoMatchingEndpoint { policy: String, mode: String },
     #[error("the server refused the user identity ({0})")]
@@ -128,6 +166,151 @@ pub fn client(endpoint: &OpcuaEndpoint, pki: &Path, session_name: &str) -> Resul
     Ok(client)
 }
 
+/// Replaces the generated application certificate with a new one for the endpoint's application
+/// URI (after `agent.name` changed), keeping the old files beside it. Returns a description of the
+/// new certificate. Servers that trusted the old one must trust the new one.
+pub fn renew_certificate(endpoint: &OpcuaEndpoint, files: &ClientFiles) -> Result<String, String> {
+    if endpoint.application_certificate.is_some() {
+        return Err(format!(
+            "[[opcua]] {:?} names its own certificate and private_key files: replace those yourself",
+            endpoint.name
+        ));
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for own in ["own/cert.der", "private/private.pem"] {
+        let path = files.pki.join(own);
+        if path.exists() {
+            let mut aside = path.clone().into_os_string();
+            aside.push(format!(".replaced-{stamp}"));
+            std::fs::rename(&path, &aside).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let client = client(endpoint, &files.pki, "millwright trust")?;
+    let store = client.certificate_store().read();
+    let cert = store
+        .read_own_cert()
+        .map_err(|e| format!("the new certificate cannot be read: {e}"))?;
+    Ok(format!(
+        "new certificate {} for {} (SHA-1 thumbprint {}); the old one was kept as *.replaced-{stamp}",
+        files.pki.join("own/cert.der").display(),
+        endpoint.application_uri,
+        cert.thumbprint().as_hex_string()
+    ))
+}
+
+/// The application URI the client's own certificate was made for, when it differs from the
+/// endpoint's (a renamed agent with an old certificate). Servers refuse such a client with a bare
+/// `BadCertificateUriInvalid`, so it is caught before connecting.
+pub fn own_certificate_mismatch(client: &Client, endpoint: &OpcuaEndpoint) -> Option<String> {
+    let store = client.certificate_store().read();
+    let own = store.read_own_cert().ok()?;
+    if own
+        .is_application_uri_valid(&endpoint.application_uri)
+        .is_ok()
+    {
+        return None;
+    }
+    let der = own.to_der().ok()?;
+    let names = certificate_names(&der);
+    Some(
+        names
+            .uris
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "no URI".into()),
+    )
+}
+
+/// What a certificate's subject alternative names say: its URIs, and its host names and IP
+/// addresses.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CertificateNames {
+    pub uris: Vec<String>,
+    pub hosts: Vec<String>,
+}
+
+pub fn certificate_names(der: &[u8]) -> CertificateNames {
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::SubjectAltName;
+    let mut names = CertificateNames::default();
+    let Ok(certificate) = x509_cert::Certificate::from_der(der) else {
+        return names;
+    };
+    let Ok(Some((_, SubjectAltName(general)))) =
+        certificate.tbs_certificate.get::<SubjectAltName>()
+    else {
+        return names;
+    };
+    for name in general {
+        match name {
+            GeneralName::UniformResourceIdentifier(uri) => names.uris.push(uri.to_string()),
+            GeneralName::DnsName(host) => names.hosts.push(host.to_string()),
+            GeneralName::IpAddress(octets) => {
+                let bytes = octets.as_bytes();
+                let ip = match bytes.len() {
+                    4 => <[u8; 4]>::try_from(bytes)
+                        .ok()
+                        .map(|b| std::net::IpAddr::from(b).to_string()),
+                    16 => <[u8; 16]>::try_from(bytes)
+                        .ok()
+                        .map(|b| std::net::IpAddr::from(b).to_string()),
+                    _ => None,
+                };
+                names.hosts.extend(ip);
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
+/// The host of an `opc.tcp://host:port/path` URL (brackets of an IPv6 literal removed).
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
+}
+
+/// The URL with its host replaced (port and path kept).
+fn with_host(url: &str, host: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("opc.tcp", url));
+    let old = url_host(url);
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let old_shown = if old.contains(':') {
+        format!("[{old}]")
+    } else {
+        old.to_string()
+    };
+    format!("{scheme}://{}", rest.replacen(&old_shown, &host, 1))
+}
+
+/// Connects to the configured URL whatever host name the endpoint description names (used when
+/// the description was rewritten to the certificate's host name on the user's say-so).
+struct ConfiguredUrl(String);
+
+impl ::opcua::client::ConnectionSource for ConfiguredUrl {
+    type Builder = String;
+
+    fn get_connector(
+        &self,
+        _: &::opcua::types::EndpointDescription,
+    ) -> Result<String, ::opcua::types::Error> {
+        Ok(self.0.clone())
+    }
+}
+
 #[cfg(unix)]
 fn restrict_private_key(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -161,34 +344,43 @@ fn identity_token(identity: &Identity) -> Result<IdentityToken, String> {
 }
 
 /// Opens a session: discovers the server's endpoints, picks the configured policy and mode,
-/// checks the server certificate against `trusted/`, and activates the session with the identity.
+/// checks the server certificate against `trusted/` and the URL's host name, and activates the
+/// session with the identity.
 pub async fn connect(
     endpoint: &OpcuaEndpoint,
-    pki: &Path,
+    files: &ClientFiles,
     session_name: &str,
 ) -> Result<Connection, ConnectError> {
-    let mut client = client(endpoint, pki, session_name).map_err(ConnectError::Setup)?;
+    let (pki, config) = (files.pki.as_path(), files.config.as_path());
+    let client = client(endpoint, pki, session_name).map_err(ConnectError::Setup)?;
+    if endpoint.security_policy != SecurityPolicy::None
+        && endpoint.application_certificate.is_none()
+    {
+        if let Some(made_for) = own_certificate_mismatch(&client, endpoint) {
+            return Err(ConnectError::OwnCertificateUri {
+                endpoint: endpoint.name.clone(),
+                certificate: pki.join("own/cert.der").display().to_string(),
+                made_for,
+                configured: endpoint.application_uri.clone(),
+                config: config.display().to_string(),
+            });
+        }
+    }
     let identity = identity_token(&endpoint.identity).map_err(ConnectError::Setup)?;
     let limit = endpoint.request_timeout * 3;
-    let wanted = (
-        endpoint.url.as_str(),
-        ua_policy(endpoint.security_policy).to_str(),
-        ua_mode(endpoint.security_mode),
-    );
-    let (session, event_loop) =
-        match tokio::time::timeout(limit, client.connect_to_matching_endpoint(wanted, identity))
-            .await
-        {
-            Err(_) => return Err(ConnectError::Timeout(limit)),
-            Ok(Err(e)) if e.status() == StatusCode::BadTcpEndpointUrlInvalid => {
-                return Err(ConnectError::NoMatchingEndpoint {
-                    policy: endpoint.security_policy.name().into(),
-                    mode: endpoint.security_mode.name().into(),
-                })
-            }
-            Ok(Err(e)) => return Err(ConnectError::Status(e.to_string())),
-            Ok(Ok(pair)) => pair,
-        };
+    let description = tokio::time::timeout(limit, matching_endpoint(&client, endpoint))
+        .await
+        .map_err(|_| ConnectError::Timeout(limit))??;
+    let (session, event_loop) = client
+        .session_builder()
+        .connect_to_endpoint_directly(description)
+        .and_then(|builder| {
+            builder
+                .user_identity_token(identity)
+                .with_connector(ConfiguredUrl(endpoint.url.clone()))
+                .build(Arc::clone(client.certificate_store()))
+        })
+        .map_err(|e| ConnectError::Status(e.to_string()))?;
     session.disable_reconnects();
     let mut driver = event_loop.spawn();
     let outcome = tokio::time::timeout(limit, async {
@@ -202,7 +394,7 @@ pub async fn connect(
         Ok(Ok(())) => Ok(Connection { session, driver }),
         Ok(Err(status)) => {
             driver.abort();
-            Err(explain(status, endpoint, pki))
+            Err(explain(status, endpoint, pki, config))
         }
         Err(_) => {
             driver.abort();
@@ -211,7 +403,59 @@ pub async fn connect(
     }
 }
 
-fn explain(status: StatusCode, endpoint: &OpcuaEndpoint, pki: &Path) -> ConnectError {
+/// The server's endpoint with the configured policy and mode, its URL on the configured host
+/// (servers often advertise a name the gateway cannot reach). When the server's certificate does
+/// not name that host, this says so, or, on the user's say-so, names the host the certificate
+/// does (the connection still goes to the configured URL).
+async fn matching_endpoint(
+    client: &Client,
+    endpoint: &OpcuaEndpoint,
+) -> Result<::opcua::types::EndpointDescription, ConnectError> {
+    let offered = client
+        .get_server_endpoints_from_url(endpoint.url.as_str())
+        .await
+        .map_err(|e| ConnectError::Status(e.to_string()))?;
+    let mut description = Client::find_matching_endpoint(
+        &offered,
+        &endpoint.url,
+        ua_policy(endpoint.security_policy),
+        ua_mode(endpoint.security_mode),
+    )
+    .ok_or_else(|| ConnectError::NoMatchingEndpoint {
+        policy: endpoint.security_policy.name().into(),
+        mode: endpoint.security_mode.name().into(),
+    })?;
+    if endpoint.security_policy == SecurityPolicy::None {
+        return Ok(description);
+    }
+    let expected = url_host(&endpoint.url).to_string();
+    let presented = certificate_names(description.server_certificate.as_ref()).hosts;
+    if presented.iter().any(|h| h.eq_ignore_ascii_case(&expected)) {
+        return Ok(description);
+    }
+    match presented.first() {
+        Some(host) if endpoint.accept_host_name_mismatch => {
+            description.endpoint_url = with_host(&endpoint.url, host).into();
+            Ok(description)
+        }
+        _ => Err(ConnectError::HostNameMismatch {
+            endpoint: endpoint.name.clone(),
+            expected,
+            presented: if presented.is_empty() {
+                "no host at all".into()
+            } else {
+                presented.join(", ")
+            },
+        }),
+    }
+}
+
+fn explain(
+    status: StatusCode,
+    endpoint: &OpcuaEndpoint,
+    pki: &Path,
+    config: &Path,
+) -> ConnectError {
     match status {
         StatusCode::BadCertificateUntrusted
         | StatusCode::BadSecurityChecksFailed
@@ -221,11 +465,65 @@ fn explain(status: StatusCode, endpoint: &OpcuaEndpoint, pki: &Path) -> ConnectE
             ConnectError::Untrusted {
                 endpoint: endpoint.name.clone(),
                 rejected: pki.join("rejected").display().to_string(),
+                config: config.display().to_string(),
             }
         }
         StatusCode::BadIdentityTokenRejected
         | StatusCode::BadIdentityTokenInvalid
         | StatusCode::BadUserAccessDenied => ConnectError::IdentityRejected(status.to_string()),
+        StatusCode::BadCertificateUriInvalid => ConnectError::Status(format!(
+            "the server refused this agent's certificate: its application URI does not match {:?} (BadCertificateUriInvalid); see pki/own/cert.der",
+            endpoint.application_uri
+        )),
         other => ConnectError::Status(other.to_string()),
+    }
+}
+
+/// Why a session's connection ended, in words: the library reports a server that closed the
+/// connection cleanly as `Good`.
+pub fn session_end(status: StatusCode) -> String {
+    match status {
+        StatusCode::Good => {
+            "the server closed the connection (it shut down, restarted or dropped this client)"
+                .into()
+        }
+        StatusCode::BadConnectionClosed | StatusCode::BadSecureChannelClosed => {
+            format!("the connection was closed ({status})")
+        }
+        StatusCode::BadTimeout | StatusCode::BadRequestTimeout => {
+            format!("the server stopped answering (keep-alive failed: {status})")
+        }
+        StatusCode::BadSessionIdInvalid | StatusCode::BadSessionClosed => {
+            format!("the server no longer knows the session (it restarted?): {status}")
+        }
+        other => format!("the session ended: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_give_their_host_and_take_another() {
+        assert_eq!(url_host("opc.tcp://127.0.0.1:4840/UA/Server"), "127.0.0.1");
+        assert_eq!(url_host("opc.tcp://press-plc:4840"), "press-plc");
+        assert_eq!(url_host("opc.tcp://[::1]:4840"), "::1");
+        assert_eq!(url_host("opc.tcp://plc"), "plc");
+        assert_eq!(
+            with_host("opc.tcp://127.0.0.1:4840/UA/Server", "mybox"),
+            "opc.tcp://mybox:4840/UA/Server"
+        );
+        assert_eq!(
+            with_host("opc.tcp://[::1]:4840", "mybox"),
+            "opc.tcp://mybox:4840"
+        );
+    }
+
+    #[test]
+    fn a_clean_close_is_not_called_good() {
+        assert!(session_end(StatusCode::Good).starts_with("the server closed the connection"));
+        assert!(!session_end(StatusCode::Good).contains("Good"));
+        assert!(session_end(StatusCode::BadTimeout).contains("stopped answering"));
     }
 }

@@ -23,7 +23,7 @@ pub fn endpoints(
     clock: &Arc<dyn Clock>,
     bus: &SampleBus,
 ) -> (Vec<EndpointSource>, Vec<(String, Arc<DeviceStats>)>) {
-    let pki = client::pki_dir(&plan.agent.data_dir);
+    let files = client::ClientFiles::of(plan);
     plan.opcua
         .iter()
         .enumerate()
@@ -32,7 +32,7 @@ pub fn endpoints(
             let source = EndpointSource::new(
                 endpoint.clone(),
                 plan.opcua_tag_base(i) as u32,
-                pki.clone(),
+                files.clone(),
                 plan.agent.name.clone(),
                 Arc::clone(clock),
                 bus.clone(),

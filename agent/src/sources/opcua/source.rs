@@ -15,7 +15,7 @@
 //!   its tag without a lookup table that could go stale across reconnects.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,7 +32,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::client::{self, ConnectError, Connection};
+use super::client::{self, ClientFiles, ConnectError, Connection};
 use super::convert;
 use crate::backoff;
 use crate::bus::SampleBus;
@@ -45,7 +45,7 @@ use crate::sources::DeviceStats;
 pub struct EndpointSource {
     endpoint: OpcuaEndpoint,
     tag_base: u32,
-    pki: PathBuf,
+    files: ClientFiles,
     session_name: String,
     clock: Arc<dyn Clock>,
     bus: SampleBus,
@@ -67,7 +67,7 @@ impl EndpointSource {
     pub fn new(
         endpoint: OpcuaEndpoint,
         tag_base: u32,
-        pki: PathBuf,
+        files: ClientFiles,
         session_name: String,
         clock: Arc<dyn Clock>,
         bus: SampleBus,
@@ -76,7 +76,7 @@ impl EndpointSource {
         EndpointSource {
             endpoint,
             tag_base,
-            pki,
+            files,
             session_name,
             clock,
             bus,
@@ -113,7 +113,7 @@ impl EndpointSource {
             self.heartbeat.beat();
             let attempt = tokio::select! {
                 () = shutdown.cancelled() => break,
-                attempt = client::connect(&self.endpoint, &self.pki, &self.session_name) => attempt,
+                attempt = client::connect(&self.endpoint, &self.files, &self.session_name) => attempt,
             };
             match attempt {
                 Ok(connection) => {
@@ -241,7 +241,7 @@ impl EndpointSource {
                 () = shutdown.cancelled() => return Ended::Shutdown,
                 ended = &mut *driver => {
                     let status = ended.unwrap_or(StatusCode::BadUnexpectedError);
-                    return Ended::Lost(format!("the session ended ({status})"));
+                    return Ended::Lost(client::session_end(status));
                 }
                 group = next_due(&mut poll_due, &polled) => {
                     let (_, tags) = &polled[group];
