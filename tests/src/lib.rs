@@ -18,6 +18,23 @@ use tokio_util::sync::CancellationToken;
 
 pub mod mqtt;
 
+// `needs!`: a test that needs an outside tool, a kernel feature or root shows as ignored, with
+// what is missing, where this machine lacks it (see build.rs).
+include!(concat!(env!("OUT_DIR"), "/requirements.rs"));
+
+/// Marks a test item ignored with `reason` (the attributes before it, such as `#[tokio::test]`,
+/// stay in place).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ignored {
+    ($reason:literal $(#[$attr:meta])* async fn $($rest:tt)*) => {
+        $(#[$attr])* #[ignore = $reason] async fn $($rest)*
+    };
+    ($reason:literal $(#[$attr:meta])* fn $($rest:tt)*) => {
+        $(#[$attr])* #[ignore = $reason] fn $($rest)*
+    };
+}
+
 /// A simulator serving on a loopback port until dropped.
 pub struct Sim {
     pub addr: SocketAddr,
@@ -214,7 +231,7 @@ pub struct PtyPair {
 }
 
 impl PtyPair {
-    /// `None` when socat is not installed (CI installs it; see `.ci/run`).
+    /// `None` when socat cannot make the pair (tests that use it need `needs!(socat ...)`).
     pub async fn open() -> Option<PtyPair> {
         let dir = tempfile::tempdir().expect("tempdir");
         let agent_end = dir.path().join("agent");
@@ -247,23 +264,6 @@ impl Drop for PtyPair {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
-}
-
-/// socat is required in CI; elsewhere a missing socat skips the test with a message.
-pub fn require_socat() -> bool {
-    if std::env::var_os("CI").is_some() {
-        return true;
-    }
-    let found = std::process::Command::new("socat")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        eprintln!("skipping: socat is not installed (apt-get install socat)");
-    }
-    found
 }
 
 /// The `millwright` binary. `cargo test --workspace` builds it because the agent package has

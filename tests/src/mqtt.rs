@@ -281,24 +281,6 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
-    /// Whether `mosquitto` is installed; in CI its absence fails the test instead.
-    pub fn available() -> bool {
-        let found = std::process::Command::new("mosquitto")
-            .arg("-h")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must install mosquitto (see .ci/run)"
-            );
-            eprintln!("skipping: mosquitto is not installed (apt-get install mosquitto)");
-        }
-        found
-    }
-
     /// Starts mosquitto with the configuration `conf(port)` written into `dir`.
     pub async fn start(dir: &std::path::Path, conf: impl Fn(u16) -> String) -> Mosquitto {
         let port = free_port();

@@ -571,16 +571,11 @@ async fn leds_test_cycles_every_output_and_names_the_failing_ones() {
     sim.stop().await;
 }
 
+millwright_tests::needs! { gpio_sim
 /// GPIO through the kernel's gpio-sim (configfs): needs root and the gpio-sim module.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpio_output_drives_a_gpio_sim_line() {
-    let Some(chip) = GpioSim::create() else {
-        eprintln!(
-            "SKIPPED gpio_output_drives_a_gpio_sim_line: gpio-sim is not available here \
-             (needs /sys/kernel/config/gpio-sim: `modprobe gpio-sim` as root, configfs mounted)"
-        );
-        return;
-    };
+    let chip = GpioSim::create().expect("a gpio-sim chip in configfs");
     let line = firmware_config::GpioLine::Offset {
         chip: chip.device.clone(),
         offset: 3,
@@ -594,6 +589,7 @@ async fn gpio_output_drives_a_gpio_sim_line() {
     let inverted = millwright::outputs::gpio::Gpio::open(&line, true).expect("request line");
     inverted.set(true).expect("on");
     assert_eq!(chip.value(3), Some(false), "active low");
+}
 }
 
 /// A simulated GPIO chip of 8 lines, removed when dropped.

@@ -4,8 +4,8 @@
 //! Debian package built around the aarch64 one.
 //!
 //! Needs `cross/build.sh --setup aarch64-musl armv7-gnueabihf`, qemu-user-static and cargo-deb
-//! (`.ci/run` installs them). In CI a missing tool fails the test; elsewhere the test is skipped
-//! with a message.
+//! (`.ci/run` installs them). In CI a missing tool fails the test; elsewhere the test shows as
+//! ignored, naming what is missing (`needs!`, decided by the crate's build script).
 //! Capabilities join this smoke test as they land: tract scoring, the sled outbox, the MQTT uplink,
 //! and OPC UA (trust, browse, and a SignAndEncrypt subscription) so far.
 
@@ -201,7 +201,6 @@ struct Target {
     qemu: &'static str,
     /// For dynamically linked targets: where the target's libc lives on this machine.
     sysroot: Option<&'static str>,
-    linker: &'static str,
     /// ELF e_machine.
     machine: u16,
 }
@@ -210,7 +209,6 @@ const AARCH64_MUSL: Target = Target {
     name: "aarch64-musl",
     qemu: "qemu-aarch64-static",
     sysroot: None,
-    linker: "aarch64-linux-gnu-gcc",
     machine: 183,
 };
 
@@ -218,7 +216,6 @@ const ARMV7_GNUEABIHF: Target = Target {
     name: "armv7-gnueabihf",
     qemu: "qemu-arm-static",
     sysroot: Some("/usr/arm-linux-gnueabihf"),
-    linker: "cargo-zigbuild",
     machine: 40,
 };
 
@@ -236,29 +233,6 @@ fn found(program: &str, arg: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok()
-}
-
-/// Whether the cross tools are here; in CI their absence is a failure, not a skip.
-fn cross_tools_present(target: &Target, extra: &[(&str, &str)]) -> bool {
-    let mut needed = vec![(target.qemu, "--version"), (target.linker, "--version")];
-    needed.extend_from_slice(extra);
-    let missing: Vec<&str> = needed
-        .iter()
-        .filter(|(program, arg)| !found(program, arg))
-        .map(|(program, _)| *program)
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must provide {missing:?}: see .ci/run and cross/build.sh --setup"
-    );
-    eprintln!(
-        "skipping: {missing:?} not installed (cross/build.sh --setup {}; apt-get install qemu-user-static)",
-        target.name
-    );
-    false
 }
 
 /// Runs `command` to completion, killing it after `limit`; stdout on success.
@@ -353,11 +327,9 @@ fn newest_glibc(elf: &[u8]) -> Option<(u32, u32)> {
         .max()
 }
 
+millwright_tests::needs! { aarch64_gateway
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aarch64_binary_is_static_small_and_polls_correctly_under_qemu() {
-    if !cross_tools_present(&AARCH64_MUSL, &[]) {
-        return;
-    }
     let binary = tokio::task::spawn_blocking(|| gateway_binary(&AARCH64_MUSL))
         .await
         .expect("build");
@@ -369,12 +341,11 @@ async fn aarch64_binary_is_static_small_and_polls_correctly_under_qemu() {
     assert_eq!(newest_glibc(&elf), None);
     smoke(&AARCH64_MUSL, &binary).await;
 }
+}
 
+millwright_tests::needs! { armv7_gateway
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn armv7_binary_needs_only_glibc_2_17_and_polls_correctly_under_qemu() {
-    if !cross_tools_present(&ARMV7_GNUEABIHF, &[]) {
-        return;
-    }
     let binary = tokio::task::spawn_blocking(|| gateway_binary(&ARMV7_GNUEABIHF))
         .await
         .expect("build");
@@ -382,6 +353,7 @@ async fn armv7_binary_needs_only_glibc_2_17_and_polls_correctly_under_qemu() {
     let glibc = newest_glibc(&elf).expect("dynamically linked against glibc");
     assert!(glibc <= (2, 17), "needs glibc {glibc:?}, more than 2.17");
     smoke(&ARMV7_GNUEABIHF, &binary).await;
+}
 }
 
 /// Size, architecture, and a full poll of every type and word order, as `read` and as the
@@ -608,25 +580,23 @@ fn serde_json_string(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+millwright_tests::needs! { arm64_package
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arm64_debian_package_installs_a_hardened_notify_service() {
     check_package("arm64", &AARCH64_MUSL, "adduser").await;
 }
+}
 
+millwright_tests::needs! { armhf_package
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn armhf_debian_package_installs_a_hardened_notify_service() {
     check_package("armhf", &ARMV7_GNUEABIHF, "adduser, libc6 (>= 2.17)").await;
+}
 }
 
 /// `cross/package.sh <arch>`: the tested binary, the conffile, the unit, the udev rule, the
 /// maintainer scripts, and the declared dependencies.
 async fn check_package(arch: &'static str, target: &'static Target, depends: &str) {
-    if !cross_tools_present(
-        target,
-        &[("cargo-deb", "--version"), ("dpkg-deb", "--version")],
-    ) {
-        return;
-    }
     let deb = tokio::task::spawn_blocking(move || {
         gateway_binary(target);
         let stdout = run_bounded(

@@ -2,7 +2,7 @@
 //! the umask, the socket admits only root, the agent's user and its group (checked by credentials,
 //! not only by file modes), and files holding credentials that others can read are reported.
 //!
-//! Needs root (to run the CLI as other users with `setpriv`); without it the test says so.
+//! Needs root (to run the CLI as other users with `setpriv`); ignored, with that reason, otherwise.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -46,25 +46,9 @@ async fn alerts_as(config: &Path, uid: u32, gid: u32) -> (bool, String) {
     (output.status.success(), text)
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
+millwright_tests::needs! { root
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modes_hold_under_any_umask_and_the_socket_refuses_other_users() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs the tests as root"
-        );
-        eprintln!("SKIPPED: needs root to run the CLI as other users");
-        return;
-    }
     // A closed port: the device is down at once, so an alert (and alerts.json) appears.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -141,4 +125,5 @@ async fn modes_hold_under_any_umask_and_the_socket_refuses_other_users() {
         );
         agent.terminate().await;
     }
+}
 }

@@ -12,7 +12,7 @@ use millwright::decisions::alerts::Alerts;
 use millwright::decisions::lifecycle::{Condition, Origin};
 use millwright::sample::{Quality, Value};
 use millwright::sim::plant::Plant;
-use millwright_tests::{eventually, plan, require_socat, samples_of, Agent, PtyPair};
+use millwright_tests::{eventually, plan, samples_of, Agent, PtyPair};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -75,11 +75,9 @@ fn bus_on(pty: &PtyPair) -> String {
     )
 }
 
+millwright_tests::needs! { socat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn units_on_one_bus_are_polled_in_turn_and_a_silent_one_costs_only_its_timeout() {
-    if !require_socat() {
-        return;
-    }
     let pty = PtyPair::open().await.expect("socat pty pair");
     let shutdown = CancellationToken::new();
     let (_, server) = serve_on(&pty, SIM, &shutdown);
@@ -176,6 +174,7 @@ address = 0
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
 }
+}
 
 const RELAY_SIM: &str = r#"
 [[machines]]
@@ -200,15 +199,13 @@ address = 0
 signal = { base = 0.0 }
 "#;
 
+millwright_tests::needs! { socat
 /// A relay module on the bus drives a beacon as an alert output. Its writes go through the bus's
 /// poller, between polls, so the bus keeps one master: no request of either unit fails while the
 /// beacon switches, the polled coil reads back what was written, a power cycle of the module does
 /// not leave the beacon dark, and the shutdown pattern still goes out after polling has stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_output_on_the_bus_is_written_between_polls() {
-    if !require_socat() {
-        return;
-    }
     let pty = PtyPair::open().await.expect("socat pty pair");
     let sim_shutdown = CancellationToken::new();
     let (plant, server) = serve_on(&pty, RELAY_SIM, &sim_shutdown);
@@ -378,6 +375,7 @@ pattern = "steady"
     assert_eq!(coil(), 1, "the shutdown pattern (steady) was not written");
     sim_shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}
 }
 
 /// Whether `tag` reads `want` within 5 s.

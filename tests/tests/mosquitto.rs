@@ -171,11 +171,9 @@ async fn summaries_arrive(consumer: &Consumer) -> bool {
         .await
 }
 
+millwright_tests::needs! { mosquitto
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_password_file_and_mutual_tls_against_mosquitto() {
-    if !Mosquitto::available() {
-        return;
-    }
     let sim = Sim::start(SIM, 0).await;
     let pki = make_pki("millwright test CA");
 
@@ -230,6 +228,7 @@ async fn tls_with_a_password_file_and_mutual_tls_against_mosquitto() {
     agent.terminate().await;
     sim.stop().await;
 }
+}
 
 /// Runs an agent that cannot connect; its log must say why (`reason`), and it still stops cleanly.
 async fn refused(
@@ -251,11 +250,9 @@ async fn refused(
     agent.terminate().await
 }
 
+millwright_tests::needs! { mosquitto
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_and_an_untrusted_server_are_reported_clearly() {
-    if !Mosquitto::available() {
-        return;
-    }
     let sim = Sim::start(SIM, 0).await;
     let pki = make_pki("millwright test CA");
     let (dir, mosquitto) = broker(&pki, false).await;
@@ -288,4 +285,5 @@ async fn a_wrong_password_and_an_untrusted_server_are_reported_clearly() {
     )
     .await;
     sim.stop().await;
+}
 }
