@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
     about = "Edge agent for industrial gateways"
 )]
 struct Cli {
-    /// More log output (-v debug, -vv trace).
+    /// More log output: -v debug; -vv also the OPC UA library's own log (trace level in debug builds).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// Less log output (-q warnings only, -qq errors only).
@@ -162,7 +162,7 @@ enum Command {
     },
     /// Print the configuration's JSON Schema (for editor completion).
     Schema,
-    /// Serve a simulated plant over Modbus TCP (and RTU with --serial).
+    /// Serve a simulated plant over Modbus TCP, Modbus RTU with --serial, and OPC UA with --opcua.
     #[cfg(feature = "sim")]
     Simulate {
         #[arg(short, long)]

@@ -220,3 +220,38 @@ fn check_loads_the_models_and_reports_a_missing_one_and_exits_3() {
         "{stdout}"
     );
 }
+
+#[test]
+fn help_and_readme_agree() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README");
+    let help = String::from_utf8(millwright(&["--help"]).stdout).expect("utf8");
+    // Every command is in the README's command table.
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 15, "{help}");
+    for command in commands {
+        assert!(
+            readme.contains(&format!("| `millwright {command}")),
+            "`millwright {command}` is missing from the README's command table"
+        );
+    }
+    // The verbosity switches say the same in both.
+    let verbose = "-vv also the OPC UA library's own log (trace level in debug builds)";
+    assert!(help.contains(verbose), "{help}");
+    assert!(
+        readme.contains(verbose),
+        "the README's global options differ from --help"
+    );
+    let simulate = String::from_utf8(millwright(&["simulate", "--help"]).stdout).expect("utf8");
+    assert!(
+        simulate.contains("--opcua") && simulate.contains("OPC UA with --opcua"),
+        "{simulate}"
+    );
+}

@@ -41,6 +41,16 @@ fn one_error(text: &str, line: usize, needle: &str) -> ConfigError {
     error
 }
 
+/// The line of the error whose message contains `needle`.
+fn line_with(errors: &[ConfigError], needle: &str) -> Option<usize> {
+    errors
+        .iter()
+        .find(|e| e.message.contains(needle))
+        .unwrap_or_else(|| panic!("no error with {needle:?} in {errors:#?}"))
+        .position
+        .map(|p| p.0)
+}
+
 fn line_of(text: &str, needle: &str) -> usize {
     text.lines()
         .position(|l| l.contains(needle))
@@ -311,14 +321,7 @@ fn every_mistake_in_one_table_is_reported() {
             "type = \"f32\"\nscale = \"x\"\nunti = \"bar\"",
         );
     let errors = errors(&text);
-    let at = |needle: &str| {
-        errors
-            .iter()
-            .find(|e| e.message.contains(needle))
-            .unwrap_or_else(|| panic!("no error with {needle:?} in {errors:#?}"))
-            .position
-            .map(|p| p.0)
-    };
+    let at = |needle: &str| line_with(&errors, needle);
     assert_eq!(
         at("unknown key `adressing`; did you mean `addressing`?"),
         Some(line_of(&text, "adressing"))
@@ -438,14 +441,7 @@ fn names_that_would_break_a_topic_are_refused_where_they_are_written() {
         "[agent]\nname = \"gw/7\"\n{text}\n[[devices]]\nname = \"drive\\u0000\"\nhost = \"h\"\naddressing = \"zero_based\"\n[[devices.tags]]\nname = \"speed\"\ntable = \"holding\"\naddress = 1\n\n[[opcua]]\nname = \"press+\"\nurl = \"opc.tcp://h:4840\"\n[[opcua.tags]]\nname = \"t\"\nnode = \"ns=2;i=1\"\n"
     );
     let errors = errors(&text);
-    let at = |needle: &str| {
-        errors
-            .iter()
-            .find(|e| e.message.contains(needle))
-            .unwrap_or_else(|| panic!("no error with {needle:?} in {errors:#?}"))
-            .position
-            .map(|p| p.0)
-    };
+    let at = |needle: &str| line_with(&errors, needle);
     assert_eq!(
         at("agent name \"gw/7\" cannot be used in MQTT topics: it contains `/` (character 3)"),
         Some(line_of(&text, "gw/7"))

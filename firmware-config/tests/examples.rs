@@ -21,6 +21,53 @@ fn every_example_passes_check() {
     assert!(checked >= 2, "found {checked} examples");
 }
 
+/// Every key of the configuration (as `millwright schema` lists them) in the objects of `value`.
+fn schema_keys(value: &serde_json::Value, keys: &mut std::collections::BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                if key == "properties" {
+                    if let Some(properties) = inner.as_object() {
+                        keys.extend(properties.keys().cloned());
+                    }
+                }
+                schema_keys(inner, keys);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| schema_keys(i, keys)),
+        _ => {}
+    }
+}
+
+fn toml_keys(value: &toml::Value, keys: &mut std::collections::BTreeSet<String>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, inner) in table {
+                keys.insert(key.clone());
+                toml_keys(inner, keys);
+            }
+        }
+        toml::Value::Array(items) => items.iter().for_each(|i| toml_keys(i, keys)),
+        _ => {}
+    }
+}
+
+#[test]
+fn plant_toml_shows_every_option() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plant.toml");
+    let text = std::fs::read_to_string(&path).expect("plant.toml");
+    let mut used = std::collections::BTreeSet::new();
+    let table: toml::Table = toml::from_str(&text).expect("toml");
+    toml_keys(&toml::Value::Table(table), &mut used);
+    let mut every = std::collections::BTreeSet::new();
+    schema_keys(&firmware_config::json_schema(), &mut every);
+    let missing: Vec<&String> = every.difference(&used).collect();
+    assert!(
+        missing.is_empty(),
+        "plant.toml is described as showing every option, but lacks {missing:?}"
+    );
+}
+
 #[test]
 fn json_schema_describes_devices_and_tags() {
     let schema = firmware_config::json_schema();

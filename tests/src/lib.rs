@@ -283,16 +283,19 @@ pub fn millwright_bin() -> PathBuf {
 /// Runs `millwright ARGS -c CONFIG` to completion (at most 20 s): whether it succeeded, and its
 /// stdout and stderr together.
 pub async fn run_cli(config: &Path, args: &[&str]) -> (bool, String) {
-    let output = tokio::process::Command::new(millwright_bin())
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .stdin(Stdio::null())
-        .output();
+    let mut command = tokio::process::Command::new(millwright_bin());
+    command.args(args).arg("-c").arg(config);
+    run_to_end(command).await
+}
+
+/// Runs `command` to completion (at most 20 s, no stdin): whether it succeeded, and its stdout and
+/// stderr together.
+pub async fn run_to_end(mut command: tokio::process::Command) -> (bool, String) {
+    let output = command.stdin(Stdio::null()).output();
     let output = tokio::time::timeout(Duration::from_secs(20), output)
         .await
-        .expect("the CLI answers within 20 s")
-        .expect("run millwright");
+        .expect("the command ends within 20 s")
+        .expect("the command runs");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

@@ -6,10 +6,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use millwright_tests::{eventually, millwright_bin, AgentProcess};
+use millwright_tests::{eventually, millwright_bin, run_to_end, AgentProcess};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -23,7 +22,8 @@ fn chmod(path: &Path, mode: u32) {
 
 /// `millwright alerts -c config` as another user and group (no supplementary groups).
 async fn alerts_as(config: &Path, uid: u32, gid: u32) -> (bool, String) {
-    let output = tokio::process::Command::new("setpriv")
+    let mut command = tokio::process::Command::new("setpriv");
+    command
         .args([
             &format!("--reuid={uid}"),
             &format!("--regid={gid}"),
@@ -31,19 +31,8 @@ async fn alerts_as(config: &Path, uid: u32, gid: u32) -> (bool, String) {
         ])
         .arg(millwright_bin())
         .args(["alerts", "-c"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(20), output)
-        .await
-        .expect("answers within 20 s")
-        .expect("setpriv runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+        .arg(config);
+    run_to_end(command).await
 }
 
 millwright_tests::needs! { root

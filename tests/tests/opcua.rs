@@ -92,6 +92,16 @@ fn plan(data_dir: &Path, endpoint: &str, tags: &str) -> Plan {
         .unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
+/// `millwright trust --yes` for the plan's first endpoint; its files.
+async fn trust_server(plan: &Plan) -> client::ClientFiles {
+    let files = client::ClientFiles::of(plan);
+    let certificate = browse::server_certificate(&plan.opcua[0], &files.pki)
+        .await
+        .expect("certificate");
+    browse::trust(&files.pki, &certificate).expect("trust");
+    files
+}
+
 fn tag(name: &str, node: &str, extra: &str) -> String {
     format!("\n[[opcua.tags]]\nname = {name:?}\nnode = {node:?}\n{extra}\n")
 }
@@ -428,11 +438,7 @@ async fn a_certificate_for_another_host_names_both_and_is_accepted_only_when_the
         )
     };
     let strict = with("");
-    let files = client::ClientFiles::of(&strict);
-    let certificate = browse::server_certificate(&strict.opcua[0], &files.pki)
-        .await
-        .expect("certificate");
-    browse::trust(&files.pki, &certificate).expect("trust");
+    let files = trust_server(&strict).await;
 
     // Trusted, but for other names: refused, with the names on both sides and the way out.
     let refused = client::connect(&strict.opcua[0], &files, "test")
@@ -502,11 +508,7 @@ async fn a_renamed_agent_is_told_its_certificate_is_stale_and_can_renew_it() {
         plan
     };
     let before = named("gw-a");
-    let files = client::ClientFiles::of(&before);
-    let certificate = browse::server_certificate(&before.opcua[0], &files.pki)
-        .await
-        .expect("certificate");
-    browse::trust(&files.pki, &certificate).expect("trust");
+    let files = trust_server(&before).await;
     client::connect(&before.opcua[0], &files, "test")
         .await
         .expect("connects as gw-a")

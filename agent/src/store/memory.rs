@@ -26,6 +26,20 @@ impl MemoryStore {
     }
 }
 
+/// Up to `limit` entries with ids above `after`, in id order.
+fn read_after(
+    entries: &BTreeMap<u64, Vec<u8>>,
+    after: Option<u64>,
+    limit: usize,
+) -> Vec<(u64, Vec<u8>)> {
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    entries
+        .range((start, Bound::Unbounded))
+        .take(limit)
+        .map(|(k, v)| (*k, v.clone()))
+        .collect()
+}
+
 impl Store for MemoryStore {
     fn next_id(&self) -> Result<u64, StoreError> {
         Ok(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
@@ -58,12 +72,7 @@ impl Store for MemoryStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        Ok(self.records()[class as usize]
-            .range((start, Bound::Unbounded))
-            .take(limit)
-            .map(|(k, v)| (*k, v.clone()))
-            .collect())
+        Ok(read_after(&self.records()[class as usize], after, limit))
     }
 
     fn measure(&self, class: Class, after: Option<u64>) -> Result<(u64, u64), StoreError> {
@@ -99,13 +108,7 @@ impl Store for MemoryStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        Ok(self
-            .dead()
-            .range((start, Bound::Unbounded))
-            .take(limit)
-            .map(|(k, v)| (*k, v.clone()))
-            .collect())
+        Ok(read_after(&self.dead(), after, limit))
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -160,6 +160,24 @@ fn first_key_after(after: Option<u64>) -> Option<[u8; 8]> {
     }
 }
 
+/// Up to `limit` entries of `tree` with ids above `after`, in id order.
+fn read_after(
+    tree: &sled::Tree,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    let Some(start) = first_key_after(after) else {
+        return Ok(Vec::new());
+    };
+    tree.range(start..)
+        .take(limit)
+        .map(|entry| {
+            let (k, v) = entry?;
+            Ok((id_of(&k)?, v.to_vec()))
+        })
+        .collect()
+}
+
 fn id_of(key: &[u8]) -> Result<u64, StoreError> {
     let bytes: [u8; 8] = key
         .try_into()
@@ -202,17 +220,7 @@ impl Store for SledStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let Some(start) = first_key_after(after) else {
-            return Ok(Vec::new());
-        };
-        self.tree(class)
-            .range(start..)
-            .take(limit)
-            .map(|entry| {
-                let (k, v) = entry?;
-                Ok((id_of(&k)?, v.to_vec()))
-            })
-            .collect()
+        read_after(self.tree(class), after, limit)
     }
 
     fn measure(&self, class: Class, after: Option<u64>) -> Result<(u64, u64), StoreError> {
@@ -255,17 +263,7 @@ impl Store for SledStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let Some(start) = first_key_after(after) else {
-            return Ok(Vec::new());
-        };
-        self.dead
-            .range(start..)
-            .take(limit)
-            .map(|entry| {
-                let (k, v) = entry?;
-                Ok((id_of(&k)?, v.to_vec()))
-            })
-            .collect()
+        read_after(&self.dead, after, limit)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
