@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Memory and CPU of the agent under the reference load: 1,000 u16 registers (10 simulated units of 100)
 # polled every 100 ms, the demo plant's assets scored with the shipped model, summaries every 1 s, and
-# [mqtt] to a local mosquitto; optionally with 100 tag limits (`--limits`).
+# [mqtt] to a local mosquitto; optionally with 100 tag limits (`--limits`), or the lighter load of the
+# first wave (`--light`: the assets judged by rules alone, summaries every minute).
 #
-#   cross/measure.sh [--seconds 60] [--limits] [AGENT_BINARY]
+#   cross/measure.sh [--seconds 60] [--limits] [--light] [AGENT_BINARY]
 #
 # AGENT_BINARY defaults to the static musl build the gateways run:
 #   CC_x86_64_unknown_linux_musl=gcc cargo build --release -p millwright --no-default-features \
@@ -16,11 +17,13 @@ cd "$(dirname "$0")/.."
 
 seconds=60
 limits=0
+light=0
 agent=target/x86_64-unknown-linux-musl/release/millwright
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --limits) limits=1; shift ;;
+    --light) light=1; shift ;;
     *) agent="$1"; shift ;;
   esac
 done
@@ -50,12 +53,15 @@ mqtt_port=$(free_port)
 grep -q '^listen' "$work/sim.toml" || sed -i "1i listen = \"127.0.0.1:$sim_port\"" "$work/sim.toml"
 
 # The agent: the demo plant (its assets and the shipped model) plus the ten bulk devices.
+model="/^\\[scoring\\]/a models = { default = \"$PWD/models/default.onnx\" }"
+summaries=1s
+if [ "$light" -eq 1 ]; then model=""; summaries=1m; fi
 {
   sed -e "s#127.0.0.1:5020#127.0.0.1:$sim_port#; s#port = 5020#port = $sim_port#" \
       -e "s#^data_dir = .*#data_dir = \"$work/data\"#" \
-      -e "/^\\[scoring\\]/a models = { default = \"$PWD/models/default.onnx\" }" \
+      -e "$model" \
       firmware-config/examples/demo-plant.toml
-  printf '\n[outbox]\nsummary_interval = "1s"\n[mqtt]\nurl = "mqtt://127.0.0.1:%s"\n' "$mqtt_port"
+  printf '\n[outbox]\nsummary_interval = "%s"\n[mqtt]\nurl = "mqtt://127.0.0.1:%s"\n' "$summaries" "$mqtt_port"
   for unit in $(seq 101 110); do
     printf '\n[[devices]]\nname = "bulk-%s"\nhost = "127.0.0.1"\nport = %s\nunit_id = %s\naddressing = "zero_based"\npoll_interval = "100ms"\n' "$unit" "$sim_port" "$unit"
     for r in $(seq 0 99); do
@@ -86,5 +92,5 @@ status=/proc/$agent_pid/status
 hwm=$(awk '/VmHWM/ {print $2}' "$status")
 rss=$(awk '/VmRSS/ {print $2}' "$status")
 cpu=$(python3 -c "print(f'{100 * ($end_ticks - $start_ticks) / $hz / ($end - $start):.2f}')")
-echo "agent $agent, $seconds s, limits=$limits"
+echo "agent $agent, $seconds s, limits=$limits, light=$light"
 echo "VmHWM ${hwm} kB ($(python3 -c "print(f'{$hwm/1024:.1f}')") MiB), VmRSS ${rss} kB, CPU ${cpu} % of a core"
