@@ -202,14 +202,16 @@ impl Admission {
         })
     }
 
-    /// Whether `peer` may send commands. Group membership is the peer's primary group or its
-    /// user's entry in the group database (`/etc/group`), as for the file itself.
-    pub fn admits(&self, uid: u32, gid: u32, passwd: &str, group: &str) -> bool {
-        uid == 0
-            || uid == self.owner
-            || gid == self.group
-            || user_name(passwd, uid)
-                .is_some_and(|name| group_members(group, self.group).any(|m| m == name))
+    /// Whether the peer `uid`/`gid` may send commands. Group membership is the peer's primary
+    /// group or its user's entry in the group database; `databases` gives the passwd(5) and
+    /// group(5) texts and is only read when the ids alone do not admit the peer.
+    pub fn admits(&self, uid: u32, gid: u32, databases: impl FnOnce() -> (String, String)) -> bool {
+        if uid == 0 || uid == self.owner || gid == self.group {
+            return true;
+        }
+        let (passwd, group) = databases();
+        user_name(&passwd, uid)
+            .is_some_and(|name| group_members(&group, self.group).any(|m| m == name))
     }
 }
 
@@ -280,8 +282,6 @@ async fn converse(
     admission: Admission,
 ) -> std::io::Result<()> {
     let peer = stream.peer_cred()?;
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let (read, mut write) = stream.into_split();
     // Read the request even from a stranger: closing on unread data would reset the connection
     // before the refusal is read.
@@ -289,7 +289,11 @@ async fn converse(
     BufReader::new(read.take(MAX_REQUEST))
         .read_line(&mut line)
         .await?;
-    if !admission.admits(peer.uid(), peer.gid(), &passwd, &groups) {
+    let databases = || {
+        let read = |path| std::fs::read_to_string(path).unwrap_or_default();
+        (read("/etc/passwd"), read("/etc/group"))
+    };
+    if !admission.admits(peer.uid(), peer.gid(), databases) {
         warn!(
             uid = peer.uid(),
             gid = peer.gid(),
@@ -357,17 +361,16 @@ mod tests {
             owner: 998,
             group: 998,
         };
-        assert!(socket.admits(0, 0, PASSWD, GROUP), "root");
-        assert!(socket.admits(998, 998, PASSWD, GROUP), "the agent's user");
+        let files = || (PASSWD.to_string(), GROUP.to_string());
+        let never = || -> (String, String) { panic!("the ids alone decide") };
+        assert!(socket.admits(0, 0, never), "root");
+        assert!(socket.admits(998, 998, never), "the agent's user");
+        assert!(socket.admits(1001, 998, never), "primary group");
+        assert!(socket.admits(1000, 1000, files), "alice is in the group");
+        assert!(!socket.admits(1001, 1001, files), "bob is not");
+        assert!(!socket.admits(4242, 4242, files), "an unknown user");
         assert!(
-            socket.admits(1000, 1000, PASSWD, GROUP),
-            "alice is in the group"
-        );
-        assert!(socket.admits(1001, 998, PASSWD, GROUP), "primary group");
-        assert!(!socket.admits(1001, 1001, PASSWD, GROUP), "bob is not");
-        assert!(!socket.admits(4242, 4242, PASSWD, GROUP), "an unknown user");
-        assert!(
-            !socket.admits(1001, 1001, "", ""),
+            !socket.admits(1001, 1001, || (String::new(), String::new())),
             "no databases: no membership"
         );
     }

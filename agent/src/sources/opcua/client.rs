@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::opcua::client::{Client, ClientBuilder, IdentityToken, Session};
+use ::opcua::core::comms::url::{hostname_from_url, url_with_replaced_hostname};
 use ::opcua::crypto::SecurityPolicy as UaPolicy;
 use ::opcua::types::{MessageSecurityMode, StatusCode};
 use firmware_config::{Identity, OpcuaEndpoint, SecurityMode, SecurityPolicy};
@@ -267,35 +268,6 @@ pub fn certificate_names(der: &[u8]) -> CertificateNames {
     names
 }
 
-/// The host of an `opc.tcp://host:port/path` URL (brackets of an IPv6 literal removed).
-fn url_host(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    if let Some(v6) = authority.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6);
-    }
-    authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host)
-}
-
-/// The URL with its host replaced (port and path kept).
-fn with_host(url: &str, host: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("opc.tcp", url));
-    let old = url_host(url);
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
-    let old_shown = if old.contains(':') {
-        format!("[{old}]")
-    } else {
-        old.to_string()
-    };
-    format!("{scheme}://{}", rest.replacen(&old_shown, &host, 1))
-}
-
 /// Connects to the configured URL whatever host name the endpoint description names (used when
 /// the description was rewritten to the certificate's host name on the user's say-so).
 struct ConfiguredUrl(String);
@@ -428,14 +400,19 @@ async fn matching_endpoint(
     if endpoint.security_policy == SecurityPolicy::None {
         return Ok(description);
     }
-    let expected = url_host(&endpoint.url).to_string();
+    let expected = hostname_from_url(&endpoint.url)
+        .map_err(|_| ConnectError::Setup(format!("{}: the URL has no host", endpoint.url)))?;
+    // The URL writes an IPv6 host in brackets; a certificate names the bare address.
+    let bare = expected.trim_start_matches('[').trim_end_matches(']');
     let presented = certificate_names(description.server_certificate.as_ref()).hosts;
-    if presented.iter().any(|h| h.eq_ignore_ascii_case(&expected)) {
+    if presented.iter().any(|h| h.eq_ignore_ascii_case(bare)) {
         return Ok(description);
     }
     match presented.first() {
         Some(host) if endpoint.accept_host_name_mismatch => {
-            description.endpoint_url = with_host(&endpoint.url, host).into();
+            let url = url_with_replaced_hostname(&endpoint.url, host)
+                .map_err(|e| ConnectError::Setup(format!("{}: {e}", endpoint.url)))?;
+            description.endpoint_url = url.into();
             Ok(description)
         }
         _ => Err(ConnectError::HostNameMismatch {
@@ -503,22 +480,6 @@ pub fn session_end(status: StatusCode) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_give_their_host_and_take_another() {
-        assert_eq!(url_host("opc.tcp://127.0.0.1:4840/UA/Server"), "127.0.0.1");
-        assert_eq!(url_host("opc.tcp://press-plc:4840"), "press-plc");
-        assert_eq!(url_host("opc.tcp://[::1]:4840"), "::1");
-        assert_eq!(url_host("opc.tcp://plc"), "plc");
-        assert_eq!(
-            with_host("opc.tcp://127.0.0.1:4840/UA/Server", "mybox"),
-            "opc.tcp://mybox:4840/UA/Server"
-        );
-        assert_eq!(
-            with_host("opc.tcp://[::1]:4840", "mybox"),
-            "opc.tcp://mybox:4840"
-        );
-    }
 
     #[test]
     fn a_clean_close_is_not_called_good() {
