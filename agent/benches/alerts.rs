@@ -19,7 +19,7 @@ use millwright::clock::{Clock, SystemClock};
 use millwright::decisions::alerts::{self, Alerts};
 use millwright::sample::{Quality, Sample, TagId, Value};
 use millwright::store::{Outbox, SledStore};
-use millwright::uplink::{Identity, Topics, Uplink, UplinkStats};
+use millwright::uplink::{Identity, Uplink, UplinkParts, UplinkStats};
 use tokio_util::sync::CancellationToken;
 
 mod common;
@@ -114,7 +114,6 @@ fn main() {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let stop = CancellationToken::new();
         let bus = SampleBus::new(4096);
-        let alerts = Arc::new(Alerts::open(&plan.agent.data_dir, "bench"));
         let (_assessments, assessment_feed) = tokio::sync::broadcast::channel(4);
         let mut outbox = None;
         // The subscriber's arrivals: (raised?, when).
@@ -123,26 +122,27 @@ fn main() {
             let (store, _) = SledStore::open_or_recover(&plan.outbox.dir).expect("store");
             let store =
                 Arc::new(Outbox::new(Box::new(store), plan.outbox.max_bytes).expect("outbox"));
-            let topics = Topics::new(&mqtt.topic_prefix, "bench");
-            alerts.send_upstream(Arc::clone(&store), topics.clone());
+            outbox = Some(Arc::clone(&store));
             tokio::spawn(millwright::app::flush_periodically(
                 Arc::clone(&store),
                 plan.outbox.flush_interval,
                 stop.clone(),
             ));
             tokio::spawn(
-                Uplink {
-                    mqtt: mqtt.clone(),
-                    identity: Identity {
+                Uplink::uns(
+                    mqtt.clone(),
+                    Identity {
                         agent: "bench".into(),
                         version: "bench".into(),
                         config_hash: "0".into(),
                     },
-                    topics,
-                    outbox: Arc::clone(&store),
-                    stats: Arc::new(UplinkStats::default()),
-                    commands: Arc::new(NoCommands),
-                }
+                    UplinkParts {
+                        outbox: Arc::clone(&store),
+                        stats: Arc::new(UplinkStats::default()),
+                        commands: Arc::new(NoCommands),
+                        clock: Arc::clone(&clock),
+                    },
+                )
                 .run(stop.clone()),
             );
             let mut options = rumqttc::MqttOptions::new("bench-subscriber", "127.0.0.1", port);
@@ -168,8 +168,8 @@ fn main() {
                 }
                 drop(client);
             });
-            outbox = Some(store);
         }
+        let alerts = Arc::new(Alerts::open(&plan.agent.data_dir, outbox.clone()));
         tokio::spawn(alerts::run(
             plan.alerting.clone(),
             Arc::clone(&alerts),

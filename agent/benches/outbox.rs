@@ -10,8 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use millwright::records::{Last, Report, TagStats, TagSummary};
+use millwright::sample::{Quality, Value};
 use millwright::store::{Class, NewRecord, Outbox, SledStore};
-use millwright::uplink::{Identity, Topics, Uplink, UplinkStats};
+use millwright::uplink::{Identity, Uplink, UplinkParts, UplinkStats};
 
 mod common;
 use common::{free_port, median, mosquitto, NoCommands};
@@ -19,25 +21,31 @@ use tokio_util::sync::CancellationToken;
 
 const CHILD: &str = "MILLWRIGHT_OUTBOX_BENCH_CHILD";
 
-/// A tag summary of about the size a 10-tag device produces.
+/// A 10-tag device's summary, as the summaries stage makes it.
 fn summary(n: usize) -> NewRecord {
-    let mut body = String::from("{\"device\":\"plc\",\"tags\":{");
-    for t in 0..10 {
-        if t > 0 {
-            body.push(',');
-        }
-        body.push_str(&format!(
-            "\"tag{t}\":{{\"count\":10,\"min\":{n}.5,\"max\":{n}.9,\"mean\":{n}.7,\"last\":{n}.8,\"quality\":\"good\"}}"
-        ));
-    }
-    body.push_str("}}");
-    NewRecord {
-        class: Class::Summary,
-        topic: "acme/plant1/area/line/plc/tags".into(),
-        kind: "tags".into(),
-        created: SystemTime::now(),
-        body: body.into_bytes(),
-    }
+    let x = n as f64;
+    let tags = (0..10)
+        .map(|t| TagStats {
+            name: format!("tag{t}"),
+            unit: None,
+            count: 10,
+            bad: 0,
+            worst: Some(Quality::Good),
+            last: Some(Last::Value(Value::F64(x + 0.8))),
+            min: Some(x + 0.5),
+            max: Some(x + 0.9),
+            mean: Some(x + 0.7),
+        })
+        .collect();
+    let now = SystemTime::now();
+    let report = Report::TagSummary(TagSummary {
+        device: "plc".into(),
+        online: Some(true),
+        from: now,
+        to: now,
+        tags,
+    });
+    NewRecord::report(report, now)
 }
 
 fn open(dir: &Path, max_bytes: u64) -> Outbox {
@@ -100,18 +108,20 @@ fn drain_rate(count: usize, max_inflight: u16, port: u16) -> f64 {
         .expect("config");
         let mqtt = plan.mqtt.expect("mqtt");
         let stop = CancellationToken::new();
-        let uplink = Uplink {
-            topics: Topics::new(&mqtt.topic_prefix, "bench"),
+        let uplink = Uplink::uns(
             mqtt,
-            identity: Identity {
+            Identity {
                 agent: "bench".into(),
                 version: "bench".into(),
                 config_hash: "0".into(),
             },
-            outbox: Arc::clone(&outbox),
-            stats: Arc::new(UplinkStats::default()),
-            commands: Arc::new(NoCommands),
-        };
+            UplinkParts {
+                outbox: Arc::clone(&outbox),
+                stats: Arc::new(UplinkStats::default()),
+                commands: Arc::new(NoCommands),
+                clock: Arc::new(millwright::clock::SystemClock),
+            },
+        );
         let start = Instant::now();
         let task = tokio::spawn(uplink.run(stop.clone()));
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -198,10 +208,8 @@ fn main() {
     let record_bytes = millwright::store::encode(&millwright::store::Record {
         id: 0,
         class: Class::Summary,
-        topic: summary(0).topic,
-        kind: "tags".into(),
         created_ms: 0,
-        body: summary(0).body,
+        payload: summary(0).payload,
     })
     .len();
     println!("record: {record_bytes} bytes encoded (a 10-tag summary)");

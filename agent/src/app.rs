@@ -27,7 +27,7 @@ use crate::reports;
 use crate::service::ServiceManager;
 use crate::store::sled_store::{OpenError, SledStore};
 use crate::store::{Appended, MemoryStore, Outbox};
-use crate::uplink::{Identity, Topics, Uplink, UplinkStats};
+use crate::uplink::{Identity, Uplink, UplinkParts, UplinkStats};
 
 use crate::sources::modbus::{self, DeviceWriter};
 use crate::sources::opcua;
@@ -220,11 +220,14 @@ pub async fn run(
             warn!(%error, dir = %plan.agent.data_dir.display(), "cannot create the data directory or set its mode (0750)")
         }
     }
-    let alerts = Arc::new(Alerts::open(&plan.agent.data_dir, &plan.agent.name));
     let upstream = match &loaded.plan.mqtt {
-        Some(_) => Some(Upstream::open(&loaded, &clock, &alerts)?),
+        Some(_) => Some(Upstream::open(&loaded, &clock)?),
         None => None,
     };
+    let alerts = Arc::new(Alerts::open(
+        &plan.agent.data_dir,
+        upstream.as_ref().map(|u| Arc::clone(&u.outbox)),
+    ));
     let local = Local::start(&loaded, alerts, upstream.as_ref());
     let mut generation = Generation::start(
         loaded,
@@ -390,7 +393,6 @@ impl Local {
 struct Upstream {
     outbox: Arc<Outbox>,
     uplink_stats: Arc<UplinkStats>,
-    topics: Topics,
     tasks: JoinSet<()>,
     stop: CancellationToken,
     clock: Arc<dyn Clock>,
@@ -398,13 +400,9 @@ struct Upstream {
 
 impl Upstream {
     /// Opens the outbox (recovering or, as a last resort, falling back to memory), starts the
-    /// flusher, sends alert transitions upstream from now on, and records the agent's start.
-    fn open(loaded: &Loaded, clock: &Arc<dyn Clock>, alerts: &Alerts) -> anyhow::Result<Upstream> {
+    /// flusher, and records the agent's start.
+    fn open(loaded: &Loaded, clock: &Arc<dyn Clock>) -> anyhow::Result<Upstream> {
         let plan = &loaded.plan;
-        let topics = Topics::new(
-            plan.mqtt.as_ref().map_or("", |m| m.topic_prefix.as_str()),
-            &plan.agent.name,
-        );
         let dir = &plan.outbox.dir;
         let mut notes = Vec::new();
         let outbox = match SledStore::open_or_recover(dir) {
@@ -453,11 +451,9 @@ impl Upstream {
             plan.outbox.flush_interval,
             stop.clone(),
         ));
-        alerts.send_upstream(Arc::clone(&outbox), topics.clone());
         let upstream = Upstream {
             outbox,
             uplink_stats,
-            topics,
             tasks,
             stop,
             clock: Arc::clone(clock),
@@ -478,18 +474,12 @@ impl Upstream {
     }
 
     fn event(&self, name: &str, detail: serde_json::Value, now: SystemTime) {
-        reports::append(
-            &self.outbox,
-            reports::event(&self.topics, name, detail, now),
-        );
+        reports::append(&self.outbox, reports::event(name, detail, now));
     }
 
     /// The agent's first record of this run, whose id starts the run's id range.
     fn first_event(&self, name: &str, detail: serde_json::Value, now: SystemTime) {
-        match self
-            .outbox
-            .append(reports::event(&self.topics, name, detail, now))
-        {
+        match self.outbox.append(reports::event(name, detail, now)) {
             Ok(Appended::Stored { id, .. }) => info!(first_id = id, "first record of this run"),
             Ok(Appended::Dropped) => warn!("outbox full: the start event was dropped (counted)"),
             Err(error) => warn!(%error, "outbox append failed (counted)"),
@@ -589,10 +579,8 @@ impl Generation {
             ));
         }
         if let (Some(upstream), Some(mqtt)) = (upstream, &plan.mqtt) {
-            let topics = Topics::new(&mqtt.topic_prefix, &plan.agent.name);
             running.tasks.spawn(reports::run(
                 Arc::new(plan.clone()),
-                topics.clone(),
                 Arc::clone(&upstream.outbox),
                 reports::Sources {
                     samples: bus.subscribe(),
@@ -602,14 +590,16 @@ impl Generation {
                 Arc::clone(&clock),
                 stop.clone(),
             ));
-            let uplink = Uplink {
-                mqtt: mqtt.clone(),
-                identity: identity(&loaded),
-                topics,
-                outbox: Arc::clone(&upstream.outbox),
-                stats: Arc::clone(&upstream.uplink_stats),
-                commands: local.commands.clone(),
-            };
+            let uplink = Uplink::uns(
+                mqtt.clone(),
+                identity(&loaded),
+                UplinkParts {
+                    outbox: Arc::clone(&upstream.outbox),
+                    stats: Arc::clone(&upstream.uplink_stats),
+                    commands: local.commands.clone(),
+                    clock: Arc::clone(&clock),
+                },
+            );
             let span = tracing::info_span!("uplink");
             running.tasks.spawn(tracing::Instrument::instrument(
                 uplink.run(stop.clone()),

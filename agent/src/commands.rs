@@ -752,7 +752,7 @@ pub async fn demo(
         .with_context(|| format!("cannot create {}", plan.agent.data_dir.display()))?;
     let alerts = Arc::new(crate::decisions::alerts::Alerts::open(
         &plan.agent.data_dir,
-        &plan.agent.name,
+        None,
     ));
     crate::decisions::alerts::forget_unconfigured(&alerts, &plan, clock.now());
     running.tasks.spawn(crate::decisions::alerts::run(

@@ -12,6 +12,7 @@ pub mod files;
 pub mod health;
 pub mod liveness;
 pub mod outputs;
+pub mod records;
 pub mod reports;
 pub mod sample;
 pub mod service;

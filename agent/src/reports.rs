@@ -1,5 +1,6 @@
-//! What the agent tells the plant, turned into outbox records: per-device tag summaries over each
-//! summary interval, per-asset assessments, and the agent's events (device up/down, start/stop, configuration, outbox drops).
+//! The summaries stage: what the agent tells the plant, as typed [`Report`]s appended to the
+//! outbox: per-device tag summaries over each summary interval, per-asset assessments, and the
+//! agent's events (device up/down, start/stop, configuration, outbox drops).
 //!
 //! Summaries are fixed-size per tag (count, min, max, sum, last, worst quality), so memory does not
 //! grow with the interval or the uptime. Building a record is a pure function; only [`run`] does
@@ -18,10 +19,10 @@ use tracing::warn;
 use crate::bus::Subscriber;
 use crate::clock::Clock;
 use crate::health::assess::Assessment;
+use crate::records::{Event, Last, Report, TagStats, TagSummary};
 use crate::sample::{Quality, Sample, Value};
 use crate::sources::DeviceStats;
-use crate::store::{Appended, Class, NewRecord, Outbox};
-use crate::uplink::{timestamp, Topics};
+use crate::store::{Appended, NewRecord, Outbox};
 
 /// How bad a quality is, for "worst quality over the interval".
 fn badness(quality: Quality) -> u8 {
@@ -33,47 +34,6 @@ fn badness(quality: Quality) -> u8 {
         Quality::Malformed => 4,
         Quality::Timeout => 5,
         Quality::Transport => 6,
-    }
-}
-
-/// The quality's short name in payloads.
-pub fn quality_code(quality: Quality) -> &'static str {
-    match quality {
-        Quality::Good => "good",
-        Quality::Uncertain(_) => "uncertain",
-        Quality::Bad(_) => "bad",
-        Quality::Stale => "stale",
-        Quality::Exception(_) => "exception",
-        Quality::Malformed => "malformed",
-        Quality::Timeout => "timeout",
-        Quality::Transport => "transport",
-    }
-}
-
-/// Arrays up to this many elements go upstream whole in summaries; longer ones (waveforms) as
-/// their length, so that one waveform tag cannot push its device's summary past the MQTT packet
-/// limit.
-const SUMMARY_ARRAY_LIMIT: usize = 256;
-
-fn last_json(value: &Value) -> serde_json::Value {
-    match value {
-        Value::Array(items) if items.len() > SUMMARY_ARRAY_LIMIT => {
-            json!({ "array_length": items.len() })
-        }
-        other => value_json(other),
-    }
-}
-
-fn value_json(value: &Value) -> serde_json::Value {
-    match value {
-        Value::Bool(b) => json!(b),
-        Value::I64(v) => json!(v),
-        Value::U64(v) => json!(v),
-        // NaN and infinities are not JSON: null.
-        Value::F64(v) => json!(v),
-        Value::Text(s) => json!(s),
-        Value::Time(t) => json!(timestamp(*t)),
-        Value::Array(items) => serde_json::Value::Array(items.iter().map(value_json).collect()),
     }
 }
 
@@ -118,29 +78,19 @@ impl TagWindow {
         }
     }
 
-    fn summary(&self, unit: Option<&str>) -> serde_json::Value {
+    fn stats(&self, name: &str, unit: Option<&str>) -> TagStats {
         let numeric = self.numeric > 0;
-        let mut summary = json!({
-            "count": self.count,
-            "bad": self.bad,
-            "quality": self.worst.map_or("none", quality_code),
-            "last": self.last.as_ref().map(last_json),
-            "min": numeric.then_some(self.min),
-            "max": numeric.then_some(self.max),
-            "mean": numeric.then(|| self.sum / f64::from(self.numeric)),
-        });
-        match self.worst {
-            Some(Quality::Exception(code)) => summary["exception_code"] = json!(code),
-            Some(Quality::Uncertain(code) | Quality::Bad(code)) => {
-                summary["status_code"] = json!(code);
-                summary["status"] = json!(crate::sample::status_name(code));
-            }
-            _ => {}
+        TagStats {
+            name: name.to_string(),
+            unit: unit.map(str::to_string),
+            count: self.count,
+            bad: self.bad,
+            worst: self.worst,
+            last: self.last.as_ref().map(Last::of),
+            min: numeric.then_some(self.min),
+            max: numeric.then_some(self.max),
+            mean: numeric.then(|| self.sum / f64::from(self.numeric)),
         }
-        if let Some(unit) = unit {
-            summary["unit"] = json!(unit);
-        }
-        summary
     }
 }
 
@@ -193,80 +143,52 @@ impl TagSummaries {
         }
     }
 
-    /// One record per device for the interval that ends `now`, and a fresh interval.
-    pub fn take(&mut self, topics: &Topics, online: &[bool], now: SystemTime) -> Vec<NewRecord> {
-        let mut records = Vec::with_capacity(self.devices.len());
+    /// One summary per device for the interval that ends `now`, and a fresh interval.
+    pub fn take(&mut self, online: &[Option<bool>], now: SystemTime) -> Vec<Report> {
+        let mut reports = Vec::with_capacity(self.devices.len());
         for (index, device) in self.devices.iter().enumerate() {
-            let tags: serde_json::Map<String, serde_json::Value> = device
+            let windows = &mut self.windows[device.first..device.first + device.tags.len()];
+            let tags = device
                 .tags
                 .iter()
-                .enumerate()
-                .map(|(i, (name, unit))| {
-                    let window = &mut self.windows[device.first + i];
-                    let summary = window.summary(unit.as_deref());
+                .zip(windows.iter_mut())
+                .map(|((name, unit), window)| {
+                    let stats = window.stats(name, unit.as_deref());
                     *window = TagWindow::default();
-                    (name.clone(), summary)
+                    stats
                 })
                 .collect();
-            let body = json!({
-                "device": device.name,
-                "online": online.get(index).copied(),
-                "from": timestamp(self.since),
-                "to": timestamp(now),
-                "tags": tags,
-            });
-            records.push(NewRecord {
-                class: Class::Summary,
-                topic: topics.tags(&device.name),
-                kind: "tags".into(),
-                created: now,
-                body: body.to_string().into_bytes(),
-            });
+            reports.push(Report::TagSummary(TagSummary {
+                device: device.name.clone(),
+                online: online.get(index).copied().flatten(),
+                from: self.since,
+                to: now,
+                tags,
+            }));
         }
         self.since = now;
-        records
+        reports
     }
 }
 
-/// An event record on the agent's event topic.
-pub fn event(topics: &Topics, name: &str, detail: serde_json::Value, now: SystemTime) -> NewRecord {
-    let mut body = json!({ "event": name });
-    if let (Some(body), serde_json::Value::Object(detail)) = (body.as_object_mut(), detail) {
-        body.extend(detail);
-    }
-    NewRecord {
-        class: Class::Event,
-        topic: topics.events(),
-        kind: "event".into(),
-        created: now,
-        body: body.to_string().into_bytes(),
-    }
-}
-
-/// The assessment as a summary-class record on the asset's health topic.
-pub fn health_record(topics: &Topics, assessment: &Assessment, now: SystemTime) -> NewRecord {
-    NewRecord {
-        class: Class::Summary,
-        topic: topics.health(&assessment.asset),
-        kind: "health".into(),
-        created: now,
-        body: serde_json::to_vec(assessment).unwrap_or_default(),
-    }
+/// An event record.
+pub fn event(name: &str, detail: serde_json::Value, now: SystemTime) -> NewRecord {
+    NewRecord::report(Report::Event(Event::new(name, detail)), now)
 }
 
 /// Appends a record, reporting (not failing on) a full or broken store.
 pub fn append(outbox: &Outbox, record: NewRecord) {
-    let (class, topic) = (record.class, record.topic.clone());
+    let (class, kind) = (record.class, record.payload.kind().to_string());
     match outbox.append(record) {
         Ok(Appended::Stored { .. }) => {}
         Ok(Appended::Dropped) => {
             if let Some(unlogged) = outbox.complain() {
-                warn!(class = class.name(), %topic, unlogged, "outbox full: record dropped (counted)")
+                warn!(class = class.name(), %kind, unlogged, "outbox full: record dropped (counted)")
             }
         }
         Err(error) => {
             if let Some(unlogged) = outbox.complain() {
-                warn!(%error, %topic, unlogged, "outbox append failed (counted; acquisition goes on)")
+                warn!(%error, %kind, unlogged, "outbox append failed (counted; acquisition goes on)")
             }
         }
     }
@@ -282,7 +204,6 @@ pub struct Sources {
 /// Turns samples, assessments and device state into outbox records until `stop`.
 pub async fn run(
     plan: Arc<Plan>,
-    topics: Topics,
     outbox: Arc<Outbox>,
     mut sources: Sources,
     clock: Arc<dyn Clock>,
@@ -308,7 +229,7 @@ pub async fn run(
             },
             assessment = sources.assessments.recv(), if assessing => match assessment {
                 Ok(assessment) => {
-                    append(&outbox, health_record(&topics, &assessment, clock.now()));
+                    append(&outbox, NewRecord::report(Report::Assessment(assessment), clock.now()));
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     warn!(missed, "assessments missed by the outbox feed");
@@ -329,16 +250,16 @@ pub async fn run(
                     // An offline device is news at once; an online one only as a change.
                     if known.is_some() || !is_online {
                         let name_of = if is_online { "device_up" } else { "device_down" };
-                        append(&outbox, event(&topics, name_of, json!({ "device": name }), now));
+                        append(&outbox, event(name_of, json!({ "device": name }), now));
                     }
                     *known = Some(is_online);
                 }
             }
             _ = summary_tick.tick() => {
                 let now = clock.now();
-                let flags: Vec<bool> = online.iter().map(|o| o.unwrap_or(false)).collect();
-                for record in summaries.take(&topics, &flags, now) {
-                    append(&outbox, record);
+                let flags: Vec<Option<bool>> = online.iter().map(|o| Some(o.unwrap_or(false))).collect();
+                for report in summaries.take(&flags, now) {
+                    append(&outbox, NewRecord::report(report, now));
                 }
                 let stats = outbox.stats();
                 if stats.dropped() > reported_drops {
@@ -353,7 +274,7 @@ pub async fn run(
                         "max_bytes": stats.max_bytes,
                     });
                     reported_drops = stats.dropped();
-                    append(&outbox, event(&topics, "outbox_dropped", detail, now));
+                    append(&outbox, event("outbox_dropped", detail, now));
                 }
             }
         }
@@ -364,6 +285,13 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::sample::TagId;
+    use crate::uplink::encode::uns;
+    use crate::uplink::Topics;
+
+    /// The `data` users receive for a report.
+    fn data(report: &Report) -> serde_json::Value {
+        serde_json::from_str(&uns::data(report)).expect("json")
+    }
 
     fn plan() -> Plan {
         firmware_config::load_str(
@@ -421,11 +349,11 @@ type = "u32"
         summaries.observe(&sample(2, Some(Value::U64(42)), Quality::Good));
         summaries.observe(&sample(99, Some(Value::U64(1)), Quality::Good));
         let end = start + Duration::from_secs(60);
-        let records = summaries.take(&topics, &[true, false], end);
+        let records = summaries.take(&[Some(true), Some(false)], end);
         assert_eq!(records.len(), 2);
-        assert_eq!(records[0].topic, "e/s/a/l/plc/tags");
-        assert_eq!(records[0].class, Class::Summary);
-        let plc: serde_json::Value = serde_json::from_slice(&records[0].body).expect("json");
+        assert_eq!(topics.of(&records[0]), "e/s/a/l/plc/tags");
+        assert_eq!(records[0].class(), crate::store::Class::Summary);
+        let plc = data(&records[0]);
         let speed = &plc["tags"]["speed"];
         assert_eq!(speed["count"], 4);
         assert_eq!(speed["bad"], 1);
@@ -442,13 +370,13 @@ type = "u32"
         assert_eq!(plc["online"], true);
         assert_eq!(plc["from"], "2023-11-14T22:13:20.000Z");
         assert_eq!(plc["to"], "2023-11-14T22:14:20.000Z");
-        let meter: serde_json::Value = serde_json::from_slice(&records[1].body).expect("json");
+        let meter = data(&records[1]);
         assert_eq!(meter["tags"]["kwh"]["last"], 42);
         assert_eq!(meter["online"], false);
 
         // The next interval starts empty.
-        let next = summaries.take(&topics, &[true, true], end + Duration::from_secs(60));
-        let plc: serde_json::Value = serde_json::from_slice(&next[0].body).expect("json");
+        let next = summaries.take(&[Some(true), Some(true)], end + Duration::from_secs(60));
+        let plc = data(&next[0]);
         assert_eq!(plc["tags"]["speed"]["count"], 0);
         assert_eq!(plc["tags"]["speed"]["quality"], "none");
         assert_eq!(plc["from"], "2023-11-14T22:14:20.000Z");
@@ -456,7 +384,6 @@ type = "u32"
 
     #[test]
     fn opc_ua_statuses_times_and_arrays_in_summaries() {
-        let topics = Topics::new("e/s/a/l", "gw");
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut summaries = TagSummaries::new(&plan(), start);
         let unknown = 0x8034_0000;
@@ -465,13 +392,13 @@ type = "u32"
         summaries.observe(&sample(1, Some(Value::Time(time)), Quality::Good));
         let short: Vec<Value> = (0..3).map(|i| Value::F64(f64::from(i))).collect();
         summaries.observe(&sample(2, Some(Value::Array(short.into())), Quality::Good));
-        let records = summaries.take(&topics, &[true, true], start + Duration::from_secs(60));
-        let plc: serde_json::Value = serde_json::from_slice(&records[0].body).expect("json");
+        let records = summaries.take(&[Some(true), Some(true)], start + Duration::from_secs(60));
+        let plc = data(&records[0]);
         assert_eq!(plc["tags"]["speed"]["quality"], "bad");
         assert_eq!(plc["tags"]["speed"]["status_code"], unknown);
         assert_eq!(plc["tags"]["speed"]["status"], "BadNodeIdUnknown");
         assert_eq!(plc["tags"]["state"]["last"], "2023-11-14T22:13:20.250Z");
-        let meter: serde_json::Value = serde_json::from_slice(&records[1].body).expect("json");
+        let meter = data(&records[1]);
         assert_eq!(meter["tags"]["kwh"]["last"], json!([0.0, 1.0, 2.0]));
 
         let waveform: Vec<Value> = (0..4096).map(|i| Value::F64(f64::from(i))).collect();
@@ -480,11 +407,11 @@ type = "u32"
             Some(Value::Array(waveform.into())),
             Quality::Good,
         ));
-        let records = summaries.take(&topics, &[true, true], start + Duration::from_secs(120));
-        let meter: serde_json::Value = serde_json::from_slice(&records[1].body).expect("json");
+        let records = summaries.take(&[Some(true), Some(true)], start + Duration::from_secs(120));
+        let meter = data(&records[1]);
         assert_eq!(meter["tags"]["kwh"]["last"], json!({"array_length": 4096}));
         assert!(
-            records[1].body.len() < 1024,
+            uns::data(&records[1]).len() < 1024,
             "a waveform is not copied into the summary"
         );
     }
@@ -493,14 +420,18 @@ type = "u32"
     fn events_carry_their_name_and_detail() {
         let topics = Topics::new("e/s/a/l", "gw");
         let record = event(
-            &topics,
             "device_down",
             json!({"device": "plc"}),
             SystemTime::UNIX_EPOCH,
         );
-        assert_eq!(record.topic, "e/s/a/l/gw/events");
-        assert_eq!(record.class, Class::Event);
-        let body: serde_json::Value = serde_json::from_slice(&record.body).expect("json");
-        assert_eq!(body, json!({"event": "device_down", "device": "plc"}));
+        assert_eq!(record.class, crate::store::Class::Event);
+        let crate::store::Payload::Report(report) = &record.payload else {
+            panic!("typed")
+        };
+        assert_eq!(topics.of(report), "e/s/a/l/gw/events");
+        assert_eq!(
+            data(report),
+            json!({"event": "device_down", "device": "plc"})
+        );
     }
 }

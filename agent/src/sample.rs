@@ -10,7 +10,7 @@ use std::time::SystemTime;
 pub struct TagId(pub u32);
 
 /// A decoded engineering value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     Bool(bool),
     I64(i64),
@@ -67,7 +67,7 @@ impl fmt::Display for Value {
 }
 
 /// How far a sample can be trusted, and why not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Quality {
     Good,
     /// The device answered with a Modbus exception (the code is kept: 2 = illegal data address,

@@ -447,14 +447,19 @@ impl AgentProcess {
         self.drain_log().await
     }
 
-    /// SIGTERM and wait (bounded) for a clean exit.
-    pub async fn terminate(mut self) -> OutputLines {
+    /// Sends the signal named `name` (`HUP`, `TERM`).
+    pub async fn signal(&self, name: &str) {
         if let Some(pid) = self.child.id() {
             let _ = tokio::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
+                .args([format!("-{name}"), pid.to_string()])
                 .status()
                 .await;
         }
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit.
+    pub async fn terminate(mut self) -> OutputLines {
+        self.signal("TERM").await;
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .expect("exits within 20 s of SIGTERM")

@@ -28,9 +28,12 @@ use super::limits::{self, LimitWatch};
 use crate::bus::Subscriber;
 use crate::clock::Clock;
 use crate::health::assess::{Action, Assessment};
+use crate::records::Report;
 use crate::sources::DeviceStats;
-use crate::store::{Class, NewRecord, Outbox};
-use crate::uplink::{timestamp, Topics, UplinkStats};
+use crate::store::{NewRecord, Outbox};
+use crate::uplink::encode::uns::alert_json;
+pub use crate::uplink::encode::uns::state_name;
+use crate::uplink::UplinkStats;
 
 /// State file name inside the data directory.
 pub const STATE_FILE: &str = "alerts.json";
@@ -41,15 +44,16 @@ pub type View = Arc<Vec<(Severity, State)>>;
 pub struct Alerts {
     book: Mutex<Book>,
     file: PathBuf,
-    agent: String,
-    upstream: Mutex<Option<(Arc<Outbox>, Topics)>>,
+    /// Where transitions go upstream (none without `[mqtt]`).
+    upstream: Option<Arc<Outbox>>,
     view: watch::Sender<View>,
     pub persist_failures: AtomicU64,
 }
 
 impl Alerts {
-    /// The alerts of the agent whose data directory is `data_dir`, as they were when it stopped.
-    pub fn open(data_dir: &Path, agent: &str) -> Alerts {
+    /// The alerts of the agent whose data directory is `data_dir`, as they were when it stopped;
+    /// transitions also become records in `upstream`.
+    pub fn open(data_dir: &Path, upstream: Option<Arc<Outbox>>) -> Alerts {
         let file = data_dir.join(STATE_FILE);
         let book = match std::fs::read(&file) {
             Ok(bytes) => match serde_json::from_slice::<Book>(&bytes) {
@@ -77,16 +81,10 @@ impl Alerts {
         Alerts {
             book: Mutex::new(book),
             file,
-            agent: agent.to_string(),
-            upstream: Mutex::new(None),
+            upstream,
             view,
             persist_failures: AtomicU64::new(0),
         }
-    }
-
-    /// Transitions from now on also become outbox records.
-    pub fn send_upstream(&self, outbox: Arc<Outbox>, topics: Topics) {
-        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = Some((outbox, topics));
     }
 
     pub fn subscribe(&self) -> watch::Receiver<View> {
@@ -106,8 +104,7 @@ impl Alerts {
                 error!(%error, file = %self.file.display(), "cannot save the alert state; alerts work but will not survive a restart (counted)");
             }
         }
-        let upstream = self.upstream.lock().unwrap_or_else(|e| e.into_inner());
-        for transition in &transitions {
+        for transition in transitions {
             info!(
                 alert = %transition.alert.id,
                 change = ?transition.change,
@@ -116,8 +113,10 @@ impl Alerts {
                 reason = %transition.alert.reason,
                 "alert"
             );
-            if let Some((outbox, topics)) = upstream.as_ref() {
-                crate::reports::append(outbox, record(topics, &self.agent, transition));
+            if let Some(outbox) = &self.upstream {
+                let at = transition.at;
+                let report = Report::AlertTransition(transition);
+                crate::reports::append(outbox, NewRecord::report(report, at));
             }
         }
         result
@@ -200,54 +199,6 @@ fn off_the_worker<T>(io: impl FnOnce() -> T) -> T {
 fn persist(file: &Path, book: &Book) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(book).map_err(std::io::Error::other)?;
     crate::files::write_atomically(file, &bytes, crate::files::STATE_FILE_MODE)
-}
-
-pub fn state_name(state: Option<State>) -> &'static str {
-    match state {
-        None => "normal",
-        Some(State::ActiveUnacknowledged) => "active_unacknowledged",
-        Some(State::ActiveAcknowledged) => "active_acknowledged",
-        Some(State::ClearedUnacknowledged) => "cleared_unacknowledged",
-    }
-}
-
-fn alert_json(alert: &Alert) -> serde_json::Value {
-    json!({
-        "alert_id": alert.id,
-        "source": alert.source,
-        "origin": alert.origin,
-        "severity": alert.severity,
-        "state": state_name(Some(alert.state)),
-        "value": alert.value,
-        "reason": alert.reason,
-        "raised": timestamp(alert.raised),
-        "acknowledged_by": alert.acknowledged_by,
-        "shelved_until": alert.shelved_until.map(timestamp),
-    })
-}
-
-/// The outbox record of a transition, on the source's alert topic (the agent's for its own health).
-pub fn record(topics: &Topics, agent: &str, transition: &Transition) -> NewRecord {
-    let alert = &transition.alert;
-    let mut body = alert_json(alert);
-    body["state"] = json!(state_name(transition.state));
-    body["transition"] = json!(transition.change);
-    body["at"] = json!(timestamp(transition.at));
-    if let Some(by) = &transition.by {
-        body["by"] = json!(by);
-    }
-    let topic_of = if alert.origin == Origin::Health {
-        agent
-    } else {
-        alert.source.as_str()
-    };
-    NewRecord {
-        class: Class::Alert,
-        topic: topics.alert(topic_of),
-        kind: "alert".into(),
-        created: transition.at,
-        body: body.to_string().into_bytes(),
-    }
 }
 
 /// The maintenance alert id of an asset.
@@ -586,7 +537,7 @@ mod tests {
     fn transitions_are_saved_and_an_unreadable_state_file_is_moved_aside() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(STATE_FILE), b"{torn").expect("write");
-        let alerts = Alerts::open(dir.path(), "gw");
+        let alerts = Alerts::open(dir.path(), None);
         assert!(dir.path().join("alerts.json.unreadable").exists());
         assert_eq!(alerts.snapshot(), json!([]));
         let mut view = alerts.subscribe();
@@ -596,22 +547,23 @@ mod tests {
             view.borrow_and_update().as_slice(),
             [(Severity::Medium, State::ActiveUnacknowledged)]
         );
-        let reopened = Alerts::open(dir.path(), "gw");
+        let reopened = Alerts::open(dir.path(), None);
         assert_eq!(reopened.snapshot()[0]["state"], "active_unacknowledged");
         assert_eq!(alerts.persist_failures.load(Ordering::Relaxed), 0);
     }
 
     #[test]
     fn records_go_to_the_source_topic_and_health_to_the_agent() {
-        let topics = Topics::new("e/s/a/l", "gw");
+        let topics = crate::uplink::Topics::new("e/s/a/l", "gw");
         let mut book = Book::default();
         let raised = book
             .condition(limit(true), SystemTime::UNIX_EPOCH)
             .expect("raised");
-        let limit_record = record(&topics, "gw", &raised);
-        assert_eq!(limit_record.topic, "e/s/a/l/temp/alert");
-        assert_eq!(limit_record.class, Class::Alert);
-        let body: serde_json::Value = serde_json::from_slice(&limit_record.body).expect("json");
+        let limit_record = Report::AlertTransition(raised);
+        assert_eq!(topics.of(&limit_record), "e/s/a/l/temp/alert");
+        assert_eq!(limit_record.class(), crate::store::Class::Alert);
+        let body: serde_json::Value =
+            serde_json::from_str(&crate::uplink::encode::uns::data(&limit_record)).expect("json");
         assert_eq!(body["state"], "active_unacknowledged");
         assert_eq!(body["transition"], "raised");
         assert_eq!(body["value"], 81.0);
@@ -625,7 +577,10 @@ mod tests {
         let raised = book
             .condition(down, SystemTime::UNIX_EPOCH)
             .expect("raised");
-        assert_eq!(record(&topics, "gw", &raised).topic, "e/s/a/l/gw/alert");
+        assert_eq!(
+            topics.of(&Report::AlertTransition(raised)),
+            "e/s/a/l/gw/alert"
+        );
     }
 
     #[test]
@@ -696,8 +651,8 @@ mod tests {
         // The outbox past half full raises; it clears only 5 points below.
         let mut first = None;
         while outbox.stats().bytes * 100 / outbox.stats().max_bytes < 50 {
-            let mut record = crate::reports::event(&Topics::new("p", "gw"), "x", json!({}), at(0));
-            record.body = vec![b' '; 512];
+            let padding = " ".repeat(512);
+            let record = crate::reports::event("x", json!({ "padding": padding }), at(0));
             if let Ok(crate::store::Appended::Stored { id, .. }) = outbox.append(record) {
                 first.get_or_insert(id);
             }
@@ -707,7 +662,7 @@ mod tests {
             [("agent/outbox".to_string(), true)]
         );
         outbox
-            .acknowledge(Class::Event, first.expect("stored"))
+            .acknowledge(crate::store::Class::Event, first.expect("stored"))
             .expect("remove one");
         assert!(outbox.stats().bytes * 100 / outbox.stats().max_bytes < 50);
         assert!(
@@ -716,11 +671,11 @@ mod tests {
         );
         // A record moved to the dead letters raises agent/dead_letters until they are gone.
         let poison = outbox
-            .next_after(Class::Event, None, 1)
+            .next_after(crate::store::Class::Event, None, 1)
             .expect("read")
             .remove(0);
         outbox
-            .bury(&poison, "the topic contains `#`", at(65))
+            .bury(&poison, "p/gw/events", "the topic contains `#`", at(65))
             .expect("bury");
         let dead = health.check(&inputs, at(65));
         assert_eq!(

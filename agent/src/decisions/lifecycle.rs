@@ -83,7 +83,7 @@ impl Alert {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     Raised,
@@ -99,7 +99,7 @@ pub enum Change {
 
 /// One change to one alert: the alert as it is after the change, with `state` `None` once it is
 /// back to normal.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
     pub change: Change,
     pub alert: Alert,

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use firmware_config::{Asset, Scoring};
 use heapless::Deque;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::features::{self, Point};
 use super::rules::{self, Dimension, Finding, CRITICAL_HEALTH};
@@ -27,7 +27,7 @@ pub const TREND_CAPACITY: usize = 64;
 /// Fewest assessments a remaining-life estimate is extrapolated from.
 pub const MIN_TREND_POINTS: usize = 6;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     RoutineMonitoring,
@@ -53,7 +53,7 @@ impl Action {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Low,
@@ -62,7 +62,7 @@ pub enum Priority {
 }
 
 /// Health per dimension; `None` where the asset has no signal for it (or no data yet).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DimensionHealth {
     pub vibration: Option<f64>,
     pub thermal: Option<f64>,
@@ -90,7 +90,7 @@ impl DimensionHealth {
 
 /// One asset's condition at one moment: the stable, versioned record later stages store, publish
 /// and display (documented field by field in the README).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assessment {
     pub schema: u32,
     pub asset: String,

@@ -548,7 +548,7 @@ mod tests {
             },
             vec![indication(0, &[], StateFilter::Any, Pattern::Steady)],
         );
-        let alerts = Arc::new(Alerts::open(dir.path(), "gw"));
+        let alerts = Arc::new(Alerts::open(dir.path(), None));
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
             alerting,
@@ -628,7 +628,7 @@ mod tests {
                     let _ = job.done.send(answer.clone());
                 }
             });
-            let alerts = Arc::new(Alerts::open(dir.path(), "gw"));
+            let alerts = Arc::new(Alerts::open(dir.path(), None));
             let stats = Arc::new(crate::sources::DeviceStats::default());
             let stop = CancellationToken::new();
             let writer = DeviceWriter::new("relays (unit 7)", 0, jobs, Arc::clone(&stats));

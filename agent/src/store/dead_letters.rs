@@ -13,16 +13,18 @@
 //! - **Bounded.** The area holds at most [`Outbox::dead_letter_capacity`] bytes (an eighth of the
 //!   outbox's size, at least 64 KiB). The oldest dead letters make room; each one dropped is
 //!   counted, and the counts survive restarts.
-//! - **Checked.** Each dead letter carries a CRC-32 of its reason and its record (which keeps its
-//!   own), like every record in the outbox.
+//! - **Checked.** Each dead letter carries a CRC-32 of its reason, the topic it was refused on and
+//!   its record (which keeps its own), like every record in the outbox.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, Appended, NewRecord, Outbox, Record, StoreError};
+use super::{decode, encode, Appended, NewRecord, Outbox, Payload, Record, StoreError};
 
-const DEAD_VERSION: u8 = 1;
+/// Format 1 (before typed records) kept no topic: the record carried it.
+const DEAD_VERSION_1: u8 = 1;
+const DEAD_VERSION: u8 = 2;
 const TOTAL_COUNTER: &str = "dead.total";
 const DROPPED_COUNTER: &str = "dead.dropped";
 /// Dead letters read at a time when scanning the area.
@@ -32,6 +34,8 @@ const BATCH: usize = 256;
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     pub record: Record,
+    /// The topic it was to be published on.
+    pub topic: String,
     pub reason: String,
     /// When it was moved here (ms since the Unix epoch).
     pub buried_ms: u64,
@@ -44,9 +48,9 @@ impl DeadLetter {
         serde_json::json!({
             "id": record.id,
             "class": record.class.name(),
-            "kind": record.kind,
-            "topic": record.topic,
-            "bytes": record.body.len(),
+            "kind": record.payload.kind(),
+            "topic": self.topic,
+            "bytes": super::encode(record).len(),
             "created": rfc3339(record.created_ms),
             "buried": rfc3339(self.buried_ms),
             "reason": self.reason,
@@ -89,18 +93,38 @@ fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-/// Version, time buried, reason, the record as the outbox stores it, then a CRC-32 of all of it.
-fn encode_dead(record: &Record, reason: &str, buried_ms: u64) -> Vec<u8> {
-    let reason = &reason.as_bytes()[..reason.len().min(u16::MAX as usize)];
+/// Up to 65535 bytes of `text`, at a character boundary.
+fn clipped(text: &str) -> &str {
+    let mut end = text.len().min(u16::MAX as usize);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Version, time buried, reason, topic, the record as the outbox stores it, then a CRC-32 of all
+/// of it.
+fn encode_dead(record: &Record, topic: &str, reason: &str, buried_ms: u64) -> Vec<u8> {
+    let (reason, topic) = (clipped(reason).as_bytes(), clipped(topic).as_bytes());
     let stored = encode(record);
-    let mut out = Vec::with_capacity(15 + reason.len() + stored.len());
+    let mut out = Vec::with_capacity(17 + reason.len() + topic.len() + stored.len());
     out.push(DEAD_VERSION);
     out.extend_from_slice(&buried_ms.to_be_bytes());
-    out.extend_from_slice(&(reason.len() as u16).to_be_bytes());
-    out.extend_from_slice(reason);
+    for text in [reason, topic] {
+        out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        out.extend_from_slice(text);
+    }
     out.extend_from_slice(&stored);
     out.extend_from_slice(&crc32fast::hash(&out).to_be_bytes());
     out
+}
+
+/// A text with its 16-bit length in front, and what follows it.
+fn text(bytes: &[u8]) -> Option<(String, &[u8])> {
+    let (length, rest) = bytes.split_first_chunk::<2>()?;
+    let length = usize::from(u16::from_be_bytes(*length));
+    let (text, rest) = (rest.get(..length)?, rest.get(length..)?);
+    Some((String::from_utf8_lossy(text).into_owned(), rest))
 }
 
 fn decode_dead(id: u64, bytes: &[u8]) -> Result<DeadLetter, StoreError> {
@@ -110,19 +134,24 @@ fn decode_dead(id: u64, bytes: &[u8]) -> Result<DeadLetter, StoreError> {
         return Err(corrupt("dead letter checksum mismatch"));
     }
     let (&version, rest) = content.split_first().ok_or(corrupt("truncated"))?;
-    if version != DEAD_VERSION {
+    if version != DEAD_VERSION && version != DEAD_VERSION_1 {
         return Err(corrupt("unknown dead letter version"));
     }
     let (buried, rest) = rest.split_first_chunk::<8>().ok_or(corrupt("truncated"))?;
-    let (length, rest) = rest.split_first_chunk::<2>().ok_or(corrupt("truncated"))?;
-    let length = usize::from(u16::from_be_bytes(*length));
-    if rest.len() < length {
-        return Err(corrupt("truncated"));
-    }
-    let (reason, stored) = rest.split_at(length);
+    let (reason, rest) = text(rest).ok_or(corrupt("truncated"))?;
+    let (topic, stored) = match version {
+        DEAD_VERSION => text(rest).ok_or(corrupt("truncated"))?,
+        _ => (String::new(), rest),
+    };
+    let record = decode(id, stored)?;
+    let topic = match (&record.payload, topic.is_empty()) {
+        (Payload::Raw { topic, .. }, true) => topic.clone(),
+        _ => topic,
+    };
     Ok(DeadLetter {
-        record: decode(id, stored)?,
-        reason: String::from_utf8_lossy(reason).into_owned(),
+        record,
+        topic,
+        reason,
         buried_ms: u64::from_be_bytes(*buried),
     })
 }
@@ -158,9 +187,15 @@ impl Outbox {
         Ok(occupancy)
     }
 
-    /// Moves a record that cannot be delivered from its stream to the dead-letter area.
-    pub fn bury(&self, record: &Record, reason: &str, now: SystemTime) -> Result<(), StoreError> {
-        let value = encode_dead(record, reason, millis(now));
+    /// Moves a record that cannot be delivered on `topic` from its stream to the dead-letter area.
+    pub fn bury(
+        &self,
+        record: &Record,
+        topic: &str,
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let value = encode_dead(record, topic, reason, millis(now));
         let size = value.len() as u64;
         let capacity = self.dead_letter_capacity();
         {
@@ -215,9 +250,7 @@ impl Outbox {
             let new = NewRecord {
                 class: record.class,
                 created: record.created(),
-                topic: record.topic,
-                kind: record.kind,
-                body: record.body,
+                payload: record.payload,
             };
             self.append(new)
                 .map(|appended| matches!(appended, Appended::Stored { .. }))
@@ -292,7 +325,12 @@ mod tests {
         let next = stored(&outbox, Class::Summary, 2);
         let at = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
         outbox
-            .bury(&poison, "the broker closed the connection 3 times", at)
+            .bury(
+                &poison,
+                "e/s/a/l/x/summary",
+                "the broker closed the connection 3 times",
+                at,
+            )
             .expect("bury");
         let queued: Vec<u64> = outbox
             .next_after(Class::Summary, None, 10)
@@ -317,13 +355,14 @@ mod tests {
         let letters = outbox.dead_letters(10).expect("list");
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].record, poison);
+        assert_eq!(letters[0].topic, "e/s/a/l/x/summary");
+        assert_eq!(letters[0].describe()["kind"], "summary");
 
         assert_eq!(outbox.retry_dead_letters().expect("retry"), 1);
         let requeued = outbox.next_after(Class::Summary, None, 10).expect("read");
         assert_eq!(requeued.len(), 2);
         assert!(requeued[1].id > next.id, "retried at the end with a new id");
-        assert_eq!(requeued[1].body, poison.body);
-        assert_eq!(requeued[1].topic, poison.topic);
+        assert_eq!(requeued[1].payload, poison.payload);
         assert_eq!(outbox.stats().dead_letters.depth, 0);
         assert_eq!(outbox.stats().dead_letters.total, 1, "the total stays");
     }
@@ -336,7 +375,9 @@ mod tests {
         let mut first = None;
         for n in 0..20 {
             let mut new = record(Class::Event, n);
-            new.body = vec![b'x'; 10_000];
+            if let Payload::Raw { body, .. } = &mut new.payload {
+                *body = vec![b'x'; 10_000];
+            }
             outbox.append(new).expect("append");
             let record = outbox
                 .next_after(Class::Event, None, 1)
@@ -345,7 +386,7 @@ mod tests {
                 .expect("record");
             first.get_or_insert(record.id);
             outbox
-                .bury(&record, "too large", SystemTime::now())
+                .bury(&record, "t", "too large", SystemTime::now())
                 .expect("bury");
         }
         let stats = outbox.stats().dead_letters;
@@ -371,7 +412,7 @@ mod tests {
             let outbox = Outbox::new(Box::new(store), 1 << 20).expect("outbox");
             let poison = stored(&outbox, Class::Alert, 7);
             outbox
-                .bury(&poison, "topic has a NUL", SystemTime::now())
+                .bury(&poison, "a\0b", "topic has a NUL", SystemTime::now())
                 .expect("bury");
             outbox.flush().expect("flush");
             poison
@@ -389,12 +430,24 @@ mod tests {
         assert_eq!(outbox.dead_letters(10).expect("list")[0].record, poison);
         assert_eq!(outbox.stats().alert.depth, 0);
 
-        let mut bytes = encode_dead(&poison, "why", 5);
+        let mut bytes = encode_dead(&poison, "a/b", "why", 5);
+        let letter = decode_dead(poison.id, &bytes).expect("decodes");
         assert_eq!(
-            decode_dead(poison.id, &bytes).expect("decodes").reason,
-            "why"
+            (letter.reason.as_str(), letter.topic.as_str()),
+            ("why", "a/b")
         );
         bytes[3] ^= 1;
         assert!(decode_dead(poison.id, &bytes).is_err());
+
+        // Written before typed records: no topic of its own, the record's is shown.
+        let mut old = vec![DEAD_VERSION_1];
+        old.extend_from_slice(&5u64.to_be_bytes());
+        old.extend_from_slice(&3u16.to_be_bytes());
+        old.extend_from_slice(b"why");
+        old.extend_from_slice(&encode(&poison));
+        old.extend_from_slice(&crc32fast::hash(&old).to_be_bytes());
+        let letter = decode_dead(poison.id, &old).expect("decodes");
+        assert_eq!(letter.topic, "e/s/a/l/x/alert");
+        assert_eq!(letter.record, poison);
     }
 }

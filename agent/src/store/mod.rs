@@ -37,6 +37,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::records::Report;
+
 pub use dead_letters::{DeadLetter, DeadLetterStats};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
@@ -70,17 +72,50 @@ impl Class {
     }
 }
 
-/// A record to append: where it goes and what it says.
+/// What a record carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// A typed record (store format 2): the uplink's encoder decides its topic and bytes.
+    Report(Report),
+    /// A record that carries its own topic and JSON body: what releases before typed records
+    /// wrote (store format 1). Still sent as before after an upgrade, byte for byte.
+    Raw {
+        /// Full MQTT topic.
+        topic: String,
+        /// Short name of the payload type (`tags`, `health`, `alert`, `event`).
+        kind: String,
+        /// JSON document carried as the envelope's `data`.
+        body: Vec<u8>,
+    },
+}
+
+impl Payload {
+    /// The payload type's short name (the envelope's `kind`).
+    pub fn kind(&self) -> &str {
+        match self {
+            Payload::Report(report) => report.kind(),
+            Payload::Raw { kind, .. } => kind,
+        }
+    }
+}
+
+/// A record to append.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRecord {
     pub class: Class,
-    /// Full MQTT topic.
-    pub topic: String,
-    /// Short name of the payload type (`tags`, `health`, `alert`, `event`).
-    pub kind: String,
     pub created: SystemTime,
-    /// JSON document carried as the envelope's `data`.
-    pub body: Vec<u8>,
+    pub payload: Payload,
+}
+
+impl NewRecord {
+    /// A typed record, in its report's class.
+    pub fn report(report: Report, created: SystemTime) -> NewRecord {
+        NewRecord {
+            class: report.class(),
+            created,
+            payload: Payload::Report(report),
+        }
+    }
 }
 
 /// A stored record.
@@ -88,11 +123,9 @@ pub struct NewRecord {
 pub struct Record {
     pub id: u64,
     pub class: Class,
-    pub topic: String,
-    pub kind: String,
     /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
-    pub body: Vec<u8>,
+    pub payload: Payload,
 }
 
 impl Record {
@@ -154,21 +187,42 @@ pub trait Store: Send + Sync {
     fn size_on_disk(&self) -> u64;
 }
 
-const RECORD_VERSION: u8 = 1;
+/// Store format 1: a topic and a JSON body (releases before typed records; still read, and
+/// written for [`Payload::Raw`]).
+const RAW_VERSION: u8 = 1;
+/// Store format 2: a [`Report`] in postcard.
+const REPORT_VERSION: u8 = 2;
 
-/// Version, class, created (ms), kind, topic, body, then a CRC-32 of all of it.
+/// Version, class, created (ms), then for format 1 kind, topic and body, for format 2 the report;
+/// then a CRC-32 of all of it.
 pub fn encode(record: &Record) -> Vec<u8> {
-    let kind = &record.kind.as_bytes()[..record.kind.len().min(255)];
-    let topic = &record.topic.as_bytes()[..record.topic.len().min(u16::MAX as usize)];
-    let mut out = Vec::with_capacity(17 + kind.len() + topic.len() + record.body.len());
-    out.push(RECORD_VERSION);
-    out.push(record.class as u8);
-    out.extend_from_slice(&record.created_ms.to_be_bytes());
-    out.push(kind.len() as u8);
-    out.extend_from_slice(kind);
-    out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-    out.extend_from_slice(topic);
-    out.extend_from_slice(&record.body);
+    let mut out = Vec::with_capacity(64);
+    match &record.payload {
+        Payload::Report(report) => {
+            out.push(REPORT_VERSION);
+            out.push(record.class as u8);
+            out.extend_from_slice(&record.created_ms.to_be_bytes());
+            // Writing to a Vec fails only when memory does; the CRC then catches the short record.
+            if let Ok(bytes) = postcard::to_extend(report, out) {
+                out = bytes;
+            } else {
+                out = Vec::new();
+            }
+        }
+        Payload::Raw { topic, kind, body } => {
+            let kind = &kind.as_bytes()[..kind.len().min(255)];
+            let topic = &topic.as_bytes()[..topic.len().min(u16::MAX as usize)];
+            out.reserve(17 + kind.len() + topic.len() + body.len());
+            out.push(RAW_VERSION);
+            out.push(record.class as u8);
+            out.extend_from_slice(&record.created_ms.to_be_bytes());
+            out.push(kind.len() as u8);
+            out.extend_from_slice(kind);
+            out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+            out.extend_from_slice(topic);
+            out.extend_from_slice(body);
+        }
+    }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_be_bytes());
     out
@@ -189,24 +243,32 @@ pub fn decode(id: u64, bytes: &[u8]) -> Result<Record, StoreError> {
         rest = tail;
         Ok(head)
     };
-    if take(1)?[0] != RECORD_VERSION {
-        return Err(corrupt("unknown record version"));
-    }
+    let version = take(1)?[0];
     let class = Class::from_byte(take(1)?[0]).ok_or(corrupt("unknown class"))?;
     let created_ms = u64::from_be_bytes(take(8)?.try_into().map_err(|_| corrupt("created"))?);
-    let kind_len = take(1)?[0] as usize;
-    let kind = String::from_utf8(take(kind_len)?.to_vec()).map_err(|_| corrupt("kind"))?;
-    let topic_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| corrupt("topic"))?);
-    let topic =
-        String::from_utf8(take(topic_len as usize)?.to_vec()).map_err(|_| corrupt("topic"))?;
-    let body = rest.to_vec();
+    let payload = match version {
+        REPORT_VERSION => Payload::Report(
+            postcard::from_bytes(rest).map_err(|_| corrupt("the report cannot be read"))?,
+        ),
+        RAW_VERSION => {
+            let kind_len = take(1)?[0] as usize;
+            let kind = String::from_utf8(take(kind_len)?.to_vec()).map_err(|_| corrupt("kind"))?;
+            let topic_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| corrupt("topic"))?);
+            let topic = String::from_utf8(take(topic_len as usize)?.to_vec())
+                .map_err(|_| corrupt("topic"))?;
+            Payload::Raw {
+                topic,
+                kind,
+                body: rest.to_vec(),
+            }
+        }
+        _ => return Err(corrupt("unknown record version")),
+    };
     Ok(Record {
         id,
         class,
-        topic,
-        kind,
         created_ms,
-        body,
+        payload,
     })
 }
 
@@ -378,13 +440,11 @@ impl Outbox {
         let mut record = Record {
             id: 0,
             class,
-            topic: new.topic,
-            kind: new.kind,
             created_ms: new
                 .created
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            body: new.body,
+            payload: new.payload,
         };
         // The id goes into the key, not the value, so the size is known before the id is drawn.
         let size = encode(&record).len() as u64;
@@ -583,13 +643,16 @@ impl Outbox {
 pub(crate) mod tests {
     use super::*;
 
+    /// A record in the first store format, as releases before typed records wrote them.
     pub fn record(class: Class, n: usize) -> NewRecord {
         NewRecord {
             class,
-            topic: format!("e/s/a/l/x/{}", class.name()),
-            kind: class.name().into(),
             created: UNIX_EPOCH + Duration::from_secs(1_700_000_000 + n as u64),
-            body: format!("{{\"n\":{n}}}").into_bytes(),
+            payload: Payload::Raw {
+                topic: format!("e/s/a/l/x/{}", class.name()),
+                kind: class.name().into(),
+                body: format!("{{\"n\":{n}}}").into_bytes(),
+            },
         }
     }
 
@@ -608,22 +671,25 @@ pub(crate) mod tests {
 
     #[test]
     fn records_round_trip_and_a_flipped_bit_is_caught() {
-        let new = record(Class::Event, 7);
-        let record = Record {
-            id: 42,
-            class: new.class,
-            topic: new.topic,
-            kind: new.kind,
-            created_ms: 1_700_000_007_000,
-            body: new.body,
-        };
-        let mut bytes = encode(&record);
-        assert_eq!(decode(42, &bytes).expect("decodes"), record);
-        bytes[12] ^= 0x10;
-        assert!(matches!(
-            decode(42, &bytes),
-            Err(StoreError::Corrupt { id: 42, .. })
-        ));
+        let event = crate::records::Event::new("device_down", serde_json::json!({"x": 1}));
+        for new in [
+            record(Class::Event, 7),
+            NewRecord::report(Report::Event(event), UNIX_EPOCH),
+        ] {
+            let record = Record {
+                id: 42,
+                class: new.class,
+                created_ms: 1_700_000_007_000,
+                payload: new.payload,
+            };
+            let mut bytes = encode(&record);
+            assert_eq!(decode(42, &bytes).expect("decodes"), record);
+            bytes[12] ^= 0x10;
+            assert!(matches!(
+                decode(42, &bytes),
+                Err(StoreError::Corrupt { id: 42, .. })
+            ));
+        }
         assert!(decode(1, &[1, 2]).is_err());
     }
 
@@ -665,10 +731,8 @@ pub(crate) mod tests {
         let size = encode(&Record {
             id: 0,
             class: Class::Summary,
-            topic: record(Class::Summary, 0).topic,
-            kind: "summary".into(),
             created_ms: 0,
-            body: b"{\"n\":0}".to_vec(),
+            payload: record(Class::Summary, 0).payload,
         })
         .len() as u64;
         // Room for ten records of this size.
@@ -722,7 +786,9 @@ pub(crate) mod tests {
     fn a_record_larger_than_the_outbox_is_dropped_and_counted() {
         let outbox = outbox(64);
         let mut big = record(Class::Alert, 1);
-        big.body = vec![b'x'; 100];
+        if let Payload::Raw { body, .. } = &mut big.payload {
+            *body = vec![b'x'; 100];
+        }
         assert_eq!(outbox.append(big).expect("append"), Appended::Dropped);
         assert_eq!(outbox.stats().alert.dropped, 1);
         assert_eq!(outbox.depth(), 0);

@@ -356,7 +356,7 @@ mod tests {
         assert_eq!(records.len(), 4);
         assert!(records.windows(2).all(|w| w[0].id < w[1].id));
         assert!(records[0].id > last);
-        assert_eq!(records[3].body, b"{\"n\":3}");
+        assert_eq!(records[3].payload, record(Class::Summary, 3).payload);
         assert_eq!(outbox.stats().summary.depth, 4);
     }
 

@@ -22,6 +22,7 @@
 //!   not come within [`ack_timeout`] ends the connection, so a broker that silently drops a record
 //!   cannot stall the stream either.
 
+pub mod encode;
 pub mod reason;
 pub mod suspects;
 pub mod tls;
@@ -37,18 +38,16 @@ use rumqttc::{
     TlsConfiguration, Transport,
 };
 use serde::Serialize;
-use serde_json::value::RawValue;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff;
+use crate::clock::Clock;
 use crate::store::{Class, Outbox, Record};
+pub use encode::{timestamp, Encoder, Identity, Message, Topics, PAYLOAD_SCHEMA};
 use reason::Reason;
 use suspects::{InFlight, Loss, Suspects};
-
-/// Version of every JSON payload the agent publishes; bumped on incompatible changes.
-pub const PAYLOAD_SCHEMA: u32 = 1;
 
 /// Records read from the outbox per stream at a time.
 const READ_BATCH: usize = 64;
@@ -58,105 +57,6 @@ const MAX_PACKET: usize = 1 << 20;
 
 /// How long a clean shutdown waits for outstanding acknowledgements.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-/// The topic layout: `{enterprise}/{site}/{area}/{line}` then the asset, device or agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Topics {
-    prefix: String,
-    agent: String,
-}
-
-impl Topics {
-    pub fn new(prefix: &str, agent: &str) -> Topics {
-        Topics {
-            prefix: prefix.to_string(),
-            agent: agent.to_string(),
-        }
-    }
-
-    /// Per-device tag summaries.
-    pub fn tags(&self, device: &str) -> String {
-        format!("{}/{device}/tags", self.prefix)
-    }
-
-    /// Per-asset assessments.
-    pub fn health(&self, asset: &str) -> String {
-        format!("{}/{asset}/health", self.prefix)
-    }
-
-    /// Per-asset alerts.
-    pub fn alert(&self, asset: &str) -> String {
-        format!("{}/{asset}/alert", self.prefix)
-    }
-
-    /// The agent's events (device up/down, start/stop, configuration, outbox).
-    pub fn events(&self) -> String {
-        format!("{}/{}/events", self.prefix, self.agent)
-    }
-
-    /// Retained birth (`online`) and last will (`offline`).
-    pub fn status(&self) -> String {
-        format!("{}/{}/status", self.prefix, self.agent)
-    }
-
-    pub fn commands(&self) -> String {
-        format!("{}/{}/cmd/#", self.prefix, self.agent)
-    }
-
-    /// The command name of a topic under [`Topics::commands`].
-    pub fn command_name<'t>(&self, topic: &'t str) -> Option<&'t str> {
-        topic
-            .strip_prefix(&self.prefix)?
-            .strip_prefix('/')?
-            .strip_prefix(&self.agent)?
-            .strip_prefix("/cmd/")
-    }
-
-    pub fn reply(&self, command: &str) -> String {
-        format!("{}/{}/reply/{command}", self.prefix, self.agent)
-    }
-}
-
-/// RFC 3339 UTC with milliseconds, the one timestamp format of every payload.
-pub fn timestamp(at: SystemTime) -> String {
-    humantime::format_rfc3339_millis(at).to_string()
-}
-
-#[derive(Serialize)]
-struct Envelope<'a> {
-    schema: u32,
-    id: u64,
-    kind: &'a str,
-    agent: &'a str,
-    time: String,
-    data: &'a RawValue,
-}
-
-/// The published form of a record: `{"schema":1,"id":…,"kind":…,"agent":…,"time":…,"data":…}`.
-pub fn envelope(record: &Record, agent: &str) -> Vec<u8> {
-    let body = std::str::from_utf8(&record.body)
-        .ok()
-        .and_then(|text| serde_json::from_str::<&RawValue>(text).ok());
-    let fallback;
-    let data = match body {
-        Some(data) => data,
-        None => {
-            // Not JSON (never written by this agent): carried as a string rather than lost.
-            fallback = serde_json::value::to_raw_value(&String::from_utf8_lossy(&record.body))
-                .unwrap_or_default();
-            &fallback
-        }
-    };
-    serde_json::to_vec(&Envelope {
-        schema: PAYLOAD_SCHEMA,
-        id: record.id,
-        kind: &record.kind,
-        agent,
-        time: timestamp(record.created()),
-        data,
-    })
-    .unwrap_or_default()
-}
 
 /// Answers commands arriving on `.../{agent}/cmd/{name}` (and through the local control socket).
 pub trait CommandHandler: Send + Sync {
@@ -435,18 +335,14 @@ impl Streams {
     }
 }
 
-/// Who this agent is, for the birth message.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub agent: String,
-    pub version: String,
-    pub config_hash: String,
-}
-
 pub struct Uplink {
     pub mqtt: Mqtt,
     pub identity: Identity,
+    /// The command and reply topics.
     pub topics: Topics,
+    /// Decides each record's topic and bytes, and the birth and will.
+    pub encoder: Arc<dyn Encoder>,
+    pub clock: Arc<dyn Clock>,
     pub outbox: Arc<Outbox>,
     pub stats: Arc<UplinkStats>,
     pub commands: Arc<dyn CommandHandler>,
@@ -460,18 +356,30 @@ enum SessionEnd {
     Lost(Reason, Vec<(Class, InFlight)>),
 }
 
+/// What an uplink forwards from and reports to.
+pub struct UplinkParts {
+    pub outbox: Arc<Outbox>,
+    pub stats: Arc<UplinkStats>,
+    pub commands: Arc<dyn CommandHandler>,
+    pub clock: Arc<dyn Clock>,
+}
+
 impl Uplink {
-    fn status_payload(&self, status: &str, reason: Option<&str>) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({
-            "schema": PAYLOAD_SCHEMA,
-            "status": status,
-            "agent": self.identity.agent,
-            "version": self.identity.version,
-            "config_hash": self.identity.config_hash,
-            "reason": reason,
-            "time": timestamp(SystemTime::now()),
-        }))
-        .unwrap_or_default()
+    /// The uplink of `identity.agent`, in UNS JSON under `mqtt.topic_prefix`.
+    pub fn uns(mqtt: Mqtt, identity: Identity, parts: UplinkParts) -> Uplink {
+        let topics = Topics::new(&mqtt.topic_prefix, &identity.agent);
+        Uplink {
+            encoder: Arc::new(encode::UnsJson {
+                topics: topics.clone(),
+            }),
+            topics,
+            mqtt,
+            identity,
+            clock: parts.clock,
+            outbox: parts.outbox,
+            stats: parts.stats,
+            commands: parts.commands,
+        }
     }
 
     fn options(&self) -> Result<MqttOptions, String> {
@@ -483,12 +391,10 @@ impl Uplink {
             .set_inflight(mqtt.max_inflight.saturating_add(8))
             .set_request_channel_capacity(usize::from(mqtt.max_inflight) + 64)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-            .set_last_will(LastWill::new(
-                self.topics.status(),
-                self.status_payload("offline", Some("connection lost")),
-                QoS::AtLeastOnce,
-                true,
-            ));
+            .set_last_will({
+                let will = self.encoder.will(&self.identity, self.clock.now());
+                LastWill::new(will.topic, will.payload, QoS::AtLeastOnce, will.retain)
+            });
         if let Some(username) = &mqtt.username {
             let password = match &mqtt.password {
                 Some(source) => source.read()?.expose().to_string(),
@@ -560,7 +466,10 @@ impl Uplink {
         );
         match self.outbox.next_after(*class, id.checked_sub(1), 1) {
             Ok(records) => match records.into_iter().find(|r| r.id == id) {
-                Some(record) => self.bury(&record, &why),
+                Some(record) => {
+                    let topic = self.encoder.encode(&record, &self.identity.agent).topic;
+                    self.bury(&record, &topic, &why)
+                }
                 None => debug!(id, "the condemned record is no longer in the outbox"),
             },
             Err(error) => warn!(%error, id, "cannot read the record to move to the dead letters"),
@@ -568,15 +477,15 @@ impl Uplink {
     }
 
     /// Moves a record to the dead-letter area, loudly.
-    fn bury(&self, record: &Record, why: &str) {
+    fn bury(&self, record: &Record, topic: &str, why: &str) {
         error!(
             id = record.id,
-            kind = %record.kind,
-            topic = %record.topic.escape_debug(),
+            kind = %record.payload.kind(),
+            topic = %topic.escape_debug(),
             reason = %why,
             "record cannot be delivered: moved to the outbox's dead letters (see `millwright outbox --dead-letters`); the stream goes on"
         );
-        if let Err(error) = self.outbox.bury(record, why, SystemTime::now()) {
+        if let Err(error) = self.outbox.bury(record, topic, why, self.clock.now()) {
             error!(%error, id = record.id, "cannot move the record to the dead letters");
         }
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -621,9 +530,9 @@ impl Uplink {
         let mut inflight = Inflight::default();
         let mut streams = Streams::default();
         let mut rate = RateLimit::new(self.mqtt.drain_rate, Instant::now());
-        let birth = self.status_payload("online", None);
+        let birth = self.encoder.birth(&self.identity, self.clock.now());
         if client
-            .try_publish(self.topics.status(), QoS::AtLeastOnce, true, birth)
+            .try_publish(birth.topic, QoS::AtLeastOnce, birth.retain, birth.payload)
             .is_ok()
         {
             inflight.queued(Sent::Other, Instant::now());
@@ -698,15 +607,20 @@ impl Uplink {
                 return None;
             };
             let record = streams.pop(class)?;
-            let payload = envelope(&record, &self.identity.agent);
+            let message = self.encoder.encode(&record, &self.identity.agent);
             // rumqttc refuses such a publish with the same error as a full queue, and a broker
             // closes the connection on it: either way the stream would stop here.
-            if let Some(why) = undeliverable(&record.topic, payload.len()) {
-                self.bury(&record, &why);
+            if let Some(why) = undeliverable(&message.topic, message.payload.len()) {
+                self.bury(&record, &message.topic, &why);
                 suspects.forget(record.id);
                 continue;
             }
-            match client.try_publish(record.topic.as_str(), QoS::AtLeastOnce, false, payload) {
+            match client.try_publish(
+                message.topic,
+                QoS::AtLeastOnce,
+                message.retain,
+                message.payload,
+            ) {
                 Ok(()) => {
                     inflight.queued(Sent::Record(class, record.id), Instant::now());
                     self.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -749,7 +663,7 @@ impl Uplink {
                     self.commands.as_ref(),
                     name,
                     &publish.payload,
-                    SystemTime::now(),
+                    self.clock.now(),
                 );
                 if client
                     .try_publish(self.topics.reply(name), QoS::AtLeastOnce, false, reply)
@@ -770,9 +684,14 @@ impl Uplink {
         inflight: &mut Inflight,
         suspects: &mut Suspects,
     ) {
-        let offline = self.status_payload("offline", Some("shutdown"));
+        let offline = self.encoder.farewell(&self.identity, self.clock.now());
         if client
-            .try_publish(self.topics.status(), QoS::AtLeastOnce, true, offline)
+            .try_publish(
+                offline.topic,
+                QoS::AtLeastOnce,
+                offline.retain,
+                offline.payload,
+            )
             .is_ok()
         {
             inflight.queued(Sent::Other, Instant::now());
@@ -802,50 +721,6 @@ async fn wait_connack(events: &mut EventLoop) -> Result<(), ConnectionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::record;
-    use crate::store::{Appended, MemoryStore};
-
-    #[test]
-    fn topics_follow_the_namespace() {
-        let topics = Topics::new("acme/plant1/packaging/line3", "gw-1");
-        assert_eq!(topics.tags("plc"), "acme/plant1/packaging/line3/plc/tags");
-        assert_eq!(
-            topics.health("P-1"),
-            "acme/plant1/packaging/line3/P-1/health"
-        );
-        assert_eq!(topics.status(), "acme/plant1/packaging/line3/gw-1/status");
-        assert_eq!(topics.commands(), "acme/plant1/packaging/line3/gw-1/cmd/#");
-        assert_eq!(
-            topics.command_name("acme/plant1/packaging/line3/gw-1/cmd/ack-alert"),
-            Some("ack-alert")
-        );
-        assert_eq!(
-            topics.command_name("acme/plant1/packaging/line3/gw-2/cmd/x"),
-            None
-        );
-        assert_eq!(
-            topics.reply("status"),
-            "acme/plant1/packaging/line3/gw-1/reply/status"
-        );
-    }
-
-    #[test]
-    fn envelopes_carry_schema_id_and_millisecond_utc_time() {
-        let outbox = Outbox::new(Box::new(MemoryStore::default()), 1 << 20).expect("outbox");
-        let Appended::Stored { id, .. } = outbox.append(record(Class::Alert, 3)).expect("append")
-        else {
-            panic!("stored")
-        };
-        let stored = outbox.next_after(Class::Alert, None, 1).expect("read");
-        let json: serde_json::Value =
-            serde_json::from_slice(&envelope(&stored[0], "gw-1")).expect("json");
-        assert_eq!(json["schema"], PAYLOAD_SCHEMA);
-        assert_eq!(json["id"], id);
-        assert_eq!(json["kind"], "alert");
-        assert_eq!(json["agent"], "gw-1");
-        assert_eq!(json["time"], "2023-11-14T22:13:23.000Z");
-        assert_eq!(json["data"]["n"], 3);
-    }
 
     struct Echo;
     impl CommandHandler for Echo {

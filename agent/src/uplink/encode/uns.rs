@@ -1,0 +1,470 @@
+//! UNS JSON: one topic per device, asset and agent under `{enterprise}/{site}/{area}/{line}`, each
+//! record in the envelope `{"schema":1,"id":…,"kind":…,"agent":…,"time":…,"data":…}` (documented
+//! field by field in the README's payload section).
+//!
+//! Records stored by releases before typed records ([`Payload::Raw`]) keep the topic and body they
+//! were stored with, so an upgraded agent sends them exactly as the old one would have.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::{json, value::RawValue};
+
+use super::{Encoder, Identity, Message};
+use crate::decisions::lifecycle::{Alert, Origin, State, Transition};
+use crate::records::{Event, Last, Report, TagStats, TagSummary};
+use crate::sample::{Quality, Value};
+use crate::store::{Payload, Record};
+
+/// Version of every JSON payload the agent publishes; bumped on incompatible changes.
+pub const PAYLOAD_SCHEMA: u32 = 1;
+
+/// RFC 3339 UTC with milliseconds, the one timestamp format of every payload.
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// The topic layout: `{enterprise}/{site}/{area}/{line}` then the asset, device or agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+    agent: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, agent: &str) -> Topics {
+        Topics {
+            prefix: prefix.to_string(),
+            agent: agent.to_string(),
+        }
+    }
+
+    /// Per-device tag summaries.
+    pub fn tags(&self, device: &str) -> String {
+        format!("{}/{device}/tags", self.prefix)
+    }
+
+    /// Per-asset assessments.
+    pub fn health(&self, asset: &str) -> String {
+        format!("{}/{asset}/health", self.prefix)
+    }
+
+    /// Per-asset (or per-tag) alerts; the agent's own health alerts on the agent's.
+    pub fn alert(&self, source: &str) -> String {
+        format!("{}/{source}/alert", self.prefix)
+    }
+
+    /// The agent's events (device up/down, start/stop, configuration, outbox).
+    pub fn events(&self) -> String {
+        format!("{}/{}/events", self.prefix, self.agent)
+    }
+
+    /// Retained birth (`online`) and last will (`offline`).
+    pub fn status(&self) -> String {
+        format!("{}/{}/status", self.prefix, self.agent)
+    }
+
+    pub fn commands(&self) -> String {
+        format!("{}/{}/cmd/#", self.prefix, self.agent)
+    }
+
+    /// The command name of a topic under [`Topics::commands`].
+    pub fn command_name<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        topic
+            .strip_prefix(&self.prefix)?
+            .strip_prefix('/')?
+            .strip_prefix(&self.agent)?
+            .strip_prefix("/cmd/")
+    }
+
+    pub fn reply(&self, command: &str) -> String {
+        format!("{}/{}/reply/{command}", self.prefix, self.agent)
+    }
+
+    /// The topic of a report.
+    pub fn of(&self, report: &Report) -> String {
+        match report {
+            Report::TagSummary(summary) => self.tags(&summary.device),
+            Report::Assessment(assessment) => self.health(&assessment.asset),
+            Report::AlertTransition(transition) => {
+                let alert = &transition.alert;
+                if alert.origin == Origin::Health {
+                    self.alert(&self.agent)
+                } else {
+                    self.alert(&alert.source)
+                }
+            }
+            Report::Event(_) => self.events(),
+        }
+    }
+}
+
+/// The UNS JSON encoder of one agent's topics.
+#[derive(Debug, Clone)]
+pub struct UnsJson {
+    pub topics: Topics,
+}
+
+impl UnsJson {
+    fn status(
+        &self,
+        identity: &Identity,
+        status: &str,
+        reason: Option<&str>,
+        now: SystemTime,
+    ) -> Message {
+        let payload = json!({
+            "schema": PAYLOAD_SCHEMA,
+            "status": status,
+            "agent": identity.agent,
+            "version": identity.version,
+            "config_hash": identity.config_hash,
+            "reason": reason,
+            "time": timestamp(now),
+        });
+        Message {
+            topic: self.topics.status(),
+            payload: payload.to_string().into_bytes(),
+            retain: true,
+        }
+    }
+}
+
+impl Encoder for UnsJson {
+    fn birth(&self, identity: &Identity, now: SystemTime) -> Message {
+        self.status(identity, "online", None, now)
+    }
+
+    fn will(&self, identity: &Identity, now: SystemTime) -> Message {
+        self.status(identity, "offline", Some("connection lost"), now)
+    }
+
+    fn farewell(&self, identity: &Identity, now: SystemTime) -> Message {
+        self.status(identity, "offline", Some("shutdown"), now)
+    }
+
+    fn encode(&self, record: &Record, agent: &str) -> Message {
+        let (topic, data) = match &record.payload {
+            Payload::Report(report) => (self.topics.of(report), data(report)),
+            Payload::Raw { topic, body, .. } => (topic.clone(), raw_data(body)),
+        };
+        Message {
+            topic,
+            payload: envelope(record, agent, &data),
+            retain: false,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    schema: u32,
+    id: u64,
+    kind: &'a str,
+    agent: &'a str,
+    time: String,
+    data: &'a RawValue,
+}
+
+/// The published form of a record around its `data` (JSON text; anything else becomes `null`,
+/// which this encoder's own data never does).
+fn envelope(record: &Record, agent: &str, data: &str) -> Vec<u8> {
+    let data = serde_json::from_str::<&RawValue>(data)
+        .or_else(|_| serde_json::from_str::<&RawValue>("null"));
+    let Ok(data) = data else {
+        return Vec::new();
+    };
+    serde_json::to_vec(&Envelope {
+        schema: PAYLOAD_SCHEMA,
+        id: record.id,
+        kind: record.payload.kind(),
+        agent,
+        time: timestamp(record.created()),
+        data,
+    })
+    .unwrap_or_default()
+}
+
+/// A stored body as `data`: as it is when it is JSON, else (never written by this agent) as a
+/// string rather than lost.
+fn raw_data(body: &[u8]) -> String {
+    match std::str::from_utf8(body) {
+        Ok(text) if serde_json::from_str::<&RawValue>(text).is_ok() => text.to_string(),
+        _ => json!(String::from_utf8_lossy(body)).to_string(),
+    }
+}
+
+/// A report's `data` (JSON text). An assessment keeps its fields in their declared order.
+pub fn data(report: &Report) -> String {
+    match report {
+        Report::TagSummary(summary) => summary_json(summary).to_string(),
+        Report::Assessment(assessment) => serde_json::to_string(assessment).unwrap_or_default(),
+        Report::AlertTransition(transition) => transition_json(transition).to_string(),
+        Report::Event(event) => event_json(event).to_string(),
+    }
+}
+
+/// The quality's short name in payloads.
+pub fn quality_code(quality: Quality) -> &'static str {
+    match quality {
+        Quality::Good => "good",
+        Quality::Uncertain(_) => "uncertain",
+        Quality::Bad(_) => "bad",
+        Quality::Stale => "stale",
+        Quality::Exception(_) => "exception",
+        Quality::Malformed => "malformed",
+        Quality::Timeout => "timeout",
+        Quality::Transport => "transport",
+    }
+}
+
+fn value_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Bool(b) => json!(b),
+        Value::I64(v) => json!(v),
+        Value::U64(v) => json!(v),
+        // NaN and infinities are not JSON: null.
+        Value::F64(v) => json!(v),
+        Value::Text(s) => json!(s),
+        Value::Time(t) => json!(timestamp(*t)),
+        Value::Array(items) => serde_json::Value::Array(items.iter().map(value_json).collect()),
+    }
+}
+
+fn tag_json(stats: &TagStats) -> serde_json::Value {
+    let mut summary = json!({
+        "count": stats.count,
+        "bad": stats.bad,
+        "quality": stats.worst.map_or("none", quality_code),
+        "last": stats.last.as_ref().map(|last| match last {
+            Last::Value(value) => value_json(value),
+            Last::ArrayLength(length) => json!({ "array_length": length }),
+        }),
+        "min": stats.min,
+        "max": stats.max,
+        "mean": stats.mean,
+    });
+    match stats.worst {
+        Some(Quality::Exception(code)) => summary["exception_code"] = json!(code),
+        Some(Quality::Uncertain(code) | Quality::Bad(code)) => {
+            summary["status_code"] = json!(code);
+            summary["status"] = json!(crate::sample::status_name(code));
+        }
+        _ => {}
+    }
+    if let Some(unit) = &stats.unit {
+        summary["unit"] = json!(unit);
+    }
+    summary
+}
+
+fn summary_json(summary: &TagSummary) -> serde_json::Value {
+    let tags: serde_json::Map<String, serde_json::Value> = summary
+        .tags
+        .iter()
+        .map(|stats| (stats.name.clone(), tag_json(stats)))
+        .collect();
+    json!({
+        "device": summary.device,
+        "online": summary.online,
+        "from": timestamp(summary.from),
+        "to": timestamp(summary.to),
+        "tags": tags,
+    })
+}
+
+fn event_json(event: &Event) -> serde_json::Value {
+    let mut body = serde_json::Map::new();
+    body.insert("event".into(), json!(event.name));
+    body.extend(event.fields());
+    serde_json::Value::Object(body)
+}
+
+/// The name of an alert state in payloads (`normal` once it is back to normal).
+pub fn state_name(state: Option<State>) -> &'static str {
+    match state {
+        None => "normal",
+        Some(State::ActiveUnacknowledged) => "active_unacknowledged",
+        Some(State::ActiveAcknowledged) => "active_acknowledged",
+        Some(State::ClearedUnacknowledged) => "cleared_unacknowledged",
+    }
+}
+
+/// An alert as `status`, the alert commands and the alert topic show it.
+pub fn alert_json(alert: &Alert) -> serde_json::Value {
+    json!({
+        "alert_id": alert.id,
+        "source": alert.source,
+        "origin": alert.origin,
+        "severity": alert.severity,
+        "state": state_name(Some(alert.state)),
+        "value": alert.value,
+        "reason": alert.reason,
+        "raised": timestamp(alert.raised),
+        "acknowledged_by": alert.acknowledged_by,
+        "shelved_until": alert.shelved_until.map(timestamp),
+    })
+}
+
+fn transition_json(transition: &Transition) -> serde_json::Value {
+    let mut body = alert_json(&transition.alert);
+    body["state"] = json!(state_name(transition.state));
+    body["transition"] = json!(transition.change);
+    body["at"] = json!(timestamp(transition.at));
+    if let Some(by) = &transition.by {
+        body["by"] = json!(by);
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Class;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    fn record(id: u64, report: Report) -> Record {
+        Record {
+            id,
+            class: report.class(),
+            created_ms: 1_700_000_020_000,
+            payload: Payload::Report(report),
+        }
+    }
+
+    #[test]
+    fn topics_follow_the_namespace() {
+        let topics = Topics::new("acme/plant1/packaging/line3", "gw-1");
+        assert_eq!(topics.tags("plc"), "acme/plant1/packaging/line3/plc/tags");
+        assert_eq!(
+            topics.health("P-1"),
+            "acme/plant1/packaging/line3/P-1/health"
+        );
+        assert_eq!(topics.status(), "acme/plant1/packaging/line3/gw-1/status");
+        assert_eq!(topics.commands(), "acme/plant1/packaging/line3/gw-1/cmd/#");
+        assert_eq!(
+            topics.command_name("acme/plant1/packaging/line3/gw-1/cmd/ack-alert"),
+            Some("ack-alert")
+        );
+        assert_eq!(
+            topics.command_name("acme/plant1/packaging/line3/gw-2/cmd/x"),
+            None
+        );
+        assert_eq!(
+            topics.reply("status"),
+            "acme/plant1/packaging/line3/gw-1/reply/status"
+        );
+    }
+
+    /// The exact bytes the release before typed records published for the same summary.
+    #[test]
+    fn a_typed_summary_is_published_byte_for_byte_as_before() {
+        let uns = UnsJson {
+            topics: Topics::new("e/s/a/l", "gw"),
+        };
+        let summary = TagSummary {
+            device: "plc".into(),
+            online: Some(true),
+            from: at(1_700_000_010),
+            to: at(1_700_000_020),
+            tags: vec![
+                TagStats {
+                    name: "speed".into(),
+                    unit: Some("rpm".into()),
+                    count: 4,
+                    bad: 1,
+                    worst: Some(Quality::Exception(2)),
+                    last: Some(Last::Value(Value::F64(5.0))),
+                    min: Some(1.0),
+                    max: Some(5.0),
+                    mean: Some(3.0),
+                },
+                TagStats {
+                    name: "wave".into(),
+                    unit: None,
+                    count: 0,
+                    bad: 0,
+                    worst: None,
+                    last: Some(Last::ArrayLength(4096)),
+                    min: None,
+                    max: None,
+                    mean: None,
+                },
+            ],
+        };
+        let message = uns.encode(&record(7, Report::TagSummary(summary)), "gw");
+        assert_eq!(message.topic, "e/s/a/l/plc/tags");
+        assert!(!message.retain);
+        assert_eq!(
+            String::from_utf8(message.payload).expect("utf-8"),
+            r#"{"schema":1,"id":7,"kind":"tags","agent":"gw","time":"2023-11-14T22:13:40.000Z","data":{"device":"plc","from":"2023-11-14T22:13:30.000Z","online":true,"tags":{"speed":{"bad":1,"count":4,"exception_code":2,"last":5.0,"max":5.0,"mean":3.0,"min":1.0,"quality":"exception","unit":"rpm"},"wave":{"bad":0,"count":0,"last":{"array_length":4096},"max":null,"mean":null,"min":null,"quality":"none"}},"to":"2023-11-14T22:13:40.000Z"}}"#
+        );
+        let event = Report::Event(Event::new("device_down", json!({"device": "plc"})));
+        let message = uns.encode(&record(8, event), "gw");
+        assert_eq!(message.topic, "e/s/a/l/gw/events");
+        assert_eq!(
+            String::from_utf8(message.payload).expect("utf-8"),
+            r#"{"schema":1,"id":8,"kind":"event","agent":"gw","time":"2023-11-14T22:13:40.000Z","data":{"device":"plc","event":"device_down"}}"#
+        );
+    }
+
+    #[test]
+    fn raw_records_keep_their_topic_and_a_body_that_is_not_json_becomes_a_string() {
+        let uns = UnsJson {
+            topics: Topics::new("new/prefix", "gw"),
+        };
+        let raw = |body: &[u8]| Record {
+            id: 3,
+            class: Class::Alert,
+            created_ms: 1_700_000_003_000,
+            payload: Payload::Raw {
+                topic: "old/prefix/P-1/alert".into(),
+                kind: "alert".into(),
+                body: body.to_vec(),
+            },
+        };
+        let message = uns.encode(&raw(br#"{"n":3}"#), "gw-1");
+        assert_eq!(message.topic, "old/prefix/P-1/alert");
+        assert_eq!(
+            message.payload,
+            br#"{"schema":1,"id":3,"kind":"alert","agent":"gw-1","time":"2023-11-14T22:13:23.000Z","data":{"n":3}}"#
+        );
+        let message = uns.encode(&raw(b"\xffnot json"), "gw-1");
+        let json: serde_json::Value = serde_json::from_slice(&message.payload).expect("json");
+        assert_eq!(json["data"], "\u{fffd}not json");
+    }
+
+    #[test]
+    fn birth_will_and_farewell_share_the_retained_status_topic() {
+        let uns = UnsJson {
+            topics: Topics::new("e/s/a/l", "gw"),
+        };
+        let identity = Identity {
+            agent: "gw".into(),
+            version: "1.2.3".into(),
+            config_hash: "abcd".into(),
+        };
+        let now = at(1_700_000_000);
+        for (message, status, reason) in [
+            (uns.birth(&identity, now), "online", serde_json::Value::Null),
+            (
+                uns.will(&identity, now),
+                "offline",
+                json!("connection lost"),
+            ),
+            (uns.farewell(&identity, now), "offline", json!("shutdown")),
+        ] {
+            assert_eq!(message.topic, "e/s/a/l/gw/status");
+            assert!(message.retain);
+            let json: serde_json::Value = serde_json::from_slice(&message.payload).expect("json");
+            assert_eq!(json["status"], status);
+            assert_eq!(json["reason"], reason);
+            assert_eq!(json["time"], "2023-11-14T22:13:20.000Z");
+            assert_eq!(json["config_hash"], "abcd");
+        }
+    }
+}
