@@ -171,6 +171,7 @@ fn main() {
         }
         let alerts = Arc::new(Alerts::open(&plan.agent.data_dir, outbox.clone()));
         tokio::spawn(alerts::run(
+            millwright::decisions::conditions::Conditions::new(&plan.alerting),
             plan.alerting.clone(),
             Arc::clone(&alerts),
             alerts::Inputs {

@@ -16,7 +16,7 @@ use millwright::store::{Class, NewRecord, Outbox, SledStore};
 use millwright::uplink::{Identity, Uplink, UplinkParts, UplinkStats};
 
 mod common;
-use common::{free_port, median, mosquitto, NoCommands};
+use common::{free_port, median, mosquitto, status_kib, NoCommands};
 use tokio_util::sync::CancellationToken;
 
 const CHILD: &str = "MILLWRIGHT_OUTBOX_BENCH_CHILD";
@@ -134,18 +134,6 @@ fn drain_rate(count: usize, max_inflight: u16, port: u16) -> f64 {
         let _ = task.await;
         count as f64 / elapsed.as_secs_f64()
     })
-}
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// In a child process: fill a store with `count` records ("fill"); open a filled one as sled alone

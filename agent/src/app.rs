@@ -19,15 +19,15 @@ use tracing::{debug, error, info, warn, Level};
 use crate::bus::SampleBus;
 use crate::clock::Clock;
 use crate::control::{self, AgentCommands};
-use crate::decisions::alerts::{self as alerting, Alerts};
-use crate::health::{self, model::Models, scorer::Scorer};
+use crate::decisions::alerts::Alerts;
+use crate::health::model::Models;
 use crate::liveness::Liveness;
-use crate::outputs;
+use crate::pipeline::{Deps, Pipeline, UpstreamDeps};
 use crate::reports;
 use crate::service::ServiceManager;
 use crate::store::sled_store::{OpenError, SledStore};
 use crate::store::{Appended, MemoryStore, Outbox};
-use crate::uplink::{Identity, Uplink, UplinkParts, UplinkStats};
+use crate::uplink::{Identity, UplinkStats};
 
 use crate::sources::modbus::{self, DeviceWriter};
 use crate::sources::opcua;
@@ -543,76 +543,28 @@ impl Generation {
     ) -> Generation {
         let plan = &loaded.plan;
         let stop = shutdown.child_token();
-        let bus = SampleBus::new(plan.agent.sample_bus_capacity);
-        let (mut running, writers) = start_acquisition(plan, Arc::clone(&clock), &bus, &stop);
+        let Pipeline {
+            mut running, bus, ..
+        } = Pipeline::build(
+            &loaded,
+            Deps {
+                clock: Arc::clone(&clock),
+                stop: stop.clone(),
+                shutdown: shutdown.clone(),
+                alerts: Arc::clone(&local.commands.alerts),
+                upstream: upstream.map(|u| UpstreamDeps {
+                    outbox: Arc::clone(&u.outbox),
+                    stats: Arc::clone(&u.uplink_stats),
+                    commands: local.commands.clone(),
+                    identity: identity(&loaded),
+                }),
+            },
+        );
+        local.set_generation(&running.stats, &loaded);
         if tracing::enabled!(Level::DEBUG) {
             running.tasks.spawn(log_samples(
                 Arc::new(tag_catalog(plan)),
                 bus.clone(),
-                stop.clone(),
-            ));
-        }
-        let (assessments, _) = tokio::sync::broadcast::channel(64);
-        local.set_generation(&running.stats, &loaded);
-        alerting::forget_unconfigured(&local.commands.alerts, plan, clock.now());
-        running.tasks.spawn(alerting::run(
-            plan.alerting.clone(),
-            Arc::clone(&local.commands.alerts),
-            alerting::Inputs {
-                samples: plan.alerting.needs_samples().then(|| bus.subscribe()),
-                assessments: assessments.subscribe(),
-                devices: running.stats.clone(),
-                outbox: upstream.map(|u| Arc::clone(&u.outbox)),
-                uplink: upstream.map(|u| Arc::clone(&u.uplink_stats)),
-            },
-            Arc::clone(&clock),
-            stop.clone(),
-        ));
-        if !plan.alerting.outputs.is_empty() {
-            running.tasks.spawn(outputs::run(
-                plan.alerting.clone(),
-                writers,
-                Arc::clone(&local.commands.alerts),
-                Arc::clone(&clock),
-                stop.clone(),
-                shutdown.clone(),
-            ));
-        }
-        if let (Some(upstream), Some(mqtt)) = (upstream, &plan.mqtt) {
-            running.tasks.spawn(reports::run(
-                Arc::new(plan.clone()),
-                Arc::clone(&upstream.outbox),
-                reports::Sources {
-                    samples: bus.subscribe(),
-                    assessments: assessments.subscribe(),
-                    devices: running.stats.clone(),
-                },
-                Arc::clone(&clock),
-                stop.clone(),
-            ));
-            let uplink = Uplink::uns(
-                mqtt.clone(),
-                identity(&loaded),
-                UplinkParts {
-                    outbox: Arc::clone(&upstream.outbox),
-                    stats: Arc::clone(&upstream.uplink_stats),
-                    commands: local.commands.clone(),
-                    clock: Arc::clone(&clock),
-                },
-            );
-            let span = tracing::info_span!("uplink");
-            running.tasks.spawn(tracing::Instrument::instrument(
-                uplink.run(stop.clone()),
-                span,
-            ));
-        }
-        if !plan.assets.is_empty() {
-            running.tasks.spawn(health::scorer::run(
-                Scorer::new(plan, loaded.models.clone()),
-                bus.subscribe(),
-                Arc::clone(&clock),
-                plan.scoring.assess_interval,
-                assessments,
                 stop.clone(),
             ));
         }

@@ -26,6 +26,71 @@ pub mod exit {
     pub const READ_INCOMPLETE: u8 = 4;
 }
 
+/// What `millwright replay` was asked to do.
+pub struct ReplayJob {
+    pub input: std::path::PathBuf,
+    pub speed: crate::replay::run::Speed,
+    pub out: Option<std::path::PathBuf>,
+    pub failures: Option<std::path::PathBuf>,
+    pub horizon: std::time::Duration,
+}
+
+/// Runs a replay with progress on stderr; the summary to print.
+pub fn replay(loaded: &crate::app::Loaded, job: ReplayJob) -> anyhow::Result<String> {
+    use crate::replay::run;
+    use anyhow::Context as _;
+    use std::io::{IsTerminal, Write};
+
+    let failures = match &job.failures {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            run::read_failures(loaded, path.clone(), &text)?
+        }
+        None => Vec::new(),
+    };
+    let input = std::fs::File::open(&job.input)
+        .with_context(|| format!("cannot read {}", job.input.display()))?;
+    let mut out: Box<dyn Write> = match &job.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::sink()),
+    };
+    let options = run::Options {
+        speed: job.speed,
+        failures,
+        horizon: job.horizon,
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let mut shown = 0u64;
+    let mut progress = |line: &str| {
+        // On a terminal one line rewritten every second; in a log one line every ten.
+        shown += 1;
+        if terminal {
+            eprint!("\r{line}\x1b[K");
+        } else if shown % 10 == 1 {
+            eprintln!("{line}");
+        }
+    };
+    let summary = run::replay(
+        loaded,
+        std::io::BufReader::with_capacity(1 << 16, input),
+        job.input.clone(),
+        &options,
+        &mut out,
+        &SystemClock,
+        &mut progress,
+    )?;
+    if terminal && shown > 0 {
+        eprintln!();
+    }
+    writeln!(out, "{}", run::summary_json(&summary))?;
+    out.flush().context("cannot write the findings")?;
+    Ok(run::format_summary(&summary, job.failures.is_some()))
+}
+
 /// What `check` prints for a valid plan: devices, tags and the planned requests per poll.
 pub fn check_report(loaded: &crate::app::Loaded) -> String {
     let plan = &loaded.plan;
@@ -265,7 +330,7 @@ fn short_table(table: Table) -> &'static str {
 /// `millwright read --assess`: one assessment round from the values just read. With a single
 /// value per signal there is no trend, so remaining life is not estimated.
 pub fn assess_once(loaded: &crate::app::Loaded, rows: &[ReadRow], clock: &dyn Clock) -> String {
-    let mut scorer = crate::health::scorer::Scorer::new(&loaded.plan, loaded.models.clone());
+    let mut scorer = crate::pipeline::cores(loaded).scorer;
     for sample in rows.iter().filter_map(|r| r.sample.as_ref()) {
         scorer.observe(sample, 0.0);
     }
@@ -740,12 +805,7 @@ pub async fn demo(
     ));
 
     let catalog = tag_catalog(&plan);
-    let bus = SampleBus::new(plan.agent.sample_bus_capacity);
-    let mut samples = bus.subscribe();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (mut running, _) =
-        crate::app::start_acquisition(&plan, Arc::clone(&clock), &bus, &shutdown);
-    let (assessment_sender, mut assessments) = tokio::sync::broadcast::channel(64);
     // Alerts as the agent raises them (limits, maintenance, its own health), kept in the demo
     // plant's data directory like a running agent's.
     crate::files::prepare_data_dir(&plan.agent.data_dir)
@@ -754,28 +814,20 @@ pub async fn demo(
         &plan.agent.data_dir,
         None,
     ));
-    crate::decisions::alerts::forget_unconfigured(&alerts, &plan, clock.now());
-    running.tasks.spawn(crate::decisions::alerts::run(
-        plan.alerting.clone(),
-        Arc::clone(&alerts),
-        crate::decisions::alerts::Inputs {
-            samples: plan.alerting.needs_samples().then(|| bus.subscribe()),
-            assessments: assessment_sender.subscribe(),
-            devices: running.stats.clone(),
-            outbox: None,
-            uplink: None,
+    let loaded = crate::app::Loaded::new(plan).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pipeline = crate::pipeline::Pipeline::build(
+        &loaded,
+        crate::pipeline::Deps {
+            clock,
+            stop: shutdown.clone(),
+            shutdown: shutdown.clone(),
+            alerts: Arc::clone(&alerts),
+            upstream: None,
         },
-        Arc::clone(&clock),
-        shutdown.clone(),
-    ));
-    running.tasks.spawn(crate::health::scorer::run(
-        crate::health::scorer::Scorer::new(&plan, Default::default()),
-        bus.subscribe(),
-        clock,
-        plan.scoring.assess_interval,
-        assessment_sender,
-        shutdown.clone(),
-    ));
+    );
+    let mut samples = pipeline.bus.subscribe();
+    let mut assessments = pipeline.assessments.subscribe();
+    let mut running = pipeline.running;
     let mut health: Vec<crate::health::assess::Assessment> = Vec::new();
     println!(
         "millwright demo: simulated plant on 127.0.0.1:{port}, {} tags; Ctrl-C to stop",

@@ -160,6 +160,30 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         limit: usize,
     },
+    /// Feed recorded tag values (CSV) through the agent's own stages (windows, features, rules,
+    /// model, limits, alert lifecycle) as fast as the CPU allows, and say what it would have said.
+    Replay {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// History: long CSV (timestamp,tag,value[,quality]) or wide CSV (timestamp, then one
+        /// column per tag).
+        #[arg(long)]
+        input: PathBuf,
+        /// `max`, or a factor of real time such as `10x`.
+        #[arg(long, default_value = "max")]
+        speed: millwright::replay::run::Speed,
+        /// Write every assessment, action change and alert transition as JSON lines (and the
+        /// summary as the last line).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Recorded failures (CSV: asset,time): lead time before each, false alarms per
+        /// asset-month.
+        #[arg(long)]
+        failures: Option<PathBuf>,
+        /// How long before a failure a warning still counts as a warning of it.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30d")]
+        horizon: std::time::Duration,
+    },
     /// Print the configuration's JSON Schema (for editor completion).
     Schema,
     /// Serve a simulated plant over Modbus TCP, Modbus RTU with --serial, and OPC UA with --opcua.
@@ -383,6 +407,34 @@ async fn dispatch(command: Command) -> u8 {
                     exit::OK
                 }
                 Err(e) => failed(&e),
+            }
+        }
+        Command::Replay {
+            config,
+            input,
+            speed,
+            out,
+            failures,
+            horizon,
+        } => {
+            let loaded = match millwright::app::load(&config) {
+                Ok(loaded) => loaded,
+                Err(errors) => return config_failed(&errors),
+            };
+            let job = commands::ReplayJob {
+                input,
+                speed,
+                out,
+                failures,
+                horizon,
+            };
+            match tokio::task::spawn_blocking(move || commands::replay(&loaded, job)).await {
+                Ok(Ok(said)) => {
+                    print!("{said}");
+                    exit::OK
+                }
+                Ok(Err(e)) => failed(&e),
+                Err(e) => failed(&anyhow::anyhow!(e)),
             }
         }
         Command::Schema => match serde_json::to_string_pretty(&firmware_config::json_schema()) {

@@ -19,6 +19,19 @@ pub fn percentile(mut values: Vec<f64>, fraction: f64) -> f64 {
     values[rank - 1]
 }
 
+/// A field of this process's `/proc/self/status` in KiB (`VmRSS:`, `VmHWM:`); 0 if unreadable.
+pub fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 pub struct NoCommands;
 impl CommandHandler for NoCommands {
     fn handle(&self, _: &str, _: &serde_json::Value) -> Result<serde_json::Value, String> {

@@ -17,14 +17,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use firmware_config::{Alerting, LimitKind, Plan, Severity};
+use firmware_config::{Alerting, Plan, Severity};
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::conditions::Conditions;
 use super::lifecycle::{Alert, Book, Condition, Origin, State, Transition};
-use super::limits::{self, LimitWatch};
+use super::limits;
 use crate::bus::Subscriber;
 use crate::clock::Clock;
 use crate::health::assess::{Action, Assessment};
@@ -282,21 +283,15 @@ pub struct Inputs {
 }
 
 /// Raises and clears alerts from samples (limits, the acknowledge input), assessments and the
-/// agent's health until `stop`.
+/// agent's health until `stop`: the decisions stage's loop around its core, `conditions`.
 pub async fn run(
+    mut conditions: Conditions,
     alerting: Alerting,
     alerts: Arc<Alerts>,
     mut inputs: Inputs,
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
 ) {
-    let mut watches: HashMap<u32, LimitWatch> = alerting
-        .limits
-        .iter()
-        .map(|l| (l.tag_index, LimitWatch::new(l.clone())))
-        .collect();
-    let acknowledge_tag = alerting.acknowledge_tag.clone();
-    let mut button: Option<bool> = None;
     let mut health = HealthWatch::new(&alerting, &inputs.devices);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -306,40 +301,24 @@ pub async fn run(
             () = stop.cancelled() => break,
             sample = next_sample(&mut inputs.samples) => {
                 let Some(sample) = sample else { break };
-                if !sample.quality.is_good() {
-                    continue;
+                let now = clock.now();
+                let decided = conditions.sample(&sample, now);
+                if let Some(by) = decided.acknowledge_all_by {
+                    let count = alerts.acknowledge_all(&by, now);
+                    info!(acknowledged = count, %by, "acknowledge input pressed");
                 }
-                let Some(value) = sample.value.as_ref().and_then(|v| v.as_f64()) else { continue };
-                if let Some((name, _)) = acknowledge_tag.as_ref().filter(|(_, i)| *i == sample.tag.0) {
-                    let pressed = value != 0.0;
-                    if button == Some(false) && pressed {
-                        let count = alerts.acknowledge_all(&format!("input {name}"), clock.now());
-                        info!(acknowledged = count, input = %name, "acknowledge input pressed");
-                    }
-                    button = Some(pressed);
-                }
-                if let Some(watch) = watches.get_mut(&sample.tag.0) {
-                    // Receipt time, not the sample's: an OPC UA source timestamp is the server's
-                    // clock, and the on-delay is also judged at ticks by this one.
-                    let changes = watch.observe(value, clock.now());
-                    raise_limits(&alerts, watch, changes, clock.now());
+                for condition in decided.conditions {
+                    alerts.condition(condition, now);
                 }
             }
             assessment = inputs.assessments.recv(), if assessing => match assessment {
-                Ok(assessment) => alerts.condition(
-                    maintenance_condition(&assessment, alerting.maintenance_latching),
-                    clock.now(),
-                ),
+                Ok(assessment) => alerts.condition(conditions.assessment(&assessment), clock.now()),
                 Err(broadcast::error::RecvError::Lagged(missed)) => warn!(missed, "assessments missed by the alerts"),
                 Err(broadcast::error::RecvError::Closed) => assessing = false,
             },
             _ = tick.tick() => {
                 let now = clock.now();
-                for watch in watches.values_mut() {
-                    let changes = watch.tick(now);
-                    raise_limits(&alerts, watch, changes, now);
-                }
-                for condition in health.check(&inputs, now) {
+                for condition in conditions.tick(now).into_iter().chain(health.check(&inputs, now)) {
                     alerts.condition(condition, now);
                 }
                 alerts.apply(|book| (book.expire(now), ()));
@@ -352,55 +331,6 @@ async fn next_sample(samples: &mut Option<Subscriber>) -> Option<crate::sample::
     match samples {
         Some(samples) => samples.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-fn raise_limits(
-    alerts: &Alerts,
-    watch: &LimitWatch,
-    changes: Vec<(firmware_config::Limit, bool)>,
-    now: SystemTime,
-) {
-    let config = &watch.config;
-    let unit = config.unit.as_deref().unwrap_or("");
-    for (limit, active) in changes {
-        let value = watch.last();
-        let side = if limit.kind.is_high() {
-            "above"
-        } else {
-            "below"
-        };
-        let reason = match (limit.kind, value) {
-            (LimitKind::Alarm, Some(v)) => {
-                let state = match v {
-                    0.0 => "false".to_string(),
-                    1.0 => "true".to_string(),
-                    v => format!("{v}{unit}"),
-                };
-                let alarm_when = limit.value != 0.0;
-                format!("{} is {state} (alarm when {alarm_when})", config.tag)
-            }
-            (_, Some(v)) => format!(
-                "{} {v}{unit} {side} {} limit {}{unit}",
-                config.tag,
-                limit.kind.name(),
-                limit.value
-            ),
-            (_, None) => format!("{} {} limit", config.tag, limit.kind.name()),
-        };
-        alerts.condition(
-            Condition {
-                id: limits::alert_id(&config.tag, limit.kind),
-                source: config.tag.clone(),
-                origin: Origin::Limit,
-                severity: limit.severity,
-                latching: config.latching,
-                active,
-                value,
-                reason,
-            },
-            now,
-        );
     }
 }
 
@@ -518,7 +448,6 @@ pub fn forget_unconfigured(alerts: &Alerts, plan: &Plan, now: SystemTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::assess::Assessment;
 
     fn limit(active: bool) -> Condition {
         Condition {
@@ -699,23 +628,9 @@ mod tests {
 
     #[test]
     fn maintenance_alerts_follow_the_action() {
-        let mut assessment = Assessment {
-            schema: 1,
-            asset: "P-1".into(),
-            asset_type: "pump".into(),
-            timestamp: String::new(),
-            health: Default::default(),
-            overall_health: 0.5,
-            failure_probability: 0.8,
-            rule_probability: 0.8,
-            model_probability: None,
-            action: Action::ImmediateMaintenance,
-            priority: Action::ImmediateMaintenance.priority(),
-            maintenance_due: None,
-            remaining_life_hours: None,
-            remaining_life_note: None,
-            reasons: vec!["vibration 5.1 mm/s in zone D".into()],
-        };
+        let mut assessment =
+            crate::health::assess::tests::assessment("P-1", Action::ImmediateMaintenance);
+        assessment.reasons = vec!["vibration 5.1 mm/s in zone D".into()];
         let immediate = maintenance_condition(&assessment, true);
         assert!(immediate.active && immediate.latching);
         assert_eq!(immediate.id, "P-1/maintenance");

@@ -2,5 +2,6 @@
 //! agent raises, acknowledges and shows.
 
 pub mod alerts;
+pub mod conditions;
 pub mod lifecycle;
 pub mod limits;

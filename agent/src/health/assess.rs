@@ -325,9 +325,30 @@ fn remaining_life(trend: &Deque<Point, TREND_CAPACITY>, action: Action) -> Life 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use firmware_config::{Foundation, InsulationClass, IsoGroup, Nameplate, Signals};
+
+    /// An assessment of `asset` with `action` and nothing else of note.
+    pub fn assessment(asset: &str, action: Action) -> Assessment {
+        Assessment {
+            schema: ASSESSMENT_SCHEMA,
+            asset: asset.into(),
+            asset_type: "pump".into(),
+            timestamp: String::new(),
+            health: DimensionHealth::default(),
+            overall_health: 0.5,
+            failure_probability: 0.8,
+            rule_probability: 0.8,
+            model_probability: None,
+            action,
+            priority: action.priority(),
+            maintenance_due: None,
+            remaining_life_hours: None,
+            remaining_life_note: None,
+            reasons: Vec::new(),
+        }
+    }
 
     fn scoring() -> Scoring {
         Scoring {

@@ -132,6 +132,11 @@ impl Scorer {
         }
     }
 
+    /// The index of the asset with `id`.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.assets.iter().position(|a| a.asset.id == id)
+    }
+
     pub fn asset(&self, index: usize) -> &Asset {
         &self.assets[index].asset
     }

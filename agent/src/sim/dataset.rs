@@ -8,13 +8,14 @@
 
 use std::fmt::Write as _;
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use firmware_config::Plan;
 
 use super::plant::Plant;
 use crate::health::model::ModelFeature;
 use crate::health::scorer::Scorer;
+use crate::replay::Timeline;
 use crate::sample::{Quality, Sample, TagId};
 
 /// How to run the fleet.
@@ -90,7 +91,8 @@ pub fn write(
     }
     writeln!(out, "{header}")?;
 
-    let mut scorer = Scorer::new(plan, Default::default());
+    // The replay's time line: the scorer on simulated time, a round every step.
+    let mut timeline = Timeline::new(Scorer::new(plan, Default::default()), options.step);
     let start = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
     let poll_every = options.step / options.polls_per_step.max(1);
     let mut rows = 0;
@@ -100,23 +102,20 @@ pub fn write(
             let at = elapsed + poll_every * k;
             for (i, &(m, p)) in sources.iter().enumerate() {
                 let machine = &plant.machines()[m];
-                scorer.observe(
-                    &Sample {
-                        tag: TagId(i as u32),
-                        server_timestamp: None,
-                        timestamp: start + at,
-                        value: Some(plant.value(machine, p, at, start + at)),
-                        quality: Quality::Good,
-                    },
-                    at.as_secs_f64(),
-                );
+                let sample = Sample {
+                    tag: TagId(i as u32),
+                    server_timestamp: None,
+                    timestamp: start + at,
+                    value: Some(plant.value(machine, p, at, start + at)),
+                    quality: Quality::Good,
+                };
+                timeline.observe(&sample, start + at);
             }
         }
         elapsed += options.step;
-        let now: SystemTime = start + elapsed;
-        let t = elapsed.as_secs_f64();
-        let observations = scorer.observations(t);
-        let assessments = scorer.assess_all(t, now);
+        let (observations, assessments, t) = timeline
+            .run_round(|scorer, t, now| (scorer.observations(t), scorer.assess_all(t, now), t));
+        let scorer = &timeline.scorer;
         for (i, observed) in observations {
             let asset = scorer.asset(i);
             let machine = &plant.machines()[asset_machine[i]];

@@ -1,0 +1,154 @@
+//! The only place stages are wired.
+//!
+//! [`Pipeline::build`] turns a loaded configuration into running stages around one sample bus:
+//! acquisition (Modbus lines, OPC UA endpoints), scoring, decisions (the alert lifecycle),
+//! outputs, and — with an uplink — the summaries stage and the MQTT session. `run` builds one per
+//! configuration generation; `demo` builds one without an uplink and watches its bus.
+//!
+//! Each stage is a synchronous core in a thin async loop. [`cores`] builds the cores alone, for
+//! commands that drive them without the loops: `replay` (recorded time, as fast as the CPU
+//! allows) and `read --assess` (one round on the values just read).
+//!
+//! Invariants: stages meet only on the bus, the assessment channel and the outbox; every task
+//! ends when `Deps::stop` is cancelled; nothing here reads the time but through `Deps::clock`.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{start_acquisition, Loaded, Running};
+use crate::bus::SampleBus;
+use crate::clock::Clock;
+use crate::decisions::alerts::{self, Alerts};
+use crate::decisions::conditions::Conditions;
+use crate::health::assess::Assessment;
+use crate::health::scorer::{self, Scorer};
+use crate::store::Outbox;
+use crate::uplink::{CommandHandler, Identity, Uplink, UplinkParts, UplinkStats};
+use crate::{outputs, reports};
+
+/// Assessments buffered per subscriber.
+const ASSESSMENT_CAPACITY: usize = 64;
+
+/// The stage cores of a configuration, without their loops.
+pub struct Cores {
+    pub scorer: Scorer,
+    pub conditions: Conditions,
+}
+
+/// Builds the stage cores of `loaded`.
+pub fn cores(loaded: &Loaded) -> Cores {
+    Cores {
+        scorer: Scorer::new(&loaded.plan, loaded.models.clone()),
+        conditions: Conditions::new(&loaded.plan.alerting),
+    }
+}
+
+/// The way upstream, when there is one: it outlives a configuration generation.
+pub struct UpstreamDeps {
+    pub outbox: Arc<Outbox>,
+    pub stats: Arc<UplinkStats>,
+    pub commands: Arc<dyn CommandHandler>,
+    pub identity: Identity,
+}
+
+/// What the stages are given rather than find for themselves.
+pub struct Deps {
+    pub clock: Arc<dyn Clock>,
+    /// Ends every stage of this pipeline.
+    pub stop: CancellationToken,
+    /// The agent's shutdown (not a reload): the outputs then show their final state.
+    pub shutdown: CancellationToken,
+    pub alerts: Arc<Alerts>,
+    pub upstream: Option<UpstreamDeps>,
+}
+
+/// Running stages.
+pub struct Pipeline {
+    pub running: Running,
+    pub bus: SampleBus,
+    /// Every assessment, as the scorer makes it.
+    pub assessments: broadcast::Sender<Assessment>,
+}
+
+impl Pipeline {
+    /// Starts every stage of `loaded`.
+    pub fn build(loaded: &Loaded, deps: Deps) -> Pipeline {
+        let plan = &loaded.plan;
+        let clock = &deps.clock;
+        let bus = SampleBus::new(plan.agent.sample_bus_capacity);
+        let (mut running, writers) = start_acquisition(plan, Arc::clone(clock), &bus, &deps.stop);
+        let (assessments, _) = broadcast::channel(ASSESSMENT_CAPACITY);
+        let Cores { scorer, conditions } = cores(loaded);
+        alerts::forget_unconfigured(&deps.alerts, plan, clock.now());
+        let upstream = deps.upstream.as_ref();
+        running.tasks.spawn(alerts::run(
+            conditions,
+            plan.alerting.clone(),
+            Arc::clone(&deps.alerts),
+            alerts::Inputs {
+                samples: plan.alerting.needs_samples().then(|| bus.subscribe()),
+                assessments: assessments.subscribe(),
+                devices: running.stats.clone(),
+                outbox: upstream.map(|u| Arc::clone(&u.outbox)),
+                uplink: upstream.map(|u| Arc::clone(&u.stats)),
+            },
+            Arc::clone(clock),
+            deps.stop.clone(),
+        ));
+        if !plan.alerting.outputs.is_empty() {
+            running.tasks.spawn(outputs::run(
+                plan.alerting.clone(),
+                writers,
+                Arc::clone(&deps.alerts),
+                Arc::clone(clock),
+                deps.stop.clone(),
+                deps.shutdown.clone(),
+            ));
+        }
+        if let (Some(upstream), Some(mqtt)) = (upstream, &plan.mqtt) {
+            running.tasks.spawn(reports::run(
+                Arc::new(plan.clone()),
+                Arc::clone(&upstream.outbox),
+                reports::Sources {
+                    samples: bus.subscribe(),
+                    assessments: assessments.subscribe(),
+                    devices: running.stats.clone(),
+                },
+                Arc::clone(clock),
+                deps.stop.clone(),
+            ));
+            let uplink = Uplink::uns(
+                mqtt.clone(),
+                upstream.identity.clone(),
+                UplinkParts {
+                    outbox: Arc::clone(&upstream.outbox),
+                    stats: Arc::clone(&upstream.stats),
+                    commands: Arc::clone(&upstream.commands),
+                    clock: Arc::clone(clock),
+                },
+            );
+            let span = tracing::info_span!("uplink");
+            running.tasks.spawn(tracing::Instrument::instrument(
+                uplink.run(deps.stop.clone()),
+                span,
+            ));
+        }
+        if !plan.assets.is_empty() {
+            running.tasks.spawn(scorer::run(
+                scorer,
+                bus.subscribe(),
+                Arc::clone(clock),
+                plan.scoring.assess_interval,
+                assessments.clone(),
+                deps.stop.clone(),
+            ));
+        }
+        Pipeline {
+            running,
+            bus,
+            assessments,
+        }
+    }
+}

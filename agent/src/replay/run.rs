@@ -1,0 +1,386 @@
+//! The replay as a command: reads the history file row by row through the [`Engine`], writes
+//! every finding as a JSON line, shows progress, and sums up (see [`super::tally`]).
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+
+use super::input::{self, Rows, Skipped};
+use super::tally::{self, Failure, Outcome, Tally};
+use super::{Counts, Engine, Finding};
+use crate::app::Loaded;
+use crate::clock::Clock;
+use crate::records::Report;
+use crate::uplink::encode::uns;
+use crate::uplink::timestamp;
+
+/// Skipped rows shown one by one; the rest are counted.
+const SKIPS_SHOWN: usize = 20;
+
+/// How fast to go.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// As fast as the CPU allows.
+    Max,
+    /// This many times real time.
+    Times(f64),
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Speed, String> {
+        if text == "max" {
+            return Ok(Speed::Max);
+        }
+        text.strip_suffix('x')
+            .and_then(|n| n.parse::<f64>().ok())
+            .filter(|n| n.is_finite() && *n > 0.0)
+            .map(Speed::Times)
+            .ok_or_else(|| format!("speed {text:?} is not `max` or a factor such as `10x`"))
+    }
+}
+
+/// What to replay, and how.
+pub struct Options {
+    pub speed: Speed,
+    /// Recorded failures (`asset,time`), for lead times and false alarms.
+    pub failures: Vec<Failure>,
+    /// How long before a failure a warning counts as a warning of it.
+    pub horizon: Duration,
+}
+
+/// Why a replay could not run or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{path}: {source}")]
+    Input {
+        path: PathBuf,
+        source: input::InputError,
+    },
+    #[error("{path}: line {line}: {why}")]
+    Failures {
+        path: PathBuf,
+        line: u64,
+        why: String,
+    },
+    #[error("cannot write the findings: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// What the replay found and how the input went.
+#[derive(Debug)]
+pub struct Summary {
+    pub rows: u64,
+    pub counts: Counts,
+    pub skipped: u64,
+    /// The first [`SKIPS_SHOWN`] skipped rows.
+    pub skips: Vec<Skipped>,
+    pub first: Option<SystemTime>,
+    pub last: Option<SystemTime>,
+    pub findings: u64,
+    pub tally: Tally,
+    pub outcome: Outcome,
+}
+
+/// Reads the failures file: `asset,time` per row (header first), assets of `loaded`.
+pub fn read_failures(
+    loaded: &Loaded,
+    path: PathBuf,
+    text: &str,
+) -> Result<Vec<Failure>, ReplayError> {
+    let failed = |line: u64, why: String| ReplayError::Failures {
+        path: path.clone(),
+        line,
+        why,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let header = reader
+        .headers()
+        .map_err(|e| failed(1, e.to_string()))?
+        .clone();
+    let column = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (Some(asset), Some(time)) = (column("asset"), column("time").or(column("timestamp")))
+    else {
+        return Err(failed(
+            1,
+            "the header must name the columns `asset` and `time`".into(),
+        ));
+    };
+    let mut failures = Vec::new();
+    for record in reader.records() {
+        let record =
+            record.map_err(|e| failed(e.position().map_or(0, |p| p.line()), e.to_string()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let id = record.get(asset).unwrap_or_default();
+        if !loaded.plan.assets.iter().any(|a| a.id == id) {
+            return Err(failed(
+                line,
+                format!("no asset {id:?} in the configuration"),
+            ));
+        }
+        let at = input::parse_time(record.get(time).unwrap_or_default().as_bytes())
+            .map_err(|why| failed(line, why))?;
+        failures.push(Failure {
+            asset: id.to_string(),
+            at,
+        });
+    }
+    Ok(failures)
+}
+
+/// The JSON line of a finding: `{"kind","time",…}`; reports carry the `data` they would carry
+/// on MQTT.
+pub fn finding_json(finding: &Finding) -> String {
+    let report = |report: Report, at: String| {
+        format!(
+            r#"{{"kind":"{}","time":"{at}","data":{}}}"#,
+            report.kind(),
+            uns::data(&report)
+        )
+    };
+    match finding {
+        Finding::Assessment(a) => {
+            let at = a.timestamp.clone();
+            report(Report::Assessment(a.clone()), at)
+        }
+        Finding::Alert(t) => report(Report::AlertTransition(t.clone()), timestamp(t.at)),
+        Finding::ActionChange {
+            asset,
+            from,
+            to,
+            at,
+        } => json!({
+            "kind": "action_change",
+            "time": timestamp(*at),
+            "asset": asset,
+            "from": from,
+            "to": to,
+        })
+        .to_string(),
+    }
+}
+
+/// Replays `input` through `loaded`'s stages; findings go to `out` as JSON lines; `progress` is
+/// called about once a second of wall time (by `wall`) with a one-line status.
+pub fn replay(
+    loaded: &Loaded,
+    input: impl Read,
+    path: PathBuf,
+    options: &Options,
+    out: &mut dyn Write,
+    wall: &dyn Clock,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Summary, ReplayError> {
+    let mut rows =
+        Rows::new(&loaded.plan, input).map_err(|source| ReplayError::Input { path, source })?;
+    let mut engine = Engine::new(loaded);
+    let mut summary = Summary {
+        rows: 0,
+        counts: Counts::default(),
+        skipped: 0,
+        skips: Vec::new(),
+        first: None,
+        last: None,
+        findings: 0,
+        tally: Tally::default(),
+        outcome: Outcome {
+            assets: Vec::new(),
+            failures: Vec::new(),
+        },
+    };
+    let mut written: std::io::Result<()> = Ok(());
+    let mut emit = |finding: Finding, summary: &mut Summary| {
+        summary.findings += 1;
+        summary.tally.add(&finding);
+        if written.is_ok() {
+            written = writeln!(out, "{}", finding_json(&finding));
+        }
+    };
+    let started = wall.now();
+    let mut shown = started;
+    let mut samples = Vec::new();
+    while let Some(row) = rows.next_row(&mut samples) {
+        summary.rows += 1;
+        let line = rows.line();
+        let skip = |skipped: Skipped, summary: &mut Summary| {
+            summary.skipped += 1;
+            if summary.skips.len() < SKIPS_SHOWN {
+                summary.skips.push(skipped);
+            }
+        };
+        match row {
+            Err(skipped) => skip(skipped, &mut summary),
+            Ok(()) => {
+                let mut refused = None;
+                for sample in samples.drain(..) {
+                    let mut found = Vec::new();
+                    if let Err(why) = engine.feed(&sample, &mut |f| found.push(f)) {
+                        refused = Some(why);
+                        break;
+                    }
+                    summary.first = summary.first.or(Some(sample.timestamp));
+                    summary.last = summary.last.max(Some(sample.timestamp));
+                    for finding in found {
+                        emit(finding, &mut summary);
+                    }
+                }
+                samples.clear();
+                if let Some(why) = refused {
+                    skip(Skipped { line, why }, &mut summary);
+                }
+            }
+        }
+        if summary.rows % 4096 == 0 {
+            let now = wall.now();
+            pace(options.speed, started, now, summary.first, summary.last);
+            if now.duration_since(shown).unwrap_or_default() >= Duration::from_secs(1) {
+                shown = now;
+                progress(&progress_line(&summary, &engine.counts, started, now));
+            }
+        }
+    }
+    written?;
+    summary.counts = engine.counts.clone();
+    summary.outcome = tally::judge(&summary.tally, &options.failures, options.horizon);
+    Ok(summary)
+}
+
+/// At a set speed, waits until the wall clock catches up with the recording.
+fn pace(
+    speed: Speed,
+    started: SystemTime,
+    now: SystemTime,
+    first: Option<SystemTime>,
+    last: Option<SystemTime>,
+) {
+    let Speed::Times(factor) = speed else {
+        return;
+    };
+    let recorded = first
+        .zip(last)
+        .and_then(|(f, l)| l.duration_since(f).ok())
+        .unwrap_or_default();
+    let due = recorded.div_f64(factor);
+    let spent = now.duration_since(started).unwrap_or_default();
+    if let Some(ahead) = due.checked_sub(spent) {
+        std::thread::sleep(ahead.min(Duration::from_secs(1)));
+    }
+}
+
+fn progress_line(
+    summary: &Summary,
+    counts: &Counts,
+    started: SystemTime,
+    now: SystemTime,
+) -> String {
+    let seconds = now
+        .duration_since(started)
+        .unwrap_or_default()
+        .as_secs_f64()
+        .max(1e-3);
+    format!(
+        "replay: {} rows, {} samples, recording at {}, {:.0} rows/s",
+        summary.rows,
+        counts.samples,
+        summary.last.map_or_else(|| "-".into(), timestamp),
+        summary.rows as f64 / seconds
+    )
+}
+
+/// The summary as the command prints it.
+pub fn format_summary(summary: &Summary, failures_given: bool) -> String {
+    let mut out = String::new();
+    let c = &summary.counts;
+    let _ = writeln!(
+        out,
+        "replayed {} rows ({} samples) from {} to {}; {} findings",
+        summary.rows,
+        c.samples,
+        summary.first.map_or_else(|| "-".into(), timestamp),
+        summary.last.map_or_else(|| "-".into(), timestamp),
+        summary.findings
+    );
+    let _ = writeln!(
+        out,
+        "input: {} rows skipped, {} samples out of order (taken at the latest time), {} gaps",
+        summary.skipped, c.out_of_order, c.gaps
+    );
+    for skip in &summary.skips {
+        let _ = writeln!(out, "  line {}: {}", skip.line, skip.why);
+    }
+    if summary.skipped > summary.skips.len() as u64 {
+        let _ = writeln!(
+            out,
+            "  … and {} more",
+            summary.skipped - summary.skips.len() as u64
+        );
+    }
+    for asset in &summary.outcome.assets {
+        let _ = writeln!(
+            out,
+            "asset {}: {} assessments; scheduled maintenance first {}, immediate first {}; {} alert(s) raised; {} episode(s)",
+            asset.asset,
+            asset.assessments,
+            asset.first_scheduled_maintenance.as_deref().unwrap_or("never"),
+            asset.first_immediate_maintenance.as_deref().unwrap_or("never"),
+            asset.alerts_raised,
+            asset.episodes
+        );
+        if failures_given {
+            let _ = writeln!(
+                out,
+                "  false alarms: {} over {:.2} asset-months ({} per asset-month)",
+                asset.false_alarms,
+                asset.asset_months,
+                asset
+                    .false_alarms_per_asset_month
+                    .map_or_else(|| "-".into(), |r| format!("{r:.2}"))
+            );
+        }
+    }
+    for failure in &summary.outcome.failures {
+        match failure.lead_time_hours {
+            Some(hours) => {
+                let _ = writeln!(
+                    out,
+                    "failure of {} at {}: warned {} ({hours:.1} h before)",
+                    failure.asset,
+                    failure.failed,
+                    failure.warned.as_deref().unwrap_or("")
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "failure of {} at {}: MISSED (no warning within the horizon)",
+                    failure.asset, failure.failed
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The summary as the last JSON line.
+pub fn summary_json(summary: &Summary) -> String {
+    json!({
+        "kind": "summary",
+        "rows": summary.rows,
+        "samples": summary.counts.samples,
+        "skipped": summary.skipped,
+        "out_of_order": summary.counts.out_of_order,
+        "gaps": summary.counts.gaps,
+        "from": summary.first.map(timestamp),
+        "to": summary.last.map(timestamp),
+        "findings": summary.findings,
+        "assets": summary.outcome.assets,
+        "failures": summary.outcome.failures,
+    })
+    .to_string()
+}
