@@ -170,9 +170,8 @@ impl Loaded {
                 (path.clone(), stamp)
             })
             .collect();
-        let config_hash = crc32fast::hash(format!("{plan:?}").as_bytes());
         Ok(Loaded {
-            config_hash: format!("{config_hash:08x}"),
+            config_hash: config_hash(&plan),
             plan,
             models,
             model_files,
@@ -182,6 +181,21 @@ impl Loaded {
     fn same_as(&self, other: &Loaded) -> bool {
         self.plan == other.plan && self.model_files == other.model_files
     }
+}
+
+/// A hash of the validated plan's debug form, written straight into the hasher: a 10,000-tag plan
+/// would otherwise make a string of megabytes for a moment.
+fn config_hash(plan: &Plan) -> String {
+    struct Hashing(crc32fast::Hasher);
+    impl std::fmt::Write for Hashing {
+        fn write_str(&mut self, text: &str) -> std::fmt::Result {
+            self.0.update(text.as_bytes());
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(crc32fast::Hasher::new());
+    let _ = std::fmt::write(&mut hashing, format_args!("{plan:?}"));
+    format!("{:08x}", hashing.0.finalize())
 }
 
 /// Reads, validates and loads a configuration file and its models.

@@ -205,12 +205,7 @@ impl<'i> Document<'i> {
         without_keys: &[&str],
         component: &str,
     ) -> Result<T, Vec<ConfigError>> {
-        let mut value = value.clone();
-        if let DeValue::Table(table) = value.get_mut() {
-            for key in without_keys {
-                table.remove(*key);
-            }
-        }
+        let mut value = without(value, without_keys);
         let mut errors = Vec::new();
         let mut removed: Vec<String> = Vec::new();
         // Each round takes one key out, so this ends; the bound only guards against a span
@@ -248,9 +243,9 @@ impl<'i> Document<'i> {
     ) -> Result<T, Vec<ConfigError>> {
         let root = Spanned::new(
             self.root.span(),
-            DeValue::Table(self.root.get_ref().clone()),
+            DeValue::Table(kept(self.root.get_ref(), without_keys)),
         );
-        self.deserialize(&root, without_keys, "")
+        self.deserialize(&root, &[], "")
     }
 
     pub fn error_at(
@@ -275,6 +270,28 @@ impl<'i> Document<'i> {
         message: impl Into<String>,
     ) -> ConfigError {
         self.error_at(self.span(path), component, message)
+    }
+}
+
+/// A copy of `table` without `keys`. Those are the large arrays deserialized element by element
+/// (a device's 10,000 tags): they are never copied.
+fn kept<'i>(table: &DeTable<'i>, keys: &[&str]) -> DeTable<'i> {
+    let mut copy = DeTable::new();
+    for (key, value) in table.iter() {
+        if !keys.contains(&key.get_ref().as_ref()) {
+            copy.insert(key.clone(), value.clone());
+        }
+    }
+    copy
+}
+
+/// A copy of `value` without `keys` when it is a table.
+fn without<'i>(value: &Spanned<DeValue<'i>>, keys: &[&str]) -> Spanned<DeValue<'i>> {
+    match value.get_ref() {
+        DeValue::Table(table) if !keys.is_empty() => {
+            Spanned::new(value.span(), DeValue::Table(kept(table, keys)))
+        }
+        _ => value.clone(),
     }
 }
 
