@@ -242,7 +242,7 @@ pub async fn run(
         &plan.agent.data_dir,
         upstream.as_ref().map(|u| Arc::clone(&u.outbox)),
     ));
-    let local = Local::start(&loaded, alerts, upstream.as_ref());
+    let local = Local::start(&loaded, alerts, upstream.as_ref(), &clock);
     let mut generation = Generation::start(
         loaded,
         Arc::clone(&clock),
@@ -362,10 +362,16 @@ struct Local {
 }
 
 impl Local {
-    fn start(loaded: &Loaded, alerts: Arc<Alerts>, upstream: Option<&Upstream>) -> Local {
+    fn start(
+        loaded: &Loaded,
+        alerts: Arc<Alerts>,
+        upstream: Option<&Upstream>,
+        clock: &Arc<dyn Clock>,
+    ) -> Local {
         let commands = Arc::new(AgentCommands {
             identity: std::sync::Mutex::new(identity(loaded)),
-            started: std::time::Instant::now(),
+            clock: Arc::clone(clock),
+            started: clock.elapsed(),
             upstream: upstream.map(|u| (Arc::clone(&u.outbox), Arc::clone(&u.uplink_stats))),
             alerts,
             devices: std::sync::Mutex::new(Vec::new()),
@@ -377,6 +383,7 @@ impl Local {
         tasks.spawn(control::serve(
             control::socket_path(&loaded.plan.agent.data_dir),
             handler,
+            Arc::clone(clock),
             stop.clone(),
         ));
         Local {

@@ -1,40 +1,84 @@
-//! Sample time is injected, never read ad hoc: tests use [`ManualClock`], the agent
-//! [`SystemClock`]. Scheduling uses tokio's monotonic time, which tests pause instead.
+//! The one place that reads the time. Stages are given a [`Clock`]: the agent runs on
+//! [`SystemClock`], tests and `replay` on [`ManualClock`]. Timers (tokio's `interval`, `sleep`)
+//! stay in the async loops around the stages, where tests pause tokio's time instead.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 pub trait Clock: Send + Sync {
-    /// Wall-clock time stamped on samples.
+    /// Wall-clock time stamped on samples and records.
     fn now(&self) -> SystemTime;
+    /// Time since the clock's own start, for durations and time lines: never goes back, whatever
+    /// happens to the wall clock (NTP steps, an RTC that starts in 1970).
+    fn elapsed(&self) -> Duration;
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
+/// Where [`SystemClock::elapsed`] counts from: tokio's monotonic time, so that tests which pause
+/// tokio's time move it too.
+fn origin() -> tokio::time::Instant {
+    static ORIGIN: OnceLock<tokio::time::Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(tokio::time::Instant::now)
+}
+
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
+    }
+
+    fn elapsed(&self) -> Duration {
+        let origin = origin();
+        tokio::time::Instant::now().saturating_duration_since(origin)
     }
 }
 
 /// A clock that moves only when told to.
 #[derive(Debug)]
-pub struct ManualClock(Mutex<SystemTime>);
+pub struct ManualClock {
+    start: SystemTime,
+    now: Mutex<SystemTime>,
+}
 
 impl ManualClock {
     pub fn new(start: SystemTime) -> Self {
-        ManualClock(Mutex::new(start))
+        ManualClock {
+            start,
+            now: Mutex::new(start),
+        }
     }
 
     pub fn advance(&self, by: Duration) {
-        let mut now = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
         *now += by;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.now().duration_since(self.start).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told_and_both_clocks_never_go_back() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let clock = ManualClock::new(start);
+        assert_eq!(clock.elapsed(), Duration::ZERO);
+        clock.advance(Duration::from_millis(1500));
+        assert_eq!(clock.now(), start + Duration::from_millis(1500));
+        assert_eq!(clock.elapsed(), Duration::from_millis(1500));
+        let system = SystemClock;
+        let (a, b) = (system.elapsed(), system.elapsed());
+        assert!(b >= a);
     }
 }

@@ -818,7 +818,7 @@ pub async fn demo(
     let pipeline = crate::pipeline::Pipeline::build(
         &loaded,
         crate::pipeline::Deps {
-            clock,
+            clock: Arc::clone(&clock),
             stop: shutdown.clone(),
             shutdown: shutdown.clone(),
             alerts: Arc::clone(&alerts),
@@ -852,7 +852,7 @@ pub async fn demo(
                 health.push(assessment);
             }
             _ = print_every.tick() => {
-                println!("{}", live_table(&catalog, &latest, &running.stats));
+                println!("{}", live_table(&catalog, &latest, &running.stats, clock.now()));
                 for a in &health {
                     println!(
                         "  {} ({}): health {:.2}, failure probability {:.2}, {} — {}",
@@ -882,9 +882,10 @@ fn live_table(
     catalog: &[TagInfo],
     latest: &[Option<Sample>],
     stats: &[(String, Arc<crate::sources::DeviceStats>)],
+    now: std::time::SystemTime,
 ) -> String {
     let mut out = String::new();
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    let now = humantime::format_rfc3339_seconds(now);
     let _ = writeln!(out, "── {now} ──");
     for (info, sample) in catalog.iter().zip(latest) {
         let (value, quality) = match sample {
@@ -1065,13 +1066,14 @@ impl OutboxAction {
 pub async fn outbox_report(
     plan: &firmware_config::Plan,
     action: OutboxAction,
+    clock: &dyn Clock,
 ) -> anyhow::Result<String> {
     use crate::store::sled_store::{OpenError, SledStore};
     use crate::store::{Outbox, OutboxStats};
 
     let dir = &plan.outbox.dir;
     let socket = crate::control::socket_path(&plan.agent.data_dir);
-    let now = std::time::SystemTime::now();
+    let now = clock.now();
     if let Some(reply) =
         crate::control::request(&socket, action.command(), serde_json::json!({})).await
     {

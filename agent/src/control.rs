@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -21,6 +21,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::clock::Clock;
 use crate::decisions::alerts::Alerts;
 use crate::sources::DeviceStats;
 use crate::store::Outbox;
@@ -52,7 +53,9 @@ const MAX_REQUEST: u64 = 64 * 1024;
 
 pub struct AgentCommands {
     pub identity: std::sync::Mutex<Identity>,
-    pub started: Instant,
+    pub clock: Arc<dyn Clock>,
+    /// [`Clock::elapsed`] when the agent started.
+    pub started: Duration,
     /// The outbox and the uplink's counters, when `[mqtt]` is set.
     pub upstream: Option<(Arc<Outbox>, Arc<UplinkStats>)>,
     pub alerts: Arc<Alerts>,
@@ -99,7 +102,7 @@ impl AgentCommands {
             "agent": identity.agent,
             "version": identity.version,
             "config_hash": identity.config_hash,
-            "uptime_s": self.started.elapsed().as_secs(),
+            "uptime_s": self.clock.elapsed().saturating_sub(self.started).as_secs(),
             "devices": devices,
             "outbox": self.upstream.as_ref().map(|(outbox, _)| outbox.stats()),
             "uplink": self.upstream.as_ref().map(|(_, uplink)| uplink.snapshot()),
@@ -114,7 +117,7 @@ impl CommandHandler for AgentCommands {
             "status" => Ok(self.status()),
             "ack-alert" => {
                 let by = text(args, "by").unwrap_or("mqtt");
-                let now = SystemTime::now();
+                let now = self.clock.now();
                 if args.get("all").and_then(|v| v.as_bool()) == Some(true) {
                     let count = self.alerts.acknowledge_all(by, now);
                     return Ok(json!({ "acknowledged": count }));
@@ -134,7 +137,7 @@ impl CommandHandler for AgentCommands {
                 let by = text(args, "by").unwrap_or("mqtt");
                 let alert = self
                     .alerts
-                    .shelve(id, duration, max, by, SystemTime::now())?;
+                    .shelve(id, duration, max, by, self.clock.now())?;
                 Ok(json!({
                     "alert_id": alert.id,
                     "shelved_until": alert.shelved_until.map(crate::uplink::timestamp),
@@ -144,7 +147,7 @@ impl CommandHandler for AgentCommands {
                 let by = text(args, "by").unwrap_or("mqtt");
                 let alert = self
                     .alerts
-                    .unshelve(alert_id(args, name)?, by, SystemTime::now())?;
+                    .unshelve(alert_id(args, name)?, by, self.clock.now())?;
                 Ok(json!({ "alert_id": alert.id, "shelved_until": null }))
             }
             "dead-letters" | "retry-dead-letters" | "drop-dead-letters" => {
@@ -235,7 +238,12 @@ fn group_members(group: &str, gid: u32) -> impl Iterator<Item = &str> {
 }
 
 /// Serves the socket until `stop`. A stale socket file from a crashed agent is replaced.
-pub async fn serve(path: PathBuf, handler: Arc<dyn CommandHandler>, stop: CancellationToken) {
+pub async fn serve(
+    path: PathBuf,
+    handler: Arc<dyn CommandHandler>,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
     let _ = std::fs::remove_file(&path);
     let listener = match UnixListener::bind(&path) {
         Ok(listener) => listener,
@@ -267,10 +275,10 @@ pub async fn serve(path: PathBuf, handler: Arc<dyn CommandHandler>, stop: Cancel
         };
         let handler = Arc::clone(&handler);
         let admission = admission.clone();
+        let clock = Arc::clone(&clock);
         tokio::spawn(async move {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), converse(stream, handler, admission))
-                    .await;
+            let conversation = converse(stream, handler, admission, clock);
+            let _ = tokio::time::timeout(Duration::from_secs(5), conversation).await;
         });
     }
     let _ = std::fs::remove_file(&path);
@@ -280,6 +288,7 @@ async fn converse(
     stream: UnixStream,
     handler: Arc<dyn CommandHandler>,
     admission: Admission,
+    clock: Arc<dyn Clock>,
 ) -> std::io::Result<()> {
     let peer = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
@@ -299,7 +308,7 @@ async fn converse(
             gid = peer.gid(),
             "control socket: refused a user who is neither root, the agent's user, nor in its group"
         );
-        let mut reply = answer(&Refused, "", b"", SystemTime::now());
+        let mut reply = answer(&Refused, "", b"", clock.now());
         reply.push(b'\n');
         write.write_all(&reply).await?;
         return write.shutdown().await;
@@ -311,7 +320,7 @@ async fn converse(
         .and_then(|c| c.as_str())
         .unwrap_or("")
         .to_string();
-    let mut reply = answer(handler.as_ref(), &name, line.as_bytes(), SystemTime::now());
+    let mut reply = answer(handler.as_ref(), &name, line.as_bytes(), clock.now());
     reply.push(b'\n');
     write.write_all(&reply).await?;
     write.shutdown().await

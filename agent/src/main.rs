@@ -288,7 +288,7 @@ async fn dispatch(command: Command) -> u8 {
                 (_, _, true) => commands::OutboxAction::DropDeadLetters,
                 _ => commands::OutboxAction::Show,
             };
-            match commands::outbox_report(&plan, action).await {
+            match commands::outbox_report(&plan, action, &SystemClock).await {
                 Ok(report) => {
                     print!("{report}");
                     exit::OK

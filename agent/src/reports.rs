@@ -211,8 +211,10 @@ pub async fn run(
 ) {
     let every = plan.outbox.summary_interval;
     let mut summaries = TagSummaries::new(&plan, clock.now());
-    let mut summary_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut summary_tick = tokio::time::interval(every);
     summary_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first summary covers a whole interval.
+    summary_tick.tick().await;
     // Device state is sampled each second: a flap shorter than that shows in the reconnect count.
     let mut state_tick = tokio::time::interval(Duration::from_secs(1));
     state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

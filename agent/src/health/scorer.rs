@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 
 use firmware_config::{Asset, Plan, Scoring};
 use tokio::sync::broadcast;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -267,18 +266,22 @@ pub async fn run(
     out: broadcast::Sender<Assessment>,
     stop: CancellationToken,
 ) {
-    let origin = Instant::now();
-    let mut tick = tokio::time::interval_at(origin + every, every);
+    // The scorer's time line: seconds on the clock's monotonic time since the stage started.
+    let origin = clock.elapsed();
+    let t = || clock.elapsed().saturating_sub(origin).as_secs_f64();
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first round one interval after the start, when the windows have something in them.
+    tick.tick().await;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             sample = samples.recv() => match sample {
-                Some(sample) => scorer.observe(&sample, origin.elapsed().as_secs_f64()),
+                Some(sample) => scorer.observe(&sample, t()),
                 None => break,
             },
             _ = tick.tick() => {
-                let (t, now) = (origin.elapsed().as_secs_f64(), clock.now());
+                let (t, now) = (t(), clock.now());
                 let round = tokio::task::spawn_blocking(move || {
                     let assessments = scorer.assess_all(t, now);
                     (scorer, assessments)

@@ -38,7 +38,6 @@ use rumqttc::{
     TlsConfiguration, Transport,
 };
 use serde::Serialize;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -172,17 +171,18 @@ enum Sent {
 
 /// Matches PUBACKs to records: publishes are queued in order, learn their packet id from the
 /// `Outgoing::Publish` events (which rumqttc emits in request order), and are resolved by `PubAck`.
-/// Each remembers when it was queued, for the ack timeout and for blaming a record.
+/// Each remembers when it was queued (on the clock's monotonic time), for the ack timeout and for
+/// blaming a record.
 #[derive(Debug, Default)]
 struct Inflight {
-    awaiting_id: VecDeque<(Sent, Instant)>,
-    awaiting_ack: HashMap<u16, (Sent, Instant)>,
+    awaiting_id: VecDeque<(Sent, Duration)>,
+    awaiting_ack: HashMap<u16, (Sent, Duration)>,
     /// Records among both, kept so the window check stays O(1).
     records: usize,
 }
 
 impl Inflight {
-    fn queued(&mut self, sent: Sent, at: Instant) {
+    fn queued(&mut self, sent: Sent, at: Duration) {
         if matches!(sent, Sent::Record(..)) {
             self.records += 1;
         }
@@ -212,7 +212,7 @@ impl Inflight {
     }
 
     /// The records still awaiting their PUBACK, with their class, and how long ago each was sent.
-    fn records_in_flight(&self, now: Instant) -> Vec<(Class, InFlight)> {
+    fn records_in_flight(&self, now: Duration) -> Vec<(Class, InFlight)> {
         self.awaiting_id
             .iter()
             .chain(self.awaiting_ack.values())
@@ -221,7 +221,7 @@ impl Inflight {
                     *class,
                     InFlight {
                         id: *id,
-                        sent_ago: now.saturating_duration_since(*at),
+                        sent_ago: now.saturating_sub(*at),
                     },
                 )),
                 Sent::Other => None,
@@ -230,7 +230,7 @@ impl Inflight {
     }
 
     /// When the oldest publish still in flight was queued.
-    fn oldest(&self) -> Option<Instant> {
+    fn oldest(&self) -> Option<Duration> {
         self.awaiting_id
             .iter()
             .chain(self.awaiting_ack.values())
@@ -264,11 +264,11 @@ struct RateLimit {
     rate: f64,
     burst: f64,
     tokens: f64,
-    at: Instant,
+    at: Duration,
 }
 
 impl RateLimit {
-    fn new(rate: u32, now: Instant) -> RateLimit {
+    fn new(rate: u32, now: Duration) -> RateLimit {
         let rate = f64::from(rate.max(1));
         let burst = (rate / 10.0).max(1.0);
         RateLimit {
@@ -279,14 +279,14 @@ impl RateLimit {
         }
     }
 
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+    fn refill(&mut self, now: Duration) {
+        let elapsed = now.saturating_sub(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.at = now;
     }
 
     /// Takes one token if there is one.
-    fn take(&mut self, now: Instant) -> bool {
+    fn take(&mut self, now: Duration) -> bool {
         self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -529,13 +529,13 @@ impl Uplink {
 
         let mut inflight = Inflight::default();
         let mut streams = Streams::default();
-        let mut rate = RateLimit::new(self.mqtt.drain_rate, Instant::now());
+        let mut rate = RateLimit::new(self.mqtt.drain_rate, self.clock.elapsed());
         let birth = self.encoder.birth(&self.identity, self.clock.now());
         if client
             .try_publish(birth.topic, QoS::AtLeastOnce, birth.retain, birth.payload)
             .is_ok()
         {
-            inflight.queued(Sent::Other, Instant::now());
+            inflight.queued(Sent::Other, self.clock.elapsed());
         }
         if let Err(error) = client.try_subscribe(self.topics.commands(), QoS::AtLeastOnce) {
             warn!(%error, "cannot subscribe to commands");
@@ -559,14 +559,14 @@ impl Uplink {
                     Err(error) => {
                         self.stats.connection_losses.fetch_add(1, Ordering::Relaxed);
                         let reason = reason::describe(&error, &self.mqtt);
-                        return SessionEnd::Lost(reason, inflight.records_in_flight(Instant::now()));
+                        return SessionEnd::Lost(reason, inflight.records_in_flight(self.clock.elapsed()));
                     }
                 },
                 () = self.outbox.appended.notified() => {}
                 () = tokio::time::sleep(throttled.unwrap_or_default()), if throttled.is_some() => {}
                 _ = ack_check.tick() => {
-                    let now = Instant::now();
-                    if inflight.oldest().is_some_and(|at| now.saturating_duration_since(at) > ack_timeout) {
+                    let now = self.clock.elapsed();
+                    if inflight.oldest().is_some_and(|at| now.saturating_sub(at) > ack_timeout) {
                         self.stats.connection_losses.fetch_add(1, Ordering::Relaxed);
                         let reason = Reason {
                             text: format!(
@@ -599,7 +599,7 @@ impl Uplink {
                 .into_iter()
                 .find(|c| streams.peek(&self.outbox, *c).is_some())
             {
-                if !rate.take(Instant::now()) {
+                if !rate.take(self.clock.elapsed()) {
                     return Some(rate.wait());
                 }
                 class
@@ -622,7 +622,7 @@ impl Uplink {
                 message.payload,
             ) {
                 Ok(()) => {
-                    inflight.queued(Sent::Record(class, record.id), Instant::now());
+                    inflight.queued(Sent::Record(class, record.id), self.clock.elapsed());
                     self.stats.published.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(error) => {
@@ -669,7 +669,7 @@ impl Uplink {
                     .try_publish(self.topics.reply(name), QoS::AtLeastOnce, false, reply)
                     .is_ok()
                 {
-                    inflight.queued(Sent::Other, Instant::now());
+                    inflight.queued(Sent::Other, self.clock.elapsed());
                 }
             }
             _ => {}
@@ -694,7 +694,7 @@ impl Uplink {
             )
             .is_ok()
         {
-            inflight.queued(Sent::Other, Instant::now());
+            inflight.queued(Sent::Other, self.clock.elapsed());
         }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while !inflight.is_empty() {
@@ -769,7 +769,7 @@ mod tests {
     #[test]
     fn packet_ids_map_back_to_records_in_publish_order() {
         let mut inflight = Inflight::default();
-        let at = Instant::now();
+        let at = Duration::from_secs(100);
         inflight.queued(Sent::Other, at);
         inflight.queued(Sent::Record(Class::Summary, 10), at);
         inflight.queued(Sent::Record(Class::Alert, 11), at);
@@ -815,7 +815,7 @@ mod tests {
     #[test]
     fn records_in_flight_say_how_long_ago_they_were_sent() {
         let mut inflight = Inflight::default();
-        let start = Instant::now();
+        let start = Duration::from_secs(100);
         inflight.queued(Sent::Record(Class::Summary, 5), start);
         inflight.queued(Sent::Other, start + Duration::from_secs(1));
         inflight.queued(
@@ -854,7 +854,7 @@ mod tests {
 
     #[test]
     fn the_backlog_rate_refills_at_the_configured_rate() {
-        let start = Instant::now();
+        let start = Duration::from_secs(100);
         let mut rate = RateLimit::new(100, start);
         let burst = (0..50).take_while(|_| rate.take(start)).count();
         assert_eq!(burst, 10, "a tenth of a second's worth at once");
