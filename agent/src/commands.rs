@@ -864,7 +864,7 @@ pub async fn demo(
                         a.reasons.first().map_or("", String::as_str)
                     );
                 }
-                let raised = alerts.snapshot();
+                let raised = serde_json::to_value(alerts.snapshot()).unwrap_or_default();
                 if raised.as_array().is_some_and(|list| !list.is_empty()) {
                     print!("alerts:\n{}", format_alerts(&raised));
                 }

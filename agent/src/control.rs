@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 use crate::clock::Clock;
 use crate::decisions::alerts::Alerts;
 use crate::sources::DeviceStats;
+use crate::status::{DeviceStatus, Status};
 use crate::store::Outbox;
 use crate::uplink::{answer, CommandHandler, Identity, UplinkStats};
 
@@ -75,22 +76,22 @@ fn alert_id<'a>(args: &'a serde_json::Value, command: &str) -> Result<&'a str, S
 }
 
 impl AgentCommands {
-    fn status(&self) -> serde_json::Value {
-        let devices: Vec<serde_json::Value> = self
+    pub fn status(&self) -> Status {
+        let devices = self
             .devices
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(name, stats)| {
                 let s = stats.snapshot();
-                json!({
-                    "device": name,
-                    "online": s.online,
-                    "requests": s.requests,
-                    "errors": s.errors(),
-                    "reconnects": s.reconnects,
-                    "notifications": s.notifications,
-                })
+                DeviceStatus {
+                    device: name.clone(),
+                    online: s.online,
+                    requests: s.requests,
+                    errors: s.errors(),
+                    reconnects: s.reconnects,
+                    notifications: s.notifications,
+                }
             })
             .collect();
         let identity = self
@@ -98,23 +99,23 @@ impl AgentCommands {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        json!({
-            "agent": identity.agent,
-            "version": identity.version,
-            "config_hash": identity.config_hash,
-            "uptime_s": self.clock.elapsed().saturating_sub(self.started).as_secs(),
-            "devices": devices,
-            "outbox": self.upstream.as_ref().map(|(outbox, _)| outbox.stats()),
-            "uplink": self.upstream.as_ref().map(|(_, uplink)| uplink.snapshot()),
-            "alerts": self.alerts.snapshot(),
-        })
+        Status {
+            agent: identity.agent,
+            version: identity.version,
+            config_hash: identity.config_hash,
+            uptime_s: self.clock.elapsed().saturating_sub(self.started).as_secs(),
+            devices,
+            outbox: self.upstream.as_ref().map(|(outbox, _)| outbox.stats()),
+            uplink: self.upstream.as_ref().map(|(_, uplink)| uplink.snapshot()),
+            alerts: self.alerts.snapshot(),
+        }
     }
 }
 
 impl CommandHandler for AgentCommands {
     fn handle(&self, name: &str, args: &serde_json::Value) -> Result<serde_json::Value, String> {
         match name {
-            "status" => Ok(self.status()),
+            "status" => serde_json::to_value(self.status()).map_err(|e| e.to_string()),
             "ack-alert" => {
                 let by = text(args, "by").unwrap_or("mqtt");
                 let now = self.clock.now();

@@ -21,6 +21,7 @@ pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod sources;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod uplink;

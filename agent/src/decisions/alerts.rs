@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use firmware_config::{Alerting, Plan, Severity};
-use serde_json::json;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -31,8 +30,8 @@ use crate::clock::Clock;
 use crate::health::assess::{Action, Assessment};
 use crate::records::Report;
 use crate::sources::DeviceStats;
+use crate::status::AlertStatus;
 use crate::store::{NewRecord, Outbox};
-use crate::uplink::encode::uns::alert_json;
 pub use crate::uplink::encode::uns::state_name;
 use crate::uplink::UplinkStats;
 
@@ -171,9 +170,10 @@ impl Alerts {
         })
     }
 
-    pub fn snapshot(&self) -> serde_json::Value {
+    /// Every alert that is not normal, as `status` shows them.
+    pub fn snapshot(&self) -> Vec<AlertStatus> {
         let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
-        json!(book.alerts().map(alert_json).collect::<Vec<_>>())
+        book.alerts().map(AlertStatus::of).collect()
     }
 }
 
@@ -448,6 +448,7 @@ pub fn forget_unconfigured(alerts: &Alerts, plan: &Plan, now: SystemTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn limit(active: bool) -> Condition {
         Condition {
@@ -468,7 +469,7 @@ mod tests {
         std::fs::write(dir.path().join(STATE_FILE), b"{torn").expect("write");
         let alerts = Alerts::open(dir.path(), None);
         assert!(dir.path().join("alerts.json.unreadable").exists());
-        assert_eq!(alerts.snapshot(), json!([]));
+        assert!(alerts.snapshot().is_empty());
         let mut view = alerts.subscribe();
         alerts.condition(limit(true), SystemTime::UNIX_EPOCH);
         assert!(view.has_changed().expect("open"));
@@ -477,7 +478,7 @@ mod tests {
             [(Severity::Medium, State::ActiveUnacknowledged)]
         );
         let reopened = Alerts::open(dir.path(), None);
-        assert_eq!(reopened.snapshot()[0]["state"], "active_unacknowledged");
+        assert_eq!(reopened.snapshot()[0].state, "active_unacknowledged");
         assert_eq!(alerts.persist_failures.load(Ordering::Relaxed), 0);
     }
 

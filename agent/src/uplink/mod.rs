@@ -147,17 +147,17 @@ impl UplinkStats {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
 
-    pub fn snapshot(&self) -> serde_json::Value {
-        serde_json::json!({
-            "connected": self.connected.load(Ordering::Relaxed),
-            "connects": self.connects.load(Ordering::Relaxed),
-            "connection_losses": self.connection_losses.load(Ordering::Relaxed),
-            "published": self.published.load(Ordering::Relaxed),
-            "acknowledged": self.acknowledged.load(Ordering::Relaxed),
-            "commands": self.commands.load(Ordering::Relaxed),
-            "dead_lettered": self.dead_lettered.load(Ordering::Relaxed),
-            "last_error": *self.last_error.lock().unwrap_or_else(|e| e.into_inner()),
-        })
+    pub fn snapshot(&self) -> crate::status::UplinkStatus {
+        crate::status::UplinkStatus {
+            connected: self.connected.load(Ordering::Relaxed),
+            connects: self.connects.load(Ordering::Relaxed),
+            connection_losses: self.connection_losses.load(Ordering::Relaxed),
+            published: self.published.load(Ordering::Relaxed),
+            acknowledged: self.acknowledged.load(Ordering::Relaxed),
+            commands: self.commands.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            last_error: self.last_error(),
+        }
     }
 }
 

@@ -11,9 +11,10 @@ use serde::Serialize;
 use serde_json::{json, value::RawValue};
 
 use super::{Encoder, Identity, Message};
-use crate::decisions::lifecycle::{Alert, Origin, State, Transition};
+use crate::decisions::lifecycle::{Origin, State, Transition};
 use crate::records::{Event, Last, Report, TagStats, TagSummary};
 use crate::sample::{Quality, Value};
+use crate::status::AlertStatus;
 use crate::store::{Payload, Record};
 
 /// Version of every JSON payload the agent publishes; bumped on incompatible changes.
@@ -290,24 +291,8 @@ pub fn state_name(state: Option<State>) -> &'static str {
     }
 }
 
-/// An alert as `status`, the alert commands and the alert topic show it.
-pub fn alert_json(alert: &Alert) -> serde_json::Value {
-    json!({
-        "alert_id": alert.id,
-        "source": alert.source,
-        "origin": alert.origin,
-        "severity": alert.severity,
-        "state": state_name(Some(alert.state)),
-        "value": alert.value,
-        "reason": alert.reason,
-        "raised": timestamp(alert.raised),
-        "acknowledged_by": alert.acknowledged_by,
-        "shelved_until": alert.shelved_until.map(timestamp),
-    })
-}
-
 fn transition_json(transition: &Transition) -> serde_json::Value {
-    let mut body = alert_json(&transition.alert);
+    let mut body = serde_json::to_value(AlertStatus::of(&transition.alert)).unwrap_or_default();
     body["state"] = json!(state_name(transition.state));
     body["transition"] = json!(transition.change);
     body["at"] = json!(timestamp(transition.at));
@@ -409,6 +394,36 @@ mod tests {
         assert_eq!(
             String::from_utf8(message.payload).expect("utf-8"),
             r#"{"schema":1,"id":8,"kind":"event","agent":"gw","time":"2023-11-14T22:13:40.000Z","data":{"device":"plc","event":"device_down"}}"#
+        );
+    }
+
+    #[test]
+    fn an_alert_transition_is_published_byte_for_byte_as_before() {
+        use crate::decisions::lifecycle::{Book, Condition};
+        let uns = UnsJson {
+            topics: Topics::new("e/s/a/l", "gw"),
+        };
+        let mut book = Book::default();
+        let raised = book
+            .condition(
+                Condition {
+                    id: "temp/hi".into(),
+                    source: "temp".into(),
+                    origin: Origin::Limit,
+                    severity: firmware_config::Severity::Medium,
+                    latching: false,
+                    active: true,
+                    value: Some(81.5),
+                    reason: "temp 81.5°C above hi limit 80°C".into(),
+                },
+                at(1_700_000_000),
+            )
+            .expect("raised");
+        let message = uns.encode(&record(9, Report::AlertTransition(raised)), "gw");
+        assert_eq!(message.topic, "e/s/a/l/temp/alert");
+        assert_eq!(
+            String::from_utf8(message.payload).expect("utf-8"),
+            r#"{"schema":1,"id":9,"kind":"alert","agent":"gw","time":"2023-11-14T22:13:40.000Z","data":{"acknowledged_by":null,"alert_id":"temp/hi","at":"2023-11-14T22:13:20.000Z","origin":"limit","raised":"2023-11-14T22:13:20.000Z","reason":"temp 81.5°C above hi limit 80°C","severity":"medium","shelved_until":null,"source":"temp","state":"active_unacknowledged","transition":"raised","value":81.5}}"#
         );
     }
 
