@@ -260,41 +260,31 @@ fn main() -> ExitCode {
     ExitCode::from(runtime.block_on(dispatch(cli.command)))
 }
 
+/// An exit code that ends a command early (the reason is printed already).
+type Early = u8;
+
 async fn dispatch(command: Command) -> u8 {
+    route(command).await.unwrap_or_else(|code| code)
+}
+
+/// Routes a command to its function: nothing else.
+async fn route(command: Command) -> Result<u8, Early> {
     match command {
-        Command::Check { config } => match millwright::app::load(&config) {
-            Ok(loaded) => {
-                print!("{}", commands::check_report(&loaded));
-                for warning in millwright::files::warnings(&config, &loaded.plan) {
-                    println!("warning: {warning}");
-                }
-                exit::OK
-            }
-            Err(errors) => config_failed(&errors),
-        },
+        Command::Check { config } => check(&config),
         Command::Outbox {
             config,
             dead_letters,
             retry_dead_letters,
             drop_dead_letters,
         } => {
-            let plan = match firmware_config::load(&config) {
-                Ok(plan) => plan,
-                Err(errors) => return config_failed(&errors),
-            };
             let action = match (dead_letters, retry_dead_letters, drop_dead_letters) {
                 (true, _, _) => commands::OutboxAction::DeadLetters,
                 (_, true, _) => commands::OutboxAction::RetryDeadLetters,
                 (_, _, true) => commands::OutboxAction::DropDeadLetters,
                 _ => commands::OutboxAction::Show,
             };
-            match commands::outbox_report(&plan, action, &SystemClock).await {
-                Ok(report) => {
-                    print!("{report}");
-                    exit::OK
-                }
-                Err(e) => failed(&e),
-            }
+            let plan = plan(&config)?;
+            printed(commands::outbox_report(&plan, action, &SystemClock).await)
         }
         Command::Alerts { config } => {
             ask_agent(&config, "status", json!({}), |status| {
@@ -307,19 +297,7 @@ async fn dispatch(command: Command) -> u8 {
             alert_id,
             all,
             by,
-        } => {
-            let args = json!({ "alert_id": alert_id, "all": all, "by": by });
-            ask_agent(&config, "ack-alert", args, |result| {
-                match result["acknowledged"].as_u64() {
-                    Some(count) => format!("acknowledged {count} alert(s)\n"),
-                    None => format!(
-                        "acknowledged {}\n",
-                        result["alert_id"].as_str().unwrap_or("")
-                    ),
-                }
-            })
-            .await
-        }
+        } => ack(&config, alert_id, all, by).await,
         Command::Shelve {
             config,
             alert_id,
@@ -328,10 +306,8 @@ async fn dispatch(command: Command) -> u8 {
         } => {
             let args = json!({ "alert_id": alert_id, "duration": duration, "by": by });
             ask_agent(&config, "shelve-alert", args, |result| {
-                format!(
-                    "shelved {alert_id} until {}\n",
-                    result["shelved_until"].as_str().unwrap_or("?")
-                )
+                let until = result["shelved_until"].as_str().unwrap_or("?");
+                format!("shelved {alert_id} until {until}\n")
             })
             .await
         }
@@ -348,46 +324,22 @@ async fn dispatch(command: Command) -> u8 {
         }
         Command::Leds {
             action: LedsAction::Test { config, hold },
-        } => {
-            let plan = match firmware_config::load(&config) {
-                Ok(plan) => plan,
-                Err(errors) => return config_failed(&errors),
-            };
-            if plan.alerting.outputs.is_empty() {
-                eprintln!("no [[outputs]] configured (nor a gateway profile)");
-                return exit::FAILURE;
-            }
-            let failed_outputs =
-                millwright::outputs::cycle(&plan, hold.into(), |line| println!("{line}")).await;
-            if failed_outputs == 0 {
-                exit::OK
-            } else {
-                eprintln!("{failed_outputs} output(s) failed");
-                exit::FAILURE
-            }
-        }
+        } => leds_test(&config, hold.into()).await,
         Command::Trust {
             config,
             endpoint,
             yes,
             renew_certificate,
         } => {
-            let plan = match firmware_config::load(&config) {
-                Ok(plan) => plan,
-                Err(errors) => return config_failed(&errors),
-            };
+            let plan = plan(&config)?;
             if renew_certificate {
-                return match commands::renew_certificate(&plan, &endpoint) {
-                    Ok(said) => {
-                        println!("{said}");
-                        exit::OK
-                    }
-                    Err(e) => failed(&e),
-                };
-            }
-            match commands::trust(&plan, &endpoint, yes).await {
-                Ok(()) => exit::OK,
-                Err(e) => failed(&e),
+                printed(commands::renew_certificate(&plan, &endpoint).map(|said| said + "\n"))
+            } else {
+                printed(
+                    commands::trust(&plan, &endpoint, yes)
+                        .await
+                        .map(|()| String::new()),
+                )
             }
         }
         Command::Browse {
@@ -397,17 +349,8 @@ async fn dispatch(command: Command) -> u8 {
             depth,
             limit,
         } => {
-            let plan = match firmware_config::load(&config) {
-                Ok(plan) => plan,
-                Err(errors) => return config_failed(&errors),
-            };
-            match commands::browse(&plan, &endpoint, node.as_deref(), depth, limit).await {
-                Ok(listing) => {
-                    print!("{listing}");
-                    exit::OK
-                }
-                Err(e) => failed(&e),
-            }
+            let plan = plan(&config)?;
+            printed(commands::browse(&plan, &endpoint, node.as_deref(), depth, limit).await)
         }
         Command::Replay {
             config,
@@ -417,10 +360,7 @@ async fn dispatch(command: Command) -> u8 {
             failures,
             horizon,
         } => {
-            let loaded = match millwright::app::load(&config) {
-                Ok(loaded) => loaded,
-                Err(errors) => return config_failed(&errors),
-            };
+            let loaded = loaded(&config)?;
             let job = commands::ReplayJob {
                 input,
                 speed,
@@ -428,73 +368,23 @@ async fn dispatch(command: Command) -> u8 {
                 failures,
                 horizon,
             };
-            match tokio::task::spawn_blocking(move || commands::replay(&loaded, job)).await {
-                Ok(Ok(said)) => {
-                    print!("{said}");
-                    exit::OK
-                }
-                Ok(Err(e)) => failed(&e),
-                Err(e) => failed(&anyhow::anyhow!(e)),
-            }
+            let replayed = tokio::task::spawn_blocking(move || commands::replay(&loaded, job))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|result| result);
+            printed(replayed)
         }
-        Command::Schema => match serde_json::to_string_pretty(&firmware_config::json_schema()) {
-            Ok(text) => {
-                println!("{text}");
-                exit::OK
-            }
-            Err(e) => failed(&anyhow::anyhow!(e)),
-        },
+        Command::Schema => printed(
+            serde_json::to_string_pretty(&firmware_config::json_schema())
+                .map(|text| text + "\n")
+                .map_err(anyhow::Error::from),
+        ),
         Command::Read {
             config,
             device,
             assess,
-        } => {
-            let loaded = match millwright::app::load(&config) {
-                Ok(loaded) => loaded,
-                Err(errors) => return config_failed(&errors),
-            };
-            let plan = &loaded.plan;
-            let unknown: Vec<_> = device
-                .iter()
-                .filter(|d| !plan.sources().iter().any(|p| p.source == d.as_str()))
-                .collect();
-            if !unknown.is_empty() {
-                eprintln!(
-                    "error: no device or OPC UA endpoint named {unknown:?} in {}",
-                    config.display()
-                );
-                return exit::USAGE;
-            }
-            let rows = commands::read_once(plan, &device).await;
-            print!("{}", commands::format_read(&rows));
-            if assess {
-                print!("{}", commands::assess_once(&loaded, &rows, &SystemClock));
-            }
-            if rows.iter().all(commands::ReadRow::is_good) {
-                exit::OK
-            } else {
-                exit::READ_INCOMPLETE
-            }
-        }
-        Command::Run { config } => {
-            let loaded = match millwright::app::load(&config) {
-                Ok(loaded) => loaded,
-                Err(errors) => return config_failed(&errors),
-            };
-            for warning in millwright::files::warnings(&config, &loaded.plan) {
-                tracing::warn!("{warning}");
-            }
-            let control = Control {
-                shutdown: shutdown_on_signal(),
-                reload_requests: reload_on_sighup(),
-                service: ServiceManager::from_environment(),
-            };
-            let reload = Box::new(move || millwright::app::load(&config));
-            match millwright::app::run(loaded, reload, Arc::new(SystemClock), control).await {
-                Ok(()) => exit::OK,
-                Err(e) => failed(&e),
-            }
-        }
+        } => read(&config, &device, assess).await,
+        Command::Run { config } => run(config).await,
         #[cfg(feature = "sim")]
         Command::Simulate {
             config,
@@ -502,20 +392,15 @@ async fn dispatch(command: Command) -> u8 {
             serial,
             opcua,
         } => {
-            let (sim, plant) = match millwright::sim::load(&config) {
-                Ok(loaded) => loaded,
-                Err(errors) => return config_failed(&errors),
-            };
+            let (sim, plant) = millwright::sim::load(&config).map_err(|e| config_failed(&e))?;
             // The simulator's OPC UA certificate lives beside its configuration.
             let opcua = opcua.map(|listen| {
                 let dir = config.parent().unwrap_or_else(|| std::path::Path::new("."));
                 (listen, dir.join("sim-pki"))
             });
-            match commands::simulate(sim, plant, listen, serial, opcua, shutdown_on_signal()).await
-            {
-                Ok(()) => exit::OK,
-                Err(e) => failed(&e),
-            }
+            let served =
+                commands::simulate(sim, plant, listen, serial, opcua, shutdown_on_signal()).await;
+            printed(served.map(|()| String::new()))
         }
         #[cfg(feature = "sim")]
         Command::Dataset {
@@ -526,41 +411,146 @@ async fn dispatch(command: Command) -> u8 {
             horizon,
             out,
         } => {
-            let plan = match firmware_config::load(&config) {
-                Ok(plan) => plan,
-                Err(errors) => return config_failed(&errors),
-            };
-            let (_, plant) = match millwright::sim::load(&sim) {
-                Ok(loaded) => loaded,
-                Err(errors) => return config_failed(&errors),
-            };
+            let plan = plan(&config)?;
+            let (_, plant) = millwright::sim::load(&sim).map_err(|e| config_failed(&e))?;
             let options = millwright::sim::dataset::DatasetOptions {
                 duration,
                 step,
                 polls_per_step: 10,
                 horizon,
             };
-            let written = std::fs::File::create(&out)
-                .map(std::io::BufWriter::new)
-                .map_err(anyhow::Error::from)
-                .and_then(|mut file| {
-                    let rows = millwright::sim::dataset::write(&plan, &plant, &options, &mut file)?;
-                    std::io::Write::flush(&mut file)?;
-                    Ok(rows)
-                });
-            match written {
-                Ok(rows) => {
-                    eprintln!("{rows} rows written to {}", out.display());
-                    exit::OK
-                }
-                Err(e) => failed(&e.context(format!("writing {}", out.display()))),
-            }
+            dataset(&plan, &plant, &options, &out)
         }
         #[cfg(feature = "sim")]
-        Command::Demo { duration } => match commands::demo(duration, shutdown_on_signal()).await {
-            Ok(()) => exit::OK,
-            Err(e) => failed(&e),
-        },
+        Command::Demo { duration } => printed(
+            commands::demo(duration, shutdown_on_signal())
+                .await
+                .map(|()| String::new()),
+        ),
+    }
+}
+
+/// The validated configuration, or every mistake printed.
+fn plan(config: &Path) -> Result<firmware_config::Plan, Early> {
+    firmware_config::load(config).map_err(|errors| config_failed(&errors))
+}
+
+/// The validated configuration with its models loaded, or every mistake printed.
+fn loaded(config: &Path) -> Result<millwright::app::Loaded, Early> {
+    millwright::app::load(config).map_err(|errors| config_failed(&errors))
+}
+
+/// Prints what a command said, or its error.
+fn printed(said: anyhow::Result<String>) -> Result<u8, Early> {
+    match said {
+        Ok(text) => {
+            print!("{text}");
+            Ok(exit::OK)
+        }
+        Err(e) => Err(failed(&e)),
+    }
+}
+
+fn check(config: &Path) -> Result<u8, Early> {
+    let loaded = loaded(config)?;
+    print!("{}", commands::check_report(&loaded));
+    for warning in millwright::files::warnings(config, &loaded.plan) {
+        println!("warning: {warning}");
+    }
+    Ok(exit::OK)
+}
+
+async fn ack(config: &Path, alert_id: Option<String>, all: bool, by: String) -> Result<u8, Early> {
+    let args = json!({ "alert_id": alert_id, "all": all, "by": by });
+    ask_agent(config, "ack-alert", args, |result| {
+        match result["acknowledged"].as_u64() {
+            Some(count) => format!("acknowledged {count} alert(s)\n"),
+            None => format!(
+                "acknowledged {}\n",
+                result["alert_id"].as_str().unwrap_or("")
+            ),
+        }
+    })
+    .await
+}
+
+async fn leds_test(config: &Path, hold: std::time::Duration) -> Result<u8, Early> {
+    let plan = plan(config)?;
+    if plan.alerting.outputs.is_empty() {
+        eprintln!("no [[outputs]] configured (nor a gateway profile)");
+        return Ok(exit::FAILURE);
+    }
+    let failed_outputs = millwright::outputs::cycle(&plan, hold, |line| println!("{line}")).await;
+    if failed_outputs == 0 {
+        Ok(exit::OK)
+    } else {
+        eprintln!("{failed_outputs} output(s) failed");
+        Ok(exit::FAILURE)
+    }
+}
+
+async fn read(config: &Path, device: &[String], assess: bool) -> Result<u8, Early> {
+    let loaded = loaded(config)?;
+    let plan = &loaded.plan;
+    let unknown: Vec<_> = device
+        .iter()
+        .filter(|d| !plan.sources().iter().any(|p| p.source == d.as_str()))
+        .collect();
+    if !unknown.is_empty() {
+        eprintln!(
+            "error: no device or OPC UA endpoint named {unknown:?} in {}",
+            config.display()
+        );
+        return Ok(exit::USAGE);
+    }
+    let rows = commands::read_once(plan, device).await;
+    print!("{}", commands::format_read(&rows));
+    if assess {
+        print!("{}", commands::assess_once(&loaded, &rows, &SystemClock));
+    }
+    if rows.iter().all(commands::ReadRow::is_good) {
+        Ok(exit::OK)
+    } else {
+        Ok(exit::READ_INCOMPLETE)
+    }
+}
+
+async fn run(config: PathBuf) -> Result<u8, Early> {
+    let loaded = loaded(&config)?;
+    for warning in millwright::files::warnings(&config, &loaded.plan) {
+        tracing::warn!("{warning}");
+    }
+    let control = Control {
+        shutdown: shutdown_on_signal(),
+        reload_requests: reload_on_sighup(),
+        service: ServiceManager::from_environment(),
+    };
+    let reload = Box::new(move || millwright::app::load(&config));
+    let ran = millwright::app::run(loaded, reload, Arc::new(SystemClock), control).await;
+    printed(ran.map(|()| String::new()))
+}
+
+#[cfg(feature = "sim")]
+fn dataset(
+    plan: &firmware_config::Plan,
+    plant: &millwright::sim::plant::Plant,
+    options: &millwright::sim::dataset::DatasetOptions,
+    out: &Path,
+) -> Result<u8, Early> {
+    let written = std::fs::File::create(out)
+        .map(std::io::BufWriter::new)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut file| {
+            let rows = millwright::sim::dataset::write(plan, plant, options, &mut file)?;
+            std::io::Write::flush(&mut file)?;
+            Ok(rows)
+        });
+    match written {
+        Ok(rows) => {
+            eprintln!("{rows} rows written to {}", out.display());
+            Ok(exit::OK)
+        }
+        Err(e) => Err(failed(&e.context(format!("writing {}", out.display())))),
     }
 }
 
@@ -593,18 +583,13 @@ async fn ask_agent(
     command: &str,
     args: serde_json::Value,
     say: impl FnOnce(&serde_json::Value) -> String,
-) -> u8 {
-    let plan = match firmware_config::load(config) {
-        Ok(plan) => plan,
-        Err(errors) => return config_failed(&errors),
-    };
-    match commands::ask_running_agent(&plan, command, args).await {
-        Ok(result) => {
-            print!("{}", say(&result));
-            exit::OK
-        }
-        Err(e) => failed(&e),
-    }
+) -> Result<u8, Early> {
+    let plan = plan(config)?;
+    printed(
+        commands::ask_running_agent(&plan, command, args)
+            .await
+            .map(|result| say(&result)),
+    )
 }
 
 fn failed(error: &anyhow::Error) -> u8 {

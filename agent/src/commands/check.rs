@@ -1,0 +1,243 @@
+//! `millwright check`: what a valid configuration plans to do.
+
+use std::fmt::Write as _;
+
+use firmware_config::{Link, Table};
+
+use crate::sources::modbus::plan;
+
+/// What `check` prints for a valid plan: devices, tags and the planned requests per poll.
+pub fn check_report(loaded: &crate::app::Loaded) -> String {
+    let plan = &loaded.plan;
+    let mut out = String::new();
+    let total: usize = plan
+        .devices
+        .iter()
+        .map(|d| {
+            plan::plan_device(d)
+                .iter()
+                .map(|g| g.requests.len())
+                .sum::<usize>()
+        })
+        .sum();
+    let _ = writeln!(
+        out,
+        "ok: {} device(s), {} bus(es), {} OPC UA endpoint(s), {} tag(s), {} Modbus read request(s) per full cycle",
+        plan.devices.len(),
+        plan.buses.len(),
+        plan.opcua.len(),
+        plan.tag_count(),
+        total
+    );
+    for endpoint in &plan.opcua {
+        let subscribed = endpoint
+            .tags
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.acquisition,
+                    firmware_config::Acquisition::Subscribe { .. }
+                )
+            })
+            .count();
+        let identity = match &endpoint.identity {
+            firmware_config::Identity::Anonymous => "anonymous".to_string(),
+            firmware_config::Identity::UserName { username, .. } => format!("user {username:?}"),
+            firmware_config::Identity::Certificate { certificate, .. } => {
+                format!("certificate {}", certificate.display())
+            }
+        };
+        let _ = writeln!(
+            out,
+            "opcua {:?} ({}, {} {}, {identity}): {} tags, {subscribed} subscribed, {} polled",
+            endpoint.name,
+            endpoint.url,
+            endpoint.security_policy.name(),
+            endpoint.security_mode.name(),
+            endpoint.tags.len(),
+            endpoint.tags.len() - subscribed,
+        );
+    }
+    for device in &plan.devices {
+        let link = match &device.link {
+            Link::Tcp { host, port } => format!("tcp {host}:{port}"),
+            Link::Rtu { bus } => format!("rtu bus {:?}", plan.buses[*bus].name),
+        };
+        let _ = writeln!(
+            out,
+            "device {:?} ({link}, unit {}, {} tags):",
+            device.name,
+            device.unit_id,
+            device.tags.len()
+        );
+        for group in plan::plan_device(device) {
+            let spans: Vec<String> = group
+                .requests
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {}..{}",
+                        short_table(r.table),
+                        r.start,
+                        u32::from(r.start) + u32::from(r.count) - 1
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  every {}: {} request(s): {}",
+                humantime::format_duration(group.interval),
+                group.requests.len(),
+                spans.join(", ")
+            );
+        }
+    }
+    for asset in &plan.assets {
+        let s = &asset.signals;
+        let roles: Vec<String> = [
+            ("vibration", s.vibration.is_some()),
+            ("bearing_temperature", s.bearing_temperature.is_some()),
+            ("winding_temperature", s.winding_temperature.is_some()),
+            ("ambient_temperature", s.ambient_temperature.is_some()),
+            ("pressure", s.pressure.is_some()),
+            ("speed", s.speed.is_some()),
+            ("power", s.power.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, mapped)| *mapped)
+        .map(|(role, _)| role.to_string())
+        .chain((!s.currents.is_empty()).then(|| format!("{} current(s)", s.currents.len())))
+        .collect();
+        let model = loaded.models.for_type(&asset.kind).map_or_else(
+            || "rules only".to_string(),
+            |m| {
+                format!(
+                    "rules + model {:?} ({} inputs)",
+                    m.manifest.name,
+                    m.manifest.inputs.len()
+                )
+            },
+        );
+        let _ = writeln!(
+            out,
+            "asset {:?} ({}): {}; {model}; assessed every {}",
+            asset.id,
+            asset.kind,
+            roles.join(", "),
+            humantime::format_duration(plan.scoring.assess_interval)
+        );
+    }
+    let alerting = &plan.alerting;
+    for limits in &alerting.limits {
+        let unit = limits.unit.as_deref().unwrap_or("");
+        let levels: Vec<String> = limits
+            .limits
+            .iter()
+            .map(|l| match l.kind {
+                firmware_config::LimitKind::Alarm => {
+                    format!("alarm when {} ({})", l.value != 0.0, l.severity.name())
+                }
+                kind => format!("{} {}{unit} ({})", kind.name(), l.value, l.severity.name()),
+            })
+            .collect();
+        let discrete = limits
+            .limits
+            .iter()
+            .all(|l| l.kind == firmware_config::LimitKind::Alarm);
+        let deadband = if discrete {
+            String::new()
+        } else {
+            format!("deadband {}{unit}, ", limits.deadband)
+        };
+        let off_delay = if limits.off_delay.is_zero() {
+            String::new()
+        } else {
+            format!(
+                ", off-delay {}",
+                humantime::format_duration(limits.off_delay)
+            )
+        };
+        let _ = writeln!(
+            out,
+            "limits on {:?}: {}; {deadband}on-delay {}{off_delay}{}",
+            limits.tag,
+            levels.join(", "),
+            humantime::format_duration(limits.on_delay),
+            if limits.latching { ", latching" } else { "" }
+        );
+    }
+    for (index, output) in alerting.outputs.iter().enumerate() {
+        let shows: Vec<String> = alerting
+            .indications
+            .iter()
+            .filter(|i| i.output == index)
+            .map(|i| {
+                let severities: Vec<&str> = i.severities.iter().map(|s| s.name()).collect();
+                format!(
+                    "{} when {} {:?}",
+                    i.pattern.name(),
+                    if severities.is_empty() {
+                        "any".to_string()
+                    } else {
+                        severities.join("/")
+                    },
+                    i.state
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "output {:?} ({}): {}; otherwise {}, {} on shutdown",
+            output.name,
+            crate::outputs::describe(&output.target, &plan.devices),
+            if shows.is_empty() {
+                "no indications".to_string()
+            } else {
+                shows.join(", then ")
+            },
+            output.idle.name(),
+            output.on_shutdown.name()
+        );
+    }
+    if let Some((tag, _)) = &alerting.acknowledge_tag {
+        let _ = writeln!(
+            out,
+            "acknowledge input: tag {tag:?} (rising edge acknowledges all)"
+        );
+    }
+    if let Some(mqtt) = &plan.mqtt {
+        let auth = match (&mqtt.username, &mqtt.client_auth) {
+            (Some(user), Some(_)) => format!("user {user:?} + client certificate"),
+            (Some(user), None) => format!("user {user:?}"),
+            (None, Some(_)) => "client certificate".to_string(),
+            (None, None) => "anonymous".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "uplink: {}://{}:{} as {:?} ({auth}), topics under {}/",
+            if mqtt.tls { "mqtts" } else { "mqtt" },
+            mqtt.host,
+            mqtt.port,
+            mqtt.client_id,
+            mqtt.topic_prefix
+        );
+        let _ = writeln!(
+            out,
+            "outbox: {} (at most {} MiB, flushed every {}, summaries every {})",
+            plan.outbox.dir.display(),
+            plan.outbox.max_bytes >> 20,
+            humantime::format_duration(plan.outbox.flush_interval),
+            humantime::format_duration(plan.outbox.summary_interval)
+        );
+    }
+    out
+}
+
+fn short_table(table: Table) -> &'static str {
+    match table {
+        Table::Coil => "coils",
+        Table::DiscreteInput => "discrete",
+        Table::InputRegister => "input",
+        Table::HoldingRegister => "holding",
+    }
+}
