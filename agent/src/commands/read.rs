@@ -97,20 +97,16 @@ pub async fn read_once(plan: &Plan, only: &[String]) -> Vec<ReadRow> {
     let mut rows = read_modbus_once(plan, only).await;
     for (index, endpoint) in plan.opcua.iter().enumerate() {
         if only.is_empty() || only.contains(&endpoint.name) {
-            let first = plan.opcua_tag_base(index) as u32;
-            rows.extend(read_opcua_once(plan, endpoint, first).await);
+            rows.extend(read_opcua_once(plan, index).await);
         }
     }
     rows
 }
 
-/// Reads every tag of an OPC UA endpoint once, subscribed ones included, in batches.
-async fn read_opcua_once(
-    plan: &Plan,
-    endpoint: &firmware_config::OpcuaEndpoint,
-    first: u32,
-) -> Vec<ReadRow> {
-    use crate::sources::opcua::{client, convert};
+/// Reads every tag of an OPC UA endpoint once, subscribed ones included, through the endpoint's
+/// own poll path.
+async fn read_opcua_once(plan: &Plan, index: usize) -> Vec<ReadRow> {
+    let endpoint = &plan.opcua[index];
     let row = |i: usize, sample: Option<Sample>, error: Option<String>| {
         let tag = &endpoint.tags[i];
         ReadRow {
@@ -127,75 +123,39 @@ async fn read_opcua_once(
             device_error: error,
         }
     };
-    let files = client::ClientFiles::of(plan);
-    let connection = match client::connect(endpoint, &files, "millwright read").await {
-        Ok(connection) => connection,
-        Err(error) => {
-            let text = error.to_string();
-            return (0..endpoint.tags.len())
-                .map(|i| row(i, None, Some(text.clone())))
-                .collect();
-        }
-    };
-    let namespaces = connection
-        .session
-        .read_namespace_array()
-        .await
-        .unwrap_or_default();
-    let clock = SystemClock;
-    let mut rows = Vec::with_capacity(endpoint.tags.len());
-    let indices: Vec<usize> = (0..endpoint.tags.len()).collect();
-    for batch in indices.chunks(endpoint.max_items_per_request) {
-        let mut reads = Vec::new();
-        let mut resolved = Vec::new();
-        for &i in batch {
-            match convert::node_id(&endpoint.tags[i].node, |uri| namespaces.get_index(uri)) {
-                Ok(node_id) => {
-                    reads.push(::opcua::types::ReadValueId {
-                        node_id,
-                        attribute_id: ::opcua::types::AttributeId::Value as u32,
-                        ..Default::default()
-                    });
-                    resolved.push(i);
-                }
-                Err(reason) => rows.push((i, row(i, None, Some(reason)))),
-            }
-        }
-        let answer = tokio::time::timeout(
-            endpoint.request_timeout,
-            connection
-                .session
-                .read(&reads, ::opcua::types::TimestampsToReturn::Both, 0.0),
-        )
-        .await;
-        match answer {
-            Ok(Ok(values)) => {
-                for (&i, value) in resolved.iter().zip(values) {
-                    let tag = crate::sample::TagId(first + i as u32);
-                    let sample = convert::sample(tag, value, clock.now());
-                    rows.push((i, row(i, Some(sample), None)));
-                }
-            }
-            Ok(Err(e)) => {
-                rows.extend(
-                    resolved
-                        .iter()
-                        .map(|&i| (i, row(i, None, Some(e.to_string())))),
-                );
-            }
-            Err(_) => {
-                let text = format!("no answer within {:?}", endpoint.request_timeout);
-                rows.extend(
-                    resolved
-                        .iter()
-                        .map(|&i| (i, row(i, None, Some(text.clone())))),
-                );
-            }
+    // Room for every sample of the endpoint: nothing reads the bus until the reads are done.
+    let bus = SampleBus::new(endpoint.tags.len() + 1);
+    let mut samples = bus.subscribe();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (mut sources, _) = crate::sources::opcua::endpoints(plan, &clock, &bus);
+    let source = sources.swap_remove(index);
+    let outcome = source.read_all_once().await;
+    drop(sources);
+    drop(source);
+    drop(bus);
+    let mut read: Vec<Option<Sample>> = vec![None; endpoint.tags.len()];
+    let first = plan.opcua_tag_base(index) as u32;
+    while let Some(sample) = samples.recv().await {
+        let slot = sample.tag.0.checked_sub(first).map(|i| i as usize);
+        if let Some(slot) = slot.and_then(|i| read.get_mut(i)) {
+            *slot = Some(sample);
         }
     }
-    connection.close().await;
-    rows.sort_by_key(|(i, _)| *i);
-    rows.into_iter().map(|(_, row)| row).collect()
+    match outcome {
+        Err(error) => (0..endpoint.tags.len())
+            .map(|i| row(i, None, Some(error.clone())))
+            .collect(),
+        Ok(unresolved) => read
+            .into_iter()
+            .enumerate()
+            .map(
+                |(i, sample)| match unresolved.iter().find(|(u, _)| *u == i) {
+                    Some((_, why)) => row(i, None, Some(why.clone())),
+                    None => row(i, sample, None),
+                },
+            )
+            .collect(),
+    }
 }
 
 /// The Modbus devices' part of [`read_once`].

@@ -183,6 +183,34 @@ impl EndpointSource {
         self.stats.online.store(false, Relaxed);
     }
 
+    /// `millwright read`: one session, every tag (subscribed ones too) read once through the poll
+    /// path, each sample published on the bus. The tags whose NodeId cannot be resolved, with why;
+    /// the connection's error when there is no session.
+    pub async fn read_all_once(&self) -> Result<Vec<(usize, String)>, String> {
+        let connection = client::connect(&self.endpoint, &self.files, "millwright read")
+            .await
+            .map_err(|error| error.to_string())?;
+        let namespaces = connection
+            .session
+            .read_namespace_array()
+            .await
+            .unwrap_or_default();
+        let tags: Vec<usize> = (0..self.endpoint.tags.len()).collect();
+        let unresolved = tags
+            .iter()
+            .filter_map(|&i| {
+                convert::node_id(&self.endpoint.tags[i].node, |uri| namespaces.get_index(uri))
+                    .err()
+                    .map(|why| (i, why))
+            })
+            .collect();
+        let mut nodes = vec![None; tags.len()];
+        self.resolve_poll_nodes(&tags, &mut nodes, &namespaces);
+        let polled = self.poll(&connection.session, &tags, &nodes).await;
+        connection.close().await;
+        polled.map(|()| unresolved)
+    }
+
     fn publish_all(&self, quality: Quality) {
         let now = self.clock.now();
         for index in 0..self.endpoint.tags.len() {
