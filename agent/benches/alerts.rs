@@ -170,6 +170,7 @@ fn main() {
             });
         }
         let alerts = Arc::new(Alerts::open(&plan.agent.data_dir, outbox.clone()));
+        let (report, reported) = alerts::reporting();
         tokio::spawn(alerts::run(
             millwright::decisions::conditions::Conditions::new(&plan.alerting),
             plan.alerting.clone(),
@@ -180,6 +181,7 @@ fn main() {
                 devices: Vec::new(),
                 outbox: outbox.clone(),
                 uplink: None,
+                reported,
             },
             Arc::clone(&clock),
             stop.clone(),
@@ -187,8 +189,8 @@ fn main() {
         tokio::spawn(millwright::outputs::run(
             plan.alerting.clone(),
             Vec::new(), // LED outputs only: no Modbus writers
-            Arc::clone(&alerts),
-            Arc::clone(&clock),
+            alerts.subscribe(),
+            report,
             stop.clone(),
             CancellationToken::new(),
         ));

@@ -83,6 +83,7 @@ impl Pipeline {
         let Cores { scorer, conditions } = cores(loaded);
         alerts::forget_unconfigured(&deps.alerts, plan, clock.now());
         let upstream = deps.upstream.as_ref();
+        let (report, reported) = alerts::reporting();
         running.tasks.spawn(alerts::run(
             conditions,
             plan.alerting.clone(),
@@ -93,6 +94,7 @@ impl Pipeline {
                 devices: running.stats.clone(),
                 outbox: upstream.map(|u| Arc::clone(&u.outbox)),
                 uplink: upstream.map(|u| Arc::clone(&u.stats)),
+                reported,
             },
             Arc::clone(clock),
             deps.stop.clone(),
@@ -101,8 +103,8 @@ impl Pipeline {
             running.tasks.spawn(outputs::run(
                 plan.alerting.clone(),
                 writers,
-                Arc::clone(&deps.alerts),
-                Arc::clone(clock),
+                deps.alerts.subscribe(),
+                report,
                 deps.stop.clone(),
                 deps.shutdown.clone(),
             ));

@@ -265,8 +265,8 @@ pattern = "steady"
     running.tasks.spawn(millwright::outputs::run(
         plan.alerting.clone(),
         writers,
-        Arc::clone(&alerts),
-        clock,
+        alerts.subscribe(),
+        millwright::decisions::alerts::reporting().0,
         shutdown.clone(),
         shutdown.clone(),
     ));

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use firmware_config::{Alerting, Plan, Severity};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -271,6 +271,15 @@ pub fn configured(plan: &Plan, alert: &Alert) -> bool {
     }
 }
 
+/// Conditions queued from other stages before the decisions stage takes them.
+const REPORTED_CAPACITY: usize = 64;
+
+/// The channel on which other stages (the outputs: one failing) report agent-health conditions
+/// to the decisions stage, the only one that changes the alert book from what stages see.
+pub fn reporting() -> (mpsc::Sender<Condition>, mpsc::Receiver<Condition>) {
+    mpsc::channel(REPORTED_CAPACITY)
+}
+
 /// Everything the alert sources read.
 pub struct Inputs {
     /// Needed only with limits or an acknowledge input (an idle subscriber would lag and count
@@ -280,6 +289,8 @@ pub struct Inputs {
     pub devices: Vec<(String, Arc<DeviceStats>)>,
     pub outbox: Option<Arc<Outbox>>,
     pub uplink: Option<Arc<UplinkStats>>,
+    /// Conditions other stages report (see [`reporting`]).
+    pub reported: mpsc::Receiver<Condition>,
 }
 
 /// Raises and clears alerts from samples (limits, the acknowledge input), assessments and the
@@ -311,6 +322,7 @@ pub async fn run(
                     alerts.condition(condition, now);
                 }
             }
+            Some(condition) = inputs.reported.recv() => alerts.condition(condition, clock.now()),
             assessment = inputs.assessments.recv(), if assessing => match assessment {
                 Ok(assessment) => alerts.condition(conditions.assessment(&assessment), clock.now()),
                 Err(broadcast::error::RecvError::Lagged(missed)) => warn!(missed, "assessments missed by the alerts"),
@@ -535,6 +547,7 @@ mod tests {
             devices: vec![("plc".into(), Arc::clone(&plc))],
             outbox: Some(Arc::clone(&outbox)),
             uplink: Some(Arc::clone(&uplink)),
+            reported: reporting().1,
         };
         let mut health = HealthWatch::new(&alerting, &inputs.devices);
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);

@@ -25,15 +25,15 @@ use std::time::Duration;
 use firmware_config::{
     Alerting, Device, Indication, Output, OutputTarget, Pattern, Plan, Severity, StateFilter,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::bus::SampleBus;
 use crate::clock::Clock;
-use crate::decisions::alerts::{health_condition, Alerts};
-use crate::decisions::lifecycle::State;
+use crate::decisions::alerts::{health_condition, View};
+use crate::decisions::lifecycle::{Condition, State};
 use crate::sources::modbus::DeviceWriter;
 
 /// How often a failing output is tried again.
@@ -185,18 +185,18 @@ impl Slot {
     }
 }
 
-/// Drives the outputs from the alerts until `stop`; sets the shutdown patterns if the agent as a
-/// whole is stopping (`agent_shutdown`). Each output has its own task, so a slow one (a PLC that
-/// times out) never delays another.
+/// Drives the outputs from the alerts the decisions stage publishes (`view`) until `stop`; sets
+/// the shutdown patterns if the agent as a whole is stopping (`agent_shutdown`). Each output has
+/// its own task, so a slow one (a PLC that times out) never delays another. An output that fails
+/// or works again is reported on `report` (its `agent/output/…` health alert).
 pub async fn run(
     alerting: Alerting,
     writers: Vec<DeviceWriter>,
-    alerts: Arc<Alerts>,
-    clock: Arc<dyn Clock>,
+    mut view: watch::Receiver<View>,
+    report: mpsc::Sender<Condition>,
     stop: CancellationToken,
     agent_shutdown: CancellationToken,
 ) {
-    let mut view = alerts.subscribe();
     let wanted =
         |view: &[(Severity, State)]| patterns(&alerting.outputs, &alerting.indications, view);
     let first = wanted(&view.borrow_and_update());
@@ -218,8 +218,7 @@ pub async fn run(
             slot,
             receive,
             Arc::clone(&writers),
-            Arc::clone(&alerts),
-            Arc::clone(&clock),
+            report.clone(),
             started,
             stop.clone(),
             agent_shutdown.clone(),
@@ -253,8 +252,7 @@ async fn drive(
     mut slot: Slot,
     mut pattern: watch::Receiver<Pattern>,
     writers: Arc<Vec<DeviceWriter>>,
-    alerts: Arc<Alerts>,
-    clock: Arc<dyn Clock>,
+    report: mpsc::Sender<Condition>,
     started: Instant,
     stop: CancellationToken,
     agent_shutdown: CancellationToken,
@@ -273,7 +271,7 @@ async fn drive(
         let want = slot.wanted(current, started.elapsed());
         if slot.shown != Some(want) {
             let result = slot.bring_to(want, &writers).await;
-            report(&alerts, clock.as_ref(), &mut slot, result);
+            reported(&report, &mut slot, result);
         }
         // A failing output waits for a change or a retry, not the next blink phase: a blinking
         // coil on a dead PLC would otherwise cost its line a timeout eight times a second.
@@ -311,16 +309,25 @@ async fn drive(
     }
 }
 
-fn report(alerts: &Alerts, clock: &dyn Clock, slot: &mut Slot, result: Result<(), String>) {
+/// Notes how a write went, and tells the decisions stage when the output starts or stops failing.
+fn reported(report: &mpsc::Sender<Condition>, slot: &mut Slot, result: Result<(), String>) {
     let id = format!("agent/output/{}", slot.output.name);
+    let tell = |condition: Condition| {
+        // Full only if the decisions stage stalls; the next retry reports the failure again.
+        if let Err(error) = report.try_send(condition) {
+            debug!(%error, "output health not reported");
+        }
+    };
     match result {
         Ok(()) if slot.failing => {
             slot.failing = false;
             info!(output = %slot.output.name, "output works again");
-            alerts.condition(
-                health_condition(id, Severity::Medium, false, "output works again".into()),
-                clock.now(),
-            );
+            tell(health_condition(
+                id,
+                Severity::Medium,
+                false,
+                "output works again".into(),
+            ));
         }
         Ok(()) => {}
         Err(error) => {
@@ -332,15 +339,12 @@ fn report(alerts: &Alerts, clock: &dyn Clock, slot: &mut Slot, result: Result<()
                 }
             }
             slot.failing = true;
-            alerts.condition(
-                health_condition(
-                    id,
-                    Severity::Medium,
-                    true,
-                    format!("output {}: {error}", slot.output.name),
-                ),
-                clock.now(),
-            );
+            tell(health_condition(
+                id,
+                Severity::Medium,
+                true,
+                format!("output {}: {error}", slot.output.name),
+            ));
         }
     }
 }
@@ -424,6 +428,7 @@ pub fn describe(target: &OutputTarget, devices: &[Device]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decisions::alerts::Alerts;
     use std::path::PathBuf;
 
     fn output(name: &str, idle: Pattern) -> Output {
@@ -535,7 +540,6 @@ mod tests {
 
     #[tokio::test]
     async fn outputs_are_written_at_start_and_then_only_on_change() {
-        use crate::clock::SystemClock;
         use crate::decisions::lifecycle::{Condition, Origin};
 
         let dir = tempfile::tempdir().expect("tempdir");
@@ -553,8 +557,8 @@ mod tests {
         let task = tokio::spawn(run(
             alerting,
             Vec::new(),
-            Arc::clone(&alerts),
-            Arc::new(SystemClock),
+            alerts.subscribe(),
+            crate::decisions::alerts::reporting().0,
             stop.clone(),
             CancellationToken::new(),
         ));
@@ -592,7 +596,7 @@ mod tests {
     /// The outputs task driving one coil (device 0, coil 7) that shows `idle`, through a stand-in
     /// for its polling line that records every write and answers it with `answer` after `delay`.
     struct CoilRig {
-        alerts: Arc<Alerts>,
+        reported: tokio::sync::mpsc::Receiver<Condition>,
         stats: Arc<crate::sources::DeviceStats>,
         written: Arc<std::sync::Mutex<Vec<crate::sources::modbus::write::WriteRequest>>>,
         stop: CancellationToken,
@@ -629,19 +633,20 @@ mod tests {
                 }
             });
             let alerts = Arc::new(Alerts::open(dir.path(), None));
+            let (report, reported) = crate::decisions::alerts::reporting();
             let stats = Arc::new(crate::sources::DeviceStats::default());
             let stop = CancellationToken::new();
             let writer = DeviceWriter::new("relays (unit 7)", 0, jobs, Arc::clone(&stats));
             let task = tokio::spawn(run(
                 alerting,
                 vec![writer],
-                Arc::clone(&alerts),
-                Arc::new(crate::clock::SystemClock),
+                alerts.subscribe(),
+                report,
                 stop.clone(),
                 CancellationToken::new(),
             ));
             CoilRig {
-                alerts,
+                reported,
                 stats,
                 written,
                 stop,
@@ -672,10 +677,11 @@ mod tests {
         );
         tokio::time::sleep(RETRY_INTERVAL * 3 - Duration::from_secs(1)).await;
         assert_eq!(rig.writes(), 3);
-        let snapshot = rig.alerts.snapshot();
+        let mut rig = rig;
+        let reported = rig.reported.try_recv().expect("reported");
         assert!(
-            snapshot.iter().any(|a| a.alert_id == "agent/output/coil"),
-            "the failing output raises its health alert: {snapshot:?}"
+            reported.id == "agent/output/coil" && reported.active,
+            "the failing output reports its health condition: {reported:?}"
         );
         rig.stop().await;
     }
