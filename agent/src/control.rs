@@ -26,7 +26,7 @@ use crate::decisions::alerts::Alerts;
 use crate::sources::DeviceStats;
 use crate::status::{DeviceStatus, Status};
 use crate::store::Outbox;
-use crate::uplink::{answer, CommandHandler, Identity, UplinkStats};
+use crate::uplink::{answer, CommandError, CommandHandler, Identity, UplinkStats};
 
 /// The commands every agent answers.
 pub const COMMANDS: [&str; 7] = [
@@ -69,9 +69,11 @@ fn text<'a>(args: &'a serde_json::Value, key: &str) -> Option<&'a str> {
     args.get(key).and_then(|v| v.as_str())
 }
 
-fn alert_id<'a>(args: &'a serde_json::Value, command: &str) -> Result<&'a str, String> {
+fn alert_id<'a>(args: &'a serde_json::Value, command: &str) -> Result<&'a str, CommandError> {
     text(args, "alert_id").ok_or_else(|| {
-        format!("{command} needs {{\"alert_id\": \"<id>\"}} (see `status` for the alerts present)")
+        CommandError::Arguments(format!(
+            "{command} needs {{\"alert_id\": \"<id>\"}} (see `status` for the alerts present)"
+        ))
     })
 }
 
@@ -113,9 +115,14 @@ impl AgentCommands {
 }
 
 impl CommandHandler for AgentCommands {
-    fn handle(&self, name: &str, args: &serde_json::Value) -> Result<serde_json::Value, String> {
+    fn handle(
+        &self,
+        name: &str,
+        args: &serde_json::Value,
+    ) -> Result<serde_json::Value, CommandError> {
         match name {
-            "status" => serde_json::to_value(self.status()).map_err(|e| e.to_string()),
+            "status" => serde_json::to_value(self.status())
+                .map_err(|e| CommandError::Refused(e.to_string())),
             "ack-alert" => {
                 let by = text(args, "by").unwrap_or("mqtt");
                 let now = self.clock.now();
@@ -133,7 +140,8 @@ impl CommandHandler for AgentCommands {
                     .and_then(|d| {
                         humantime::parse_duration(d)
                             .map_err(|_| "duration is not a duration such as \"30m\" or \"2h\"")
-                    })?;
+                    })
+                    .map_err(|why| CommandError::Arguments(why.into()))?;
                 let max = *self.max_shelve.lock().unwrap_or_else(|e| e.into_inner());
                 let by = text(args, "by").unwrap_or("mqtt");
                 let alert = self
@@ -152,34 +160,32 @@ impl CommandHandler for AgentCommands {
                 Ok(json!({ "alert_id": alert.id, "shelved_until": null }))
             }
             "dead-letters" | "retry-dead-letters" | "drop-dead-letters" => {
-                let (outbox, _) = self
-                    .upstream
-                    .as_ref()
-                    .ok_or("there is no outbox: [mqtt] is not configured")?;
+                let (outbox, _) = self.upstream.as_ref().ok_or_else(|| {
+                    CommandError::Refused("there is no outbox: [mqtt] is not configured".into())
+                })?;
                 dead_letter_command(outbox, name)
             }
-            other => Err(format!(
-                "unknown command {other:?}; known: {}",
-                COMMANDS.join(", ")
-            )),
+            other => Err(CommandError::Unknown {
+                name: other.into(),
+                known: COMMANDS.join(", "),
+            }),
         }
     }
 }
 
 /// Lists, retries or drops the outbox's dead letters.
-pub fn dead_letter_command(outbox: &Outbox, name: &str) -> Result<serde_json::Value, String> {
-    let failed = |e: crate::store::StoreError| e.to_string();
+pub fn dead_letter_command(outbox: &Outbox, name: &str) -> Result<serde_json::Value, CommandError> {
     match name {
         "retry-dead-letters" => {
-            let retried = outbox.retry_dead_letters().map_err(failed)?;
+            let retried = outbox.retry_dead_letters()?;
             Ok(json!({ "retried": retried }))
         }
         "drop-dead-letters" => {
-            let dropped = outbox.drop_dead_letters().map_err(failed)?;
+            let dropped = outbox.drop_dead_letters()?;
             Ok(json!({ "dropped": dropped }))
         }
         _ => {
-            let letters = outbox.dead_letters(DEAD_LETTERS_LISTED).map_err(failed)?;
+            let letters = outbox.dead_letters(DEAD_LETTERS_LISTED)?;
             Ok(json!({
                 "stats": outbox.stats().dead_letters,
                 "dead_letters": letters.iter().map(crate::store::DeadLetter::describe).collect::<Vec<_>>(),
@@ -330,8 +336,8 @@ async fn converse(
 /// The answer to a peer the socket does not admit.
 struct Refused;
 impl CommandHandler for Refused {
-    fn handle(&self, _: &str, _: &serde_json::Value) -> Result<serde_json::Value, String> {
-        Err("not allowed: only root, the agent's user and members of its group may use the control socket".into())
+    fn handle(&self, _: &str, _: &serde_json::Value) -> Result<serde_json::Value, CommandError> {
+        Err(CommandError::Refused("not allowed: only root, the agent's user and members of its group may use the control socket".into()))
     }
 }
 

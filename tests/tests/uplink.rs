@@ -450,8 +450,12 @@ async fn a_full_outbox_drops_oldest_summaries_keeps_alerts_and_reports_the_drops
 
 struct NoCommands;
 impl millwright::uplink::CommandHandler for NoCommands {
-    fn handle(&self, _: &str, _: &serde_json::Value) -> Result<serde_json::Value, String> {
-        Err("none".into())
+    fn handle(
+        &self,
+        _: &str,
+        _: &serde_json::Value,
+    ) -> Result<serde_json::Value, millwright::uplink::CommandError> {
+        Err(millwright::uplink::CommandError::Refused("none".into()))
     }
 }
 

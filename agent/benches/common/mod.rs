@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use millwright::uplink::CommandHandler;
+use millwright::uplink::{CommandError, CommandHandler};
 
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -34,8 +34,8 @@ pub fn status_kib(field: &str) -> u64 {
 
 pub struct NoCommands;
 impl CommandHandler for NoCommands {
-    fn handle(&self, _: &str, _: &serde_json::Value) -> Result<serde_json::Value, String> {
-        Err("benchmark".into())
+    fn handle(&self, _: &str, _: &serde_json::Value) -> Result<serde_json::Value, CommandError> {
+        Err(CommandError::Refused("benchmark".into()))
     }
 }
 

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::conditions::Conditions;
-use super::lifecycle::{Alert, Book, Condition, Origin, State, Transition};
+use super::lifecycle::{Alert, AlertError, Book, Condition, Origin, State, Transition};
 use super::limits;
 use crate::bus::Subscriber;
 use crate::clock::Clock;
@@ -126,7 +126,7 @@ impl Alerts {
         self.apply(|book| (book.condition(condition, now).into_iter().collect(), ()));
     }
 
-    pub fn acknowledge(&self, id: &str, by: &str, now: SystemTime) -> Result<Alert, String> {
+    pub fn acknowledge(&self, id: &str, by: &str, now: SystemTime) -> Result<Alert, AlertError> {
         self.apply(|book| match book.acknowledge(id, by, now) {
             Ok(t) => (vec![t.clone()], Ok(t.alert)),
             Err(e) => (Vec::new(), Err(e)),
@@ -150,12 +150,9 @@ impl Alerts {
         max: Duration,
         by: &str,
         now: SystemTime,
-    ) -> Result<Alert, String> {
+    ) -> Result<Alert, AlertError> {
         if duration > max {
-            return Err(format!(
-                "shelving is limited to {} (alerts.max_shelve)",
-                humantime::format_duration(max)
-            ));
+            return Err(AlertError::ShelvedTooLong(max));
         }
         self.apply(|book| match book.shelve(id, now + duration, by, now) {
             Ok(t) => (vec![t.clone()], Ok(t.alert)),
@@ -163,7 +160,7 @@ impl Alerts {
         })
     }
 
-    pub fn unshelve(&self, id: &str, by: &str, now: SystemTime) -> Result<Alert, String> {
+    pub fn unshelve(&self, id: &str, by: &str, now: SystemTime) -> Result<Alert, AlertError> {
         self.apply(|book| match book.unshelve(id, by, now) {
             Ok(t) => (vec![t.clone()], Ok(t.alert)),
             Err(e) => (Vec::new(), Err(e)),

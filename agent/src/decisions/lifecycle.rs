@@ -108,6 +108,19 @@ pub struct Transition {
     pub at: SystemTime,
 }
 
+/// Why an acknowledgement or a shelving was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlertError {
+    #[error("no alert {id:?} (present: {present})")]
+    Unknown { id: String, present: String },
+    #[error("alert {id:?} is already acknowledged (by {by})")]
+    AlreadyAcknowledged { id: String, by: String },
+    #[error("alert {0:?} is not shelved")]
+    NotShelved(String),
+    #[error("shelving is limited to {} (alerts.max_shelve)", humantime::format_duration(*.0))]
+    ShelvedTooLong(std::time::Duration),
+}
+
 /// Every alert that is not normal, by id.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Book {
@@ -214,15 +227,18 @@ impl Book {
         id: &str,
         by: &str,
         now: SystemTime,
-    ) -> Result<Transition, String> {
+    ) -> Result<Transition, AlertError> {
         let Some(alert) = self.alerts.get_mut(id) else {
             return Err(self.unknown(id));
         };
         match alert.state {
-            State::ActiveAcknowledged => Err(format!(
-                "alert {id:?} is already acknowledged (by {})",
-                alert.acknowledged_by.as_deref().unwrap_or("someone")
-            )),
+            State::ActiveAcknowledged => Err(AlertError::AlreadyAcknowledged {
+                id: id.to_string(),
+                by: alert
+                    .acknowledged_by
+                    .clone()
+                    .unwrap_or_else(|| "someone".into()),
+            }),
             State::ActiveUnacknowledged => {
                 alert.state = State::ActiveAcknowledged;
                 alert.acknowledged_by = Some(by.to_string());
@@ -259,7 +275,7 @@ impl Book {
         until: SystemTime,
         by: &str,
         now: SystemTime,
-    ) -> Result<Transition, String> {
+    ) -> Result<Transition, AlertError> {
         let Some(alert) = self.alerts.get_mut(id) else {
             return Err(self.unknown(id));
         };
@@ -269,12 +285,17 @@ impl Book {
     }
 
     /// Ends shelving early.
-    pub fn unshelve(&mut self, id: &str, by: &str, now: SystemTime) -> Result<Transition, String> {
+    pub fn unshelve(
+        &mut self,
+        id: &str,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<Transition, AlertError> {
         let Some(alert) = self.alerts.get_mut(id) else {
             return Err(self.unknown(id));
         };
         if alert.shelved_until.take().is_none() {
-            return Err(format!("alert {id:?} is not shelved"));
+            return Err(AlertError::NotShelved(id.to_string()));
         }
         alert.changed = now;
         Ok(transition(Change::Unshelved, alert, Some(by), now))
@@ -316,16 +337,16 @@ impl Book {
             .collect()
     }
 
-    fn unknown(&self, id: &str) -> String {
+    fn unknown(&self, id: &str) -> AlertError {
         let known: Vec<&str> = self.alerts.keys().map(String::as_str).collect();
-        format!(
-            "no alert {id:?} (present: {})",
-            if known.is_empty() {
+        AlertError::Unknown {
+            id: id.to_string(),
+            present: if known.is_empty() {
                 "none".to_string()
             } else {
                 known.join(", ")
-            }
-        )
+            },
+        }
     }
 }
 
@@ -607,7 +628,7 @@ mod tests {
         let error = book
             .acknowledge("zz", "x", clock.now())
             .expect_err("unknown");
-        assert!(error.contains("a, c"), "{error}");
+        assert!(error.to_string().contains("a, c"), "{error}");
     }
 
     #[test]

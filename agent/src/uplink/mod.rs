@@ -57,10 +57,31 @@ const MAX_PACKET: usize = 1 << 20;
 /// How long a clean shutdown waits for outstanding acknowledgements.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Why a command was not carried out: the reply's `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("unknown command {name:?}; known: {known}")]
+    Unknown { name: String, known: String },
+    /// The payload or an argument is wrong; says what was expected.
+    #[error("{0}")]
+    Arguments(String),
+    #[error(transparent)]
+    Alert(#[from] crate::decisions::lifecycle::AlertError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The command does not apply to this agent (no outbox without `[mqtt]`), or to this caller.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Answers commands arriving on `.../{agent}/cmd/{name}` (and through the local control socket).
 pub trait CommandHandler: Send + Sync {
-    /// The command's result, or a message saying what was wrong with it.
-    fn handle(&self, name: &str, args: &serde_json::Value) -> Result<serde_json::Value, String>;
+    /// The command's result, or what was wrong with it.
+    fn handle(
+        &self,
+        name: &str,
+        args: &serde_json::Value,
+    ) -> Result<serde_json::Value, CommandError>;
 }
 
 #[derive(Serialize)]
@@ -89,12 +110,14 @@ pub fn answer(
         Ok(serde_json::Value::Object(Default::default()))
     } else {
         serde_json::from_slice::<serde_json::Value>(payload)
-            .map_err(|e| format!("the payload is not JSON: {e}"))
+            .map_err(|e| CommandError::Arguments(format!("the payload is not JSON: {e}")))
             .and_then(|v| {
                 if v.is_object() {
                     Ok(v)
                 } else {
-                    Err("the payload must be a JSON object".to_string())
+                    Err(CommandError::Arguments(
+                        "the payload must be a JSON object".into(),
+                    ))
                 }
             })
     };
@@ -106,7 +129,7 @@ pub fn answer(
     let outcome = args.and_then(|args| handler.handle(name, &args));
     let (ok, result, error) = match outcome {
         Ok(result) => (true, Some(result), None),
-        Err(error) => (false, None, Some(error)),
+        Err(error) => (false, None, Some(error.to_string())),
     };
     serde_json::to_vec(&Reply {
         schema: PAYLOAD_SCHEMA,
@@ -728,10 +751,13 @@ mod tests {
             &self,
             name: &str,
             args: &serde_json::Value,
-        ) -> Result<serde_json::Value, String> {
+        ) -> Result<serde_json::Value, CommandError> {
             match name {
                 "echo" => Ok(args.clone()),
-                other => Err(format!("unknown command {other:?}")),
+                other => Err(CommandError::Unknown {
+                    name: other.into(),
+                    known: "echo".into(),
+                }),
             }
         }
     }
