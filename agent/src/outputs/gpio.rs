@@ -5,6 +5,8 @@ use firmware_config::GpioLine;
 use gpiocdev::line::Value;
 use gpiocdev::Request;
 
+use super::OutputError;
+
 pub struct Gpio {
     request: Request,
     offset: u32,
@@ -23,13 +25,12 @@ impl std::fmt::Debug for Gpio {
 
 impl Gpio {
     /// Requests the line as an output, initially off.
-    pub fn open(line: &GpioLine, active_low: bool) -> Result<Gpio, String> {
+    pub fn open(line: &GpioLine, active_low: bool) -> Result<Gpio, OutputError> {
         let (chip, offset) = match line {
             GpioLine::Offset { chip, offset } => (chip.clone(), *offset),
             GpioLine::Named(name) => {
-                let found = gpiocdev::find_named_line(name).ok_or_else(|| {
-                    format!("no GPIO line named {name:?} on this system (see `gpioinfo`)")
-                })?;
+                let found = gpiocdev::find_named_line(name)
+                    .ok_or_else(|| OutputError::NoGpioLine(name.clone()))?;
                 (found.chip, found.info.offset)
             }
         };
@@ -42,23 +43,25 @@ impl Gpio {
         if active_low {
             builder.as_active_low();
         }
-        let request = builder
-            .request()
-            .map_err(|e| format!("request {} line {offset}: {e}", chip.display()))?;
+        let request = builder.request().map_err(|source| OutputError::Gpio {
+            action: "request",
+            chip: chip.display().to_string(),
+            offset,
+            source,
+        })?;
         Ok(Gpio { request, offset })
     }
 
-    pub fn set(&self, on: bool) -> Result<(), String> {
+    pub fn set(&self, on: bool) -> Result<(), OutputError> {
         let value = if on { Value::Active } else { Value::Inactive };
         self.request
             .set_value(self.offset, value)
             .map(|_| ())
-            .map_err(|e| {
-                format!(
-                    "set {} line {}: {e}",
-                    self.request.chip_path().display(),
-                    self.offset
-                )
+            .map_err(|source| OutputError::Gpio {
+                action: "set",
+                chip: self.request.chip_path().display().to_string(),
+                offset: self.offset,
+                source,
             })
     }
 }

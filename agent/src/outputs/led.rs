@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use firmware_config::Pattern;
 use tracing::warn;
 
+use super::OutputError;
+
 #[derive(Debug)]
 pub struct Led {
     dir: PathBuf,
@@ -22,9 +24,13 @@ pub struct Led {
     on_level: Option<String>,
 }
 
-fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
+fn write(dir: &Path, file: &str, value: &str) -> Result<(), OutputError> {
     let path = dir.join(file);
-    std::fs::write(&path, value).map_err(|e| format!("write {value:?} to {}: {e}", path.display()))
+    std::fs::write(&path, value).map_err(|source| OutputError::Write {
+        value: value.to_string(),
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 impl Led {
@@ -56,15 +62,15 @@ impl Led {
     }
 
     /// Shows `pattern`; `on` is the phase when blinking in software.
-    pub fn show(&mut self, pattern: Pattern, on: bool) -> Result<(), String> {
+    pub fn show(&mut self, pattern: Pattern, on: bool) -> Result<(), OutputError> {
         if !self.dir.is_dir() {
-            return Err(format!(
-                "no LED at {} (is the name right? see `ls {}`)",
-                self.dir.display(),
-                self.dir
+            return Err(OutputError::NoLed {
+                dir: self.dir.display().to_string(),
+                parent: self
+                    .dir
                     .parent()
-                    .map_or(String::new(), |p| p.display().to_string())
-            ));
+                    .map_or(String::new(), |p| p.display().to_string()),
+            });
         }
         if let Some(half) = pattern.half_period().filter(|_| !self.software_blink) {
             let ms = half.as_millis().to_string();
@@ -157,6 +163,6 @@ mod tests {
         let error = Led::new(root.path().join("nope"))
             .show(Pattern::Steady, true)
             .expect_err("missing");
-        assert!(error.contains("nope"), "{error}");
+        assert!(error.to_string().contains("nope"), "{error}");
     }
 }

@@ -81,6 +81,35 @@ pub fn patterns(
 }
 
 /// One output's hardware.
+/// Why an output cannot show what it should.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("no LED at {dir} (is the name right? see `ls {parent}`)")]
+    NoLed { dir: String, parent: String },
+    #[error("write {value:?} to {path}: {source}")]
+    Write {
+        value: String,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no GPIO line named {0:?} on this system (see `gpioinfo`)")]
+    NoGpioLine(String),
+    #[error("{action} {chip} line {offset}: {source}")]
+    Gpio {
+        action: &'static str,
+        chip: String,
+        offset: u32,
+        source: gpiocdev::Error,
+    },
+    #[error("{what}: {fault}")]
+    Modbus {
+        what: String,
+        fault: crate::sources::modbus::Fault,
+    },
+    #[error("no Modbus device #{0}")]
+    NoDevice(usize),
+}
+
 #[derive(Debug)]
 pub enum Driver {
     Led(led::Led),
@@ -90,12 +119,12 @@ pub enum Driver {
 
 impl Driver {
     /// `writers`: one per Modbus device, in plan order.
-    pub fn open(target: &OutputTarget, writers: &[DeviceWriter]) -> Result<Driver, String> {
+    pub fn open(target: &OutputTarget, writers: &[DeviceWriter]) -> Result<Driver, OutputError> {
         let writer = |device: usize| {
             writers
                 .get(device)
                 .cloned()
-                .ok_or_else(|| format!("no Modbus device #{device}"))
+                .ok_or(OutputError::NoDevice(device))
         };
         Ok(match target {
             OutputTarget::Led(dir) => Driver::Led(led::Led::new(dir.clone())),
@@ -134,7 +163,7 @@ impl Driver {
     }
 
     /// Shows `pattern`; `on` is the blink phase for outputs blinked in software.
-    pub async fn show(&mut self, pattern: Pattern, on: bool) -> Result<(), String> {
+    pub async fn show(&mut self, pattern: Pattern, on: bool) -> Result<(), OutputError> {
         let level = match pattern {
             Pattern::Off => false,
             Pattern::Steady => true,
@@ -174,11 +203,13 @@ impl Slot {
         &mut self,
         want: (Pattern, bool),
         writers: &[DeviceWriter],
-    ) -> Result<(), String> {
-        if self.driver.is_none() {
-            self.driver = Some(Driver::open(&self.output.target, writers)?);
-        }
-        let driver = self.driver.as_mut().ok_or("no driver")?;
+    ) -> Result<(), OutputError> {
+        let driver = match &mut self.driver {
+            Some(driver) => driver,
+            None => self
+                .driver
+                .insert(Driver::open(&self.output.target, writers)?),
+        };
         let result = driver.show(want.0, want.1).await;
         self.shown = result.is_ok().then_some(want);
         result
@@ -310,7 +341,7 @@ async fn drive(
 }
 
 /// Notes how a write went, and tells the decisions stage when the output starts or stops failing.
-fn reported(report: &mpsc::Sender<Condition>, slot: &mut Slot, result: Result<(), String>) {
+fn reported(report: &mpsc::Sender<Condition>, slot: &mut Slot, result: Result<(), OutputError>) {
     let id = format!("agent/output/{}", slot.output.name);
     let tell = |condition: Condition| {
         // Full only if the decisions stage stalls; the next retry reports the failure again.

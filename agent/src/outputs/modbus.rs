@@ -4,6 +4,7 @@
 
 use firmware_config::{Pattern, PatternValues};
 
+use super::OutputError;
 use crate::sources::modbus::write::WriteRequest;
 use crate::sources::modbus::DeviceWriter;
 
@@ -43,7 +44,7 @@ impl ModbusOutput {
     }
 
     /// Writes the pattern (register) or the level (coil: `on` is the blink phase).
-    pub async fn show(&mut self, pattern: Pattern, on: bool) -> Result<(), String> {
+    pub async fn show(&mut self, pattern: Pattern, on: bool) -> Result<(), OutputError> {
         let request = match self.point {
             Point::Coil(address) => WriteRequest::SingleCoil { address, on },
             Point::Register(address, values) => WriteRequest::SingleRegister {
@@ -57,6 +58,6 @@ impl ModbusOutput {
         if written.is_ok() {
             self.recoveries_at_write = recoveries;
         }
-        written.map_err(|fault| format!("{what}: {fault}"))
+        written.map_err(|fault| OutputError::Modbus { what, fault })
     }
 }

@@ -24,11 +24,38 @@ pub enum InputError {
     Csv(#[from] csv::Error),
 }
 
+/// Why a row was skipped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RowError {
+    #[error("no time")]
+    NoTime,
+    #[error("time {0:?} is not RFC 3339 (2024-03-02T10:00:00Z), `2024-03-02 10:00:00` (UTC) or epoch seconds/milliseconds")]
+    Time(String),
+    #[error("time {0:?} is before 1970")]
+    BeforeEpoch(String),
+    #[error("unknown tag {0:?}: not in the configuration")]
+    UnknownTag(String),
+    #[error("value {0:?} is not a number or true/false")]
+    Value(String),
+    #[error("quality {0:?} is not good, uncertain or bad")]
+    Quality(String),
+    #[error("{cells} cells, more than the header's {header}")]
+    TooManyCells { cells: usize, header: usize },
+    #[error("time goes back by {} (more than assess_interval, {}): sort the file by time", humantime::format_duration(*.behind), humantime::format_duration(*.tolerance))]
+    Late {
+        behind: Duration,
+        tolerance: Duration,
+    },
+    /// The CSV reader's own complaint (an unterminated quote, bytes that are not UTF-8).
+    #[error("{0}")]
+    Csv(String),
+}
+
 /// A row that was skipped, and why (with its line number).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skipped {
     pub line: u64,
-    pub why: String,
+    pub why: RowError,
 }
 
 #[derive(Debug)]
@@ -87,10 +114,10 @@ impl<R: Read> Rows<R> {
             }
             Err(error) => {
                 let line = error.position().map_or(0, |p| p.line());
-                let why = match error.kind() {
+                let why = RowError::Csv(match error.kind() {
                     csv::ErrorKind::Utf8 { .. } => "not UTF-8".to_string(),
                     _ => error.to_string(),
-                };
+                });
                 Some(Err(Skipped { line, why }))
             }
         }
@@ -101,7 +128,7 @@ impl<R: Read> Rows<R> {
         self.record.position().map_or(0, |p| p.line())
     }
 
-    fn samples(&self, out: &mut Vec<Sample>) -> Result<(), String> {
+    fn samples(&self, out: &mut Vec<Sample>) -> Result<(), RowError> {
         let record = &self.record;
         let cell = |i: usize| record.get(i).unwrap_or_default();
         let time = parse_time(cell(0))?;
@@ -113,9 +140,8 @@ impl<R: Read> Rows<R> {
             } => {
                 let name = cell(*tag);
                 let Some(&id) = self.tags.get(name) else {
-                    return Err(format!(
-                        "unknown tag {:?}: not in the configuration",
-                        String::from_utf8_lossy(name)
+                    return Err(RowError::UnknownTag(
+                        String::from_utf8_lossy(name).into_owned(),
                     ));
                 };
                 let quality = match quality {
@@ -128,11 +154,10 @@ impl<R: Read> Rows<R> {
             }
             Layout::Wide { tags } => {
                 if record.len() > tags.len() + 1 {
-                    return Err(format!(
-                        "{} cells, more than the header's {}",
-                        record.len(),
-                        tags.len() + 1
-                    ));
+                    return Err(RowError::TooManyCells {
+                        cells: record.len(),
+                        header: tags.len() + 1,
+                    });
                 }
                 for (i, &id) in tags.iter().enumerate() {
                     if let Some(value) = parse_value(cell(i + 1))? {
@@ -200,54 +225,51 @@ fn layout(
 }
 
 /// RFC 3339, `YYYY-MM-DD HH:MM:SS[.f]` (UTC), or epoch seconds / milliseconds.
-pub fn parse_time(cell: &[u8]) -> Result<SystemTime, String> {
-    let text = std::str::from_utf8(cell).map_err(|_| "the time is not UTF-8".to_string())?;
+pub fn parse_time(cell: &[u8]) -> Result<SystemTime, RowError> {
+    let text = String::from_utf8_lossy(cell);
+    let text = text.as_ref();
     if text.is_empty() {
-        return Err("no time".into());
+        return Err(RowError::NoTime);
     }
     if let Ok(number) = text.parse::<f64>() {
         let seconds = if number >= 1e11 { number / 1e3 } else { number };
         return Duration::try_from_secs_f64(seconds)
             .map(|d| UNIX_EPOCH + d)
-            .map_err(|_| format!("time {text:?} is not an epoch time in seconds or milliseconds"));
+            .map_err(|_| RowError::BeforeEpoch(text.to_string()));
     }
     let parsed = chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&chrono::Utc))
         .or_else(|_| {
             chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").map(|t| t.and_utc())
         })
-        .map_err(|_| {
-            format!("time {text:?} is not RFC 3339 (2024-03-02T10:00:00Z), `2024-03-02 10:00:00` (UTC) or epoch seconds/milliseconds")
-        })?;
-    let micros = parsed.timestamp_micros();
-    u64::try_from(micros)
+        .map_err(|_| RowError::Time(text.to_string()))?;
+    u64::try_from(parsed.timestamp_micros())
         .map(|m| UNIX_EPOCH + Duration::from_micros(m))
-        .map_err(|_| format!("time {text:?} is before 1970"))
+        .map_err(|_| RowError::BeforeEpoch(text.to_string()))
 }
 
-fn parse_value(cell: &[u8]) -> Result<Option<Value>, String> {
+fn parse_value(cell: &[u8]) -> Result<Option<Value>, RowError> {
     if cell.is_empty() {
         return Ok(None);
     }
-    let text = std::str::from_utf8(cell).map_err(|_| "the value is not UTF-8".to_string())?;
+    let text = String::from_utf8_lossy(cell);
     if let Ok(number) = text.parse::<f64>() {
         return Ok(Some(Value::F64(number)));
     }
     match text.to_ascii_lowercase().as_str() {
         "true" => Ok(Some(Value::Bool(true))),
         "false" => Ok(Some(Value::Bool(false))),
-        _ => Err(format!("value {text:?} is not a number or true/false")),
+        _ => Err(RowError::Value(text.into_owned())),
     }
 }
 
-fn parse_quality(cell: &[u8]) -> Result<Quality, String> {
+fn parse_quality(cell: &[u8]) -> Result<Quality, RowError> {
     match cell.to_ascii_lowercase().as_slice() {
         b"" | b"good" => Ok(Quality::Good),
         b"uncertain" => Ok(Quality::Uncertain(0x4000_0000)),
         b"bad" => Ok(Quality::Bad(0x8000_0000)),
-        other => Err(format!(
-            "quality {:?} is not good, uncertain or bad",
-            String::from_utf8_lossy(other)
+        other => Err(RowError::Quality(
+            String::from_utf8_lossy(other).into_owned(),
         )),
     }
 }
@@ -285,6 +307,7 @@ mod tests {
         }
         assert!(parse_time(b"yesterday")
             .expect_err("bad")
+            .to_string()
             .contains("RFC 3339"));
         assert!(parse_time(b"-5").is_err());
     }
@@ -308,9 +331,9 @@ mod tests {
         assert_eq!(samples[2].quality, Quality::Bad(0x8000_0000));
         let lines: Vec<u64> = skipped.iter().map(|s| s.line).collect();
         assert_eq!(lines, [4, 5, 7]);
-        assert!(skipped[0].why.contains("unknown tag \"c\""));
-        assert!(skipped[1].why.contains("\"x\" is not a number"));
-        assert!(skipped[2].why.contains("\"soon\""));
+        assert_eq!(skipped[0].why, RowError::UnknownTag("c".into()));
+        assert_eq!(skipped[1].why, RowError::Value("x".into()));
+        assert_eq!(skipped[2].why, RowError::Time("soon".into()));
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::decisions::lifecycle::{Book, Condition, Transition};
 use crate::health::assess::{Action, Assessment};
 use crate::health::scorer::Scorer;
 use crate::sample::Sample;
+use input::RowError;
 
 /// How often limits are judged without a new value (as the running agent does).
 const TICK: Duration = Duration::from_secs(1);
@@ -153,17 +154,20 @@ impl Engine {
 
     /// Feeds one recorded sample; what it (and the rounds and ticks due before it) decided goes
     /// to `found`, in time order. A sample too far behind the latest time is refused.
-    pub fn feed(&mut self, sample: &Sample, found: &mut impl FnMut(Finding)) -> Result<(), String> {
+    pub fn feed(
+        &mut self,
+        sample: &Sample,
+        found: &mut impl FnMut(Finding),
+    ) -> Result<(), RowError> {
         let at = match self.latest {
             Some(latest) if sample.timestamp < latest => {
                 let behind = latest.duration_since(sample.timestamp).unwrap_or_default();
                 if behind > self.tolerance {
                     self.counts.too_late += 1;
-                    return Err(format!(
-                        "time goes back by {} (more than assess_interval, {}): sort the file by time",
-                        humantime::format_duration(Duration::from_millis(behind.as_millis() as u64)),
-                        humantime::format_duration(self.tolerance)
-                    ));
+                    return Err(RowError::Late {
+                        behind: Duration::from_millis(behind.as_millis() as u64),
+                        tolerance: self.tolerance,
+                    });
                 }
                 self.counts.out_of_order += 1;
                 latest
@@ -368,6 +372,7 @@ pub(crate) mod tests {
         let refused = engine.feed(&sample(PRESSURE, 50, 4.0), &mut |_| {});
         assert!(refused
             .expect_err("too late")
+            .to_string()
             .contains("time goes back by 50s"));
         assert_eq!(engine.counts.too_late, 1);
         // A day of silence: counted, and crossed without running thousands of empty rounds.

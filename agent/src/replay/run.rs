@@ -67,6 +67,12 @@ pub enum ReplayError {
         line: u64,
         why: String,
     },
+    #[error("{path}: line {line}: {why}")]
+    FailureTime {
+        path: PathBuf,
+        line: u64,
+        why: input::RowError,
+    },
     #[error("cannot write the findings: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -124,8 +130,14 @@ pub fn read_failures(
                 format!("no asset {id:?} in the configuration"),
             ));
         }
-        let at = input::parse_time(record.get(time).unwrap_or_default().as_bytes())
-            .map_err(|why| failed(line, why))?;
+        let at =
+            input::parse_time(record.get(time).unwrap_or_default().as_bytes()).map_err(|why| {
+                ReplayError::FailureTime {
+                    path: path.clone(),
+                    line,
+                    why,
+                }
+            })?;
         failures.push(Failure {
             asset: id.to_string(),
             at,
