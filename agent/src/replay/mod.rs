@@ -1,10 +1,11 @@
 //! `millwright replay`: recorded tag values through the agent's own stages (windows, features,
 //! rules, model, limits, alert lifecycle) under the recording's clock, as fast as the CPU allows.
 //!
-//! The [`Timeline`] is the one piece that runs the scorer on simulated time (assessment rounds on
-//! the `assess_interval` grid from the first sample), shared with `millwright dataset`. The
-//! [`Engine`] adds the decisions stage's core and an alert book of its own, and says what the
-//! running agent would have said as [`Finding`]s; [`tally`] sums them up.
+//! The stage cores come from [`pipeline::cores`], the builder the running agent's stages come
+//! from. The [`Timeline`] is the one piece that runs the scorer on simulated time (assessment
+//! rounds on the `assess_interval` grid from the first sample), shared with `millwright dataset`.
+//! The [`Engine`] adds the decisions core and an alert book of its own, and says what the running
+//! agent would have said as [`Finding`]s; [`tally`] sums them up.
 //!
 //! Invariants:
 //! - memory does not grow with the input: rows are streamed, windows and trends are bounded, and
@@ -26,6 +27,7 @@ use crate::decisions::conditions::Conditions;
 use crate::decisions::lifecycle::{Book, Condition, Transition};
 use crate::health::assess::{Action, Assessment};
 use crate::health::scorer::Scorer;
+use crate::pipeline::{self, Cores};
 use crate::sample::Sample;
 use input::RowError;
 
@@ -137,11 +139,11 @@ pub struct Engine {
 impl Engine {
     pub fn new(loaded: &Loaded) -> Engine {
         let plan = &loaded.plan;
-        let scorer = Scorer::new(plan, loaded.models.clone());
+        let Cores { scorer, conditions } = pipeline::cores(loaded);
         let stale_after = scorer.stale_after();
         Engine {
             timeline: Timeline::new(scorer, plan.scoring.assess_interval),
-            conditions: Conditions::new(&plan.alerting),
+            conditions,
             book: Book::default(),
             actions: vec![Action::RoutineMonitoring; plan.assets.len()],
             tolerance: plan.scoring.assess_interval,
