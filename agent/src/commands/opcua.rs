@@ -18,7 +18,9 @@ fn opcua_endpoint<'p>(
 pub fn renew_certificate(plan: &Plan, endpoint: &str) -> anyhow::Result<String> {
     let endpoint = opcua_endpoint(plan, endpoint)?;
     let files = crate::sources::opcua::client::ClientFiles::of(plan);
-    crate::sources::opcua::client::renew_certificate(endpoint, &files).map_err(anyhow::Error::msg)
+    Ok(crate::sources::opcua::client::renew_certificate(
+        endpoint, &files,
+    )?)
 }
 
 pub async fn trust(plan: &Plan, endpoint: &str, yes: bool) -> anyhow::Result<()> {

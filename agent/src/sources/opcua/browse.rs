@@ -40,17 +40,39 @@ impl std::fmt::Display for ServerCertificate {
     }
 }
 
+/// Why a server's certificate cannot be fetched or trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("endpoint {0:?} uses security policy None: no certificate is exchanged, so there is nothing to trust")]
+    NoSecurity(String),
+    #[error(transparent)]
+    Setup(#[from] client::SetupError),
+    #[error("{url}: no answer within {within:?}")]
+    Timeout {
+        url: String,
+        within: std::time::Duration,
+    },
+    #[error("{url}: cannot list the server's endpoints: {reason}")]
+    Endpoints { url: String, reason: String },
+    #[error("{0}: the server offers no certificate")]
+    NoCertificate(String),
+    #[error("the server's certificate cannot be read: {0}")]
+    Unreadable(String),
+    #[error("{path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
 /// Asks the server (over the unsecured discovery service, as every OPC UA client must for the
 /// first contact) for the certificate of the endpoint matching the configured policy and mode.
 pub async fn server_certificate(
     endpoint: &OpcuaEndpoint,
     pki: &Path,
-) -> Result<ServerCertificate, String> {
+) -> Result<ServerCertificate, TrustError> {
     if endpoint.security_policy == SecurityPolicy::None {
-        return Err(format!(
-            "endpoint {:?} uses security policy None: no certificate is exchanged, so there is nothing to trust",
-            endpoint.name
-        ));
+        return Err(TrustError::NoSecurity(endpoint.name.clone()));
     }
     let client = client::client(endpoint, pki, "millwright trust")?;
     let endpoints = tokio::time::timeout(
@@ -58,14 +80,14 @@ pub async fn server_certificate(
         client.get_server_endpoints_from_url(endpoint.url.as_str()),
     )
     .await
-    .map_err(|_| {
-        format!(
-            "{}: no answer within {:?}",
-            endpoint.url,
-            endpoint.request_timeout * 2
-        )
+    .map_err(|_| TrustError::Timeout {
+        url: endpoint.url.clone(),
+        within: endpoint.request_timeout * 2,
     })?
-    .map_err(|e| format!("{}: cannot list the server's endpoints: {e}", endpoint.url))?;
+    .map_err(|e| TrustError::Endpoints {
+        url: endpoint.url.clone(),
+        reason: e.to_string(),
+    })?;
     let offered = endpoints
         .iter()
         .find(|e| {
@@ -75,13 +97,13 @@ pub async fn server_certificate(
                     .ends_with(endpoint.security_policy.name())
         })
         .or_else(|| endpoints.iter().find(|e| !e.server_certificate.is_null()))
-        .ok_or_else(|| format!("{}: the server offers no certificate", endpoint.url))?;
+        .ok_or_else(|| TrustError::NoCertificate(endpoint.url.clone()))?;
     let cert = X509::from_byte_string(&offered.server_certificate)
-        .map_err(|e| format!("the server's certificate cannot be read: {e}"))?;
+        .map_err(|e| TrustError::Unreadable(e.to_string()))?;
     describe(&cert, offered.server.application_uri.as_ref())
 }
 
-fn describe(cert: &X509, application_uri: &str) -> Result<ServerCertificate, String> {
+fn describe(cert: &X509, application_uri: &str) -> Result<ServerCertificate, TrustError> {
     Ok(ServerCertificate {
         subject: cert.common_name().unwrap_or_default(),
         application_uri: application_uri.to_string(),
@@ -91,20 +113,26 @@ fn describe(cert: &X509, application_uri: &str) -> Result<ServerCertificate, Str
             .map(|t| t.to_rfc3339())
             .unwrap_or_default(),
         not_after: cert.not_after().map(|t| t.to_rfc3339()).unwrap_or_default(),
-        der: cert.to_der().map_err(|e| e.to_string())?,
+        der: cert
+            .to_der()
+            .map_err(|e| TrustError::Unreadable(e.to_string()))?,
         file_name: CertificateStore::cert_file_name(cert),
     })
 }
 
 /// Puts the certificate in `pki/trusted/` (and takes it out of `pki/rejected/`); returns the path.
-pub fn trust(pki: &Path, certificate: &ServerCertificate) -> Result<PathBuf, String> {
+pub fn trust(pki: &Path, certificate: &ServerCertificate) -> Result<PathBuf, TrustError> {
+    let failed = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| TrustError::Write { path, source }
+    };
     let trusted = pki.join("trusted");
-    std::fs::create_dir_all(&trusted).map_err(|e| format!("{}: {e}", trusted.display()))?;
+    std::fs::create_dir_all(&trusted).map_err(failed(&trusted))?;
     let path = trusted.join(&certificate.file_name);
-    std::fs::write(&path, &certificate.der).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(&path, &certificate.der).map_err(failed(&path))?;
     let rejected = pki.join("rejected").join(&certificate.file_name);
     if rejected.exists() {
-        std::fs::remove_file(&rejected).map_err(|e| format!("{}: {e}", rejected.display()))?;
+        std::fs::remove_file(&rejected).map_err(failed(&rejected))?;
     }
     Ok(path)
 }

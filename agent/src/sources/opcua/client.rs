@@ -89,12 +89,49 @@ pub enum ConnectError {
     NoMatchingEndpoint { policy: String, mode: String },
     #[error("the server refused the user identity ({0})")]
     IdentityRejected(String),
-    #[error("{0}")]
-    Setup(String),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     #[error("{0}")]
     Status(String),
     #[error("no session within {0:?}")]
     Timeout(Duration),
+}
+
+/// Why the agent's OPC UA client, its certificate or its identity cannot be set up: the user has
+/// to act (a file, the configuration), trying again will not help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    #[error("{path}: {reason}")]
+    Path { path: String, reason: String },
+    /// async-opcua's own list of what is wrong with the client's settings.
+    #[error("{0}")]
+    Settings(String),
+    #[error("no usable application certificate in {0} (own/cert.der and private/private.pem)")]
+    NoOwnCertificate(String),
+    #[error(
+        "[[opcua]] {0:?} names its own certificate and private_key files: replace those yourself"
+    )]
+    OwnFiles(String),
+    #[error("the new certificate cannot be read: {0}")]
+    NewCertificate(String),
+    #[error("cannot load the user certificate {certificate} / {key}: {reason}")]
+    UserCertificate {
+        certificate: String,
+        key: String,
+        reason: String,
+    },
+    /// The password file or variable.
+    #[error("{0}")]
+    Secret(String),
+    #[error("{url}: {why}")]
+    Url { url: String, why: String },
+}
+
+fn path_error(path: &Path) -> impl FnOnce(std::io::Error) -> SetupError + '_ {
+    move |error| SetupError::Path {
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    }
 }
 
 impl ConnectError {
@@ -124,8 +161,12 @@ fn ua_mode(mode: SecurityMode) -> MessageSecurityMode {
 /// A client for `endpoint` with the agent's certificate store. On first use this generates the
 /// application instance certificate (2048-bit RSA, the application URI in its SAN) unless the
 /// endpoint names one, and keeps its private key readable by the agent's user only.
-pub fn client(endpoint: &OpcuaEndpoint, pki: &Path, session_name: &str) -> Result<Client, String> {
-    let pki = std::path::absolute(pki).map_err(|e| format!("{}: {e}", pki.display()))?;
+pub fn client(
+    endpoint: &OpcuaEndpoint,
+    pki: &Path,
+    session_name: &str,
+) -> Result<Client, SetupError> {
+    let pki = std::path::absolute(pki).map_err(path_error(pki))?;
     let mut builder = ClientBuilder::new()
         .application_name("millwright")
         .application_uri(endpoint.application_uri.as_str())
@@ -147,21 +188,20 @@ pub fn client(endpoint: &OpcuaEndpoint, pki: &Path, session_name: &str) -> Resul
     builder = match &endpoint.application_certificate {
         Some((cert, key)) => builder
             .create_sample_keypair(false)
-            .certificate_path(std::path::absolute(cert).map_err(|e| e.to_string())?)
-            .private_key_path(std::path::absolute(key).map_err(|e| e.to_string())?),
+            .certificate_path(std::path::absolute(cert).map_err(path_error(cert))?)
+            .private_key_path(std::path::absolute(key).map_err(path_error(key))?),
         None => builder.create_sample_keypair(true),
     };
-    let client = builder.client().map_err(|errors| errors.join("; "))?;
+    let client = builder
+        .client()
+        .map_err(|errors| SetupError::Settings(errors.join("; ")))?;
     if endpoint.application_certificate.is_none() {
         restrict_private_key(&pki.join("private/private.pem"));
     }
     if endpoint.security_policy != SecurityPolicy::None {
         let store = client.certificate_store().read();
         if store.read_own_cert().is_err() || store.read_own_pkey().is_err() {
-            return Err(format!(
-                "no usable application certificate in {} (own/cert.der and private/private.pem)",
-                pki.display()
-            ));
+            return Err(SetupError::NoOwnCertificate(pki.display().to_string()));
         }
     }
     Ok(client)
@@ -170,12 +210,12 @@ pub fn client(endpoint: &OpcuaEndpoint, pki: &Path, session_name: &str) -> Resul
 /// Replaces the generated application certificate with a new one for the endpoint's application
 /// URI (after `agent.name` changed), keeping the old files beside it. Returns a description of the
 /// new certificate. Servers that trusted the old one must trust the new one.
-pub fn renew_certificate(endpoint: &OpcuaEndpoint, files: &ClientFiles) -> Result<String, String> {
+pub fn renew_certificate(
+    endpoint: &OpcuaEndpoint,
+    files: &ClientFiles,
+) -> Result<String, SetupError> {
     if endpoint.application_certificate.is_some() {
-        return Err(format!(
-            "[[opcua]] {:?} names its own certificate and private_key files: replace those yourself",
-            endpoint.name
-        ));
+        return Err(SetupError::OwnFiles(endpoint.name.clone()));
     }
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -185,14 +225,14 @@ pub fn renew_certificate(endpoint: &OpcuaEndpoint, files: &ClientFiles) -> Resul
         if path.exists() {
             let mut aside = path.clone().into_os_string();
             aside.push(format!(".replaced-{stamp}"));
-            std::fs::rename(&path, &aside).map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::rename(&path, &aside).map_err(path_error(&path))?;
         }
     }
     let client = client(endpoint, &files.pki, "millwright trust")?;
     let store = client.certificate_store().read();
     let cert = store
         .read_own_cert()
-        .map_err(|e| format!("the new certificate cannot be read: {e}"))?;
+        .map_err(|e| SetupError::NewCertificate(e.to_string()))?;
     Ok(format!(
         "new certificate {} for {} (SHA-1 thumbprint {}); the old one was kept as *.replaced-{stamp}",
         files.pki.join("own/cert.der").display(),
@@ -292,11 +332,11 @@ fn restrict_private_key(path: &Path) {
 #[cfg(not(unix))]
 fn restrict_private_key(_: &Path) {}
 
-fn identity_token(identity: &Identity) -> Result<IdentityToken, String> {
+fn identity_token(identity: &Identity) -> Result<IdentityToken, SetupError> {
     match identity {
         Identity::Anonymous => Ok(IdentityToken::Anonymous),
         Identity::UserName { username, password } => {
-            let secret = password.read()?;
+            let secret = password.read().map_err(SetupError::Secret)?;
             Ok(IdentityToken::new_user_name(
                 username.clone(),
                 secret.expose().to_string(),
@@ -306,11 +346,11 @@ fn identity_token(identity: &Identity) -> Result<IdentityToken, String> {
             certificate,
             private_key,
         } => IdentityToken::new_x509_path(certificate, private_key).map_err(|e| {
-            format!(
-                "cannot load the user certificate {} / {}: {e}",
-                certificate.display(),
-                private_key.display()
-            )
+            SetupError::UserCertificate {
+                certificate: certificate.display().to_string(),
+                key: private_key.display().to_string(),
+                reason: e.to_string(),
+            }
         }),
     }
 }
@@ -324,7 +364,7 @@ pub async fn connect(
     session_name: &str,
 ) -> Result<Connection, ConnectError> {
     let (pki, config) = (files.pki.as_path(), files.config.as_path());
-    let client = client(endpoint, pki, session_name).map_err(ConnectError::Setup)?;
+    let client = client(endpoint, pki, session_name)?;
     if endpoint.security_policy != SecurityPolicy::None
         && endpoint.application_certificate.is_none()
     {
@@ -338,7 +378,7 @@ pub async fn connect(
             });
         }
     }
-    let identity = identity_token(&endpoint.identity).map_err(ConnectError::Setup)?;
+    let identity = identity_token(&endpoint.identity)?;
     let limit = endpoint.request_timeout * 3;
     let description = tokio::time::timeout(limit, matching_endpoint(&client, endpoint))
         .await
@@ -400,8 +440,10 @@ async fn matching_endpoint(
     if endpoint.security_policy == SecurityPolicy::None {
         return Ok(description);
     }
-    let expected = hostname_from_url(&endpoint.url)
-        .map_err(|_| ConnectError::Setup(format!("{}: the URL has no host", endpoint.url)))?;
+    let expected = hostname_from_url(&endpoint.url).map_err(|_| SetupError::Url {
+        url: endpoint.url.clone(),
+        why: "the URL has no host".into(),
+    })?;
     // The URL writes an IPv6 host in brackets; a certificate names the bare address.
     let bare = expected.trim_start_matches('[').trim_end_matches(']');
     let presented = certificate_names(description.server_certificate.as_ref()).hosts;
@@ -410,8 +452,11 @@ async fn matching_endpoint(
     }
     match presented.first() {
         Some(host) if endpoint.accept_host_name_mismatch => {
-            let url = url_with_replaced_hostname(&endpoint.url, host)
-                .map_err(|e| ConnectError::Setup(format!("{}: {e}", endpoint.url)))?;
+            let url =
+                url_with_replaced_hostname(&endpoint.url, host).map_err(|e| SetupError::Url {
+                    url: endpoint.url.clone(),
+                    why: e.to_string(),
+                })?;
             description.endpoint_url = url.into();
             Ok(description)
         }
