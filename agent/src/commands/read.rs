@@ -150,7 +150,7 @@ async fn read_opcua_once(plan: &Plan, index: usize) -> Vec<ReadRow> {
             .enumerate()
             .map(
                 |(i, sample)| match unresolved.iter().find(|(u, _)| *u == i) {
-                    Some((_, why)) => row(i, None, Some(why.clone())),
+                    Some((_, why)) => row(i, None, Some(why.to_string())),
                     None => row(i, sample, None),
                 },
             )

@@ -11,28 +11,41 @@ use firmware_config::{Identifier, Namespace, NodeRef};
 
 use crate::sample::{Quality, Sample, TagId, Value};
 
+/// Why a configured node names no NodeId on this server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("the server has no namespace {0:?}")]
+    NoNamespace(String),
+    #[error("invalid GUID {guid:?}: {reason}")]
+    Guid { guid: String, reason: String },
+    #[error("invalid base64 {0:?}")]
+    Base64(String),
+}
+
 /// The NodeId a configured node names on this server. `namespace_index` resolves `nsu=` URIs
 /// against the server's namespace array (read at each connection); `None` means the server does
 /// not know the URI (yet).
 pub fn node_id(
     node: &NodeRef,
     namespace_index: impl Fn(&str) -> Option<u16>,
-) -> Result<NodeId, String> {
+) -> Result<NodeId, NodeError> {
     let namespace = match &node.namespace {
         Namespace::Index(index) => *index,
         Namespace::Uri(uri) => {
-            namespace_index(uri).ok_or_else(|| format!("the server has no namespace {uri:?}"))?
+            namespace_index(uri).ok_or_else(|| NodeError::NoNamespace(uri.clone()))?
         }
     };
     let identifier = match &node.identifier {
         Identifier::Numeric(i) => UaIdentifier::Numeric(*i),
         Identifier::String(s) => UaIdentifier::String(s.as_str().into()),
-        Identifier::Guid(g) => UaIdentifier::Guid(
-            g.parse::<Guid>()
-                .map_err(|e| format!("invalid GUID {g:?}: {e}"))?,
-        ),
+        Identifier::Guid(g) => {
+            UaIdentifier::Guid(g.parse::<Guid>().map_err(|e| NodeError::Guid {
+                guid: g.clone(),
+                reason: e.to_string(),
+            })?)
+        }
         Identifier::Opaque(b) => UaIdentifier::ByteString(
-            ByteString::from_base64(b).ok_or_else(|| format!("invalid base64 {b:?}"))?,
+            ByteString::from_base64(b).ok_or_else(|| NodeError::Base64(b.clone()))?,
         ),
     };
     Ok(NodeId::new(namespace, identifier))
@@ -169,7 +182,7 @@ mod tests {
             UaIdentifier::ByteString(ByteString::from(vec![1u8, 2, 3]))
         );
         let unknown = node_id(&node("nsu=urn:other;i=1"), uris).expect_err("unknown uri");
-        assert!(unknown.contains("urn:other"), "{unknown}");
+        assert_eq!(unknown, NodeError::NoNamespace("urn:other".into()));
     }
 
     #[test]

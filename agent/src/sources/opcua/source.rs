@@ -186,7 +186,7 @@ impl EndpointSource {
     /// `millwright read`: one session, every tag (subscribed ones too) read once through the poll
     /// path, each sample published on the bus. The tags whose NodeId cannot be resolved, with why;
     /// the connection's error when there is no session.
-    pub async fn read_all_once(&self) -> Result<Vec<(usize, String)>, String> {
+    pub async fn read_all_once(&self) -> Result<Vec<(usize, convert::NodeError)>, String> {
         let connection = client::connect(&self.endpoint, &self.files, "millwright read")
             .await
             .map_err(|error| error.to_string())?;
