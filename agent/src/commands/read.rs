@@ -143,7 +143,7 @@ async fn read_opcua_once(plan: &Plan, index: usize) -> Vec<ReadRow> {
     }
     match outcome {
         Err(error) => (0..endpoint.tags.len())
-            .map(|i| row(i, None, Some(error.clone())))
+            .map(|i| row(i, None, Some(error.to_string())))
             .collect(),
         Ok(unresolved) => read
             .into_iter()

@@ -202,35 +202,64 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// Why a model cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: cannot read the model's manifest: {source}")]
+    Manifest {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    ManifestContent { path: String, message: String },
+    #[error("{path}: input {feature} has scale {scale}; it must be positive")]
+    Scale {
+        path: String,
+        feature: &'static str,
+        scale: f64,
+    },
+    /// tract's own words on the graph (loading, typing, or its shape against the manifest).
+    #[error("{path}: {message}")]
+    Graph { path: String, message: String },
+    /// A run that failed (tract's words) or gave a wrong number of values.
+    #[error("{0}")]
+    Inference(String),
+}
+
 impl Model {
     /// Loads `path` and its manifest (`path` with `.toml`), and checks one against the other.
-    pub fn load(path: &Path) -> Result<Model, String> {
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
         let manifest_path = path.with_extension("toml");
-        let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
-            format!(
-                "{}: cannot read the model's manifest: {e}",
-                manifest_path.display()
-            )
-        })?;
-        let manifest: Manifest = toml::from_str(&text)
-            .map_err(|e| format!("{}: {}", manifest_path.display(), e.message()))?;
+        let shown = manifest_path.display().to_string();
+        let text =
+            std::fs::read_to_string(&manifest_path).map_err(|source| ModelError::Manifest {
+                path: shown.clone(),
+                source,
+            })?;
+        let content = |message: String| ModelError::ManifestContent {
+            path: shown.clone(),
+            message,
+        };
+        let manifest: Manifest =
+            toml::from_str(&text).map_err(|e| content(e.message().to_string()))?;
         if manifest.inputs.is_empty() {
-            return Err(format!("{}: no inputs", manifest_path.display()));
+            return Err(content("no inputs".into()));
         }
         if let Some(bad) = manifest
             .inputs
             .iter()
             .find(|i| i.scale.is_nan() || i.scale <= 0.0)
         {
-            return Err(format!(
-                "{}: input {} has scale {}; it must be positive",
-                manifest_path.display(),
-                bad.feature.name(),
-                bad.scale
-            ));
+            return Err(ModelError::Scale {
+                path: shown,
+                feature: bad.feature.name(),
+                scale: bad.scale,
+            });
         }
-        let plan = load_onnx(path, manifest.inputs.len())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let plan = load_onnx(path, manifest.inputs.len()).map_err(|e| ModelError::Graph {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         Ok(Model {
             path: path.to_path_buf(),
             manifest,
@@ -268,27 +297,28 @@ impl Model {
     }
 
     /// Failure probabilities for a batch of rows (one run for the whole batch).
-    pub fn predict(&self, rows: &[Vec<f32>]) -> Result<Vec<f64>, String> {
+    pub fn predict(&self, rows: &[Vec<f32>]) -> Result<Vec<f64>, ModelError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         let width = self.manifest.inputs.len();
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let failed = |e: &dyn std::fmt::Display| ModelError::Inference(format!("{e:#}"));
         let input = tract_ndarray::Array2::from_shape_vec((rows.len(), width), flat)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(&e))?;
         let outputs = self
             .plan
             .run(tvec!(Tensor::from(input).into()))
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| failed(&e))?;
         let values = outputs[0]
             .to_plain_array_view::<f32>()
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| failed(&e))?;
         if values.len() != rows.len() {
-            return Err(format!(
+            return Err(ModelError::Inference(format!(
                 "model returned {} values for {} rows",
                 values.len(),
                 rows.len()
-            ));
+            )));
         }
         Ok(values
             .iter()
@@ -458,13 +488,17 @@ mod tests {
     #[test]
     fn a_manifest_that_does_not_match_the_model_is_refused_clearly() {
         let (_dir, path) = with_manifest(&manifest_with_inputs(8, true));
-        let error = Model::load(&path).expect_err("8 inputs for a 9-input model");
+        let error = Model::load(&path)
+            .expect_err("8 inputs for a 9-input model")
+            .to_string();
         assert!(
             error.contains("manifest lists 8 inputs: expected [batch, 8]"),
             "{error}"
         );
         let (_dir, path) = with_manifest("name = \"t\"\n");
-        let error = Model::load(&path).expect_err("incomplete manifest");
+        let error = Model::load(&path)
+            .expect_err("incomplete manifest")
+            .to_string();
         assert!(
             error.contains("m.toml") && error.contains("missing field"),
             "{error}"
@@ -472,7 +506,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let lonely = dir.path().join("lonely.onnx");
         std::fs::copy(shipped(), &lonely).expect("copy");
-        let error = Model::load(&lonely).expect_err("no manifest");
+        let error = Model::load(&lonely).expect_err("no manifest").to_string();
         assert!(
             error.contains("cannot read the model's manifest"),
             "{error}"
@@ -481,6 +515,7 @@ mod tests {
             with_manifest(&manifest_with_inputs(9, true).replace("scale = 1.0", "scale = 0.0"));
         assert!(Model::load(&path)
             .expect_err("scale 0")
+            .to_string()
             .contains("must be positive"));
     }
 

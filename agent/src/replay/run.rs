@@ -29,10 +29,15 @@ pub enum Speed {
     Times(f64),
 }
 
-impl std::str::FromStr for Speed {
-    type Err = String;
+/// A `--speed` that is neither `max` nor a factor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("speed {0:?} is not `max` or a factor such as `10x`")]
+pub struct SpeedError(String);
 
-    fn from_str(text: &str) -> Result<Speed, String> {
+impl std::str::FromStr for Speed {
+    type Err = SpeedError;
+
+    fn from_str(text: &str) -> Result<Speed, SpeedError> {
         if text == "max" {
             return Ok(Speed::Max);
         }
@@ -40,7 +45,7 @@ impl std::str::FromStr for Speed {
             .and_then(|n| n.parse::<f64>().ok())
             .filter(|n| n.is_finite() && *n > 0.0)
             .map(Speed::Times)
-            .ok_or_else(|| format!("speed {text:?} is not `max` or a factor such as `10x`"))
+            .ok_or_else(|| SpeedError(text.to_string()))
     }
 }
 

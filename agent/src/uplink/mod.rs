@@ -57,6 +57,16 @@ const MAX_PACKET: usize = 1 << 20;
 /// How long a clean shutdown waits for outstanding acknowledgements.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Why a connection cannot even be attempted: the user has to fix a file.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionSetupError {
+    /// The password file or variable (firmware-config says which and why).
+    #[error("{0}")]
+    Password(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
 /// Why a command was not carried out: the reply's `error`.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -405,7 +415,7 @@ impl Uplink {
         }
     }
 
-    fn options(&self) -> Result<MqttOptions, String> {
+    fn options(&self) -> Result<MqttOptions, SessionSetupError> {
         let mqtt = &self.mqtt;
         let mut options = MqttOptions::new(&mqtt.client_id, &mqtt.host, mqtt.port);
         options
@@ -420,13 +430,17 @@ impl Uplink {
             });
         if let Some(username) = &mqtt.username {
             let password = match &mqtt.password {
-                Some(source) => source.read()?.expose().to_string(),
+                Some(source) => source
+                    .read()
+                    .map_err(SessionSetupError::Password)?
+                    .expose()
+                    .to_string(),
                 None => String::new(),
             };
             options.set_credentials(username, password);
         }
         if mqtt.tls {
-            let config = tls::client_config(mqtt).map_err(|e| e.to_string())?;
+            let config = tls::client_config(mqtt)?;
             options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
         }
         Ok(options)
@@ -445,7 +459,7 @@ impl Uplink {
                     self.session(options, &stop, &mut failures, &mut suspects)
                         .await
                 }
-                Err(error) => SessionEnd::Failed(Reason::other(error)),
+                Err(error) => SessionEnd::Failed(Reason::other(error.to_string())),
             };
             self.stats.connected.store(false, Ordering::Relaxed);
             let reason = match end {

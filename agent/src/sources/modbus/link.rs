@@ -157,9 +157,26 @@ struct MbapFraming {
     body_len: usize,
 }
 
+/// A header no Modbus TCP device sends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    #[error("not a Modbus TCP answer: protocol id {protocol:#06x} (must be 0); header bytes {header:02x?}")]
+    Protocol {
+        protocol: u16,
+        header: [u8; MBAP_HEADER],
+    },
+    #[error(
+        "MBAP length field {length} is outside 2–{MAX_MBAP_LENGTH}; header bytes {header:02x?}"
+    )]
+    Length {
+        length: usize,
+        header: [u8; MBAP_HEADER],
+    },
+}
+
 impl MbapFraming {
     /// Follows `bytes` through the frames; `Err` names the first header that is not Modbus TCP.
-    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), FramingError> {
         while !bytes.is_empty() {
             if self.body_left > 0 {
                 let taken = self.body_left.min(bytes.len());
@@ -177,16 +194,16 @@ impl MbapFraming {
             let protocol = u16::from_be_bytes([self.header[2], self.header[3]]);
             let length = usize::from(u16::from_be_bytes([self.header[4], self.header[5]]));
             if protocol != 0 {
-                return Err(format!(
-                    "not a Modbus TCP answer: protocol id {protocol:#06x} (must be 0); header bytes {:02x?}",
-                    self.header
-                ));
+                return Err(FramingError::Protocol {
+                    protocol,
+                    header: self.header,
+                });
             }
             if !(2..=MAX_MBAP_LENGTH).contains(&length) {
-                return Err(format!(
-                    "MBAP length field {length} is outside 2–{MAX_MBAP_LENGTH}; header bytes {:02x?}",
-                    self.header
-                ));
+                return Err(FramingError::Length {
+                    length,
+                    header: self.header,
+                });
             }
             self.header_len = 0;
             self.body_len = length - 1;
@@ -399,11 +416,13 @@ mod tests {
     fn headers_no_device_sends_are_refused_at_once() {
         let garbage = MbapFraming::default()
             .feed(b"HELLO\r\n")
-            .expect_err("garbage");
+            .expect_err("garbage")
+            .to_string();
         assert!(garbage.contains("protocol id 0x4c4c"), "{garbage}");
         let huge = MbapFraming::default()
             .feed(&header(1, 0, 65535))
-            .expect_err("length");
+            .expect_err("length")
+            .to_string();
         assert!(
             huge.contains("length field 65535 is outside 2–254"),
             "{huge}"

@@ -148,6 +148,28 @@ pub struct BrowsedNode {
     pub data_type: Option<String>,
 }
 
+/// Why a walk through the address space stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BrowseError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("cannot read the server's namespaces: {0}")]
+    Namespaces(String),
+    #[error("--node {node}: {why}")]
+    Start {
+        node: String,
+        why: super::convert::NodeError,
+    },
+    #[error("browse timed out")]
+    Timeout,
+    #[error("{call} {node}: {reason}")]
+    Service {
+        call: &'static str,
+        node: String,
+        reason: String,
+    },
+}
+
 /// Walks the hierarchy below `start` (default: the Objects folder) depth-first, so that each
 /// node's children are listed right under it, `depth` levels deep and at most `limit` nodes.
 /// `start` may name its namespace by URI (`nsu=`), resolved against the server's namespaces.
@@ -157,7 +179,7 @@ pub async fn browse(
     start: Option<&NodeRef>,
     depth: usize,
     limit: usize,
-) -> Result<Vec<BrowsedNode>, ConnectError> {
+) -> Result<Vec<BrowsedNode>, BrowseError> {
     let connection = client::connect(endpoint, files, "millwright browse").await?;
     let result = match start {
         Some(node) => match start_node(&connection, node).await {
@@ -167,17 +189,21 @@ pub async fn browse(
         None => walk(&connection, endpoint, None, depth, limit).await,
     };
     connection.close().await;
-    result.map_err(ConnectError::Status)
+    result
 }
 
-async fn start_node(connection: &Connection, node: &NodeRef) -> Result<NodeId, String> {
+async fn start_node(connection: &Connection, node: &NodeRef) -> Result<NodeId, BrowseError> {
     let namespaces = connection
         .session
         .read_namespace_array()
         .await
-        .map_err(|e| format!("cannot read the server's namespaces: {e}"))?;
-    super::convert::node_id(node, |uri| namespaces.get_index(uri))
-        .map_err(|e| format!("--node {node}: {e}"))
+        .map_err(|e| BrowseError::Namespaces(e.to_string()))?;
+    super::convert::node_id(node, |uri| namespaces.get_index(uri)).map_err(|why| {
+        BrowseError::Start {
+            node: node.to_string(),
+            why,
+        }
+    })
 }
 
 /// A node's children, in the server's order: (node, browse name, class).
@@ -186,7 +212,14 @@ async fn children(
     node: &NodeId,
     timeout: std::time::Duration,
     namespaces: &::opcua::types::NamespaceMap,
-) -> Result<Vec<(NodeId, String, NodeClass)>, String> {
+) -> Result<Vec<(NodeId, String, NodeClass)>, BrowseError> {
+    let failed = |call: &'static str| {
+        move |e: ::opcua::types::Error| BrowseError::Service {
+            call,
+            node: node.to_string(),
+            reason: e.to_string(),
+        }
+    };
     let session = &connection.session;
     let description = BrowseDescription {
         node_id: node.clone(),
@@ -198,8 +231,8 @@ async fn children(
     };
     let mut results = tokio::time::timeout(timeout, session.browse(&[description], 0, None))
         .await
-        .map_err(|_| "browse timed out".to_string())?
-        .map_err(|e| format!("browse {node}: {e}"))?;
+        .map_err(|_| BrowseError::Timeout)?
+        .map_err(failed("browse"))?;
     let mut references = Vec::new();
     while let Some(result) = results.pop() {
         references.extend(result.references.unwrap_or_default());
@@ -209,7 +242,7 @@ async fn children(
         results = session
             .browse_next(false, &[result.continuation_point])
             .await
-            .map_err(|e| format!("browse next {node}: {e}"))?;
+            .map_err(failed("browse next"))?;
     }
     Ok(references
         .into_iter()
@@ -230,7 +263,7 @@ async fn walk(
     start: Option<NodeId>,
     depth: usize,
     limit: usize,
-) -> Result<Vec<BrowsedNode>, String> {
+) -> Result<Vec<BrowsedNode>, BrowseError> {
     let timeout = endpoint.request_timeout * 2;
     let start = start.unwrap_or_else(|| ObjectId::ObjectsFolder.into());
     // The server's namespace table, read once for the walk (not per reference).

@@ -69,9 +69,18 @@ pub fn system_time(time: &DateTime) -> Option<SystemTime> {
     Some(SystemTime::from(time.as_chrono()))
 }
 
+/// A value the agent does not decode, which the sample reports as bad rather than guessing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("an array with empty elements")]
+    EmptyElement,
+    #[error("unsupported type {0}")]
+    Unsupported(String),
+}
+
 /// A variant as an engineering value. `Err` names a type the agent does not decode (a structure,
-/// a NodeId, ...), which the sample reports as bad rather than guessing.
-pub fn value(variant: &Variant) -> Result<Option<Value>, String> {
+/// a NodeId, ...).
+pub fn value(variant: &Variant) -> Result<Option<Value>, ValueError> {
     Ok(Some(match variant {
         Variant::Empty => return Ok(None),
         Variant::Boolean(b) => Value::Bool(*b),
@@ -96,12 +105,12 @@ pub fn value(variant: &Variant) -> Result<Option<Value>, String> {
             for item in &array.values {
                 match value(item)? {
                     Some(v) => items.push(v),
-                    None => return Err("an array with empty elements".into()),
+                    None => return Err(ValueError::EmptyElement),
                 }
             }
             Value::Array(Arc::from(items))
         }
-        other => return Err(format!("unsupported type {:?}", other.type_id())),
+        other => return Err(ValueError::Unsupported(format!("{:?}", other.type_id()))),
     }))
 }
 

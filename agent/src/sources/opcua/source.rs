@@ -57,10 +57,33 @@ pub struct EndpointSource {
 /// A session that ends sooner than this counts as a failure for the backoff.
 const SHORT_SESSION: Duration = Duration::from_secs(30);
 
+/// Why a session was lost (it is opened again after the backoff).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionLost {
+    /// A service call the session cannot go on without failed: what, and the server's words.
+    #[error("{what} failed: {reason}")]
+    Failed { what: &'static str, reason: String },
+    #[error("{0} timed out")]
+    TimedOut(&'static str),
+    /// The session or its channel ended (async-opcua's status, in words).
+    #[error("{0}")]
+    Ended(String),
+    /// No session could be opened (`read`).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+}
+
+fn failed<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> SessionLost {
+    move |error| SessionLost::Failed {
+        what,
+        reason: error.to_string(),
+    }
+}
+
 /// Why a session ended.
 enum Ended {
     Shutdown,
-    Lost(String),
+    Lost(SessionLost),
 }
 
 impl EndpointSource {
@@ -186,10 +209,8 @@ impl EndpointSource {
     /// `millwright read`: one session, every tag (subscribed ones too) read once through the poll
     /// path, each sample published on the bus. The tags whose NodeId cannot be resolved, with why;
     /// the connection's error when there is no session.
-    pub async fn read_all_once(&self) -> Result<Vec<(usize, convert::NodeError)>, String> {
-        let connection = client::connect(&self.endpoint, &self.files, "millwright read")
-            .await
-            .map_err(|error| error.to_string())?;
+    pub async fn read_all_once(&self) -> Result<Vec<(usize, convert::NodeError)>, SessionLost> {
+        let connection = client::connect(&self.endpoint, &self.files, "millwright read").await?;
         let namespaces = connection
             .session
             .read_namespace_array()
@@ -240,7 +261,7 @@ impl EndpointSource {
         self.stats.online.store(true, Relaxed);
         let mut namespaces = match session.read_namespace_array().await {
             Ok(map) => map,
-            Err(e) => return Ended::Lost(format!("cannot read the namespace array: {e}")),
+            Err(e) => return Ended::Lost(failed("reading the namespace array")(e)),
         };
         let polled = self.poll_groups();
         let mut poll_nodes: Vec<Vec<Option<NodeId>>> = polled
@@ -269,7 +290,7 @@ impl EndpointSource {
                 () = shutdown.cancelled() => return Ended::Shutdown,
                 ended = &mut *driver => {
                     let status = ended.unwrap_or(StatusCode::BadUnexpectedError);
-                    return Ended::Lost(client::session_end(status));
+                    return Ended::Lost(SessionLost::Ended(client::session_end(status)));
                 }
                 group = next_due(&mut poll_due, &polled) => {
                     let (_, tags) = &polled[group];
@@ -309,7 +330,7 @@ impl EndpointSource {
         &self,
         session: &Arc<Session>,
         unknown: &Arc<Mutex<Vec<usize>>>,
-    ) -> Result<Option<u32>, String> {
+    ) -> Result<Option<u32>, SessionLost> {
         let any_subscribed = self
             .endpoint
             .tags
@@ -347,7 +368,7 @@ impl EndpointSource {
             )
             .await
             .map(Some)
-            .map_err(|e| format!("cannot create a subscription: {e}"))
+            .map_err(failed("creating a subscription"))
     }
 
     fn subscribed_tags(&self) -> Vec<(usize, StatusCode)> {
@@ -378,7 +399,7 @@ impl EndpointSource {
         subscription: u32,
         namespaces: &::opcua::types::NamespaceMap,
         subscribed: &mut Subscribed,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionLost> {
         let pending = std::mem::take(&mut subscribed.pending);
         let mut requests = Vec::with_capacity(pending.len());
         for (index, previous) in pending {
@@ -410,8 +431,8 @@ impl EndpointSource {
             .await
             {
                 Ok(Ok(results)) => results,
-                Ok(Err(e)) => return Err(format!("creating monitored items failed: {e}")),
-                Err(_) => return Err("creating monitored items timed out".into()),
+                Ok(Err(e)) => return Err(failed("creating monitored items")(e)),
+                Err(_) => return Err(SessionLost::TimedOut("creating monitored items")),
             };
             self.stats.responses.fetch_add(1, Relaxed);
             let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -502,7 +523,7 @@ impl EndpointSource {
         session: &Arc<Session>,
         tags: &[usize],
         nodes: &[Option<NodeId>],
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionLost> {
         let readable: Vec<(usize, ReadValueId)> = tags
             .iter()
             .zip(nodes)
@@ -533,7 +554,7 @@ impl EndpointSource {
                     }
                 }
                 Ok(Err(e)) if is_connection_failure(e.status()) => {
-                    return Err(format!("read failed: {e}"));
+                    return Err(failed("read")(e));
                 }
                 Ok(Err(e)) => {
                     self.stats.record(Quality::Bad(e.status().bits()), latency);
@@ -616,7 +637,7 @@ impl Subscribed {
         &mut self,
         session: &Session,
         subscription: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionLost> {
         let unknown: Vec<usize> =
             std::mem::take(&mut *self.unknown.lock().unwrap_or_else(|e| e.into_inner()));
         let ids: Vec<(usize, u32)> = unknown
@@ -630,7 +651,7 @@ impl Subscribed {
         session
             .delete_monitored_items(subscription, &items)
             .await
-            .map_err(|e| format!("deleting monitored items failed: {e}"))?;
+            .map_err(failed("deleting monitored items"))?;
         // Created again as if new: the notifications, not the creation, tell whether it exists.
         self.pending
             .extend(ids.into_iter().map(|(index, _)| (index, StatusCode::Good)));
