@@ -12,7 +12,6 @@ use std::time::SystemTime;
 use firmware_config::{ConfigErrors, Plan};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Level};
 
@@ -267,7 +266,7 @@ pub async fn run(
                 service.ready(&generation.status());
             }
             _ = keep_alive.tick() => {
-                let stalls = generation.running.liveness.stalled(Instant::now());
+                let stalls = generation.running.liveness.stalled(clock.elapsed());
                 if stalls.is_empty() {
                     service.keep_alive();
                     stall_reported = false;
@@ -656,7 +655,9 @@ async fn log_summaries(
     stop: CancellationToken,
 ) {
     let mut previous: Vec<StatsSnapshot> = vec![StatsSnapshot::default(); stats.len()];
-    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    let mut tick = tokio::time::interval(every);
+    // The first summary covers a whole interval.
+    tick.tick().await;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,

@@ -14,34 +14,41 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::Clock;
 
-/// The time of a loop's last iteration.
-#[derive(Debug)]
+/// The time of a loop's last iteration, on its clock's monotonic time line.
 pub struct Heartbeat {
-    epoch: Instant,
+    clock: Arc<dyn Clock>,
     last_ms: AtomicU64,
 }
 
+impl std::fmt::Debug for Heartbeat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Heartbeat(last at {} ms)", self.last_ms.load(Relaxed))
+    }
+}
+
+fn millis(at: Duration) -> u64 {
+    u64::try_from(at.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Heartbeat {
-    pub fn new() -> Arc<Heartbeat> {
+    /// A heartbeat that counts as beaten now.
+    pub fn new(clock: Arc<dyn Clock>) -> Arc<Heartbeat> {
+        let now = millis(clock.elapsed());
         Arc::new(Heartbeat {
-            epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            clock,
+            last_ms: AtomicU64::new(now),
         })
     }
 
     pub fn beat(&self) {
-        self.last_ms.store(self.millis(Instant::now()), Relaxed);
+        self.last_ms.store(millis(self.clock.elapsed()), Relaxed);
     }
 
-    /// How long ago the last beat (or creation) was.
-    pub fn silent_for(&self, now: Instant) -> Duration {
-        Duration::from_millis(self.millis(now).saturating_sub(self.last_ms.load(Relaxed)))
-    }
-
-    fn millis(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    /// How long before `now` (the clock's [`Clock::elapsed`]) the last beat was.
+    pub fn silent_for(&self, now: Duration) -> Duration {
+        Duration::from_millis(millis(now).saturating_sub(self.last_ms.load(Relaxed)))
     }
 }
 
@@ -81,7 +88,8 @@ impl Liveness {
         });
     }
 
-    pub fn stalled(&self, now: Instant) -> Vec<Stall> {
+    /// The loops silent past their limit at `now` (the clock's [`Clock::elapsed`]).
+    pub fn stalled(&self, now: Duration) -> Vec<Stall> {
         self.watched
             .iter()
             .filter_map(|w| {
@@ -108,32 +116,35 @@ impl Liveness {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_loop_is_stalled_only_after_its_limit_without_a_beat() {
-        let busy = Heartbeat::new();
-        let hung = Heartbeat::new();
+    #[test]
+    fn a_loop_is_stalled_only_after_its_limit_without_a_beat() {
+        let clock = Arc::new(crate::clock::ManualClock::new(
+            std::time::SystemTime::UNIX_EPOCH,
+        ));
+        let busy = Heartbeat::new(clock.clone());
+        let hung = Heartbeat::new(clock.clone());
         let mut liveness = Liveness::default();
         liveness.watch("busy", Arc::clone(&busy), Duration::from_secs(10));
         liveness.watch("hung", Arc::clone(&hung), Duration::from_secs(10));
 
         for _ in 0..8 {
-            tokio::time::advance(Duration::from_secs(2)).await;
+            clock.advance(Duration::from_secs(2));
             busy.beat();
         }
         // 16 s without a beat from "hung", 0 s from "busy".
-        let stalled = liveness.stalled(Instant::now());
+        let stalled = liveness.stalled(clock.elapsed());
         assert_eq!(stalled.len(), 1);
         assert_eq!(stalled[0].name, "hung");
         assert_eq!(stalled[0].silent_for, Duration::from_secs(16));
 
         hung.beat();
-        assert!(liveness.stalled(Instant::now()).is_empty());
-        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(liveness.stalled(clock.elapsed()).is_empty());
+        clock.advance(Duration::from_secs(10));
         assert!(
-            liveness.stalled(Instant::now()).is_empty(),
+            liveness.stalled(clock.elapsed()).is_empty(),
             "exactly at the limit is not a stall"
         );
-        tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(liveness.stalled(Instant::now()).len(), 2);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(liveness.stalled(clock.elapsed()).len(), 2);
     }
 }

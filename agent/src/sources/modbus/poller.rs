@@ -245,11 +245,11 @@ impl Line {
             ctx: None,
             wire: None,
             last_transaction: None,
+            heartbeat: Heartbeat::new(Arc::clone(&clock)),
             clock,
             bus,
             observer: None,
             rng: fastrand::Rng::new(),
-            heartbeat: Heartbeat::new(),
             writes,
         };
         (line, jobs)

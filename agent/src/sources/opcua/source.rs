@@ -97,6 +97,7 @@ impl EndpointSource {
         stats: Arc<DeviceStats>,
     ) -> EndpointSource {
         EndpointSource {
+            heartbeat: Heartbeat::new(Arc::clone(&clock)),
             endpoint,
             tag_base,
             files,
@@ -104,7 +105,6 @@ impl EndpointSource {
             clock,
             bus,
             stats,
-            heartbeat: Heartbeat::new(),
             rng: fastrand::Rng::new(),
         }
     }
