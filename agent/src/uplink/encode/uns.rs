@@ -198,7 +198,7 @@ fn raw_data(body: &[u8]) -> String {
 /// A report's `data` (JSON text). An assessment keeps its fields in their declared order.
 pub fn data(report: &Report) -> String {
     match report {
-        Report::TagSummary(summary) => summary_json(summary).to_string(),
+        Report::TagSummary(summary) => summary_json(summary),
         Report::Assessment(assessment) => serde_json::to_string(assessment).unwrap_or_default(),
         Report::AlertTransition(transition) => transition_json(transition).to_string(),
         Report::Event(event) => event_json(event).to_string(),
@@ -219,59 +219,110 @@ pub fn quality_code(quality: Quality) -> &'static str {
     }
 }
 
-fn value_json(value: &Value) -> serde_json::Value {
-    match value {
-        Value::Bool(b) => json!(b),
-        Value::I64(v) => json!(v),
-        Value::U64(v) => json!(v),
-        // NaN and infinities are not JSON: null.
-        Value::F64(v) => json!(v),
-        Value::Text(s) => json!(s),
-        Value::Time(t) => json!(timestamp(*t)),
-        Value::Array(items) => serde_json::Value::Array(items.iter().map(value_json).collect()),
-    }
-}
+/// A value as JSON: a DateTime as RFC 3339 text, an array as an array; NaN and infinities (not
+/// JSON) as null.
+struct ValueJson<'a>(&'a Value);
 
-fn tag_json(stats: &TagStats) -> serde_json::Value {
-    let mut summary = json!({
-        "count": stats.count,
-        "bad": stats.bad,
-        "quality": stats.worst.map_or("none", quality_code),
-        "last": stats.last.as_ref().map(|last| match last {
-            Last::Value(value) => value_json(value),
-            Last::ArrayLength(length) => json!({ "array_length": length }),
-        }),
-        "min": stats.min,
-        "max": stats.max,
-        "mean": stats.mean,
-    });
-    match stats.worst {
-        Some(Quality::Exception(code)) => summary["exception_code"] = json!(code),
-        Some(Quality::Uncertain(code) | Quality::Bad(code)) => {
-            summary["status_code"] = json!(code);
-            summary["status"] = json!(crate::sample::status_name(code));
+impl Serialize for ValueJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::I64(v) => serializer.serialize_i64(*v),
+            Value::U64(v) => serializer.serialize_u64(*v),
+            Value::F64(v) => serializer.serialize_f64(*v),
+            Value::Text(s) => serializer.serialize_str(s),
+            Value::Time(t) => serializer.serialize_str(&timestamp(*t)),
+            Value::Array(items) => serializer.collect_seq(items.iter().map(ValueJson)),
         }
-        _ => {}
     }
-    if let Some(unit) = &stats.unit {
-        summary["unit"] = json!(unit);
-    }
-    summary
 }
 
-fn summary_json(summary: &TagSummary) -> serde_json::Value {
-    let tags: serde_json::Map<String, serde_json::Value> = summary
-        .tags
-        .iter()
-        .map(|stats| (stats.name.clone(), tag_json(stats)))
-        .collect();
-    json!({
-        "device": summary.device,
-        "online": summary.online,
-        "from": timestamp(summary.from),
-        "to": timestamp(summary.to),
-        "tags": tags,
+#[derive(Serialize)]
+#[serde(untagged)]
+enum LastJson<'a> {
+    Value(ValueJson<'a>),
+    Length { array_length: u32 },
+}
+
+/// One tag of a summary. Fields in alphabetical order: the order the previous release's JSON
+/// had, and consumers may have compared bytes.
+#[derive(Serialize)]
+struct TagJson<'a> {
+    bad: u32,
+    count: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exception_code: Option<u8>,
+    last: Option<LastJson<'a>>,
+    max: Option<f64>,
+    mean: Option<f64>,
+    min: Option<f64>,
+    quality: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_code: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a str>,
+}
+
+impl<'a> TagJson<'a> {
+    fn of(stats: &'a TagStats) -> TagJson<'a> {
+        let (exception_code, status_code) = match stats.worst {
+            Some(Quality::Exception(code)) => (Some(code), None),
+            Some(Quality::Uncertain(code) | Quality::Bad(code)) => (None, Some(code)),
+            _ => (None, None),
+        };
+        TagJson {
+            bad: stats.bad,
+            count: stats.count,
+            exception_code,
+            last: stats.last.as_ref().map(|last| match last {
+                Last::Value(value) => LastJson::Value(ValueJson(value)),
+                Last::ArrayLength(length) => LastJson::Length {
+                    array_length: *length,
+                },
+            }),
+            max: stats.max,
+            mean: stats.mean,
+            min: stats.min,
+            quality: stats.worst.map_or("none", quality_code),
+            status: status_code.map(crate::sample::status_name),
+            status_code,
+            unit: stats.unit.as_deref(),
+        }
+    }
+}
+
+/// The tags of a summary by name, in name order (a JSON object).
+struct TagsJson<'a>(&'a [TagStats]);
+
+impl Serialize for TagsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut sorted: Vec<&TagStats> = self.0.iter().collect();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        sorted.dedup_by(|a, b| a.name == b.name);
+        serializer.collect_map(sorted.into_iter().map(|t| (&t.name, TagJson::of(t))))
+    }
+}
+
+#[derive(Serialize)]
+struct SummaryJson<'a> {
+    device: &'a str,
+    from: String,
+    online: Option<bool>,
+    tags: TagsJson<'a>,
+    to: String,
+}
+
+fn summary_json(summary: &TagSummary) -> String {
+    serde_json::to_string(&SummaryJson {
+        device: &summary.device,
+        from: timestamp(summary.from),
+        online: summary.online,
+        tags: TagsJson(&summary.tags),
+        to: timestamp(summary.to),
     })
+    .unwrap_or_default()
 }
 
 fn event_json(event: &Event) -> serde_json::Value {
