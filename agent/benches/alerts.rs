@@ -23,7 +23,7 @@ use millwright::uplink::{Identity, Uplink, UplinkParts, UplinkStats};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{free_port, median, mosquitto, percentile, NoCommands};
+use common::{free_port, median, mosquitto, percentile};
 
 const CYCLES: usize = 200;
 
@@ -139,7 +139,7 @@ fn main() {
                     UplinkParts {
                         outbox: Arc::clone(&store),
                         stats: Arc::new(UplinkStats::default()),
-                        commands: Arc::new(NoCommands),
+                        commands: Arc::new(millwright::uplink::Refusing("benchmark")),
                         clock: Arc::clone(&clock),
                     },
                 )
@@ -169,18 +169,19 @@ fn main() {
                 drop(client);
             });
         }
-        let alerts = Arc::new(Alerts::open(&plan.agent.data_dir, outbox.clone()));
+        let book = Alerts::open(&plan.agent.data_dir, outbox.clone());
+        let view = book.subscribe();
         let (report, reported) = alerts::reporting();
         tokio::spawn(alerts::run(
             millwright::decisions::conditions::Conditions::new(&plan.alerting),
             plan.alerting.clone(),
-            Arc::clone(&alerts),
+            book,
             alerts::Inputs {
                 samples: Some(bus.subscribe()),
                 assessments: assessment_feed,
                 devices: Vec::new(),
-                outbox: outbox.clone(),
-                uplink: None,
+                outbox: outbox.as_ref().map(|o| o.level()),
+                broker: None,
                 reported,
             },
             Arc::clone(&clock),
@@ -189,7 +190,7 @@ fn main() {
         tokio::spawn(millwright::outputs::run(
             plan.alerting.clone(),
             Vec::new(), // LED outputs only: no Modbus writers
-            alerts.subscribe(),
+            view,
             report,
             stop.clone(),
             CancellationToken::new(),

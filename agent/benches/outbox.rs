@@ -16,7 +16,7 @@ use millwright::store::{Class, NewRecord, Outbox, SledStore};
 use millwright::uplink::{Identity, Uplink, UplinkParts, UplinkStats};
 
 mod common;
-use common::{free_port, median, mosquitto, status_kib, NoCommands};
+use common::{free_port, median, mosquitto, status_kib};
 use tokio_util::sync::CancellationToken;
 
 const CHILD: &str = "MILLWRIGHT_OUTBOX_BENCH_CHILD";
@@ -118,7 +118,7 @@ fn drain_rate(count: usize, max_inflight: u16, port: u16) -> f64 {
             UplinkParts {
                 outbox: Arc::clone(&outbox),
                 stats: Arc::new(UplinkStats::default()),
-                commands: Arc::new(NoCommands),
+                commands: Arc::new(millwright::uplink::Refusing("benchmark")),
                 clock: Arc::new(millwright::clock::SystemClock),
             },
         );

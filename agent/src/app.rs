@@ -11,14 +11,14 @@ use std::time::SystemTime;
 
 use firmware_config::{ConfigErrors, Plan};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Level};
 
 use crate::bus::SampleBus;
 use crate::clock::Clock;
 use crate::control::{self, AgentCommands};
-use crate::decisions::alerts::Alerts;
+use crate::decisions::alerts::{AlertDesk, Alerts};
 use crate::health::model::Models;
 use crate::liveness::Liveness;
 use crate::pipeline::{Deps, Pipeline, UpstreamDeps};
@@ -237,13 +237,14 @@ pub async fn run(
         Some(_) => Some(Upstream::open(&loaded, &clock)?),
         None => None,
     };
-    let alerts = Arc::new(Alerts::open(
+    let alerts = Alerts::open(
         &plan.agent.data_dir,
         upstream.as_ref().map(|u| Arc::clone(&u.outbox)),
-    ));
-    let local = Local::start(&loaded, alerts, upstream.as_ref(), &clock);
+    );
+    let local = Local::start(&loaded, alerts.desk(), upstream.as_ref(), &clock);
     let mut generation = Generation::start(
         loaded,
+        alerts,
         Arc::clone(&clock),
         &control.shutdown,
         upstream.as_ref(),
@@ -289,7 +290,7 @@ pub async fn run(
     if let Some(upstream) = &upstream {
         upstream.event("agent_stopping", serde_json::json!({}), clock.now());
     }
-    generation.stop().await;
+    generation.stop(upstream.as_ref()).await;
     local.stop().await;
     if let Some(upstream) = upstream {
         upstream.stop().await;
@@ -322,7 +323,7 @@ async fn reload_into(
             current
         }
         Ok(loaded) => {
-            current.stop().await;
+            let alerts = current.stop(upstream).await;
             info!(
                 devices = loaded.plan.devices.len(),
                 opcua_endpoints = loaded.plan.opcua.len(),
@@ -340,7 +341,7 @@ async fn reload_into(
                 }
                 None => {}
             }
-            Generation::start(loaded, Arc::clone(clock), shutdown, upstream, local)
+            Generation::start(loaded, alerts, Arc::clone(clock), shutdown, upstream, local)
         }
     }
 }
@@ -363,7 +364,7 @@ struct Local {
 impl Local {
     fn start(
         loaded: &Loaded,
-        alerts: Arc<Alerts>,
+        alerts: AlertDesk,
         upstream: Option<&Upstream>,
         clock: &Arc<dyn Clock>,
     ) -> Local {
@@ -372,9 +373,8 @@ impl Local {
             clock: Arc::clone(clock),
             started: clock.elapsed(),
             upstream: upstream.map(|u| (Arc::clone(&u.outbox), Arc::clone(&u.uplink_stats))),
-            alerts,
+            alerts: std::sync::Mutex::new(alerts),
             devices: std::sync::Mutex::new(Vec::new()),
-            max_shelve: std::sync::Mutex::new(loaded.plan.alerting.max_shelve),
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -392,14 +392,16 @@ impl Local {
         }
     }
 
-    fn set_generation(&self, devices: &[(String, Arc<DeviceStats>)], loaded: &Loaded) {
+    fn set_generation(
+        &self,
+        devices: &[(String, Arc<DeviceStats>)],
+        loaded: &Loaded,
+        alerts: AlertDesk,
+    ) {
         let commands = &self.commands;
         *commands.devices.lock().unwrap_or_else(|e| e.into_inner()) = devices.to_vec();
         *commands.identity.lock().unwrap_or_else(|e| e.into_inner()) = identity(loaded);
-        *commands
-            .max_shelve
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = loaded.plan.alerting.max_shelve;
+        *commands.alerts.lock().unwrap_or_else(|e| e.into_inner()) = alerts;
     }
 
     async fn stop(mut self) {
@@ -550,12 +552,15 @@ pub async fn flush_periodically(outbox: Arc<Outbox>, every: Duration, stop: Canc
 struct Generation {
     loaded: Loaded,
     running: Running,
+    /// The decisions stage, which owns the alert book until the generation stops.
+    decisions: JoinHandle<Alerts>,
     stop: CancellationToken,
 }
 
 impl Generation {
     fn start(
         loaded: Loaded,
+        alerts: Alerts,
         clock: Arc<dyn Clock>,
         shutdown: &CancellationToken,
         upstream: Option<&Upstream>,
@@ -563,15 +568,19 @@ impl Generation {
     ) -> Generation {
         let plan = &loaded.plan;
         let stop = shutdown.child_token();
+        let desk = alerts.desk();
         let Pipeline {
-            mut running, bus, ..
+            mut running,
+            bus,
+            decisions,
+            ..
         } = Pipeline::build(
             &loaded,
             Deps {
                 clock: Arc::clone(&clock),
                 stop: stop.clone(),
                 shutdown: shutdown.clone(),
-                alerts: Arc::clone(&local.commands.alerts),
+                alerts,
                 upstream: upstream.map(|u| UpstreamDeps {
                     outbox: Arc::clone(&u.outbox),
                     stats: Arc::clone(&u.uplink_stats),
@@ -580,7 +589,7 @@ impl Generation {
                 }),
             },
         );
-        local.set_generation(&running.stats, &loaded);
+        local.set_generation(&running.stats, &loaded, desk);
         if tracing::enabled!(Level::DEBUG) {
             running.tasks.spawn(log_samples(
                 Arc::new(tag_catalog(plan)),
@@ -597,6 +606,7 @@ impl Generation {
         Generation {
             loaded,
             running,
+            decisions,
             stop,
         }
     }
@@ -617,7 +627,8 @@ impl Generation {
         )
     }
 
-    async fn stop(mut self) {
+    /// Stops every stage and takes the alert book back from the decisions stage.
+    async fn stop(mut self, upstream: Option<&Upstream>) -> Alerts {
         self.stop.cancel();
         // Pollers finish their current request (bounded by its timeout) and close their lines.
         let drained = tokio::time::timeout(Duration::from_secs(5), async {
@@ -626,6 +637,19 @@ impl Generation {
         .await;
         if drained.is_err() {
             self.running.tasks.abort_all();
+        }
+        match tokio::time::timeout(Duration::from_secs(5), &mut self.decisions).await {
+            Ok(Ok(alerts)) => alerts,
+            failed => {
+                // The book was saved at its last change; what is lost is a change whose save
+                // failed, and requests still queued.
+                self.decisions.abort();
+                error!(failure = ?failed.map(|joined| joined.err()), "the decisions stage did not stop cleanly; alerts reread from the state file");
+                Alerts::open(
+                    &self.loaded.plan.agent.data_dir,
+                    upstream.map(|u| Arc::clone(&u.outbox)),
+                )
+            }
         }
     }
 }

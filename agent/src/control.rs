@@ -22,11 +22,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::clock::Clock;
-use crate::decisions::alerts::Alerts;
+use crate::decisions::alerts::{Acknowledged, AlertDesk};
 use crate::sources::DeviceStats;
 use crate::status::{DeviceStatus, Status};
 use crate::store::Outbox;
-use crate::uplink::{answer, CommandError, CommandHandler, Identity, UplinkStats};
+use crate::uplink::{
+    answer, Answer, CommandError, CommandHandler, Identity, Refusing, UplinkStats,
+};
 
 /// The commands every agent answers.
 pub const COMMANDS: [&str; 7] = [
@@ -59,10 +61,9 @@ pub struct AgentCommands {
     pub started: Duration,
     /// The outbox and the uplink's counters, when `[mqtt]` is set.
     pub upstream: Option<(Arc<Outbox>, Arc<UplinkStats>)>,
-    pub alerts: Arc<Alerts>,
+    /// Where alert requests go to the decisions stage, which owns the alerts.
+    pub alerts: std::sync::Mutex<AlertDesk>,
     pub devices: std::sync::Mutex<Vec<(String, Arc<DeviceStats>)>>,
-    /// `[alerts] max_shelve` of the running configuration.
-    pub max_shelve: std::sync::Mutex<Duration>,
 }
 
 fn text<'a>(args: &'a serde_json::Value, key: &str) -> Option<&'a str> {
@@ -109,29 +110,63 @@ impl AgentCommands {
             devices,
             outbox: self.upstream.as_ref().map(|(outbox, _)| outbox.stats()),
             uplink: self.upstream.as_ref().map(|(_, uplink)| uplink.snapshot()),
-            alerts: self.alerts.snapshot(),
+            alerts: self.desk().snapshot(),
         }
     }
 }
 
 impl CommandHandler for AgentCommands {
-    fn handle(
+    fn handle<'a>(&'a self, name: &'a str, args: &'a serde_json::Value) -> Answer<'a> {
+        Box::pin(async move {
+            match name {
+                "status" => serde_json::to_value(self.status())
+                    .map_err(|e| CommandError::Refused(e.to_string())),
+                "ack-alert" | "shelve-alert" | "unshelve-alert" => {
+                    self.alert_command(name, args).await
+                }
+                "dead-letters" | "retry-dead-letters" | "drop-dead-letters" => {
+                    let (outbox, _) = self.upstream.as_ref().ok_or_else(|| {
+                        CommandError::Refused("there is no outbox: [mqtt] is not configured".into())
+                    })?;
+                    dead_letter_command(outbox, name)
+                }
+                other => Err(CommandError::Unknown {
+                    name: other.into(),
+                    known: COMMANDS.join(", "),
+                }),
+            }
+        })
+    }
+}
+
+impl AgentCommands {
+    fn desk(&self) -> AlertDesk {
+        self.alerts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn alert_command(
         &self,
         name: &str,
         args: &serde_json::Value,
     ) -> Result<serde_json::Value, CommandError> {
+        let by = text(args, "by").unwrap_or("mqtt");
         match name {
-            "status" => serde_json::to_value(self.status())
-                .map_err(|e| CommandError::Refused(e.to_string())),
             "ack-alert" => {
-                let by = text(args, "by").unwrap_or("mqtt");
-                let now = self.clock.now();
-                if args.get("all").and_then(|v| v.as_bool()) == Some(true) {
-                    let count = self.alerts.acknowledge_all(by, now);
-                    return Ok(json!({ "acknowledged": count }));
-                }
-                let alert = self.alerts.acknowledge(alert_id(args, name)?, by, now)?;
-                Ok(json!({ "alert_id": alert.id, "acknowledged_by": by }))
+                let all = args.get("all").and_then(|v| v.as_bool()) == Some(true);
+                let id = if all {
+                    None
+                } else {
+                    Some(alert_id(args, name)?)
+                };
+                Ok(match self.desk().acknowledge(id, by).await? {
+                    Acknowledged::All(count) => json!({ "acknowledged": count }),
+                    Acknowledged::One(alert) => {
+                        json!({ "alert_id": alert.id, "acknowledged_by": by })
+                    }
+                })
             }
             "shelve-alert" => {
                 let id = alert_id(args, name)?;
@@ -142,33 +177,16 @@ impl CommandHandler for AgentCommands {
                             .map_err(|_| "duration is not a duration such as \"30m\" or \"2h\"")
                     })
                     .map_err(|why| CommandError::Arguments(why.into()))?;
-                let max = *self.max_shelve.lock().unwrap_or_else(|e| e.into_inner());
-                let by = text(args, "by").unwrap_or("mqtt");
-                let alert = self
-                    .alerts
-                    .shelve(id, duration, max, by, self.clock.now())?;
+                let alert = self.desk().shelve(id, duration, by).await?;
                 Ok(json!({
                     "alert_id": alert.id,
                     "shelved_until": alert.shelved_until.map(crate::uplink::timestamp),
                 }))
             }
-            "unshelve-alert" => {
-                let by = text(args, "by").unwrap_or("mqtt");
-                let alert = self
-                    .alerts
-                    .unshelve(alert_id(args, name)?, by, self.clock.now())?;
+            _ => {
+                let alert = self.desk().unshelve(alert_id(args, name)?, by).await?;
                 Ok(json!({ "alert_id": alert.id, "shelved_until": null }))
             }
-            "dead-letters" | "retry-dead-letters" | "drop-dead-letters" => {
-                let (outbox, _) = self.upstream.as_ref().ok_or_else(|| {
-                    CommandError::Refused("there is no outbox: [mqtt] is not configured".into())
-                })?;
-                dead_letter_command(outbox, name)
-            }
-            other => Err(CommandError::Unknown {
-                name: other.into(),
-                known: COMMANDS.join(", "),
-            }),
         }
     }
 }
@@ -315,7 +333,7 @@ async fn converse(
             gid = peer.gid(),
             "control socket: refused a user who is neither root, the agent's user, nor in its group"
         );
-        let mut reply = answer(&Refused, "", b"", clock.now());
+        let mut reply = answer(&REFUSED, "", b"", clock.now()).await;
         reply.push(b'\n');
         write.write_all(&reply).await?;
         return write.shutdown().await;
@@ -327,19 +345,16 @@ async fn converse(
         .and_then(|c| c.as_str())
         .unwrap_or("")
         .to_string();
-    let mut reply = answer(handler.as_ref(), &name, line.as_bytes(), clock.now());
+    let mut reply = answer(handler.as_ref(), &name, line.as_bytes(), clock.now()).await;
     reply.push(b'\n');
     write.write_all(&reply).await?;
     write.shutdown().await
 }
 
 /// The answer to a peer the socket does not admit.
-struct Refused;
-impl CommandHandler for Refused {
-    fn handle(&self, _: &str, _: &serde_json::Value) -> Result<serde_json::Value, CommandError> {
-        Err(CommandError::Refused("not allowed: only root, the agent's user and members of its group may use the control socket".into()))
-    }
-}
+const REFUSED: Refusing = Refusing(
+    "not allowed: only root, the agent's user and members of its group may use the control socket",
+);
 
 /// Sends one command to a running agent; `None` when no agent answers on that socket.
 pub async fn request(

@@ -9,12 +9,16 @@
 //! commands that drive them without the loops: `replay` (recorded time, as fast as the CPU
 //! allows) and `read --assess` (one round on the values just read).
 //!
-//! Invariants: stages meet only on the bus, the assessment channel and the outbox; every task
-//! ends when `Deps::stop` is cancelled; nothing here reads the time but through `Deps::clock`.
+//! Invariants: stages meet only on the bus, the assessment channel, the outbox and channels (the
+//! outputs' and the uplink's health, the outbox's level, people's alert requests); the decisions
+//! stage alone owns the alert book and hands it back when it stops ([`Pipeline::decisions`]);
+//! every task ends when `Deps::stop` is cancelled; nothing here reads the time but through
+//! `Deps::clock`.
 
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{start_acquisition, Loaded, Running};
@@ -60,7 +64,8 @@ pub struct Deps {
     pub stop: CancellationToken,
     /// The agent's shutdown (not a reload): the outputs then show their final state.
     pub shutdown: CancellationToken,
-    pub alerts: Arc<Alerts>,
+    /// The alert book, handed to the decisions stage for the pipeline's life.
+    pub alerts: Alerts,
     pub upstream: Option<UpstreamDeps>,
 }
 
@@ -70,6 +75,8 @@ pub struct Pipeline {
     pub bus: SampleBus,
     /// Every assessment, as the scorer makes it.
     pub assessments: broadcast::Sender<Assessment>,
+    /// The decisions stage, which gives the alert book back when it stops.
+    pub decisions: JoinHandle<Alerts>,
 }
 
 impl Pipeline {
@@ -81,19 +88,21 @@ impl Pipeline {
         let (mut running, writers) = start_acquisition(plan, Arc::clone(clock), &bus, &deps.stop);
         let (assessments, _) = broadcast::channel(ASSESSMENT_CAPACITY);
         let Cores { scorer, conditions } = cores(loaded);
-        alerts::forget_unconfigured(&deps.alerts, plan, clock.now());
+        let mut book = deps.alerts;
+        alerts::forget_unconfigured(&mut book, plan, clock.now());
+        let view = book.subscribe();
         let upstream = deps.upstream.as_ref();
         let (report, reported) = alerts::reporting();
-        running.tasks.spawn(alerts::run(
+        let decisions = tokio::spawn(alerts::run(
             conditions,
             plan.alerting.clone(),
-            Arc::clone(&deps.alerts),
+            book,
             alerts::Inputs {
                 samples: plan.alerting.needs_samples().then(|| bus.subscribe()),
                 assessments: assessments.subscribe(),
                 devices: running.stats.clone(),
-                outbox: upstream.map(|u| Arc::clone(&u.outbox)),
-                uplink: upstream.map(|u| Arc::clone(&u.stats)),
+                outbox: upstream.map(|u| u.outbox.level()),
+                broker: upstream.map(|u| u.stats.link()),
                 reported,
             },
             Arc::clone(clock),
@@ -103,7 +112,7 @@ impl Pipeline {
             running.tasks.spawn(outputs::run(
                 plan.alerting.clone(),
                 writers,
-                deps.alerts.subscribe(),
+                view,
                 report,
                 deps.stop.clone(),
                 deps.shutdown.clone(),
@@ -151,6 +160,7 @@ impl Pipeline {
             running,
             bus,
             assessments,
+            decisions,
         }
     }
 }

@@ -255,7 +255,7 @@ pattern = "steady"
     );
     let plan = plan(&config, None);
     let dir = tempfile::tempdir().expect("tempdir");
-    let alerts = Arc::new(Alerts::open(dir.path(), None));
+    let mut alerts = Alerts::open(dir.path(), None);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let bus = SampleBus::new(65_536);
     let mut samples = bus.subscribe();

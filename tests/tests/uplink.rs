@@ -448,17 +448,6 @@ async fn a_full_outbox_drops_oldest_summaries_keeps_alerts_and_reports_the_drops
     setup.sim.stop().await;
 }
 
-struct NoCommands;
-impl millwright::uplink::CommandHandler for NoCommands {
-    fn handle(
-        &self,
-        _: &str,
-        _: &serde_json::Value,
-    ) -> Result<serde_json::Value, millwright::uplink::CommandError> {
-        Err(millwright::uplink::CommandError::Refused("none".into()))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_changes_the_topics_moves_every_kind_of_record() {
     // Alerts and events used to stay on the prefix the agent started with while summaries and
@@ -578,7 +567,7 @@ fn uplink_to(
         millwright::uplink::UplinkParts {
             outbox: std::sync::Arc::clone(outbox),
             stats: std::sync::Arc::clone(&stats),
-            commands: std::sync::Arc::new(NoCommands),
+            commands: std::sync::Arc::new(millwright::uplink::Refusing("none")),
             clock: std::sync::Arc::new(millwright::clock::SystemClock),
         },
     );

@@ -5,8 +5,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use millwright::uplink::{CommandError, CommandHandler};
-
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -30,13 +28,6 @@ pub fn status_kib(field: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-pub struct NoCommands;
-impl CommandHandler for NoCommands {
-    fn handle(&self, _: &str, _: &serde_json::Value) -> Result<serde_json::Value, CommandError> {
-        Err(CommandError::Refused("benchmark".into()))
-    }
 }
 
 pub fn mosquitto(port: u16, dir: &Path) -> Option<std::process::Child> {

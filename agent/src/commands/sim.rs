@@ -120,10 +120,8 @@ pub async fn demo(
     // plant's data directory like a running agent's.
     crate::files::prepare_data_dir(&plan.agent.data_dir)
         .with_context(|| format!("cannot create {}", plan.agent.data_dir.display()))?;
-    let alerts = Arc::new(crate::decisions::alerts::Alerts::open(
-        &plan.agent.data_dir,
-        None,
-    ));
+    let alerts = crate::decisions::alerts::Alerts::open(&plan.agent.data_dir, None);
+    let desk = alerts.desk();
     let loaded = crate::app::Loaded::new(plan).map_err(|e| anyhow::anyhow!("{e}"))?;
     let pipeline = crate::pipeline::Pipeline::build(
         &loaded,
@@ -131,13 +129,14 @@ pub async fn demo(
             clock: Arc::clone(&clock),
             stop: shutdown.clone(),
             shutdown: shutdown.clone(),
-            alerts: Arc::clone(&alerts),
+            alerts,
             upstream: None,
         },
     );
     let mut samples = pipeline.bus.subscribe();
     let mut assessments = pipeline.assessments.subscribe();
     let mut running = pipeline.running;
+    let decisions = pipeline.decisions;
     let mut health: Vec<crate::health::assess::Assessment> = Vec::new();
     println!(
         "millwright demo: simulated plant on 127.0.0.1:{port}, {} tags; Ctrl-C to stop",
@@ -174,7 +173,7 @@ pub async fn demo(
                         a.reasons.first().map_or("", String::as_str)
                     );
                 }
-                let raised = serde_json::to_value(alerts.snapshot()).unwrap_or_default();
+                let raised = serde_json::to_value(desk.snapshot()).unwrap_or_default();
                 if raised.as_array().is_some_and(|list| !list.is_empty()) {
                     print!("alerts:\n{}", super::format_alerts(&raised));
                 }
@@ -183,6 +182,7 @@ pub async fn demo(
     }
     shutdown.cancel();
     while running.tasks.join_next().await.is_some() {}
+    let _ = decisions.await;
     let _ = sim.await;
     Ok(())
 }

@@ -1,6 +1,8 @@
-//! The agent's alerts: one [`Book`] per agent, fed by assessments, tag limits, the agent's own
-//! health and the outputs, changed by acknowledgements and shelving from MQTT, the control socket
-//! and the acknowledge input.
+//! The agent's alerts: one [`Book`] per agent, owned by the decisions stage ([`run`]), fed by
+//! assessments, tag limits, the agent's own health (device counters, the outbox's level and the
+//! broker link as their owners announce them, the outputs over [`reporting`]), changed by
+//! acknowledgements and shelving that arrive on its [`AlertDesk`] (MQTT, the control socket) and
+//! by the acknowledge input.
 //!
 //! Invariants:
 //! - every transition is, in this order, shown on the outputs (the people at the machine first),
@@ -13,12 +15,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use firmware_config::{Alerting, Plan, Severity};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -31,9 +33,9 @@ use crate::health::assess::{Action, Assessment};
 use crate::records::Report;
 use crate::sources::DeviceStats;
 use crate::status::AlertStatus;
-use crate::store::{NewRecord, Outbox};
+use crate::store::{Level, NewRecord, Outbox};
 pub use crate::uplink::encode::uns::state_name;
-use crate::uplink::UplinkStats;
+use crate::uplink::BrokerLink;
 
 /// State file name inside the data directory.
 pub const STATE_FILE: &str = "alerts.json";
@@ -41,13 +43,58 @@ pub const STATE_FILE: &str = "alerts.json";
 /// What the outputs show: every alert that is not shelved, as severity and state.
 pub type View = Arc<Vec<(Severity, State)>>;
 
+/// Every alert that is not normal, as `status` shows them.
+pub type Listed = Arc<Vec<AlertStatus>>;
+
+/// How long a command waits for the decisions stage (it answers in microseconds; a reload in
+/// progress holds requests until the new configuration's stage takes them).
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// Requests queued for the decisions stage.
+const REQUESTS_CAPACITY: usize = 16;
+
+/// A change people ask for (MQTT, the control socket), carried out by the decisions stage.
+enum Request {
+    Acknowledge {
+        /// `None`: every unacknowledged alert.
+        id: Option<String>,
+        by: String,
+        reply: oneshot::Sender<Result<Acknowledged, AlertError>>,
+    },
+    Shelve {
+        id: String,
+        duration: Duration,
+        by: String,
+        reply: oneshot::Sender<Result<Alert, AlertError>>,
+    },
+    Unshelve {
+        id: String,
+        by: String,
+        reply: oneshot::Sender<Result<Alert, AlertError>>,
+    },
+}
+
+/// What an acknowledgement did.
+#[derive(Debug)]
+pub enum Acknowledged {
+    One(Alert),
+    All(usize),
+}
+
+/// The alert book and everything that follows from a change to it. Owned by the decisions stage
+/// alone: other stages report conditions on [`reporting`], people's requests arrive through an
+/// [`AlertDesk`], and the book is published as a [`View`] for the outputs and a [`Listed`] for
+/// `status`. Between two configurations the book passes from one stage to the next.
 pub struct Alerts {
-    book: Mutex<Book>,
+    book: Book,
     file: PathBuf,
     /// Where transitions go upstream (none without `[mqtt]`).
     upstream: Option<Arc<Outbox>>,
     view: watch::Sender<View>,
-    pub persist_failures: AtomicU64,
+    listed: watch::Sender<Listed>,
+    requests: mpsc::Receiver<Request>,
+    desk: AlertDesk,
+    pub persist_failures: u64,
 }
 
 impl Alerts {
@@ -55,35 +102,22 @@ impl Alerts {
     /// transitions also become records in `upstream`.
     pub fn open(data_dir: &Path, upstream: Option<Arc<Outbox>>) -> Alerts {
         let file = data_dir.join(STATE_FILE);
-        let book = match std::fs::read(&file) {
-            Ok(bytes) => match serde_json::from_slice::<Book>(&bytes) {
-                Ok(book) => {
-                    let count = book.alerts().count();
-                    if count > 0 {
-                        info!(alerts = count, file = %file.display(), "alerts restored");
-                    }
-                    book
-                }
-                Err(error) => {
-                    let aside = file.with_extension("json.unreadable");
-                    let _ = std::fs::rename(&file, &aside);
-                    error!(%error, moved_to = %aside.display(), "the alert state file cannot be read; starting with no alerts");
-                    Book::default()
-                }
-            },
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Book::default(),
-            Err(error) => {
-                error!(%error, file = %file.display(), "the alert state file cannot be read; starting with no alerts");
-                Book::default()
-            }
-        };
+        let book = restore(&file);
         let (view, _) = watch::channel(view_of(&book));
+        let (listed, listing) = watch::channel(listed_of(&book));
+        let (send, requests) = mpsc::channel(REQUESTS_CAPACITY);
         Alerts {
-            book: Mutex::new(book),
+            book,
             file,
             upstream,
             view,
-            persist_failures: AtomicU64::new(0),
+            listed,
+            requests,
+            desk: AlertDesk {
+                requests: send,
+                listed: listing,
+            },
+            persist_failures: 0,
         }
     }
 
@@ -91,16 +125,22 @@ impl Alerts {
         self.view.subscribe()
     }
 
+    /// Where people's requests come in; it stays valid across configurations.
+    pub fn desk(&self) -> AlertDesk {
+        self.desk.clone()
+    }
+
     /// Changes the book and carries out what changed (see the module invariants).
-    pub fn apply<T>(&self, change: impl FnOnce(&mut Book) -> (Vec<Transition>, T)) -> T {
-        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
-        let (transitions, result) = change(&mut book);
+    pub fn apply<T>(&mut self, change: impl FnOnce(&mut Book) -> (Vec<Transition>, T)) -> T {
+        let (transitions, result) = change(&mut self.book);
         if transitions.is_empty() {
             return result;
         }
-        self.view.send_replace(view_of(&book));
-        if let Err(error) = off_the_worker(|| persist(&self.file, &book)) {
-            if self.persist_failures.fetch_add(1, Ordering::Relaxed) == 0 {
+        self.view.send_replace(view_of(&self.book));
+        self.listed.send_replace(listed_of(&self.book));
+        if let Err(error) = off_the_worker(|| persist(&self.file, &self.book)) {
+            self.persist_failures += 1;
+            if self.persist_failures == 1 {
                 error!(%error, file = %self.file.display(), "cannot save the alert state; alerts work but will not survive a restart (counted)");
             }
         }
@@ -122,19 +162,21 @@ impl Alerts {
         result
     }
 
-    pub fn condition(&self, condition: Condition, now: SystemTime) {
+    pub fn condition(&mut self, condition: Condition, now: SystemTime) {
         self.apply(|book| (book.condition(condition, now).into_iter().collect(), ()));
     }
 
-    pub fn acknowledge(&self, id: &str, by: &str, now: SystemTime) -> Result<Alert, AlertError> {
-        self.apply(|book| match book.acknowledge(id, by, now) {
-            Ok(t) => (vec![t.clone()], Ok(t.alert)),
-            Err(e) => (Vec::new(), Err(e)),
-        })
+    pub fn acknowledge(
+        &mut self,
+        id: &str,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<Alert, AlertError> {
+        self.apply(|book| single(book.acknowledge(id, by, now)))
     }
 
     /// Acknowledges every unacknowledged alert; how many there were.
-    pub fn acknowledge_all(&self, by: &str, now: SystemTime) -> usize {
+    pub fn acknowledge_all(&mut self, by: &str, now: SystemTime) -> usize {
         self.apply(|book| {
             let done = book.acknowledge_all(by, now);
             let count = done.len();
@@ -144,34 +186,164 @@ impl Alerts {
 
     /// Shelves an alert for `duration`, at most `max`.
     pub fn shelve(
-        &self,
+        &mut self,
         id: &str,
-        duration: Duration,
-        max: Duration,
+        (duration, max): (Duration, Duration),
         by: &str,
         now: SystemTime,
     ) -> Result<Alert, AlertError> {
         if duration > max {
             return Err(AlertError::ShelvedTooLong(max));
         }
-        self.apply(|book| match book.shelve(id, now + duration, by, now) {
-            Ok(t) => (vec![t.clone()], Ok(t.alert)),
-            Err(e) => (Vec::new(), Err(e)),
-        })
+        self.apply(|book| single(book.shelve(id, now + duration, by, now)))
     }
 
-    pub fn unshelve(&self, id: &str, by: &str, now: SystemTime) -> Result<Alert, AlertError> {
-        self.apply(|book| match book.unshelve(id, by, now) {
-            Ok(t) => (vec![t.clone()], Ok(t.alert)),
-            Err(e) => (Vec::new(), Err(e)),
-        })
+    pub fn unshelve(&mut self, id: &str, by: &str, now: SystemTime) -> Result<Alert, AlertError> {
+        self.apply(|book| single(book.unshelve(id, by, now)))
     }
 
     /// Every alert that is not normal, as `status` shows them.
     pub fn snapshot(&self) -> Vec<AlertStatus> {
-        let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
-        book.alerts().map(AlertStatus::of).collect()
+        listed_of(&self.book).to_vec()
     }
+
+    /// Carries out one request; a requester that gave up is not an error.
+    fn serve(&mut self, request: Request, max_shelve: Duration, now: SystemTime) {
+        match request {
+            Request::Acknowledge {
+                id: None,
+                by,
+                reply,
+            } => {
+                let count = self.acknowledge_all(&by, now);
+                let _ = reply.send(Ok(Acknowledged::All(count)));
+            }
+            Request::Acknowledge {
+                id: Some(id),
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.acknowledge(&id, &by, now).map(Acknowledged::One));
+            }
+            Request::Shelve {
+                id,
+                duration,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.shelve(&id, (duration, max_shelve), &by, now));
+            }
+            Request::Unshelve { id, by, reply } => {
+                let _ = reply.send(self.unshelve(&id, &by, now));
+            }
+        }
+    }
+}
+
+fn single(done: Result<Transition, AlertError>) -> (Vec<Transition>, Result<Alert, AlertError>) {
+    match done {
+        Ok(t) => {
+            let alert = t.alert.clone();
+            (vec![t], Ok(alert))
+        }
+        Err(e) => (Vec::new(), Err(e)),
+    }
+}
+
+/// The book in the state file, or an empty one (a file that cannot be read is moved aside).
+fn restore(file: &Path) -> Book {
+    match std::fs::read(file) {
+        Ok(bytes) => match serde_json::from_slice::<Book>(&bytes) {
+            Ok(book) => {
+                let count = book.alerts().count();
+                if count > 0 {
+                    info!(alerts = count, file = %file.display(), "alerts restored");
+                }
+                book
+            }
+            Err(error) => {
+                let aside = file.with_extension("json.unreadable");
+                let _ = std::fs::rename(file, &aside);
+                error!(%error, moved_to = %aside.display(), "the alert state file cannot be read; starting with no alerts");
+                Book::default()
+            }
+        },
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Book::default(),
+        Err(error) => {
+            error!(%error, file = %file.display(), "the alert state file cannot be read; starting with no alerts");
+            Book::default()
+        }
+    }
+}
+
+/// How other parts of the agent ask the decisions stage to change the book, and read it.
+#[derive(Clone)]
+pub struct AlertDesk {
+    requests: mpsc::Sender<Request>,
+    listed: watch::Receiver<Listed>,
+}
+
+impl AlertDesk {
+    /// Every alert that is not normal, as the decisions stage last published them.
+    pub fn snapshot(&self) -> Vec<AlertStatus> {
+        self.listed.borrow().to_vec()
+    }
+
+    /// Acknowledges one alert, or every unacknowledged one when `id` is `None`.
+    pub async fn acknowledge(
+        &self,
+        id: Option<&str>,
+        by: &str,
+    ) -> Result<Acknowledged, AlertError> {
+        let (id, by) = (id.map(str::to_string), by.to_string());
+        self.ask(|reply| Request::Acknowledge { id, by, reply })
+            .await?
+    }
+
+    pub async fn shelve(
+        &self,
+        id: &str,
+        duration: Duration,
+        by: &str,
+    ) -> Result<Alert, AlertError> {
+        let (id, by) = (id.to_string(), by.to_string());
+        self.ask(|reply| Request::Shelve {
+            id,
+            duration,
+            by,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn unshelve(&self, id: &str, by: &str) -> Result<Alert, AlertError> {
+        let (id, by) = (id.to_string(), by.to_string());
+        self.ask(|reply| Request::Unshelve { id, by, reply })
+            .await?
+    }
+
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, AlertError> {
+        let (reply, answer) = oneshot::channel();
+        let asked = async {
+            self.requests.send(request(reply)).await.ok()?;
+            answer.await.ok()
+        };
+        match tokio::time::timeout(ANSWER_WITHIN, asked).await {
+            Ok(Some(answer)) => Ok(answer),
+            Ok(None) => Err(AlertError::Unavailable("the agent is stopping".into())),
+            Err(_) => Err(AlertError::Unavailable(format!(
+                "the decisions stage did not answer within {}",
+                humantime::format_duration(ANSWER_WITHIN)
+            ))),
+        }
+    }
+}
+
+fn listed_of(book: &Book) -> Listed {
+    Arc::new(book.alerts().map(AlertStatus::of).collect())
 }
 
 fn view_of(book: &Book) -> View {
@@ -284,22 +456,25 @@ pub struct Inputs {
     pub samples: Option<Subscriber>,
     pub assessments: broadcast::Receiver<Assessment>,
     pub devices: Vec<(String, Arc<DeviceStats>)>,
-    pub outbox: Option<Arc<Outbox>>,
-    pub uplink: Option<Arc<UplinkStats>>,
+    /// The outbox's level (see [`Outbox::level`]).
+    pub outbox: Option<watch::Receiver<Level>>,
+    /// The broker connection (see [`UplinkStats::link`]).
+    pub broker: Option<watch::Receiver<BrokerLink>>,
     /// Conditions other stages report (see [`reporting`]).
     pub reported: mpsc::Receiver<Condition>,
 }
 
-/// Raises and clears alerts from samples (limits, the acknowledge input), assessments and the
-/// agent's health until `stop`: the decisions stage's loop around its core, `conditions`.
+/// Raises and clears alerts from samples (limits, the acknowledge input), assessments, the
+/// agent's health and people's requests until `stop`: the decisions stage's loop around its
+/// core, `conditions`. Hands the book back for the next configuration.
 pub async fn run(
     mut conditions: Conditions,
     alerting: Alerting,
-    alerts: Arc<Alerts>,
+    mut alerts: Alerts,
     mut inputs: Inputs,
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
-) {
+) -> Alerts {
     let mut health = HealthWatch::new(&alerting, &inputs.devices);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -307,6 +482,7 @@ pub async fn run(
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
+            Some(request) = alerts.requests.recv() => alerts.serve(request, alerting.max_shelve, clock.now()),
             sample = next_sample(&mut inputs.samples) => {
                 let Some(sample) = sample else { break };
                 let now = clock.now();
@@ -334,6 +510,7 @@ pub async fn run(
             }
         }
     }
+    alerts
 }
 
 async fn next_sample(samples: &mut Option<Subscriber>) -> Option<crate::sample::Sample> {
@@ -392,8 +569,8 @@ impl HealthWatch {
             ));
         }
         if let Some(outbox) = &inputs.outbox {
-            let stats = outbox.stats();
-            let percent = stats.bytes.saturating_mul(100) / stats.max_bytes.max(1);
+            let level = outbox.borrow().clone();
+            let percent = level.percent;
             let limit = u64::from(self.outbox_filling_percent);
             let was = self.reported.get("agent/outbox").copied().unwrap_or(false);
             // Five points of deadband so a full outbox at its drop threshold does not chatter.
@@ -404,21 +581,20 @@ impl HealthWatch {
                 filling,
                 format!("outbox {percent}% full (alert at {limit}%): the uplink is not keeping up and the oldest summaries will be dropped"),
             ));
-            let dead = &stats.dead_letters;
             found.push(health_condition(
                 "agent/dead_letters".into(),
                 Severity::Medium,
-                dead.depth > 0,
+                level.dead_letters > 0,
                 format!(
                     "{} record(s) the broker would not take wait in the outbox's dead letters (`millwright outbox --dead-letters`): {}",
-                    dead.depth,
-                    dead.last_reason.as_deref().unwrap_or("no reason recorded")
+                    level.dead_letters,
+                    level.last_dead_reason.as_deref().unwrap_or("no reason recorded")
                 ),
             ));
         }
-        if let Some(uplink) = &inputs.uplink {
-            let connected = uplink.connected.load(Ordering::Relaxed);
-            let since = if connected {
+        if let Some(broker) = &inputs.broker {
+            let link = broker.borrow().clone();
+            let since = if link.connected {
                 self.broker_lost_since = None;
                 None
             } else {
@@ -433,8 +609,7 @@ impl HealthWatch {
                 format!(
                     "MQTT broker unreachable for more than {}: {}",
                     humantime::format_duration(self.broker_unreachable_after),
-                    uplink
-                        .last_error()
+                    link.last_error
                         .as_deref()
                         .unwrap_or("no connection attempt finished yet")
                 ),
@@ -450,7 +625,7 @@ fn elapsed(since: SystemTime, now: SystemTime) -> Duration {
 }
 
 /// Clears alerts whose source left the configuration.
-pub fn forget_unconfigured(alerts: &Alerts, plan: &Plan, now: SystemTime) {
+pub fn forget_unconfigured(alerts: &mut Alerts, plan: &Plan, now: SystemTime) {
     alerts.apply(|book| (book.forget(|a| configured(plan, a), now), ()));
 }
 
@@ -476,7 +651,7 @@ mod tests {
     fn transitions_are_saved_and_an_unreadable_state_file_is_moved_aside() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(STATE_FILE), b"{torn").expect("write");
-        let alerts = Alerts::open(dir.path(), None);
+        let mut alerts = Alerts::open(dir.path(), None);
         assert!(dir.path().join("alerts.json.unreadable").exists());
         assert!(alerts.snapshot().is_empty());
         let mut view = alerts.subscribe();
@@ -488,7 +663,7 @@ mod tests {
         );
         let reopened = Alerts::open(dir.path(), None);
         assert_eq!(reopened.snapshot()[0].state, "active_unacknowledged");
-        assert_eq!(alerts.persist_failures.load(Ordering::Relaxed), 0);
+        assert_eq!(alerts.persist_failures, 0);
     }
 
     #[test]
@@ -522,6 +697,92 @@ mod tests {
         );
     }
 
+    /// The decisions stage around a book, with nothing else feeding it.
+    fn decisions(
+        alerts: Alerts,
+        max_shelve: &str,
+    ) -> (CancellationToken, tokio::task::JoinHandle<Alerts>) {
+        let alerting = firmware_config::load_str(
+            Path::new("t.toml"),
+            &format!("[alerts]\nmax_shelve = \"{max_shelve}\"\n"),
+        )
+        .expect("config")
+        .alerting;
+        let (_feed, assessments) = broadcast::channel(1);
+        let inputs = Inputs {
+            samples: None,
+            assessments,
+            devices: Vec::new(),
+            outbox: None,
+            broker: None,
+            reported: reporting().1,
+        };
+        let stop = CancellationToken::new();
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let task = tokio::spawn(run(
+            Conditions::new(&alerting),
+            alerting,
+            alerts,
+            inputs,
+            clock,
+            stop.clone(),
+        ));
+        (stop, task)
+    }
+
+    #[tokio::test]
+    async fn requests_are_carried_out_by_the_decisions_stage_and_outlive_a_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut alerts = Alerts::open(dir.path(), None);
+        alerts.condition(limit(true), SystemTime::now());
+        let desk = alerts.desk();
+        let (stop, task) = decisions(alerts, "1h");
+        let done = desk.acknowledge(Some("temp/hi"), "ann").await.expect("ack");
+        assert!(
+            matches!(done, Acknowledged::One(alert) if alert.acknowledged_by.as_deref() == Some("ann"))
+        );
+        assert_eq!(desk.snapshot()[0].state, "active_acknowledged", "published");
+        let err = desk
+            .acknowledge(Some("nope"), "ann")
+            .await
+            .expect_err("unknown");
+        assert!(err.to_string().contains("temp/hi"), "{err}");
+        let refused = desk
+            .shelve("temp/hi", Duration::from_secs(7200), "ann")
+            .await
+            .expect_err("longer than max_shelve");
+        assert!(
+            matches!(refused, AlertError::ShelvedTooLong(_)),
+            "{refused}"
+        );
+        // A reload: the stage stops and hands the book over; a request made in between waits
+        // for the next configuration's stage, which allows longer shelving.
+        stop.cancel();
+        let alerts = task.await.expect("the book comes back");
+        assert_eq!(alerts.snapshot()[0].acknowledged_by.as_deref(), Some("ann"));
+        let asking = tokio::spawn({
+            let desk = desk.clone();
+            async move {
+                desk.shelve("temp/hi", Duration::from_secs(7200), "bob")
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        let (stop, task) = decisions(alerts, "8h");
+        let shelved = asking
+            .await
+            .expect("task")
+            .expect("shelved by the next stage");
+        assert!(shelved.shelved());
+        stop.cancel();
+        drop(task.await.expect("stopped"));
+        let err = desk
+            .unshelve("temp/hi", "bob")
+            .await
+            .expect_err("nobody answers");
+        assert!(matches!(err, AlertError::Unavailable(_)), "{err}");
+    }
+
     #[test]
     fn health_watch_raises_and_clears_device_outbox_and_broker_alerts() {
         use crate::store::MemoryStore;
@@ -535,15 +796,15 @@ mod tests {
         let plc = Arc::new(DeviceStats::default());
         let outbox =
             Arc::new(Outbox::new(Box::new(MemoryStore::default()), 64 << 10).expect("outbox"));
-        let uplink = Arc::new(UplinkStats::default());
+        let uplink = Arc::new(crate::uplink::UplinkStats::default());
         let bus = crate::bus::SampleBus::new(1);
         let (_feed, assessments) = broadcast::channel(1);
         let inputs = Inputs {
             samples: Some(bus.subscribe()),
             assessments,
             devices: vec![("plc".into(), Arc::clone(&plc))],
-            outbox: Some(Arc::clone(&outbox)),
-            uplink: Some(Arc::clone(&uplink)),
+            outbox: Some(outbox.level()),
+            broker: Some(uplink.link()),
             reported: reporting().1,
         };
         let mut health = HealthWatch::new(&alerting, &inputs.devices);
@@ -570,8 +831,10 @@ mod tests {
             said(health.check(&inputs, at(31))),
             [("agent/device/plc".to_string(), true)]
         );
-        *uplink.last_error.lock().expect("lock") =
-            Some("connection refused: nothing accepts connections on b:1883".into());
+        uplink.set_link(
+            false,
+            Some("connection refused: nothing accepts connections on b:1883".into()),
+        );
         let broker = health.check(&inputs, at(61));
         assert_eq!(said(broker.clone()), [("agent/broker".to_string(), true)]);
         assert_eq!(
@@ -580,7 +843,7 @@ mod tests {
             "the alert says why"
         );
         plc.online.store(true, Ordering::Relaxed);
-        uplink.connected.store(true, Ordering::Relaxed);
+        uplink.set_link(true, None);
         assert_eq!(
             said(health.check(&inputs, at(62))),
             [

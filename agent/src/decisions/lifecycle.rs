@@ -119,6 +119,9 @@ pub enum AlertError {
     NotShelved(String),
     #[error("shelving is limited to {} (alerts.max_shelve)", humantime::format_duration(*.0))]
     ShelvedTooLong(std::time::Duration),
+    /// The decisions stage could not take the request.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Every alert that is not normal, by id.

@@ -583,7 +583,7 @@ mod tests {
             },
             vec![indication(0, &[], StateFilter::Any, Pattern::Steady)],
         );
-        let alerts = Arc::new(Alerts::open(dir.path(), None));
+        let mut alerts = Alerts::open(dir.path(), None);
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
             alerting,
@@ -663,7 +663,7 @@ mod tests {
                     let _ = job.done.send(answer.clone());
                 }
             });
-            let alerts = Arc::new(Alerts::open(dir.path(), None));
+            let alerts = Alerts::open(dir.path(), None);
             let (report, reported) = crate::decisions::alerts::reporting();
             let stats = Arc::new(crate::sources::DeviceStats::default());
             let stop = CancellationToken::new();

@@ -35,7 +35,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::records::Report;
 
@@ -342,6 +342,63 @@ impl Occupancy {
     fn total(&self) -> u64 {
         self.bytes.iter().sum()
     }
+
+    fn level(&self, max_bytes: u64) -> Level {
+        Level {
+            percent: self.total().saturating_mul(100) / max_bytes.max(1),
+            dead_letters: self.dead.depth,
+            last_dead_reason: self.dead.last.as_ref().map(|(reason, _)| reason.clone()),
+        }
+    }
+}
+
+/// How full the outbox is, as the agent's health judges it: published on [`Outbox::level`]
+/// whenever it changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Level {
+    /// Bytes queued, in percent of `max_bytes`.
+    pub percent: u64,
+    /// Records kept in the dead letters.
+    pub dead_letters: u64,
+    pub last_dead_reason: Option<String>,
+}
+
+/// The occupancy, locked; publishes the level when the lock is released, so no change to the
+/// occupancy goes unannounced.
+struct Locked<'a> {
+    occupancy: std::sync::MutexGuard<'a, Occupancy>,
+    max_bytes: u64,
+    level: &'a watch::Sender<Level>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Occupancy;
+    fn deref(&self) -> &Occupancy {
+        &self.occupancy
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Occupancy {
+        &mut self.occupancy
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let occupancy = &self.occupancy;
+        let max_bytes = self.max_bytes;
+        self.level.send_if_modified(|level| {
+            let same = level.percent == occupancy.total().saturating_mul(100) / max_bytes.max(1)
+                && level.dead_letters == occupancy.dead.depth
+                && level.last_dead_reason.as_deref()
+                    == occupancy.dead.last.as_ref().map(|(r, _)| r.as_str());
+            if !same {
+                *level = occupancy.level(max_bytes);
+            }
+            !same
+        });
+    }
 }
 
 /// The outbox: a [`Store`] with the bound, the priority and the counters.
@@ -349,6 +406,7 @@ pub struct Outbox {
     store: Box<dyn Store>,
     max_bytes: u64,
     occupancy: Mutex<Occupancy>,
+    level: watch::Sender<Level>,
     last_id: AtomicU64,
     corrupt: AtomicU64,
     store_errors: AtomicU64,
@@ -408,9 +466,11 @@ impl Outbox {
         for class in Class::ALL {
             last_id = last_id.max(store.newest_id(class)?.unwrap_or(0));
         }
+        let (level, _) = watch::channel(occupancy.level(max_bytes));
         Ok(Outbox {
             store,
             max_bytes,
+            level,
             occupancy: Mutex::new(occupancy),
             last_id: AtomicU64::new(last_id),
             corrupt: AtomicU64::new(corrupt),
@@ -421,8 +481,17 @@ impl Outbox {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Occupancy> {
-        self.occupancy.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> Locked<'_> {
+        Locked {
+            occupancy: self.occupancy.lock().unwrap_or_else(|e| e.into_inner()),
+            max_bytes: self.max_bytes,
+            level: &self.level,
+        }
+    }
+
+    /// The outbox's level, announced on every change: how the agent's health hears of it.
+    pub fn level(&self) -> watch::Receiver<Level> {
+        self.level.subscribe()
     }
 
     /// Appends a record, making room by the full policy. A store failure is counted and returned;

@@ -28,8 +28,8 @@ pub mod suspects;
 pub mod tls;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use firmware_config::Mqtt;
@@ -38,6 +38,7 @@ use rumqttc::{
     TlsConfiguration, Transport,
 };
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -84,14 +85,25 @@ pub enum CommandError {
     Refused(String),
 }
 
+/// A command's result, or what was wrong with it, once the stage that owns what it changes has
+/// answered.
+pub type Answer<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<serde_json::Value, CommandError>> + Send + 'a>,
+>;
+
 /// Answers commands arriving on `.../{agent}/cmd/{name}` (and through the local control socket).
 pub trait CommandHandler: Send + Sync {
-    /// The command's result, or what was wrong with it.
-    fn handle(
-        &self,
-        name: &str,
-        args: &serde_json::Value,
-    ) -> Result<serde_json::Value, CommandError>;
+    fn handle<'a>(&'a self, name: &'a str, args: &'a serde_json::Value) -> Answer<'a>;
+}
+
+/// Refuses every command with the same reason (for a caller who may not command, and where
+/// commands have no business).
+pub struct Refusing(pub &'static str);
+
+impl CommandHandler for Refusing {
+    fn handle<'a>(&'a self, _: &'a str, _: &'a serde_json::Value) -> Answer<'a> {
+        Box::pin(async { Err(CommandError::Refused(self.0.into())) })
+    }
 }
 
 #[derive(Serialize)]
@@ -110,7 +122,7 @@ struct Reply<'a> {
 
 /// Runs one command from its raw payload (JSON object, or empty) and builds the reply payload.
 /// Never fails: malformed input gets an error reply.
-pub fn answer(
+pub async fn answer(
     handler: &dyn CommandHandler,
     name: &str,
     payload: &[u8],
@@ -136,7 +148,10 @@ pub fn answer(
         .ok()
         .and_then(|a| a.get("request_id"))
         .cloned();
-    let outcome = args.and_then(|args| handler.handle(name, &args));
+    let outcome = match args {
+        Ok(args) => handler.handle(name, &args).await,
+        Err(error) => Err(error),
+    };
     let (ok, result, error) = match outcome {
         Ok(result) => (true, Some(result), None),
         Err(error) => (false, None, Some(error.to_string())),
@@ -153,10 +168,19 @@ pub fn answer(
     .unwrap_or_default()
 }
 
-/// Counters of the uplink, shared with `status`.
+/// The broker connection as the uplink last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerLink {
+    pub connected: bool,
+    /// Why the broker is unreachable, as the last failed attempt said.
+    pub last_error: Option<String>,
+}
+
+/// Counters of the uplink, shared with `status`; the connection state is announced on
+/// [`UplinkStats::link`], which is how the agent's health hears of it.
 #[derive(Debug, Default)]
 pub struct UplinkStats {
-    pub connected: AtomicBool,
+    link: watch::Sender<BrokerLink>,
     pub connects: AtomicU64,
     pub connection_losses: AtomicU64,
     pub published: AtomicU64,
@@ -164,32 +188,38 @@ pub struct UplinkStats {
     pub commands: AtomicU64,
     /// Records moved to the dead letters by this run.
     pub dead_lettered: AtomicU64,
-    pub last_error: Mutex<Option<String>>,
 }
 
 impl UplinkStats {
-    /// Why the broker is unreachable, as the last failed attempt said.
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The connection state, announced on every change.
+    pub fn link(&self) -> watch::Receiver<BrokerLink> {
+        self.link.subscribe()
     }
 
-    fn set_error(&self, error: String) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    /// Announces the connection state.
+    pub fn set_link(&self, connected: bool, error: Option<String>) {
+        self.link.send_if_modified(|link| {
+            let changed =
+                link.connected != connected || (error.is_some() && link.last_error != error);
+            link.connected = connected;
+            if error.is_some() {
+                link.last_error = error;
+            }
+            changed
+        });
     }
 
     pub fn snapshot(&self) -> crate::status::UplinkStatus {
+        let link = self.link.borrow().clone();
         crate::status::UplinkStatus {
-            connected: self.connected.load(Ordering::Relaxed),
+            connected: link.connected,
             connects: self.connects.load(Ordering::Relaxed),
             connection_losses: self.connection_losses.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),
             acknowledged: self.acknowledged.load(Ordering::Relaxed),
             commands: self.commands.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
-            last_error: self.last_error(),
+            last_error: link.last_error,
         }
     }
 }
@@ -461,7 +491,7 @@ impl Uplink {
                 }
                 Err(error) => SessionEnd::Failed(Reason::other(error.to_string())),
             };
-            self.stats.connected.store(false, Ordering::Relaxed);
+            self.stats.set_link(false, None);
             let reason = match end {
                 SessionEnd::Stopped => break,
                 SessionEnd::Failed(reason) => reason,
@@ -479,7 +509,7 @@ impl Uplink {
                 queued = self.outbox.depth(),
                 "MQTT connection unavailable; records stay in the outbox"
             );
-            self.stats.set_error(reason.text);
+            self.stats.set_link(false, Some(reason.text));
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(delay) => {}
@@ -554,7 +584,7 @@ impl Uplink {
             }
         }
         *failures = 0;
-        self.stats.connected.store(true, Ordering::Relaxed);
+        self.stats.set_link(true, None);
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         info!(
             broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port),
@@ -592,7 +622,7 @@ impl Uplink {
                     return SessionEnd::Stopped;
                 }
                 event = events.poll() => match event {
-                    Ok(event) => self.on_event(event, &client, &mut inflight, suspects),
+                    Ok(event) => self.on_event(event, &client, &mut inflight, suspects).await,
                     Err(error) => {
                         self.stats.connection_losses.fetch_add(1, Ordering::Relaxed);
                         let reason = reason::describe(&error, &self.mqtt);
@@ -672,7 +702,7 @@ impl Uplink {
         None
     }
 
-    fn on_event(
+    async fn on_event(
         &self,
         event: Event,
         client: &AsyncClient,
@@ -701,7 +731,8 @@ impl Uplink {
                     name,
                     &publish.payload,
                     self.clock.now(),
-                );
+                )
+                .await;
                 if client
                     .try_publish(self.topics.reply(name), QoS::AtLeastOnce, false, reply)
                     .is_ok()
@@ -736,7 +767,7 @@ impl Uplink {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while !inflight.is_empty() {
                 match events.poll().await {
-                    Ok(event) => self.on_event(event, client, inflight, suspects),
+                    Ok(event) => self.on_event(event, client, inflight, suspects).await,
                     Err(_) => break,
                 }
             }
@@ -761,23 +792,25 @@ mod tests {
 
     struct Echo;
     impl CommandHandler for Echo {
-        fn handle(
-            &self,
-            name: &str,
-            args: &serde_json::Value,
-        ) -> Result<serde_json::Value, CommandError> {
-            match name {
-                "echo" => Ok(args.clone()),
-                other => Err(CommandError::Unknown {
-                    name: other.into(),
-                    known: "echo".into(),
-                }),
-            }
+        fn handle<'a>(&'a self, name: &'a str, args: &'a serde_json::Value) -> Answer<'a> {
+            Box::pin(async move {
+                match name {
+                    "echo" => Ok(args.clone()),
+                    other => Err(CommandError::Unknown {
+                        name: other.into(),
+                        known: "echo".into(),
+                    }),
+                }
+            })
         }
     }
 
     fn reply(name: &str, payload: &[u8]) -> serde_json::Value {
-        serde_json::from_slice(&answer(&Echo, name, payload, SystemTime::UNIX_EPOCH)).expect("json")
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let answered = runtime.block_on(answer(&Echo, name, payload, SystemTime::UNIX_EPOCH));
+        serde_json::from_slice(&answered).expect("json")
     }
 
     #[test]
