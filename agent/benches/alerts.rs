@@ -126,6 +126,7 @@ fn main() {
             tokio::spawn(millwright::app::flush_periodically(
                 Arc::clone(&store),
                 plan.outbox.flush_interval,
+                Arc::clone(&clock),
                 stop.clone(),
             ));
             tokio::spawn(

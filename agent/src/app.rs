@@ -471,6 +471,7 @@ impl Upstream {
         tasks.spawn(flush_periodically(
             Arc::clone(&outbox),
             plan.outbox.flush_interval,
+            Arc::clone(clock),
             stop.clone(),
         ));
         let upstream = Upstream {
@@ -519,7 +520,12 @@ impl Upstream {
 }
 
 /// Flushes the outbox every `every`, at once when an alert was appended, and once more at the end.
-pub async fn flush_periodically(outbox: Arc<Outbox>, every: Duration, stop: CancellationToken) {
+pub async fn flush_periodically(
+    outbox: Arc<Outbox>,
+    every: Duration,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
     let mut durable = 0;
     loop {
         let stopping = tokio::select! {
@@ -535,7 +541,7 @@ pub async fn flush_periodically(outbox: Arc<Outbox>, every: Duration, stop: Canc
             }
             Ok(Ok(_)) => {}
             Ok(Err(error)) => {
-                if let Some(unlogged) = outbox.complain() {
+                if let Some(unlogged) = outbox.complain(clock.now()) {
                     error!(%error, unlogged, "outbox flush failed: records since the last flush are not yet durable")
                 }
             }

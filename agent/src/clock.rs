@@ -1,6 +1,9 @@
 //! The one place that reads the time. Stages are given a [`Clock`]: the agent runs on
 //! [`SystemClock`], tests and `replay` on [`ManualClock`]. Timers (tokio's `interval`, `sleep`)
-//! stay in the async loops around the stages, where tests pause tokio's time instead.
+//! stay in the async loops around the stages, where tests pause tokio's time instead. The I/O
+//! loops (Modbus lines, OPC UA sessions, output blink patterns) schedule and time their requests
+//! on tokio's `Instant` for the same reason: they talk to devices in real time and never run
+//! under `replay`, and a paused runtime moves them too.
 
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};

@@ -39,6 +39,21 @@ pub fn prepare_data_dir(dir: &Path) -> std::io::Result<Option<String>> {
     )))
 }
 
+/// A suffix `.{tag}-{n}` that names no existing file beside any of `paths` (n from 1): where files
+/// are moved aside without overwriting an earlier set, and without reading the time.
+pub fn aside_suffix(paths: &[&Path], tag: &str) -> String {
+    (1u32..)
+        .map(|n| format!(".{tag}-{n}"))
+        .find(|suffix| {
+            paths.iter().all(|path| {
+                let mut aside = path.as_os_str().to_os_string();
+                aside.push(suffix);
+                !Path::new(&aside).exists()
+            })
+        })
+        .unwrap_or_default()
+}
+
 pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }

@@ -178,16 +178,20 @@ pub fn event(name: &str, detail: serde_json::Value, now: SystemTime) -> NewRecor
 
 /// Appends a record, reporting (not failing on) a full or broken store.
 pub fn append(outbox: &Outbox, record: NewRecord) {
-    let (class, kind) = (record.class, record.payload.kind().to_string());
+    let (class, kind, at) = (
+        record.class,
+        record.payload.kind().to_string(),
+        record.created,
+    );
     match outbox.append(record) {
         Ok(Appended::Stored { .. }) => {}
         Ok(Appended::Dropped) => {
-            if let Some(unlogged) = outbox.complain() {
+            if let Some(unlogged) = outbox.complain(at) {
                 warn!(class = class.name(), %kind, unlogged, "outbox full: record dropped (counted)")
             }
         }
         Err(error) => {
-            if let Some(unlogged) = outbox.complain() {
+            if let Some(unlogged) = outbox.complain(at) {
                 warn!(%error, %kind, unlogged, "outbox append failed (counted; acquisition goes on)")
             }
         }

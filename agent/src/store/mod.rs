@@ -438,7 +438,7 @@ pub const COMPLAINT_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct Complaints {
-    last: Option<std::time::Instant>,
+    last: Option<SystemTime>,
     suppressed: u64,
 }
 
@@ -677,12 +677,16 @@ impl Outbox {
 
     /// Whether a failed or dropped append should be logged now: the first one, then at most one
     /// every [`COMPLAINT_INTERVAL`], saying how many went unlogged in between (a full disk would
-    /// otherwise log every summary). Every one is counted in the stats regardless.
-    pub fn complain(&self) -> Option<u64> {
+    /// otherwise log every summary). Every one is counted in the stats regardless. `now` is the
+    /// clock's; a clock that went back counts as the interval passed.
+    pub fn complain(&self, now: SystemTime) -> Option<u64> {
         let mut complaints = self.complaints.lock().unwrap_or_else(|e| e.into_inner());
-        let now = std::time::Instant::now();
         match complaints.last {
-            Some(last) if now.duration_since(last) < COMPLAINT_INTERVAL => {
+            Some(last)
+                if now
+                    .duration_since(last)
+                    .is_ok_and(|d| d < COMPLAINT_INTERVAL) =>
+            {
                 complaints.suppressed += 1;
                 None
             }
@@ -696,15 +700,6 @@ impl Outbox {
     /// Records queued in every class.
     pub fn depth(&self) -> u64 {
         self.lock().depth.iter().sum()
-    }
-}
-
-#[cfg(test)]
-impl Outbox {
-    /// Pretends the last complaint was long ago.
-    fn lock_complaints_for_test(&self) {
-        let mut complaints = self.complaints.lock().unwrap_or_else(|e| e.into_inner());
-        complaints.last = std::time::Instant::now().checked_sub(COMPLAINT_INTERVAL * 2);
     }
 }
 
@@ -866,11 +861,13 @@ pub(crate) mod tests {
     #[test]
     fn complaints_are_throttled_and_count_what_went_unlogged() {
         let outbox = outbox(1 << 20);
-        assert_eq!(outbox.complain(), Some(0));
-        assert_eq!(outbox.complain(), None);
-        assert_eq!(outbox.complain(), None);
-        outbox.lock_complaints_for_test();
-        assert_eq!(outbox.complain(), Some(2));
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s);
+        assert_eq!(outbox.complain(at(0)), Some(0));
+        assert_eq!(outbox.complain(at(1)), None);
+        assert_eq!(outbox.complain(at(9)), None);
+        assert_eq!(outbox.complain(at(10)), Some(2));
+        assert_eq!(outbox.complain(at(11)), None);
+        assert_eq!(outbox.complain(at(5)), Some(1), "the clock went back");
     }
 
     #[test]

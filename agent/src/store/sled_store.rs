@@ -3,12 +3,11 @@
 //!
 //! Opening never stops the agent: a store that cannot be read (corruption reported by sled, or
 //! three opens in a row that never finished because the process died inside sled's recovery) is
-//! moved aside to `<dir>.corrupt-<unix time>` and a fresh one started. A store locked by another
+//! moved aside to `<dir>.corrupt-<n>` (the first n free) and a fresh one started. A store locked by another
 //! running agent is an error: nothing is moved.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Class, Store, StoreError};
 
@@ -135,11 +134,8 @@ fn is_corruption(error: &str) -> bool {
 }
 
 fn move_aside(dir: &Path, why: String) -> Result<Recovery, OpenError> {
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".corrupt-{stamp}"));
+    name.push(crate::files::aside_suffix(&[dir], "corrupt"));
     let moved_to = dir.with_file_name(name);
     std::fs::rename(dir, &moved_to).map_err(|e| OpenError::Unusable {
         dir: dir.to_path_buf(),

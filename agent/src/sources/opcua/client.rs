@@ -217,14 +217,12 @@ pub fn renew_certificate(
     if endpoint.application_certificate.is_some() {
         return Err(SetupError::OwnFiles(endpoint.name.clone()));
     }
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    for own in ["own/cert.der", "private/private.pem"] {
-        let path = files.pki.join(own);
+    let own = ["own/cert.der", "private/private.pem"].map(|own| files.pki.join(own));
+    let suffix = crate::files::aside_suffix(&[&own[0], &own[1]], "replaced");
+    for path in own {
         if path.exists() {
             let mut aside = path.clone().into_os_string();
-            aside.push(format!(".replaced-{stamp}"));
+            aside.push(&suffix);
             std::fs::rename(&path, &aside).map_err(path_error(&path))?;
         }
     }
@@ -234,7 +232,7 @@ pub fn renew_certificate(
         .read_own_cert()
         .map_err(|e| SetupError::NewCertificate(e.to_string()))?;
     Ok(format!(
-        "new certificate {} for {} (SHA-1 thumbprint {}); the old one was kept as *.replaced-{stamp}",
+        "new certificate {} for {} (SHA-1 thumbprint {}); the old one was kept as *{suffix}",
         files.pki.join("own/cert.der").display(),
         endpoint.application_uri,
         cert.thumbprint().as_hex_string()
