@@ -212,15 +212,28 @@ pub struct ForbiddenConfig {
 pub struct BackoffConfig {
     #[serde(default = "default_backoff_initial")]
     pub initial: HumanDuration,
-    #[serde(default = "default_backoff_max")]
-    pub max: HumanDuration,
+    /// The cap; its default depends on what reconnects (see [`DEVICE_BACKOFF_MAX`] and
+    /// [`BROKER_BACKOFF_MAX`]).
+    #[serde(default)]
+    pub max: Option<HumanDuration>,
 }
 
+/// The default cap for devices (Modbus, OPC UA): a PLC that is down is asked again at least once
+/// a minute.
+pub const DEVICE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+/// The default cap for the broker: users expect the uplink back within seconds of the broker,
+/// and one connection attempt every few seconds costs a broker nothing.
+pub const BROKER_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl BackoffConfig {
-    pub fn to_backoff(&self) -> Backoff {
+    pub fn max_or(&self, default_max: std::time::Duration) -> std::time::Duration {
+        self.max.map_or(default_max, HumanDuration::get)
+    }
+
+    pub fn to_backoff(&self, default_max: std::time::Duration) -> Backoff {
         Backoff {
             initial: self.initial.get(),
-            max: self.max.get(),
+            max: self.max_or(default_max),
         }
     }
 }
@@ -229,7 +242,7 @@ impl Default for BackoffConfig {
     fn default() -> Self {
         BackoffConfig {
             initial: default_backoff_initial(),
-            max: default_backoff_max(),
+            max: None,
         }
     }
 }
@@ -348,9 +361,6 @@ fn default_true() -> bool {
 }
 fn default_backoff_initial() -> HumanDuration {
     HumanDuration::from_millis(1000)
-}
-fn default_backoff_max() -> HumanDuration {
-    HumanDuration::from_millis(60_000)
 }
 
 /// A validated serial bus.
@@ -706,7 +716,7 @@ pub(crate) fn validate_devices(
             device.backoff.initial.get(),
             Duration::from_millis(1),
         );
-        if device.backoff.initial > device.backoff.max {
+        if device.backoff.initial.get() > device.backoff.max_or(DEVICE_BACKOFF_MAX) {
             check.err(
                 &here("backoff"),
                 &component,
@@ -801,7 +811,7 @@ pub(crate) fn validate_devices(
                 forbidden,
                 one_request_per_tag: device.one_request_per_tag,
                 split_rejected_reads: device.split_rejected_reads,
-                backoff: device.backoff.to_backoff(),
+                backoff: device.backoff.to_backoff(DEVICE_BACKOFF_MAX),
                 tags,
             });
         }

@@ -481,7 +481,8 @@ pub(crate) fn validate_endpoints(
             );
         }
         if endpoint.backoff.initial.get().is_zero()
-            || endpoint.backoff.initial > endpoint.backoff.max
+            || endpoint.backoff.initial.get()
+                > endpoint.backoff.max_or(crate::modbus::DEVICE_BACKOFF_MAX)
         {
             check.err(
                 &here("backoff"),
@@ -571,7 +572,9 @@ pub(crate) fn validate_endpoints(
                 publishing_interval: endpoint.publishing_interval.get(),
                 max_items_per_request: endpoint.max_items_per_request as usize,
                 node_retry_interval: endpoint.node_retry_interval.get(),
-                backoff: endpoint.backoff.to_backoff(),
+                backoff: endpoint
+                    .backoff
+                    .to_backoff(crate::modbus::DEVICE_BACKOFF_MAX),
                 tags,
             });
         }

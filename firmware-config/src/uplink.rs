@@ -492,7 +492,7 @@ pub(crate) fn validate_mqtt(
         client_auth,
         keep_alive: mqtt.keep_alive.get(),
         connect_timeout: mqtt.connect_timeout.get(),
-        backoff: mqtt.backoff.to_backoff(),
+        backoff: mqtt.backoff.to_backoff(crate::modbus::BROKER_BACKOFF_MAX),
         drain_rate: mqtt.drain_rate,
         max_inflight: mqtt.max_inflight,
         topic_prefix: format!(

@@ -271,6 +271,113 @@ async fn a_broker_outage_loses_nothing_and_the_backlog_drains_in_order() {
     setup.sim.stop().await;
 }
 
+/// The `retry_in` of each "connection unavailable" line (a `Duration`'s debug form), in seconds.
+fn retry_delays(lines: &[String]) -> Vec<f64> {
+    lines
+        .iter()
+        .filter(|l| {
+            millwright_tests::log_message(l).as_deref()
+                == Some("MQTT connection unavailable; records stay in the outbox")
+        })
+        .filter_map(|l| {
+            let json: serde_json::Value = serde_json::from_str(l).ok()?;
+            let text = json["fields"]["retry_in"].as_str()?;
+            [("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)]
+                .into_iter()
+                .find_map(|(unit, scale)| {
+                    Some(text.strip_suffix(unit)?.parse::<f64>().ok()? * scale)
+                })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_back_after_a_long_outage_is_reconnected_within_the_cap_and_a_clean_stop_delivers_the_queue(
+) {
+    // The default cap (10 s), reached quickly from a short first delay; a drain rate so low that
+    // the backlog is still there when the agent is stopped.
+    let broker = start_broker().await;
+    let mut relay = Relay::start(([127, 0, 0, 1], broker).into()).await;
+    let consumer =
+        Consumer::connect(local_options("consumer", broker), &format!("{PREFIX}/#")).await;
+    let setup = setup(relay.port, 1, 0, "summary_interval = \"100ms\"").await;
+    let config = std::fs::read_to_string(&setup.config).expect("config");
+    let config = config
+        .replace(
+            r#"backoff = { initial = "100ms", max = "500ms" }"#,
+            r#"backoff = { initial = "100ms" }"#,
+        )
+        .replace("drain_rate = 5000", "drain_rate = 20");
+    std::fs::write(&setup.config, config).expect("config");
+    let mut agent = AgentProcess::spawn(&setup.config);
+    wait_status(setup.dir.path(), Duration::from_secs(10), |s| {
+        s["uplink"]["connected"] == true
+    })
+    .await;
+
+    relay.cut();
+    // Twenty seconds of outage, reading the log as it comes.
+    let _ = agent.log.wait_for(Duration::from_secs(20), |_| false).await;
+    let delays = retry_delays(&agent.log.seen);
+    let longest = delays.iter().copied().fold(0.0, f64::max);
+    assert!(longest <= 10.0, "no wait beyond the 10 s cap: {delays:?}");
+    assert!(
+        longest >= 5.0,
+        "the outage lasted long enough to reach the cap: {delays:?}"
+    );
+
+    relay.restore().await;
+    let back = std::time::Instant::now();
+    wait_status(setup.dir.path(), Duration::from_secs(15), |s| {
+        s["uplink"]["connected"] == true && s["uplink"]["connects"].as_u64() >= Some(2)
+    })
+    .await;
+    let reconnected_after = back.elapsed();
+    assert!(
+        reconnected_after <= Duration::from_millis(11_500),
+        "reconnected {reconnected_after:?} after the broker came back (cap 10 s, connect timeout 1 s)"
+    );
+    let queued = status(setup.dir.path()).await.expect("status")["outbox"]["summary"]["depth"]
+        .as_u64()
+        .expect("depth");
+    assert!(queued > 50, "a backlog is left at the drain rate: {queued}");
+
+    // A clean stop now: the backlog and `agent_stopping` go out before `offline`.
+    let log = agent.terminate().await;
+    let stopping = consumer
+        .wait_until(Duration::from_secs(5), |m| {
+            records(m)
+                .iter()
+                .any(|r| r.2["data"]["event"] == "agent_stopping")
+        })
+        .await;
+    assert!(
+        stopping,
+        "agent_stopping delivered at a clean stop:\n{}",
+        log.transcript()
+    );
+    let messages = consumer.messages();
+    let offline = messages
+        .iter()
+        .position(|m| m.topic == format!("{PREFIX}/gw/status") && m.json()["reason"] == "shutdown")
+        .expect("offline status");
+    let last_record = messages
+        .iter()
+        .rposition(|m| m.topic != format!("{PREFIX}/gw/status") && !m.topic.contains("/cmd"))
+        .expect("records");
+    assert!(last_record < offline, "offline comes after the records");
+    let (ok, shown) = run_cli(&setup.config, &["outbox"]).await;
+    let total = shown
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("total"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok());
+    assert!(
+        ok && total == Some(0),
+        "the backlog of {queued} went out at the stop:\n{shown}"
+    );
+    setup.sim.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_are_answered_and_bad_ones_get_a_clear_error() {
     let broker = start_broker().await;

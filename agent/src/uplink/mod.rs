@@ -57,6 +57,8 @@ const MAX_PACKET: usize = 1 << 20;
 
 /// How long a clean shutdown waits for outstanding acknowledgements.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long the `offline` status and the DISCONNECT may take after that.
+const FAREWELL_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a connection cannot even be attempted: the user has to fix a file.
 #[derive(Debug, thiserror::Error)]
@@ -616,9 +618,8 @@ impl Uplink {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => {
-                    // What was appended just before the stop (`agent_stopping`) gets one chance.
-                    self.fill(&client, &mut inflight, &mut streams, &mut rate, suspects);
-                    self.close(&client, &mut events, &mut inflight, suspects).await;
+                    let mut session = Session { client: &client, events: &mut events, inflight: &mut inflight, streams: &mut streams };
+                    self.close(&mut session, suspects).await;
                     return SessionEnd::Stopped;
                 }
                 event = events.poll() => match event {
@@ -744,15 +745,43 @@ impl Uplink {
         }
     }
 
-    /// Clean shutdown: retained `offline`, outstanding acknowledgements (bounded), DISCONNECT.
-    async fn close(
-        &self,
-        client: &AsyncClient,
-        events: &mut EventLoop,
-        inflight: &mut Inflight,
-        suspects: &mut Suspects,
-    ) {
+    /// Clean shutdown: what is queued (`agent_stopping` among it) is delivered without the drain
+    /// rate for up to [`SHUTDOWN_GRACE`], then retained `offline`, its acknowledgement and
+    /// DISCONNECT for up to [`FAREWELL_GRACE`].
+    async fn close(&self, session: &mut Session<'_>, suspects: &mut Suspects) {
+        let mut unthrottled = RateLimit::new(u32::MAX, self.clock.elapsed());
+        let delivered = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            loop {
+                let (client, inflight, streams) = (
+                    session.client,
+                    &mut *session.inflight,
+                    &mut *session.streams,
+                );
+                self.fill(client, inflight, streams, &mut unthrottled, suspects);
+                let queued = Class::ALL
+                    .into_iter()
+                    .any(|class| streams.peek(&self.outbox, class).is_some());
+                if !queued && inflight.is_empty() {
+                    return true;
+                }
+                match session.events.poll().await {
+                    Ok(event) => self.on_event(event, client, inflight, suspects).await,
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        match delivered {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => warn!(
+                queued = self.outbox.depth(),
+                "stopping: not everything queued was delivered within {}; the rest stays in the outbox",
+                humantime::format_duration(SHUTDOWN_GRACE)
+            ),
+        }
         let offline = self.encoder.farewell(&self.identity, self.clock.now());
+        let (client, inflight) = (session.client, &mut *session.inflight);
         if client
             .try_publish(
                 offline.topic,
@@ -764,18 +793,26 @@ impl Uplink {
         {
             inflight.queued(Sent::Other, self.clock.elapsed());
         }
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _ = tokio::time::timeout(FAREWELL_GRACE, async {
             while !inflight.is_empty() {
-                match events.poll().await {
+                match session.events.poll().await {
                     Ok(event) => self.on_event(event, client, inflight, suspects).await,
                     Err(_) => break,
                 }
             }
             let _ = client.try_disconnect();
-            while events.poll().await.is_ok() {}
+            while session.events.poll().await.is_ok() {}
         })
         .await;
     }
+}
+
+/// A connected session's moving parts, as the shutdown uses them.
+struct Session<'a> {
+    client: &'a AsyncClient,
+    events: &'a mut EventLoop,
+    inflight: &'a mut Inflight,
+    streams: &'a mut Streams,
 }
 
 async fn wait_connack(events: &mut EventLoop) -> Result<(), ConnectionError> {
