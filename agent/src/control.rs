@@ -97,6 +97,7 @@ impl AgentCommands {
                 }
             })
             .collect();
+        let uptime = self.clock.elapsed().saturating_sub(self.started);
         let identity = self
             .identity
             .lock()
@@ -106,11 +107,12 @@ impl AgentCommands {
             agent: identity.agent,
             version: identity.version,
             config_hash: identity.config_hash,
-            uptime_s: self.clock.elapsed().saturating_sub(self.started).as_secs(),
+            uptime_s: uptime.as_secs(),
             devices,
             outbox: self.upstream.as_ref().map(|(outbox, _)| outbox.stats()),
             uplink: self.upstream.as_ref().map(|(_, uplink)| uplink.snapshot()),
             alerts: self.desk().snapshot(),
+            storage: crate::status::StorageStatus::of_this_process(uptime),
         }
     }
 }

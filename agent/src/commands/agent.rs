@@ -92,7 +92,11 @@ pub async fn outbox_report(
         match action {
             OutboxAction::Show => {
                 if let Ok(stats) = serde_json::from_value::<OutboxStats>(result["outbox"].clone()) {
-                    return Ok(format_outbox(dir, &stats, "the running agent", now));
+                    let mut shown = format_outbox(dir, &stats, "the running agent", now);
+                    if let Ok(storage) = serde_json::from_value(result["storage"].clone()) {
+                        shown.push_str(&format_storage(&storage));
+                    }
+                    return Ok(shown);
                 }
             }
             _ if reply["ok"] == true => return Ok(format_dead_letter_result(action, result)),
@@ -164,6 +168,22 @@ fn format_dead_letter_result(action: OutboxAction, result: &serde_json::Value) -
             }
             out
         }
+    }
+}
+
+/// The agent's writes to storage, for people who count flash wear.
+fn format_storage(storage: &crate::status::StorageStatus) -> String {
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    match storage.bytes_per_day {
+        Some(per_day) => format!(
+            "  written to storage by the agent: {:.1} MiB since it started, {:.0} MiB/day at this rate\n",
+            mib(storage.bytes_written),
+            mib(per_day)
+        ),
+        None => format!(
+            "  written to storage by the agent: {:.1} MiB since it started\n",
+            mib(storage.bytes_written)
+        ),
     }
 }
 
