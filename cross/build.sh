@@ -4,6 +4,8 @@
 #   cross/build.sh aarch64-musl            # static aarch64 binary (primary)
 #   cross/build.sh aarch64-gnu             # aarch64, dynamically linked, glibc >= 2.34
 #   cross/build.sh armv7-gnueabihf         # armv7 hard-float, glibc >= 2.17 (via cargo-zigbuild)
+#   cross/build.sh x86_64-musl             # static x86_64 binary: what the footprint figures measure
+#   cross/build.sh x86_64-gnu              # x86_64 glibc: the glibc side of the footprint figures
 #   cross/build.sh --setup <target>...     # install what those targets need (apt, rustup, pip, cargo)
 #   cross/build.sh --bloat <target>        # which crates take the space (cargo-bloat)
 #
@@ -12,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -22,7 +24,9 @@ triple_of() {
     aarch64-musl) echo aarch64-unknown-linux-musl ;;
     aarch64-gnu) echo aarch64-unknown-linux-gnu ;;
     armv7-gnueabihf) echo armv7-unknown-linux-gnueabihf ;;
-    *) echo "unknown target '$1' (aarch64-musl, aarch64-gnu, armv7-gnueabihf)" >&2; exit 2 ;;
+    x86_64-musl) echo x86_64-unknown-linux-musl ;;
+    x86_64-gnu) echo x86_64-unknown-linux-gnu ;;
+    *) echo "unknown target '$1' (aarch64-musl, aarch64-gnu, armv7-gnueabihf, x86_64-musl, x86_64-gnu)" >&2; exit 2 ;;
   esac
 }
 

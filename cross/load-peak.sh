@@ -6,8 +6,7 @@
 #   cross/load-peak.sh [AGENT_BINARY ...]
 #
 # AGENT_BINARY defaults to the static musl build the gateways run:
-#   CC_x86_64_unknown_linux_musl=gcc cargo build --release -p millwright --no-default-features \
-#     --target x86_64-unknown-linux-musl
+#   cross/build.sh x86_64-musl   (once: cross/build.sh --setup x86_64-musl)
 # Give two binaries (say, the previous release's and this one) to compare them in one run. Prints
 # the peak RSS of each (the child's maxrss); the median of three runs.
 set -euo pipefail

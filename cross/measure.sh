@@ -7,8 +7,7 @@
 #   cross/measure.sh [--seconds 60] [--limits] [--light] [AGENT_BINARY]
 #
 # AGENT_BINARY defaults to the static musl build the gateways run:
-#   CC_x86_64_unknown_linux_musl=gcc cargo build --release -p millwright --no-default-features \
-#     --target x86_64-unknown-linux-musl
+#   cross/build.sh x86_64-musl   (once: cross/build.sh --setup x86_64-musl)
 # The simulator is the workspace's debug build (`cargo build -p millwright`). Needs mosquitto.
 # Prints VmHWM (peak RSS), VmRSS at the end, and CPU as a percentage of one core over the run after
 # a 10 s warm-up, read from /proc.

@@ -26,7 +26,7 @@ fn summary(n: usize) -> NewRecord {
     let x = n as f64;
     let tags = (0..10)
         .map(|t| TagStats {
-            name: format!("tag{t}"),
+            name: format!("tag{t}").into(),
             unit: None,
             count: 10,
             bad: 0,

@@ -1,39 +1,72 @@
-//! Bounded fan-out of samples from acquisition to every consumer.
+//! Bounded fan-out of samples from acquisition to every consumer, a poll's samples at a time.
+//!
+//! A source publishes what one request (or one OPC UA notification) returned as one batch: at
+//! 1,000 registers every 100 ms that is about a hundred messages a second instead of ten
+//! thousand, and each consumer is woken once per batch. Consumers still take samples one by one
+//! ([`Subscriber::recv`]).
 //!
 //! Invariants: publishing never waits (acquisition must not stall on a slow consumer); each
-//! subscriber has its own bounded queue; when a subscriber falls behind, its oldest samples are
-//! dropped and the number dropped is counted, never silently lost.
+//! subscriber has its own bounded queue of batches; when a subscriber falls behind, its oldest
+//! batches are dropped and the samples in them counted, never silently lost; a batch is freed
+//! as soon as every subscriber has taken it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
 use crate::sample::Sample;
 
+/// Samples published together, numbered in publishing order.
+#[derive(Debug)]
+struct Batch {
+    /// How many samples were published before this batch.
+    first: u64,
+    samples: Vec<Sample>,
+}
+
 #[derive(Clone)]
 pub struct SampleBus {
-    sender: broadcast::Sender<Sample>,
+    sender: broadcast::Sender<Arc<Batch>>,
+    /// Samples published so far; held while sending, so that batches go out in number order.
+    published: Arc<Mutex<u64>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl SampleBus {
+    /// A bus that keeps up to `capacity` batches for a subscriber that falls behind.
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
         SampleBus {
             sender,
+            published: Arc::default(),
             dropped: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// Hands a sample to every current subscriber (none is fine: nobody is listening yet).
+    /// Hands one sample to every current subscriber (none is fine: nobody is listening yet).
     pub fn publish(&self, sample: Sample) {
-        let _no_subscribers = self.sender.send(sample);
+        self.publish_all(vec![sample]);
+    }
+
+    /// Hands samples to every current subscriber as one batch.
+    pub fn publish_all(&self, samples: Vec<Sample>) {
+        if samples.is_empty() {
+            return;
+        }
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        let first = *published;
+        *published += samples.len() as u64;
+        let _no_subscribers = self.sender.send(Arc::new(Batch { first, samples }));
     }
 
     pub fn subscribe(&self) -> Subscriber {
+        // Taken under the lock, so the first batch this subscriber sees starts at `next`.
+        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
         Subscriber {
             receiver: self.sender.subscribe(),
+            batch: None,
+            next: *published,
             dropped: Arc::clone(&self.dropped),
         }
     }
@@ -45,7 +78,11 @@ impl SampleBus {
 }
 
 pub struct Subscriber {
-    receiver: broadcast::Receiver<Sample>,
+    receiver: broadcast::Receiver<Arc<Batch>>,
+    /// The batch being taken apart, and the index of its next sample.
+    batch: Option<(Arc<Batch>, usize)>,
+    /// The number of the next sample expected: a batch that starts later shows what was dropped.
+    next: u64,
     dropped: Arc<AtomicU64>,
 }
 
@@ -53,11 +90,24 @@ impl Subscriber {
     /// The next sample, or `None` when every publisher is gone. Lag is counted and skipped.
     pub async fn recv(&mut self) -> Option<Sample> {
         loop {
-            match self.receiver.recv().await {
-                Ok(sample) => return Some(sample),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    self.dropped.fetch_add(n, Ordering::Relaxed);
+            if let Some((batch, index)) = &mut self.batch {
+                if let Some(sample) = batch.samples.get(*index) {
+                    *index += 1;
+                    return Some(sample.clone());
                 }
+                self.batch = None;
+            }
+            match self.receiver.recv().await {
+                Ok(batch) => {
+                    if batch.first > self.next {
+                        self.dropped
+                            .fetch_add(batch.first - self.next, Ordering::Relaxed);
+                    }
+                    self.next = batch.first + batch.samples.len() as u64;
+                    self.batch = Some((batch, 0));
+                }
+                // The batches skipped are counted from the next one's number.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
@@ -81,15 +131,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn slow_subscriber_loses_oldest_and_it_is_counted() {
+    async fn slow_subscriber_loses_oldest_batches_and_their_samples_are_counted() {
         let bus = SampleBus::new(4);
         let mut slow = bus.subscribe();
         for i in 0..10 {
-            bus.publish(sample(i));
+            bus.publish_all(vec![sample(2 * i), sample(2 * i + 1)]);
         }
-        drop(bus.clone());
         let first = slow.recv().await.expect("sample");
-        assert_eq!(first.tag, TagId(6), "the newest 4 survive");
-        assert_eq!(bus.dropped(), 6);
+        assert_eq!(first.tag, TagId(12), "the newest 4 batches survive");
+        assert_eq!(bus.dropped(), 12, "6 batches of 2 samples");
+        let mut tags = Vec::new();
+        for _ in 0..7 {
+            tags.push(slow.recv().await.expect("sample").tag.0);
+        }
+        assert_eq!(tags, (13..20).collect::<Vec<_>>(), "in order, one by one");
+        drop(bus);
+        assert!(
+            slow.recv().await.is_none(),
+            "closed once the publishers are gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_late_subscriber_sees_what_is_published_after_it_and_counts_no_drop() {
+        let bus = SampleBus::new(4);
+        bus.publish_all(vec![sample(0), sample(1)]);
+        let mut late = bus.subscribe();
+        bus.publish(sample(2));
+        assert_eq!(late.recv().await.expect("sample").tag, TagId(2));
+        assert_eq!(bus.dropped(), 0);
+        bus.publish_all(Vec::new());
+        bus.publish(sample(3));
+        assert_eq!(late.recv().await.expect("sample").tag, TagId(3));
     }
 }

@@ -13,6 +13,8 @@
 
 use std::time::SystemTime;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::decisions::lifecycle::Transition;
@@ -54,7 +56,7 @@ impl Report {
     }
 }
 
-/// One device's tags over one interval, in the device's tag order.
+/// One device's tags over one interval, in name order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TagSummary {
     pub device: String,
@@ -68,8 +70,9 @@ pub struct TagSummary {
 /// One tag over one interval. `min`, `max` and `mean` cover the good, finite numeric samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TagStats {
-    pub name: String,
-    pub unit: Option<String>,
+    /// Shared with the summaries stage's own copy: a summary round allocates no names.
+    pub name: Arc<str>,
+    pub unit: Option<Arc<str>>,
     pub count: u32,
     /// Samples whose quality was not good.
     pub bad: u32,

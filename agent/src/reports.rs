@@ -78,11 +78,11 @@ impl TagWindow {
         }
     }
 
-    fn stats(&self, name: &str, unit: Option<&str>) -> TagStats {
+    fn stats(&self, name: &Arc<str>, unit: Option<&Arc<str>>) -> TagStats {
         let numeric = self.numeric > 0;
         TagStats {
-            name: name.to_string(),
-            unit: unit.map(str::to_string),
+            name: Arc::clone(name),
+            unit: unit.cloned(),
             count: self.count,
             bad: self.bad,
             worst: self.worst,
@@ -99,7 +99,9 @@ impl TagWindow {
 struct DeviceTags {
     name: String,
     first: usize,
-    tags: Vec<(String, Option<String>)>,
+    /// Sorted by name, each with its offset in the range: summaries come out in the order the
+    /// wire wants them, without sorting each round.
+    tags: Vec<(usize, Arc<str>, Option<Arc<str>>)>,
 }
 
 /// Running tag summaries of every device of a plan.
@@ -117,14 +119,17 @@ impl TagSummaries {
             .sources()
             .iter()
             .map(|source| {
+                let mut tags: Vec<(usize, Arc<str>, Option<Arc<str>>)> = source
+                    .tags
+                    .iter()
+                    .enumerate()
+                    .map(|(offset, (name, unit))| (offset, Arc::from(*name), unit.map(Arc::from)))
+                    .collect();
+                tags.sort_by(|a, b| a.1.cmp(&b.1));
                 let device = DeviceTags {
                     name: source.source.to_string(),
                     first,
-                    tags: source
-                        .tags
-                        .iter()
-                        .map(|(name, unit)| (name.to_string(), unit.map(str::to_string)))
-                        .collect(),
+                    tags,
                 };
                 first += source.tags.len();
                 device
@@ -151,11 +156,9 @@ impl TagSummaries {
             let tags = device
                 .tags
                 .iter()
-                .zip(windows.iter_mut())
-                .map(|((name, unit), window)| {
-                    let stats = window.stats(name, unit.as_deref());
-                    *window = TagWindow::default();
-                    stats
+                .map(|(offset, name, unit)| {
+                    let window = std::mem::take(&mut windows[*offset]);
+                    window.stats(name, unit.as_ref())
                 })
                 .collect();
             reports.push(Report::TagSummary(TagSummary {
@@ -178,11 +181,11 @@ pub fn event(name: &str, detail: serde_json::Value, now: SystemTime) -> NewRecor
 
 /// Appends a record, reporting (not failing on) a full or broken store.
 pub fn append(outbox: &Outbox, record: NewRecord) {
-    let (class, kind, at) = (
-        record.class,
-        record.payload.kind().to_string(),
-        record.created,
-    );
+    let kind: std::borrow::Cow<'static, str> = match &record.payload {
+        crate::store::Payload::Report(report) => report.kind().into(),
+        crate::store::Payload::Raw { kind, .. } => kind.clone().into(),
+    };
+    let (class, at) = (record.class, record.created);
     match outbox.append(record) {
         Ok(Appended::Stored { .. }) => {}
         Ok(Appended::Dropped) => {

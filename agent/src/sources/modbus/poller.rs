@@ -560,9 +560,7 @@ async fn frame_gap(last_transaction: Option<Instant>, gap: Duration) {
 }
 
 fn publish(bus: &SampleBus, samples: Vec<Sample>) {
-    for sample in samples {
-        bus.publish(sample);
-    }
+    bus.publish_all(samples);
 }
 
 /// The lines of a plan, each device's counters, and a writer per device (in plan order).

@@ -234,15 +234,16 @@ impl EndpointSource {
 
     fn publish_all(&self, quality: Quality) {
         let now = self.clock.now();
-        for index in 0..self.endpoint.tags.len() {
-            self.bus.publish(Sample {
+        let samples = (0..self.endpoint.tags.len())
+            .map(|index| Sample {
                 tag: self.tag(index),
                 timestamp: now,
                 server_timestamp: None,
                 value: None,
                 quality,
-            });
-        }
+            })
+            .collect();
+        self.bus.publish_all(samples);
     }
 
     fn publish_failed(&self, index: usize, status: StatusCode) {
@@ -548,31 +549,43 @@ impl EndpointSource {
             match answer {
                 Ok(Ok(values)) => {
                     self.stats.record(Quality::Good, latency);
-                    for ((index, _), value) in batch.iter().zip(values) {
-                        self.bus
-                            .publish(convert::sample(self.tag(*index), value, received));
-                    }
+                    let samples = batch.iter().zip(values);
+                    self.bus.publish_all(
+                        samples
+                            .map(|((index, _), value)| {
+                                convert::sample(self.tag(*index), value, received)
+                            })
+                            .collect(),
+                    );
                 }
                 Ok(Err(e)) if is_connection_failure(e.status()) => {
                     return Err(failed("read")(e));
                 }
                 Ok(Err(e)) => {
                     self.stats.record(Quality::Bad(e.status().bits()), latency);
-                    for (index, _) in batch {
-                        self.publish_failed(*index, e.status());
-                    }
+                    self.bus.publish_all(
+                        batch
+                            .iter()
+                            .map(|(index, _)| {
+                                convert::failed(self.tag(*index), e.status(), received)
+                            })
+                            .collect(),
+                    );
                 }
                 Err(_) => {
                     self.stats.record(Quality::Timeout, latency);
-                    for (index, _) in batch {
-                        self.bus.publish(Sample {
-                            tag: self.tag(*index),
-                            timestamp: received,
-                            server_timestamp: None,
-                            value: None,
-                            quality: Quality::Timeout,
-                        });
-                    }
+                    self.bus.publish_all(
+                        batch
+                            .iter()
+                            .map(|(index, _)| Sample {
+                                tag: self.tag(*index),
+                                timestamp: received,
+                                server_timestamp: None,
+                                value: None,
+                                quality: Quality::Timeout,
+                            })
+                            .collect(),
+                    );
                 }
             }
         }
@@ -688,6 +701,7 @@ impl OnSubscriptionNotificationCore for Notifications {
             let Some(changes) = object.into_inner_as::<DataChangeNotification>() else {
                 continue;
             };
+            let mut samples = Vec::new();
             for change in changes.monitored_items.into_iter().flatten() {
                 let handle = change.client_handle as usize;
                 if handle == 0 || handle > self.names.len() {
@@ -709,9 +723,9 @@ impl OnSubscriptionNotificationCore for Notifications {
                     info!(endpoint = %self.endpoint, tag = %self.names[index], "node available now");
                 }
                 let tag = TagId(self.tag_base + index as u32);
-                self.bus
-                    .publish(convert::sample(tag, change.value, received));
+                samples.push(convert::sample(tag, change.value, received));
             }
+            self.bus.publish_all(samples);
         }
     }
 }

@@ -298,6 +298,10 @@ struct TagsJson<'a>(&'a [TagStats]);
 
 impl Serialize for TagsJson<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The summaries stage writes them in name order; older records may not be.
+        if self.0.is_sorted_by(|a, b| a.name < b.name) {
+            return serializer.collect_map(self.0.iter().map(|t| (&t.name, TagJson::of(t))));
+        }
         let mut sorted: Vec<&TagStats> = self.0.iter().collect();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
         sorted.dedup_by(|a, b| a.name == b.name);

@@ -1,0 +1,331 @@
+//! The whole agent's footprint: the agent binary (the static musl build by default) polling a
+//! simulated plant and forwarding to a local mosquitto, measured from outside through /proc.
+//!
+//!   cargo bench -p millwright --bench footprint -- [--load reference|10k|both] [--seconds 60]
+//!       [--minutes N] [--agent PATH]...
+//!
+//! Loads:
+//! - `reference`: 1,000 holding registers every 100 ms (ten units of 100) beside the demo plant,
+//!   whose two assets are scored with the shipped model; `[mqtt]` on; summaries every 1 s.
+//! - `10k`: 10,000 registers at 1 s (ten units of 1,000), summaries every 10 s, no model.
+//!
+//! Each `--agent` is measured in turn (default: `target/x86_64-unknown-linux-musl/release/millwright`,
+//! built by `cross/build.sh x86_64-musl`; the glibc one by `cross/build.sh x86_64-gnu`). The
+//! simulator is the workspace's debug build (`cargo build -p millwright`). Prints per run: RSS at
+//! 10 s, steady (median of the last fifth), at the end and its peak (VmHWM), CPU in % of one core
+//! after a 10 s warm-up, and what the agent wrote to storage, per day. `--minutes N` is the soak
+//! mode: RSS at 1 and 5 minutes and the slope after the fifth (least squares, MiB/h).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, median, mosquitto};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    Reference,
+    TenThousand,
+}
+
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Load::Reference => "1,000 registers at 100 ms, 2 assets with the model, summaries 1 s",
+            Load::TenThousand => "10,000 registers at 1 s, summaries 10 s",
+        }
+    }
+
+    /// (units, registers per unit, poll interval, summary interval, the model on)
+    fn shape(self) -> (u32, u32, &'static str, &'static str, bool) {
+        match self {
+            Load::Reference => (10, 100, "100ms", "1s", true),
+            Load::TenThousand => (10, 1000, "1s", "10s", false),
+        }
+    }
+}
+
+struct Options {
+    loads: Vec<Load>,
+    run: Duration,
+    agents: Vec<PathBuf>,
+}
+
+fn options() -> Options {
+    let mut loads = vec![Load::Reference, Load::TenThousand];
+    let mut run = Duration::from_secs(60);
+    let mut agents = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_default();
+        match arg.as_str() {
+            "--load" => {
+                loads = match value().as_str() {
+                    "reference" => vec![Load::Reference],
+                    "10k" => vec![Load::TenThousand],
+                    _ => vec![Load::Reference, Load::TenThousand],
+                }
+            }
+            "--seconds" => run = Duration::from_secs(value().parse().unwrap_or(60)),
+            "--minutes" => run = Duration::from_secs(60 * value().parse().unwrap_or(60)),
+            "--agent" => agents.push(PathBuf::from(value())),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    if agents.is_empty() {
+        agents.push(workspace().join("target/x86_64-unknown-linux-musl/release/millwright"));
+    }
+    Options { loads, run, agents }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+/// The simulator's plant: the demo plant's machines and the bulk units.
+fn simulator_config(load: Load, port: u16) -> String {
+    let demo = std::fs::read_to_string(workspace().join("firmware-config/examples/sim/demo.toml"))
+        .expect("demo simulator config");
+    let mut text = demo.replace(
+        "listen = \"127.0.0.1:5020\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let (units, registers, ..) = load.shape();
+    for unit in 101..101 + units {
+        text +=
+            &format!("\n[[machines]]\nname = \"bulk-{unit}\"\nkind = \"fan\"\nunit_id = {unit}\n");
+        for r in 0..registers {
+            text += &format!(
+                "[[machines.points]]\nname = \"r{r}\"\ntable = \"holding\"\naddress = {r}\nsignal = {{ base = {}, noise = 3 }}\n",
+                (r % 100) * 10
+            );
+        }
+    }
+    text
+}
+
+/// The agent: the demo plant (with the model for the reference load) and the bulk devices.
+fn agent_config(load: Load, sim_port: u16, mqtt_port: u16, data_dir: &Path) -> String {
+    let root = workspace();
+    let demo = std::fs::read_to_string(root.join("firmware-config/examples/demo-plant.toml"))
+        .expect("demo plant config");
+    let (units, registers, poll, summaries, model) = load.shape();
+    let mut text = demo
+        .replace("127.0.0.1:5020", &format!("127.0.0.1:{sim_port}"))
+        .replace("port = 5020", &format!("port = {sim_port}"))
+        .replace(
+            "data_dir = \"/tmp/millwright-demo\"",
+            &format!("data_dir = {:?}", data_dir.display().to_string()),
+        );
+    if model {
+        let models = format!(
+            "[scoring]\nmodels = {{ default = {:?} }}",
+            root.join("models/default.onnx").display().to_string()
+        );
+        text = text.replacen("[scoring]", &models, 1);
+    }
+    text += &format!(
+        "\n[outbox]\nsummary_interval = \"{summaries}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\n"
+    );
+    for unit in 101..101 + units {
+        text += &format!(
+            "\n[[devices]]\nname = \"bulk-{unit}\"\nhost = \"127.0.0.1\"\nport = {sim_port}\nunit_id = {unit}\naddressing = \"zero_based\"\npoll_interval = \"{poll}\"\n"
+        );
+        for r in 0..registers {
+            text += &format!(
+                "[[devices.tags]]\nname = \"b{unit}.r{r}\"\ntable = \"holding\"\naddress = {r}\n"
+            );
+        }
+    }
+    text
+}
+
+/// A field of `/proc/<pid>/status` in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of `pid` in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which may hold spaces, start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn ticks_per_second() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Bytes `pid` caused to be written to storage.
+fn written(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    millwright::status::StorageStatus::from_io(&io, Duration::ZERO).map_or(0, |s| s.bytes_written)
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Least-squares slope of (seconds, KiB) in MiB per hour.
+fn slope_mib_per_hour(points: &[(f64, u64)]) -> f64 {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + *y as f64));
+    let (mx, my) = (sx / n, sy / n);
+    let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
+        (num + (x - mx) * (*y as f64 - my), den + (x - mx) * (x - mx))
+    });
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den * 3600.0 / 1024.0
+    }
+}
+
+fn measure(agent: &Path, load: Load, run: Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim_port, mqtt_port) = (free_port(), free_port());
+    let Some(broker) = mosquitto(mqtt_port, dir.path()) else {
+        println!("skipped: mosquitto is not installed (apt-get install mosquitto)");
+        return;
+    };
+    let _broker = Killed(broker);
+    let sim_config = dir.path().join("sim.toml");
+    std::fs::write(&sim_config, simulator_config(load, sim_port)).expect("write");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        agent_config(load, sim_port, mqtt_port, &dir.path().join("data")),
+    )
+    .expect("write");
+    let simulator = workspace().join("target/debug/millwright");
+    let _sim = Killed(
+        Command::new(&simulator)
+            .args(["simulate", "-c"])
+            .arg(&sim_config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("simulator: cargo build -p millwright"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", sim_port)).is_err() {
+        assert!(Instant::now() < deadline, "the simulator did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let child = Command::new(agent)
+        .args(["run", "-q", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agent");
+    let pid = child.id();
+    let _agent = Killed(child);
+
+    let started = Instant::now();
+    let hz = ticks_per_second();
+    let mut samples: Vec<(f64, u64)> = Vec::new();
+    let mut warm: Option<(Instant, u64, u64)> = None;
+    while started.elapsed() < run {
+        std::thread::sleep(Duration::from_secs(1));
+        let at = started.elapsed().as_secs_f64();
+        samples.push((at, status_kib(pid, "VmRSS:")));
+        if warm.is_none() && at >= 10.0 {
+            warm = Some((Instant::now(), cpu_ticks(pid), written(pid)));
+        }
+    }
+    let (warm_at, warm_ticks, warm_written) = warm.expect("the run lasts more than 10 s");
+    let span = warm_at.elapsed().as_secs_f64();
+    let cpu = 100.0 * (cpu_ticks(pid) - warm_ticks) as f64 / hz / span;
+    let per_day = (written(pid) - warm_written) as f64 * 86_400.0 / span;
+    let peak = status_kib(pid, "VmHWM:");
+    let rss_at = |second: f64| {
+        samples
+            .iter()
+            .find(|(at, _)| *at >= second)
+            .map_or(0, |(_, kib)| *kib)
+    };
+    let tail = &samples[samples.len() * 4 / 5..];
+    let steady = median(tail.iter().map(|(_, kib)| *kib as f64).collect());
+    let end = samples.last().map_or(0, |(_, kib)| *kib);
+    println!("{} — {}", agent.display(), load.name());
+    println!(
+        "  RSS at 10 s {:.1} MiB, steady {:.1} MiB, at the end {:.1} MiB, peak {:.1} MiB; CPU {:.2} % of a core; written to storage {:.1} MiB/day",
+        mib(rss_at(10.0)),
+        steady / 1024.0,
+        mib(end),
+        mib(peak),
+        cpu,
+        per_day / 1048576.0
+    );
+    if run >= Duration::from_secs(6 * 60) {
+        let after_five: Vec<(f64, u64)> = samples
+            .iter()
+            .copied()
+            .filter(|(at, _)| *at >= 300.0)
+            .collect();
+        println!(
+            "  soak: RSS at 1 min {:.1} MiB, at 5 min {:.1} MiB, at {} min {:.1} MiB; growth after 5 min {:+.2} MiB, slope {:+.2} MiB/h",
+            mib(rss_at(60.0)),
+            mib(rss_at(300.0)),
+            run.as_secs() / 60,
+            mib(end),
+            mib(end) - mib(rss_at(300.0)),
+            slope_mib_per_hour(&after_five)
+        );
+    }
+}
+
+fn main() {
+    let options = options();
+    for agent in &options.agents {
+        if !agent.exists() {
+            println!(
+                "skipped {}: no such binary (cross/build.sh x86_64-musl, or pass --agent)",
+                agent.display()
+            );
+            continue;
+        }
+        for load in &options.loads {
+            measure(agent, *load, options.run);
+        }
+    }
+}
