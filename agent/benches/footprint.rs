@@ -12,7 +12,8 @@
 //! Each `--agent` is measured in turn (default: `target/x86_64-unknown-linux-musl/release/millwright`,
 //! built by `cross/build.sh x86_64-musl`; the glibc one by `cross/build.sh x86_64-gnu`). The
 //! simulator is the workspace's debug build (`cargo build -p millwright`). Prints per run: RSS at
-//! 10 s, steady (median of the last fifth), at the end and its peak (VmHWM), CPU in % of one core
+//! 10 s, steady (median of the last fifth; with its anonymous part: the rest is code and files
+//! mapped), at the end and its peak (VmHWM), CPU in % of one core
 //! after a 10 s warm-up, and what the agent wrote to storage, per day. `--minutes N` is the soak
 //! mode: RSS at 1 and 5 minutes and the slope after the fifth (least squares, MiB/h).
 
@@ -263,11 +264,13 @@ fn measure(agent: &Path, load: Load, run: Duration) {
     let started = Instant::now();
     let hz = ticks_per_second();
     let mut samples: Vec<(f64, u64)> = Vec::new();
+    let mut anon: Vec<f64> = Vec::new();
     let mut warm: Option<(Instant, u64, u64)> = None;
     while started.elapsed() < run {
         std::thread::sleep(Duration::from_secs(1));
         let at = started.elapsed().as_secs_f64();
         samples.push((at, status_kib(pid, "VmRSS:")));
+        anon.push(status_kib(pid, "RssAnon:") as f64);
         if warm.is_none() && at >= 10.0 {
             warm = Some((Instant::now(), cpu_ticks(pid), written(pid)));
         }
@@ -285,12 +288,14 @@ fn measure(agent: &Path, load: Load, run: Duration) {
     };
     let tail = &samples[samples.len() * 4 / 5..];
     let steady = median(tail.iter().map(|(_, kib)| *kib as f64).collect());
+    let steady_anon = median(anon[anon.len() * 4 / 5..].to_vec());
     let end = samples.last().map_or(0, |(_, kib)| *kib);
     println!("{} — {}", agent.display(), load.name());
     println!(
-        "  RSS at 10 s {:.1} MiB, steady {:.1} MiB, at the end {:.1} MiB, peak {:.1} MiB; CPU {:.2} % of a core; written to storage {:.1} MiB/day",
+        "  RSS at 10 s {:.1} MiB, steady {:.1} MiB ({:.1} MiB of it anonymous, the rest mapped code and files), at the end {:.1} MiB, peak {:.1} MiB; CPU {:.2} % of a core; written to storage {:.1} MiB/day",
         mib(rss_at(10.0)),
         steady / 1024.0,
+        steady_anon / 1024.0,
         mib(end),
         mib(peak),
         cpu,

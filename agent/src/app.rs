@@ -25,7 +25,7 @@ use crate::pipeline::{Deps, Pipeline, UpstreamDeps};
 use crate::reports;
 use crate::service::ServiceManager;
 use crate::store::sled_store::{OpenError, SledStore};
-use crate::store::{Appended, MemoryStore, Outbox};
+use crate::store::{write_behind, Appended, MemoryStore, Outbox, WriteBehind};
 use crate::uplink::{Identity, UplinkStats};
 
 use crate::sources::modbus::{self, DeviceWriter};
@@ -443,6 +443,7 @@ impl Upstream {
                         }),
                     ));
                 }
+                let store = WriteBehind::new(Box::new(store), write_behind::MAX_STAGED);
                 Outbox::new(Box::new(store), plan.outbox.max_bytes)?
             }
             Err(locked @ OpenError::Locked(_)) => return Err(locked.into()),

@@ -101,8 +101,8 @@ pub struct AgentConfig {
     /// How often `run` logs each device's counters.
     #[serde(default = "default_summary_interval")]
     pub summary_interval: HumanDuration,
-    /// Samples buffered for each consumer of the sample bus before the oldest are dropped (and
-    /// counted).
+    /// Polls (one request's or notification's samples) buffered for each consumer of the sample
+    /// bus before the oldest are dropped (and their samples counted).
     #[serde(default = "default_bus_capacity")]
     pub sample_bus_capacity: usize,
     /// Where the agent keeps its state (the outbox, the control socket). Relative paths are
@@ -129,7 +129,7 @@ fn default_summary_interval() -> HumanDuration {
     HumanDuration::from_millis(60_000)
 }
 fn default_bus_capacity() -> usize {
-    4096
+    256
 }
 fn default_data_dir() -> PathBuf {
     "/var/lib/millwright".into()

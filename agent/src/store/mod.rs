@@ -29,6 +29,7 @@
 pub mod dead_letters;
 pub mod memory;
 pub mod sled_store;
+pub mod write_behind;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -42,6 +43,7 @@ use crate::records::Report;
 pub use dead_letters::{DeadLetter, DeadLetterStats};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
+pub use write_behind::WriteBehind;
 
 /// What a record is, which also decides its priority upstream and under the full policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -406,6 +408,8 @@ pub struct Outbox {
     store: Box<dyn Store>,
     max_bytes: u64,
     occupancy: Mutex<Occupancy>,
+    /// The counts the last occupancy snapshot wrote.
+    snapshot: Mutex<Option<([u64; 3], [u64; 3])>>,
     level: watch::Sender<Level>,
     last_id: AtomicU64,
     corrupt: AtomicU64,
@@ -471,6 +475,7 @@ impl Outbox {
             store,
             max_bytes,
             level,
+            snapshot: Mutex::new(None),
             occupancy: Mutex::new(occupancy),
             last_id: AtomicU64::new(last_id),
             corrupt: AtomicU64::new(corrupt),
@@ -627,7 +632,12 @@ impl Outbox {
         let through = {
             let occupancy = self.lock();
             let through = self.last_id.load(Ordering::Relaxed);
-            if through > 0 {
+            let counts = (occupancy.depth, occupancy.bytes);
+            let mut written = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            // Unchanged counts keep the older snapshot: its `through` is then behind, which can
+            // only overstate a class at the next start (see the module invariants), and an
+            // outbox whose records all went out is not written to every flush.
+            if through > 0 && *written != Some(counts) {
                 for class in Class::ALL {
                     let slot = class as usize;
                     self.store
@@ -636,6 +646,7 @@ impl Outbox {
                         .set_counter(&snapshot_key("bytes", class), occupancy.bytes[slot])?;
                 }
                 self.store.set_counter(SNAPSHOT_THROUGH, through)?;
+                *written = Some(counts);
             }
             through
         };
