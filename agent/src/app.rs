@@ -520,7 +520,8 @@ impl Upstream {
     }
 }
 
-/// Flushes the outbox every `every`, at once when an alert was appended, and once more at the end.
+/// Flushes the outbox every `every`, at once when an alert was appended, and at the end twice (the
+/// write-behind layer keeps a record back for one flush: two make everything durable).
 pub async fn flush_periodically(
     outbox: Arc<Outbox>,
     every: Duration,
@@ -535,7 +536,11 @@ pub async fn flush_periodically(
             () = outbox.urgent.notified() => false,
         };
         let flushing = Arc::clone(&outbox);
-        match tokio::task::spawn_blocking(move || flushing.flush()).await {
+        let flush = move || match stopping {
+            true => flushing.flush().and_then(|_| flushing.flush()),
+            false => flushing.flush(),
+        };
+        match tokio::task::spawn_blocking(flush).await {
             Ok(Ok(through)) if through != durable => {
                 durable = through;
                 debug!(durable_through = through, "outbox flushed");

@@ -19,8 +19,10 @@
 //!   the counters are persisted and reported upstream.
 //! - **Checked.** Each record carries a CRC-32; a record that fails it is removed, counted as
 //!   corrupt and reported, never sent.
-//! - **Durable on flush.** A record is on disk once [`Outbox::flush`] returned after its append;
-//!   the agent flushes at `outbox.flush_interval`, at once after an alert, and on shutdown.
+//! - **Durable on flush.** A record is on disk once [`Outbox::flush`] returned an id at or above
+//!   its own; the agent flushes at `outbox.flush_interval`, at once after an alert, and on
+//!   shutdown. Behind the agent's write-behind layer ([`write_behind`]) that is the second flush
+//!   after its append (an alert's first).
 //! - **Cheap to reopen.** Each flush first writes the occupancy (records and bytes per class) and
 //!   the last id it covers; opening reads that snapshot and counts only the records above it, so a
 //!   large backlog is not read at start-up. A snapshot older than later removals can only
@@ -183,8 +185,12 @@ pub trait Store: Send + Sync {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable (a write-behind layer: see [`Store::lowest_pending`]).
     fn flush(&self) -> Result<(), StoreError>;
+    /// The lowest id inserted that the last flush did not make durable (none for a plain store).
+    fn lowest_pending(&self) -> Option<u64> {
+        None
+    }
     /// Bytes the store takes on disk (0 for memory).
     fn size_on_disk(&self) -> u64;
 }
@@ -651,7 +657,10 @@ impl Outbox {
             through
         };
         self.store.flush()?;
-        Ok(through)
+        Ok(match self.store.lowest_pending() {
+            Some(pending) => through.min(pending.saturating_sub(1)),
+            None => through,
+        })
     }
 
     pub fn stats(&self) -> OutboxStats {

@@ -4,13 +4,16 @@
 //! With the broker reachable, a summary is acknowledged milliseconds after it is appended, long
 //! before the next flush (`outbox.flush_interval`). Writing it to sled anyway, then removing it,
 //! costs the flash both writes for nothing: at 1,000 tags summarised every second that was about
-//! 11 GiB a day. Records therefore wait in memory until the flush, which moves to the store only
-//! those still unacknowledged, then syncs it.
+//! 11 GiB a day. Records therefore wait in memory, and a flush moves to the store only those still
+//! unacknowledged that were already waiting at the flush before it, then syncs it. A record that
+//! was being delivered when one flush came thus gets until the next one to be acknowledged: a
+//! flush that lands while a burst of summaries is on its way writes none of them.
 //!
 //! Invariants:
-//! - **The same durability.** A record is durable once [`Store::flush`] returned after its
-//!   insertion, exactly as with the store alone: before that, the store alone would not have
-//!   synced it either (sled writes on flush: `flush_every_ms` is off).
+//! - **Durable within two flushes.** A record is durable once the second [`Store::flush`] after
+//!   its insertion returned (an alert: the first one); [`Store::lowest_pending`] names the oldest
+//!   record not yet durable, so the outbox never reports one as durable too early. Two flushes
+//!   in a row move everything (a clean stop does that).
 //! - **Bounded memory.** At most `max_staged` bytes wait in memory; beyond them records go to the
 //!   store at once (a flush that keeps failing, a disk that is full, cannot make memory grow).
 //! - **One view.** Reads merge the staged records with the store's, in id order; a record is in
@@ -38,8 +41,11 @@ pub struct WriteBehind {
 
 #[derive(Default)]
 struct Staged {
-    records: [BTreeMap<u64, Vec<u8>>; 3],
+    /// Each record with the flush count when it was staged.
+    records: [BTreeMap<u64, (Vec<u8>, u64)>; 3],
     bytes: u64,
+    /// Flushes so far.
+    flushes: u64,
 }
 
 impl WriteBehind {
@@ -64,7 +70,7 @@ impl WriteBehind {
 
 /// The entries of `staged` with ids above `after`, at most `limit`.
 fn staged_after(
-    staged: &BTreeMap<u64, Vec<u8>>,
+    staged: &BTreeMap<u64, (Vec<u8>, u64)>,
     after: Option<u64>,
     limit: usize,
 ) -> Vec<(u64, Vec<u8>)> {
@@ -72,7 +78,7 @@ fn staged_after(
     staged
         .range((start, Bound::Unbounded))
         .take(limit)
-        .map(|(k, v)| (*k, v.clone()))
+        .map(|(k, (v, _))| (*k, v.clone()))
         .collect()
 }
 
@@ -88,13 +94,14 @@ impl Store for WriteBehind {
             return self.written(self.inner.insert(class, id, value));
         }
         staged.bytes += value.len() as u64;
-        staged.records[class as usize].insert(id, value.to_vec());
+        let flushes = staged.flushes;
+        staged.records[class as usize].insert(id, (value.to_vec(), flushes));
         Ok(())
     }
 
     fn remove(&self, class: Class, id: u64) -> Result<Option<usize>, StoreError> {
         let mut staged = self.staged();
-        if let Some(value) = staged.records[class as usize].remove(&id) {
+        if let Some((value, _)) = staged.records[class as usize].remove(&id) {
             staged.bytes -= value.len() as u64;
             return Ok(Some(value.len()));
         }
@@ -112,7 +119,7 @@ impl Store for WriteBehind {
     fn oldest(&self, class: Class) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let staged = self.staged().records[class as usize]
             .first_key_value()
-            .map(|(k, v)| (*k, v.clone()));
+            .map(|(k, (v, _))| (*k, v.clone()));
         let stored = self.inner.oldest(class)?;
         Ok(match (staged, stored) {
             (Some(s), Some(d)) => Some(if s.0 < d.0 { s } else { d }),
@@ -143,7 +150,9 @@ impl Store for WriteBehind {
         let staged = self.staged();
         Ok(staged.records[class as usize]
             .range((start, Bound::Unbounded))
-            .fold((depth, bytes), |(n, b), (_, v)| (n + 1, b + v.len() as u64)))
+            .fold((depth, bytes), |(n, b), (_, (v, _))| {
+                (n + 1, b + v.len() as u64)
+            }))
     }
 
     fn counter(&self, name: &str) -> Result<u64, StoreError> {
@@ -170,15 +179,26 @@ impl Store for WriteBehind {
         self.inner.dead_after(after, limit)
     }
 
-    /// Moves what is staged to the store, then syncs it. A record the store refuses stays staged
-    /// (and the error is returned): the next flush tries again.
+    /// Moves what was staged before the previous flush (alerts: everything) to the store, then
+    /// syncs it. A record the store refuses stays staged (and the error is returned): the next
+    /// flush tries again.
     fn flush(&self) -> Result<(), StoreError> {
         {
             let mut staged = self.staged();
+            let previous = staged.flushes;
+            staged.flushes += 1;
             for class in Class::ALL {
-                while let Some((id, value)) = staged.records[class as usize].pop_first() {
+                let due: Vec<u64> = staged.records[class as usize]
+                    .iter()
+                    .filter(|(_, (_, at))| class == Class::Alert || *at < previous)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in due {
+                    let Some((value, at)) = staged.records[class as usize].remove(&id) else {
+                        continue;
+                    };
                     if let Err(error) = self.inner.insert(class, id, &value) {
-                        staged.records[class as usize].insert(id, value);
+                        staged.records[class as usize].insert(id, (value, at));
                         return Err(error);
                     }
                     staged.bytes -= value.len() as u64;
@@ -193,6 +213,15 @@ impl Store for WriteBehind {
             }
         }
         Ok(())
+    }
+
+    fn lowest_pending(&self) -> Option<u64> {
+        let staged = self.staged();
+        staged
+            .records
+            .iter()
+            .filter_map(|records| records.first_key_value().map(|(id, _)| *id))
+            .min()
     }
 
     fn size_on_disk(&self) -> u64 {
@@ -296,9 +325,17 @@ mod tests {
         store.flush().expect("flush");
         assert_eq!(
             disk.inserts.load(Ordering::Relaxed),
+            0,
+            "they get until the next flush"
+        );
+        assert_eq!(store.lowest_pending(), Some(4), "not durable yet");
+        store.flush().expect("flush");
+        assert_eq!(
+            disk.inserts.load(Ordering::Relaxed),
             2,
             "only the two not delivered"
         );
+        assert_eq!(store.lowest_pending(), None);
         assert_eq!(disk.removes.load(Ordering::Relaxed), 0);
         assert_eq!(disk.syncs.load(Ordering::Relaxed), 1);
         store.flush().expect("flush");
@@ -367,5 +404,29 @@ mod tests {
         store.flush().expect("flush");
         assert_eq!(disk.inserts.load(Ordering::Relaxed), 3);
         assert_eq!(disk.syncs.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn an_alert_is_durable_at_the_first_flush_a_summary_at_the_second() {
+        let disk = Arc::new(Counted::default());
+        let store = WriteBehind::new(Box::new(Arc::clone(&disk)), 1 << 20);
+        store.insert(Class::Summary, 1, b"summary").expect("insert");
+        store.insert(Class::Alert, 2, b"alert").expect("insert");
+        store.flush().expect("flush");
+        assert_eq!(
+            ids(disk.store.after(Class::Alert, None, 9).expect("read")),
+            [2]
+        );
+        assert!(disk
+            .store
+            .after(Class::Summary, None, 9)
+            .expect("read")
+            .is_empty());
+        assert_eq!(store.lowest_pending(), Some(1));
+        store.flush().expect("flush");
+        assert_eq!(
+            ids(disk.store.after(Class::Summary, None, 9).expect("read")),
+            [1]
+        );
     }
 }
