@@ -2,8 +2,9 @@
 //!
 //! A source publishes what one request (or one OPC UA notification) returned as one batch: at
 //! 1,000 registers every 100 ms that is about a hundred messages a second instead of ten
-//! thousand, and each consumer is woken once per batch. Consumers still take samples one by one
-//! ([`Subscriber::recv`]).
+//! thousand, and each consumer is woken once per batch. Stages take a batch at a time
+//! ([`Subscriber::recv_batch`]: one pass through their `select!` per poll, not per register);
+//! [`Subscriber::recv`] hands out samples one by one.
 //!
 //! Invariants: publishing never waits (acquisition must not stall on a slow consumer); each
 //! subscriber has its own bounded queue of batches; when a subscriber falls behind, its oldest
@@ -86,6 +87,18 @@ pub struct Subscriber {
     dropped: Arc<AtomicU64>,
 }
 
+/// The samples of one poll not taken yet, shared with the other subscribers.
+pub struct Polled {
+    batch: Arc<Batch>,
+    from: usize,
+}
+
+impl Polled {
+    pub fn iter(&self) -> impl Iterator<Item = &Sample> {
+        self.batch.samples[self.from..].iter()
+    }
+}
+
 impl Subscriber {
     /// The next sample, or `None` when every publisher is gone. Lag is counted and skipped.
     pub async fn recv(&mut self) -> Option<Sample> {
@@ -97,6 +110,25 @@ impl Subscriber {
                 }
                 self.batch = None;
             }
+            let batch = self.next_batch().await?;
+            self.batch = Some((batch, 0));
+        }
+    }
+
+    /// The rest of the current poll's samples, or the next poll's; `None` when every publisher
+    /// is gone. Lag is counted and skipped.
+    pub async fn recv_batch(&mut self) -> Option<Polled> {
+        if let Some((batch, from)) = self.batch.take() {
+            if from < batch.samples.len() {
+                return Some(Polled { batch, from });
+            }
+        }
+        let batch = self.next_batch().await?;
+        Some(Polled { batch, from: 0 })
+    }
+
+    async fn next_batch(&mut self) -> Option<Arc<Batch>> {
+        loop {
             match self.receiver.recv().await {
                 Ok(batch) => {
                     if batch.first > self.next {
@@ -104,7 +136,7 @@ impl Subscriber {
                             .fetch_add(batch.first - self.next, Ordering::Relaxed);
                     }
                     self.next = batch.first + batch.samples.len() as u64;
-                    self.batch = Some((batch, 0));
+                    return Some(batch);
                 }
                 // The batches skipped are counted from the next one's number.
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -163,5 +195,25 @@ mod tests {
         bus.publish_all(Vec::new());
         bus.publish(sample(3));
         assert_eq!(late.recv().await.expect("sample").tag, TagId(3));
+        // A batch at a time, after what `recv` already took of it.
+        bus.publish_all(vec![sample(4), sample(5), sample(6)]);
+        assert_eq!(late.recv().await.expect("sample").tag, TagId(4));
+        let rest: Vec<u32> = late
+            .recv_batch()
+            .await
+            .expect("batch")
+            .iter()
+            .map(|s| s.tag.0)
+            .collect();
+        assert_eq!(rest, [5, 6]);
+        bus.publish_all(vec![sample(7)]);
+        let next: Vec<u32> = late
+            .recv_batch()
+            .await
+            .expect("batch")
+            .iter()
+            .map(|s| s.tag.0)
+            .collect();
+        assert_eq!(next, [7]);
     }
 }

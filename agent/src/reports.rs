@@ -232,8 +232,8 @@ pub async fn run(
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
-            sample = sources.samples.recv() => match sample {
-                Some(sample) => summaries.observe(&sample),
+            polled = sources.samples.recv_batch() => match polled {
+                Some(polled) => polled.iter().for_each(|sample| summaries.observe(sample)),
                 None => break,
             },
             assessment = sources.assessments.recv(), if assessing => match assessment {

@@ -483,16 +483,18 @@ pub async fn run(
         tokio::select! {
             () = stop.cancelled() => break,
             Some(request) = alerts.requests.recv() => alerts.serve(request, alerting.max_shelve, clock.now()),
-            sample = next_sample(&mut inputs.samples) => {
-                let Some(sample) = sample else { break };
+            polled = next_batch(&mut inputs.samples) => {
+                let Some(polled) = polled else { break };
                 let now = clock.now();
-                let decided = conditions.sample(&sample, now);
-                if let Some(by) = decided.acknowledge_all_by {
-                    let count = alerts.acknowledge_all(&by, now);
-                    info!(acknowledged = count, %by, "acknowledge input pressed");
-                }
-                for condition in decided.conditions {
-                    alerts.condition(condition, now);
+                for sample in polled.iter() {
+                    let decided = conditions.sample(sample, now);
+                    if let Some(by) = decided.acknowledge_all_by {
+                        let count = alerts.acknowledge_all(&by, now);
+                        info!(acknowledged = count, %by, "acknowledge input pressed");
+                    }
+                    for condition in decided.conditions {
+                        alerts.condition(condition, now);
+                    }
                 }
             }
             Some(condition) = inputs.reported.recv() => alerts.condition(condition, clock.now()),
@@ -513,9 +515,9 @@ pub async fn run(
     alerts
 }
 
-async fn next_sample(samples: &mut Option<Subscriber>) -> Option<crate::sample::Sample> {
+async fn next_batch(samples: &mut Option<Subscriber>) -> Option<crate::bus::Polled> {
     match samples {
-        Some(samples) => samples.recv().await,
+        Some(samples) => samples.recv_batch().await,
         None => std::future::pending().await,
     }
 }

@@ -276,8 +276,13 @@ pub async fn run(
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
-            sample = samples.recv() => match sample {
-                Some(sample) => scorer.observe(&sample, t()),
+            polled = samples.recv_batch() => match polled {
+                Some(polled) => {
+                    let t = t();
+                    for sample in polled.iter() {
+                        scorer.observe(sample, t);
+                    }
+                }
                 None => break,
             },
             _ = tick.tick() => {
