@@ -251,7 +251,13 @@ fn measure(agent: &Path, load: Load, run: Duration) {
         assert!(Instant::now() < deadline, "the simulator did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // As the packaged service runs it (cross/debian/millwright.service); musl ignores these.
     let child = Command::new(agent)
+        .envs([
+            ("MALLOC_ARENA_MAX", "1"),
+            ("MALLOC_TRIM_THRESHOLD_", "65536"),
+            ("MALLOC_MMAP_THRESHOLD_", "65536"),
+        ])
         .args(["run", "-q", "-c"])
         .arg(&config)
         .stdout(Stdio::null())
