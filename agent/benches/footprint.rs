@@ -148,15 +148,7 @@ fn agent_config(load: Load, sim_port: u16, mqtt_port: u16, data_dir: &Path) -> S
 
 /// A field of `/proc/<pid>/status` in KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    common::process_status_kib(&pid.to_string(), field)
 }
 
 /// User + system CPU time of `pid` in clock ticks.

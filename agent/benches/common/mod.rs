@@ -19,7 +19,12 @@ pub fn percentile(mut values: Vec<f64>, fraction: f64) -> f64 {
 
 /// A field of this process's `/proc/self/status` in KiB (`VmRSS:`, `VmHWM:`); 0 if unreadable.
 pub fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    process_status_kib("self", field)
+}
+
+/// A field of `/proc/<pid>/status` in KiB; 0 if unreadable.
+pub fn process_status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()

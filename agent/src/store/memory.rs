@@ -27,16 +27,17 @@ impl MemoryStore {
 }
 
 /// Up to `limit` entries with ids above `after`, in id order.
-fn read_after(
-    entries: &BTreeMap<u64, Vec<u8>>,
+pub(super) fn read_after<V>(
+    entries: &BTreeMap<u64, V>,
     after: Option<u64>,
     limit: usize,
+    bytes: impl Fn(&V) -> &Vec<u8>,
 ) -> Vec<(u64, Vec<u8>)> {
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
     entries
         .range((start, Bound::Unbounded))
         .take(limit)
-        .map(|(k, v)| (*k, v.clone()))
+        .map(|(k, v)| (*k, bytes(v).clone()))
         .collect()
 }
 
@@ -72,7 +73,12 @@ impl Store for MemoryStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        Ok(read_after(&self.records()[class as usize], after, limit))
+        Ok(read_after(
+            &self.records()[class as usize],
+            after,
+            limit,
+            |v| v,
+        ))
     }
 
     fn measure(&self, class: Class, after: Option<u64>) -> Result<(u64, u64), StoreError> {
@@ -108,7 +114,7 @@ impl Store for MemoryStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        Ok(read_after(&self.dead(), after, limit))
+        Ok(read_after(&self.dead(), after, limit, |v| v))
     }
 
     fn flush(&self) -> Result<(), StoreError> {

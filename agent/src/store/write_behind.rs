@@ -26,6 +26,7 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use super::memory::read_after;
 use super::{Class, Store, StoreError};
 
 /// Bytes kept in memory at most, by default: many flush intervals of the reference load.
@@ -66,20 +67,6 @@ impl WriteBehind {
         self.dirty.store(true, Ordering::Relaxed);
         result
     }
-}
-
-/// The entries of `staged` with ids above `after`, at most `limit`.
-fn staged_after(
-    staged: &BTreeMap<u64, (Vec<u8>, u64)>,
-    after: Option<u64>,
-    limit: usize,
-) -> Vec<(u64, Vec<u8>)> {
-    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-    staged
-        .range((start, Bound::Unbounded))
-        .take(limit)
-        .map(|(k, (v, _))| (*k, v.clone()))
-        .collect()
 }
 
 impl Store for WriteBehind {
@@ -134,10 +121,11 @@ impl Store for WriteBehind {
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut merged = self.inner.after(class, after, limit)?;
-        merged.extend(staged_after(
+        merged.extend(read_after(
             &self.staged().records[class as usize],
             after,
             limit,
+            |(value, _)| value,
         ));
         merged.sort_unstable_by_key(|(id, _)| *id);
         merged.truncate(limit);
