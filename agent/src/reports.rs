@@ -226,7 +226,7 @@ pub async fn run(
     let mut state_tick = tokio::time::interval(Duration::from_secs(1));
     state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut online: Vec<Option<bool>> = vec![None; sources.devices.len()];
-    let mut reported_drops = outbox.stats().dropped();
+    let mut reported_drops = outbox.dropped();
     // No assets: the scorer never runs and the channel closes at once.
     let mut assessing = true;
     loop {
@@ -270,8 +270,8 @@ pub async fn run(
                 for report in summaries.take(&flags, now) {
                     append(&outbox, NewRecord::report(report, now));
                 }
-                let stats = outbox.stats();
-                if stats.dropped() > reported_drops {
+                if outbox.dropped() > reported_drops {
+                    let stats = outbox.stats();
                     let detail = json!({
                         "dropped_since_last_report": stats.dropped() - reported_drops,
                         "dropped": {

@@ -717,6 +717,11 @@ impl Outbox {
         }
     }
 
+    /// Records dropped by the full policy, all classes together (cheap: no store access).
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped.iter().sum()
+    }
+
     /// Records queued in every class.
     pub fn depth(&self) -> u64 {
         self.lock().depth.iter().sum()

@@ -164,26 +164,29 @@ struct Envelope<'a> {
     kind: &'a str,
     agent: &'a str,
     time: String,
-    data: &'a RawValue,
 }
 
-/// The published form of a record around its `data` (JSON text; anything else becomes `null`,
-/// which this encoder's own data never does).
+/// The published form of a record around its `data`, which is JSON text: this encoder's own
+/// serialization, or a stored body [`raw_data`] checked. `data` goes last, appended as it is,
+/// rather than parsed again to be embedded (at 1,000 tags a second that parse was a tenth of the
+/// agent's CPU).
 fn envelope(record: &Record, agent: &str, data: &str) -> Vec<u8> {
-    let data = serde_json::from_str::<&RawValue>(data)
-        .or_else(|_| serde_json::from_str::<&RawValue>("null"));
-    let Ok(data) = data else {
-        return Vec::new();
-    };
-    serde_json::to_vec(&Envelope {
+    let head = Envelope {
         schema: PAYLOAD_SCHEMA,
         id: record.id,
         kind: record.payload.kind(),
         agent,
         time: timestamp(record.created()),
-        data,
-    })
-    .unwrap_or_default()
+    };
+    let Ok(mut out) = serde_json::to_vec(&head) else {
+        return Vec::new();
+    };
+    out.pop(); // the closing brace
+    out.reserve(data.len() + 10);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.as_bytes());
+    out.push(b'}');
+    out
 }
 
 /// A stored body as `data`: as it is when it is JSON, else (never written by this agent) as a
