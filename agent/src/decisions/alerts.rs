@@ -699,6 +699,9 @@ mod tests {
         );
     }
 
+    /// The time the decisions stage's manual clock stands at in the desk test.
+    const DESK_TIME: SystemTime = SystemTime::UNIX_EPOCH;
+
     /// The decisions stage around a book, with nothing else feeding it.
     fn decisions(
         alerts: Alerts,
@@ -720,7 +723,7 @@ mod tests {
             reported: reporting().1,
         };
         let stop = CancellationToken::new();
-        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::ManualClock::new(DESK_TIME));
         let task = tokio::spawn(run(
             Conditions::new(&alerting),
             alerting,
@@ -736,7 +739,7 @@ mod tests {
     async fn requests_are_carried_out_by_the_decisions_stage_and_outlive_a_reload() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut alerts = Alerts::open(dir.path(), None);
-        alerts.condition(limit(true), SystemTime::now());
+        alerts.condition(limit(true), DESK_TIME);
         let desk = alerts.desk();
         let (stop, task) = decisions(alerts, "1h");
         let done = desk.acknowledge(Some("temp/hi"), "ann").await.expect("ack");
