@@ -16,6 +16,8 @@
 //! mapped), at the end and its peak (VmHWM), CPU in % of one core
 //! after a 10 s warm-up, and what the agent wrote to storage, per day. `--minutes N` is the soak
 //! mode: RSS at 1 and 5 minutes and the slope after the fifth (least squares, MiB/h).
+//! `--outage S` stops the broker for S seconds from the first minute, so that the outbox holds a
+//! backlog and then drains it: RSS before the outage, at its end, and steady after the drain.
 
 mod common;
 
@@ -52,12 +54,17 @@ struct Options {
     loads: Vec<Load>,
     run: Duration,
     agents: Vec<PathBuf>,
+    outage: Option<Duration>,
 }
+
+/// When the `--outage` starts.
+const OUTAGE_AT: f64 = 60.0;
 
 fn options() -> Options {
     let mut loads = vec![Load::Reference, Load::TenThousand];
     let mut run = Duration::from_secs(60);
     let mut agents = Vec::new();
+    let mut outage = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_default();
@@ -72,13 +79,19 @@ fn options() -> Options {
             "--seconds" => run = Duration::from_secs(value().parse().unwrap_or(60)),
             "--minutes" => run = Duration::from_secs(60 * value().parse().unwrap_or(60)),
             "--agent" => agents.push(PathBuf::from(value())),
+            "--outage" => outage = value().parse().ok().map(Duration::from_secs),
             _ => {} // cargo bench passes --bench
         }
     }
     if agents.is_empty() {
         agents.push(workspace().join("target/x86_64-unknown-linux-musl/release/millwright"));
     }
-    Options { loads, run, agents }
+    Options {
+        loads,
+        run,
+        agents,
+        outage,
+    }
 }
 
 fn workspace() -> PathBuf {
@@ -212,106 +225,169 @@ fn slope_mib_per_hour(points: &[(f64, u64)]) -> f64 {
     }
 }
 
-fn measure(agent: &Path, load: Load, run: Duration) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (sim_port, mqtt_port) = (free_port(), free_port());
-    let Some(broker) = mosquitto(mqtt_port, dir.path()) else {
-        println!("skipped: mosquitto is not installed (apt-get install mosquitto)");
-        return;
-    };
-    let _broker = Killed(broker);
-    let sim_config = dir.path().join("sim.toml");
-    std::fs::write(&sim_config, simulator_config(load, sim_port)).expect("write");
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        agent_config(load, sim_port, mqtt_port, &dir.path().join("data")),
-    )
-    .expect("write");
-    let simulator = workspace().join("target/debug/millwright");
-    let _sim = Killed(
-        Command::new(&simulator)
+/// The simulator and the broker an agent is measured against, and its configuration.
+struct Plant {
+    dir: tempfile::TempDir,
+    mqtt_port: u16,
+    broker: Option<Killed>,
+    _simulator: Killed,
+    config: PathBuf,
+}
+
+impl Plant {
+    fn start(load: Load) -> Option<Plant> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (sim_port, mqtt_port) = (free_port(), free_port());
+        let broker = Killed(mosquitto(mqtt_port, dir.path())?);
+        let sim_config = dir.path().join("sim.toml");
+        std::fs::write(&sim_config, simulator_config(load, sim_port)).expect("write");
+        let config = dir.path().join("agent.toml");
+        let data = dir.path().join("data");
+        std::fs::write(&config, agent_config(load, sim_port, mqtt_port, &data)).expect("write");
+        let simulator = Command::new(workspace().join("target/debug/millwright"))
             .args(["simulate", "-c"])
             .arg(&sim_config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("simulator: cargo build -p millwright"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", sim_port)).is_err() {
-        assert!(Instant::now() < deadline, "the simulator did not start");
-        std::thread::sleep(Duration::from_millis(50));
+            .expect("simulator: cargo build -p millwright");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", sim_port)).is_err() {
+            assert!(Instant::now() < deadline, "the simulator did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Plant {
+            dir,
+            mqtt_port,
+            broker: Some(broker),
+            _simulator: Killed(simulator),
+            config,
+        })
     }
-    // As the packaged service runs it (cross/debian/millwright.service); musl ignores these.
-    let child = Command::new(agent)
-        .envs([
-            ("MALLOC_ARENA_MAX", "1"),
-            ("MALLOC_TRIM_THRESHOLD_", "65536"),
-            ("MALLOC_MMAP_THRESHOLD_", "65536"),
-        ])
-        .args(["run", "-q", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent");
-    let pid = child.id();
-    let _agent = Killed(child);
 
-    let started = Instant::now();
-    let hz = ticks_per_second();
-    let mut samples: Vec<(f64, u64)> = Vec::new();
-    let mut anon: Vec<f64> = Vec::new();
-    let mut warm: Option<(Instant, u64, u64)> = None;
-    while started.elapsed() < run {
-        std::thread::sleep(Duration::from_secs(1));
-        let at = started.elapsed().as_secs_f64();
-        samples.push((at, status_kib(pid, "VmRSS:")));
-        anon.push(status_kib(pid, "RssAnon:") as f64);
-        if warm.is_none() && at >= 10.0 {
-            warm = Some((Instant::now(), cpu_ticks(pid), written(pid)));
+    /// Stops the broker during the outage and starts it again on the same port after it.
+    fn follow_outage(&mut self, at: f64, outage: Option<Duration>) {
+        let Some(outage) = outage else { return };
+        let down = at >= OUTAGE_AT && at < OUTAGE_AT + outage.as_secs_f64();
+        if down && self.broker.is_some() {
+            self.broker = None;
+        } else if !down && at >= OUTAGE_AT && self.broker.is_none() {
+            self.broker = mosquitto(self.mqtt_port, self.dir.path()).map(Killed);
         }
     }
-    let (warm_at, warm_ticks, warm_written) = warm.expect("the run lasts more than 10 s");
-    let span = warm_at.elapsed().as_secs_f64();
-    let cpu = 100.0 * (cpu_ticks(pid) - warm_ticks) as f64 / hz / span;
-    let per_day = (written(pid) - warm_written) as f64 * 86_400.0 / span;
-    let peak = status_kib(pid, "VmHWM:");
-    let rss_at = |second: f64| {
-        samples
+
+    /// The agent as the packaged service runs it (cross/debian/millwright.service; musl ignores
+    /// the malloc settings).
+    fn agent(&self, agent: &Path) -> Killed {
+        let child = Command::new(agent)
+            .envs([
+                ("MALLOC_ARENA_MAX", "1"),
+                ("MALLOC_TRIM_THRESHOLD_", "65536"),
+                ("MALLOC_MMAP_THRESHOLD_", "65536"),
+            ])
+            .args(["run", "-q", "-c"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("agent");
+        Killed(child)
+    }
+}
+
+/// What was read off the agent once a second.
+#[derive(Default)]
+struct Samples {
+    /// (seconds since start, RSS KiB)
+    rss: Vec<(f64, u64)>,
+    anon_kib: Vec<f64>,
+    /// CPU ticks and bytes written at the end of the warm-up.
+    warm: Option<(Instant, u64, u64)>,
+}
+
+impl Samples {
+    fn rss_at(&self, second: f64) -> u64 {
+        self.rss
             .iter()
             .find(|(at, _)| *at >= second)
             .map_or(0, |(_, kib)| *kib)
+    }
+
+    fn end(&self) -> u64 {
+        self.rss.last().map_or(0, |(_, kib)| *kib)
+    }
+
+    /// The median RSS and anonymous RSS of the last fifth, in MiB.
+    fn steady(&self) -> (f64, f64) {
+        let from = self.rss.len() * 4 / 5;
+        let rss = self.rss[from..]
+            .iter()
+            .map(|(_, kib)| *kib as f64)
+            .collect();
+        (
+            median(rss) / 1024.0,
+            median(self.anon_kib[from..].to_vec()) / 1024.0,
+        )
+    }
+}
+
+fn measure(agent: &Path, load: Load, options: &Options) {
+    let Some(mut plant) = Plant::start(load) else {
+        println!("skipped: mosquitto is not installed (apt-get install mosquitto)");
+        return;
     };
-    let tail = &samples[samples.len() * 4 / 5..];
-    let steady = median(tail.iter().map(|(_, kib)| *kib as f64).collect());
-    let steady_anon = median(anon[anon.len() * 4 / 5..].to_vec());
-    let end = samples.last().map_or(0, |(_, kib)| *kib);
+    let child = plant.agent(agent);
+    let pid = child.0.id();
+    let started = Instant::now();
+    let mut samples = Samples::default();
+    while started.elapsed() < options.run {
+        std::thread::sleep(Duration::from_secs(1));
+        let at = started.elapsed().as_secs_f64();
+        plant.follow_outage(at, options.outage);
+        samples.rss.push((at, status_kib(pid, "VmRSS:")));
+        samples.anon_kib.push(status_kib(pid, "RssAnon:") as f64);
+        if samples.warm.is_none() && at >= 10.0 {
+            samples.warm = Some((Instant::now(), cpu_ticks(pid), written(pid)));
+        }
+    }
     println!("{} — {}", agent.display(), load.name());
+    report(pid, &samples, options);
+}
+
+fn report(pid: u32, samples: &Samples, options: &Options) {
+    let (warm_at, warm_ticks, warm_written) = samples.warm.expect("the run lasts more than 10 s");
+    let span = warm_at.elapsed().as_secs_f64();
+    let cpu = 100.0 * (cpu_ticks(pid) - warm_ticks) as f64 / ticks_per_second() / span;
+    let per_day = (written(pid) - warm_written) as f64 * 86_400.0 / span;
+    let (steady, steady_anon) = samples.steady();
     println!(
-        "  RSS at 10 s {:.1} MiB, steady {:.1} MiB ({:.1} MiB of it anonymous, the rest mapped code and files), at the end {:.1} MiB, peak {:.1} MiB; CPU {:.2} % of a core; written to storage {:.1} MiB/day",
-        mib(rss_at(10.0)),
-        steady / 1024.0,
-        steady_anon / 1024.0,
-        mib(end),
-        mib(peak),
-        cpu,
+        "  RSS at 10 s {:.1} MiB, steady {steady:.1} MiB ({steady_anon:.1} MiB of it anonymous, the rest mapped code and files), at the end {:.1} MiB, peak {:.1} MiB; CPU {cpu:.2} % of a core; written to storage {:.1} MiB/day",
+        mib(samples.rss_at(10.0)),
+        mib(samples.end()),
+        mib(status_kib(pid, "VmHWM:")),
         per_day / 1048576.0
     );
-    if run >= Duration::from_secs(6 * 60) {
+    if let Some(outage) = options.outage {
+        println!(
+            "  outage of {} s from {OUTAGE_AT} s: RSS before {:.1} MiB, at its end {:.1} MiB, steady after the drain {steady:.1} MiB",
+            outage.as_secs(),
+            mib(samples.rss_at(OUTAGE_AT - 1.0)),
+            mib(samples.rss_at(OUTAGE_AT + outage.as_secs_f64() - 1.0)),
+        );
+    }
+    if options.run >= Duration::from_secs(6 * 60) {
         let after_five: Vec<(f64, u64)> = samples
+            .rss
             .iter()
             .copied()
             .filter(|(at, _)| *at >= 300.0)
             .collect();
+        let (at_five, end) = (mib(samples.rss_at(300.0)), mib(samples.end()));
         println!(
-            "  soak: RSS at 1 min {:.1} MiB, at 5 min {:.1} MiB, at {} min {:.1} MiB; growth after 5 min {:+.2} MiB, slope {:+.2} MiB/h",
-            mib(rss_at(60.0)),
-            mib(rss_at(300.0)),
-            run.as_secs() / 60,
-            mib(end),
-            mib(end) - mib(rss_at(300.0)),
+            "  soak: RSS at 1 min {:.1} MiB, at 5 min {at_five:.1} MiB, at {} min {end:.1} MiB; growth after 5 min {:+.2} MiB, slope {:+.2} MiB/h",
+            mib(samples.rss_at(60.0)),
+            options.run.as_secs() / 60,
+            end - at_five,
             slope_mib_per_hour(&after_five)
         );
     }
@@ -328,7 +404,7 @@ fn main() {
             continue;
         }
         for load in &options.loads {
-            measure(agent, *load, options.run);
+            measure(agent, *load, &options);
         }
     }
 }

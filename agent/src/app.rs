@@ -197,6 +197,20 @@ fn config_hash(plan: &Plan) -> String {
     format!("{:08x}", hashing.0.finalize())
 }
 
+/// How long after a start or reload the startup code is released a second time.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Pages out code that ran only to start (see `memory`). An old kernel refuses: logged once.
+fn release_startup_code() {
+    static REFUSAL_LOGGED: std::sync::Once = std::sync::Once::new();
+    match crate::memory::release_startup_code() {
+        Ok(bytes) => debug!(mapped_bytes = bytes, "released startup code pages"),
+        Err(error) => {
+            REFUSAL_LOGGED.call_once(|| info!(%error, "startup code pages stay resident"))
+        }
+    }
+}
+
 /// Reads, validates and loads a configuration file and its models.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let plan = firmware_config::load(path).map_err(LoadError::Config)?;
@@ -251,6 +265,11 @@ pub async fn run(
         &local,
     );
     service.ready(&generation.status());
+    release_startup_code();
+    // Sessions and first rounds run code of their own during the first seconds: release again
+    // once they have settled.
+    let settled = tokio::time::sleep(SETTLE);
+    tokio::pin!(settled);
     if let Some(timeout) = service.watchdog() {
         info!(timeout = ?timeout, "systemd watchdog enabled");
     }
@@ -265,7 +284,10 @@ pub async fn run(
                 service.reloading();
                 generation = reload_into(generation, &mut reload, &clock, &control.shutdown, upstream.as_ref(), &local).await;
                 service.ready(&generation.status());
+                release_startup_code();
+                settled.as_mut().reset(tokio::time::Instant::now() + SETTLE);
             }
+            () = &mut settled, if !settled.is_elapsed() => release_startup_code(),
             _ = keep_alive.tick() => {
                 let stalls = generation.running.liveness.stalled(clock.elapsed());
                 if stalls.is_empty() {

@@ -4,7 +4,9 @@
 //! 1,000 registers every 100 ms that is about a hundred messages a second instead of ten
 //! thousand, and each consumer is woken once per batch. Stages take a batch at a time
 //! ([`Subscriber::recv_batch`]: one pass through their `select!` per poll, not per register);
-//! [`Subscriber::recv`] hands out samples one by one.
+//! [`Subscriber::recv`] hands out samples one by one. Stages that need no sample at once
+//! (summaries, scoring) [`Subscriber::drain`] on a tick of their own instead: one wake per tick,
+//! not per poll, which is most of what waking costs at a hundred polls a second.
 //!
 //! Invariants: publishing never waits (acquisition must not stall on a slow consumer); each
 //! subscriber has its own bounded queue of batches; when a subscriber falls behind, its oldest
@@ -14,9 +16,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use tokio::sync::broadcast;
 
 use crate::sample::Sample;
+
+/// How often draining stages take what the bus holds. The default capacity (256 polls) then
+/// covers 2,560 polls a second before a drain falls behind, ten times the busiest plan measured.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
 /// Samples published together, numbered in publishing order.
 #[derive(Debug)]
@@ -127,15 +135,42 @@ impl Subscriber {
         Some(Polled { batch, from: 0 })
     }
 
+    /// Hands every sample published so far to `each`, without waiting. `false` when every
+    /// publisher is gone. Lag is counted and skipped, as by `recv`; a stage that drains must do so
+    /// more often than the bus's capacity in polls fills.
+    pub fn drain(&mut self, mut each: impl FnMut(&Sample)) -> bool {
+        if let Some((batch, from)) = self.batch.take() {
+            batch.samples[from.min(batch.samples.len())..]
+                .iter()
+                .for_each(&mut each);
+        }
+        loop {
+            match self.receiver.try_recv() {
+                Ok(batch) => {
+                    self.count_gap(&batch);
+                    batch.samples.iter().for_each(&mut each);
+                }
+                Err(broadcast::error::TryRecvError::Empty) => return true,
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(broadcast::error::TryRecvError::Closed) => return false,
+            }
+        }
+    }
+
+    /// Counts the samples published between the last batch taken and `batch`.
+    fn count_gap(&mut self, batch: &Batch) {
+        if batch.first > self.next {
+            self.dropped
+                .fetch_add(batch.first - self.next, Ordering::Relaxed);
+        }
+        self.next = batch.first + batch.samples.len() as u64;
+    }
+
     async fn next_batch(&mut self) -> Option<Arc<Batch>> {
         loop {
             match self.receiver.recv().await {
                 Ok(batch) => {
-                    if batch.first > self.next {
-                        self.dropped
-                            .fetch_add(batch.first - self.next, Ordering::Relaxed);
-                    }
-                    self.next = batch.first + batch.samples.len() as u64;
+                    self.count_gap(&batch);
                     return Some(batch);
                 }
                 // The batches skipped are counted from the next one's number.
@@ -215,5 +250,34 @@ mod tests {
             .map(|s| s.tag.0)
             .collect();
         assert_eq!(next, [7]);
+    }
+
+    #[tokio::test]
+    async fn drain_takes_what_is_there_without_waiting_and_counts_lag() {
+        let bus = SampleBus::new(2);
+        let mut drained = bus.subscribe();
+        let mut tags = Vec::new();
+        assert!(
+            drained.drain(|s| tags.push(s.tag.0)),
+            "nothing yet, still open"
+        );
+        assert!(tags.is_empty());
+        bus.publish_all(vec![sample(0), sample(1)]);
+        assert_eq!(drained.recv().await.expect("sample").tag, TagId(0));
+        for i in 1..4 {
+            bus.publish(sample(10 + i));
+        }
+        assert!(drained.drain(|s| tags.push(s.tag.0)));
+        assert_eq!(
+            tags,
+            [1, 12, 13],
+            "the rest of the batch begun, then the newest two"
+        );
+        assert_eq!(bus.dropped(), 1, "sample 11 fell out of the queue");
+        drop(bus);
+        assert!(
+            !drained.drain(|_| {}),
+            "closed once the publishers are gone"
+        );
     }
 }

@@ -11,6 +11,7 @@ pub mod decisions;
 pub mod files;
 pub mod health;
 pub mod liveness;
+pub mod memory;
 pub mod outputs;
 pub mod pipeline;
 pub mod records;

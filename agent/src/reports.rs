@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::bus::Subscriber;
+use crate::bus::{Subscriber, DRAIN_EVERY};
 use crate::clock::Clock;
 use crate::health::assess::Assessment;
 use crate::records::{Event, Last, Report, TagStats, TagSummary};
@@ -225,6 +225,8 @@ pub async fn run(
     // Device state is sampled each second: a flap shorter than that shows in the reconnect count.
     let mut state_tick = tokio::time::interval(Duration::from_secs(1));
     state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut online: Vec<Option<bool>> = vec![None; sources.devices.len()];
     let mut reported_drops = outbox.dropped();
     // No assets: the scorer never runs and the channel closes at once.
@@ -232,10 +234,11 @@ pub async fn run(
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
-            polled = sources.samples.recv_batch() => match polled {
-                Some(polled) => polled.iter().for_each(|sample| summaries.observe(sample)),
-                None => break,
-            },
+            _ = drain_tick.tick() => {
+                if !sources.samples.drain(|sample| summaries.observe(sample)) {
+                    break;
+                }
+            }
             assessment = sources.assessments.recv(), if assessing => match assessment {
                 Ok(assessment) => {
                     append(&outbox, NewRecord::report(Report::Assessment(assessment), clock.now()));
@@ -265,6 +268,8 @@ pub async fn run(
                 }
             }
             _ = summary_tick.tick() => {
+                // Up to the tick: samples polled before it belong to this summary.
+                sources.samples.drain(|sample| summaries.observe(sample));
                 let now = clock.now();
                 let flags: Vec<Option<bool>> = online.iter().map(|o| Some(o.unwrap_or(false))).collect();
                 for report in summaries.take(&flags, now) {

@@ -273,20 +273,22 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first round one interval after the start, when the windows have something in them.
     tick.tick().await;
+    let mut drain = tokio::time::interval(crate::bus::DRAIN_EVERY);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
-            polled = samples.recv_batch() => match polled {
-                Some(polled) => {
-                    let t = t();
-                    for sample in polled.iter() {
-                        scorer.observe(sample, t);
-                    }
+            // Drained rather than awaited: a sample's time on the scorer's line is late by up to
+            // DRAIN_EVERY (100 ms; assessments are 10 s apart by default, 100 ms at the least).
+            _ = drain.tick() => {
+                let t = t();
+                if !samples.drain(|sample| scorer.observe(sample, t)) {
+                    break;
                 }
-                None => break,
-            },
+            }
             _ = tick.tick() => {
                 let (t, now) = (t(), clock.now());
+                samples.drain(|sample| scorer.observe(sample, t));
                 let round = tokio::task::spawn_blocking(move || {
                     let assessments = scorer.assess_all(t, now);
                     (scorer, assessments)
