@@ -238,6 +238,9 @@ pub async fn run(
         "millwright {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    // Loading is done (parsing, the models' optimiser): its code need not wait for the rest of
+    // the start to be released, which keeps the start-up peak down.
+    release_startup_code();
     let service = &control.service;
     let plan = &loaded.plan;
     match crate::files::prepare_data_dir(&plan.agent.data_dir) {

@@ -14,6 +14,7 @@ pub mod liveness;
 pub mod memory;
 pub mod outputs;
 pub mod pipeline;
+pub mod production;
 pub mod records;
 pub mod replay;
 pub mod reports;

@@ -30,7 +30,7 @@ use crate::health::assess::Assessment;
 use crate::health::scorer::{self, Scorer};
 use crate::store::Outbox;
 use crate::uplink::{CommandHandler, Identity, Uplink, UplinkParts, UplinkStats};
-use crate::{outputs, reports};
+use crate::{outputs, production, reports};
 
 /// Assessments buffered per subscriber.
 const ASSESSMENT_CAPACITY: usize = 64;
@@ -144,6 +144,18 @@ impl Pipeline {
             running.tasks.spawn(tracing::Instrument::instrument(
                 uplink.run(deps.stop.clone()),
                 span,
+            ));
+        }
+        if !plan.lines.is_empty() {
+            running.tasks.spawn(production::run(
+                production::Production::new(&plan.lines, &plan.agent.data_dir),
+                bus.subscribe(),
+                production::Sinks {
+                    outbox: upstream.map(|u| Arc::clone(&u.outbox)),
+                },
+                plan.agent.data_dir.clone(),
+                Arc::clone(clock),
+                deps.stop.clone(),
             ));
         }
         if !plan.assets.is_empty() {

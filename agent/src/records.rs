@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decisions::lifecycle::Transition;
 use crate::health::assess::Assessment;
+use crate::production::line::{Downtime, LineReport};
 use crate::sample::{Quality, Value};
 use crate::store::Class;
 
@@ -33,6 +34,10 @@ pub enum Report {
     AlertTransition(Transition),
     /// Something that happened to the agent (device up/down, start/stop, configuration, outbox).
     Event(Event),
+    /// A production line's OEE and losses: the running report of a shift, or its closing one.
+    Production(Box<LineReport>),
+    /// A stop of a production line that was not a micro-stop, once it ended.
+    Downtime(Downtime),
 }
 
 impl Report {
@@ -40,8 +45,11 @@ impl Report {
     pub fn class(&self) -> Class {
         match self {
             Report::AlertTransition(_) => Class::Alert,
-            Report::Event(_) => Class::Event,
-            Report::TagSummary(_) | Report::Assessment(_) => Class::Summary,
+            // A shift's closing report and its downtime are what the fleet side counts on: kept
+            // like events when the outbox fills, before the running figures.
+            Report::Event(_) | Report::Downtime(_) => Class::Event,
+            Report::Production(report) if report.closing => Class::Event,
+            Report::TagSummary(_) | Report::Assessment(_) | Report::Production(_) => Class::Summary,
         }
     }
 
@@ -52,6 +60,8 @@ impl Report {
             Report::Assessment(_) => "health",
             Report::AlertTransition(_) => "alert",
             Report::Event(_) => "event",
+            Report::Production(_) => "oee",
+            Report::Downtime(_) => "downtime",
         }
     }
 }

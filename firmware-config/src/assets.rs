@@ -298,6 +298,7 @@ pub(crate) type TagEntry<'p> = (TagIndex, Option<&'p str>, Option<&'static str>)
 /// a non-numeric value is found at run time (and feeds no feature).
 pub(crate) struct TagDirectory<'p> {
     tags: HashMap<&'p str, TagEntry<'p>>,
+    shapes: HashMap<&'p str, TagShape>,
     /// Names of tags that exist in the file but failed validation (no second error for them).
     invalid: HashSet<String>,
 }
@@ -309,9 +310,11 @@ impl<'p> TagDirectory<'p> {
         all_names: HashSet<String>,
     ) -> TagDirectory<'p> {
         let mut tags = HashMap::new();
+        let mut shapes = HashMap::new();
         let mut index = 0;
         for device in devices {
             for tag in &device.tags {
+                shapes.insert(tag.name.as_str(), TagShape::of(tag));
                 let not_numeric = match tag.data_type {
                     _ if tag.bit.is_some() => Some("bool"),
                     DataType::Bool | DataType::String => Some(tag.data_type.name()),
@@ -331,11 +334,58 @@ impl<'p> TagDirectory<'p> {
             .into_iter()
             .filter(|n| !tags.contains_key(n.as_str()))
             .collect();
-        TagDirectory { tags, invalid }
+        TagDirectory {
+            tags,
+            shapes,
+            invalid,
+        }
+    }
+}
+
+/// What values a tag can carry, as far as the configuration tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TagShape {
+    Bool,
+    Integer,
+    Real,
+    Text,
+    /// An OPC UA node: its type is known at run time only.
+    Untyped,
+}
+
+impl TagShape {
+    fn of(tag: &crate::modbus::Tag) -> TagShape {
+        match tag.data_type {
+            _ if tag.bit.is_some() => TagShape::Bool,
+            DataType::Bool => TagShape::Bool,
+            DataType::String => TagShape::Text,
+            DataType::F32 | DataType::F64 => TagShape::Real,
+            _ if tag.scaling.is_some() => TagShape::Real,
+            _ => TagShape::Integer,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            TagShape::Bool => "a bool",
+            TagShape::Integer => "an integer",
+            TagShape::Real => "a real number (a float type or scaled)",
+            TagShape::Text => "a string",
+            TagShape::Untyped => "untyped",
+        }
     }
 }
 
 impl TagDirectory<'_> {
+    /// A tag's index and shape; the error as for [`TagDirectory::lookup`].
+    pub fn shape(&self, name: &str) -> Result<(TagIndex, TagShape), Option<String>> {
+        let (index, _, _) = self.lookup(name)?;
+        Ok((
+            index,
+            self.shapes.get(name).copied().unwrap_or(TagShape::Untyped),
+        ))
+    }
+
     /// A tag's index, unit and why it is not numeric; the error is `None` when the tag exists but
     /// failed validation (reported already).
     pub fn lookup(&self, name: &str) -> Result<TagEntry<'_>, Option<String>> {

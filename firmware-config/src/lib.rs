@@ -10,7 +10,9 @@
 
 pub mod alerts;
 pub mod assets;
+pub mod calendar;
 pub mod duration;
+pub mod lines;
 pub mod modbus;
 pub mod names;
 pub mod opcua;
@@ -33,7 +35,11 @@ pub use assets::{
     Asset, AssetConfig, Foundation, InsulationClass, IsoGroup, Nameplate, Scoring, ScoringConfig,
     Signals, TagIndex, MAX_WINDOW,
 };
+pub use calendar::{Calendar, Shift, ShiftInstance};
 pub use duration::HumanDuration;
+pub use lines::{
+    CounterSpec, Energy, Line, LineAlerts, LineConfig, MachineState, Material, StateSource,
+};
 pub use modbus::{
     Addressing, Backoff, BusConfig, ByteOrder, DataType, Device, DeviceConfig, Forbidden, Link,
     Parity, Scaling, SerialBus, Table, Tag, TagConfig, TagContext, TagIssue, WordOrder,
@@ -89,6 +95,9 @@ pub struct Config {
     /// Which alerts light which output in which pattern; per output, the first match wins.
     #[serde(default)]
     pub indications: Vec<IndicationConfig>,
+    /// Production lines judged by OEE: state, counters, ideal cycle, shift calendar.
+    #[serde(default)]
+    pub lines: Vec<LineConfig>,
 }
 
 /// Settings of the agent itself.
@@ -152,6 +161,7 @@ pub struct Plan {
     pub outbox: Outbox,
     pub mqtt: Option<Mqtt>,
     pub alerting: Alerting,
+    pub lines: Vec<Line>,
 }
 
 /// A source (Modbus device or OPC UA endpoint) and its tags' names and units, in `TagId` order.
@@ -263,6 +273,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
             "limits",
             "outputs",
             "indications",
+            "lines",
         ])
         .map_err(|e| errors.extend(e))
         .ok();
@@ -277,6 +288,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
         elements(&doc, "outputs", "name", "output", &mut errors);
     let indications: Vec<(usize, IndicationConfig)> =
         elements(&doc, "indications", "output", "indication", &mut errors);
+    let lines: Vec<(usize, LineConfig)> = elements(&doc, "lines", "name", "line", &mut errors);
     let modbus_tag_names: HashSet<String> = devices
         .iter()
         .flat_map(|d| d.tags.iter().map(|(_, t)| t.name.clone()))
@@ -327,6 +339,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     );
     let directory = assets::TagDirectory::new(&devices, &opcua, tag_names);
     let assets = assets::validate_assets(&mut check, &directory, &assets);
+    let lines = lines::validate_lines(&mut check, &directory, &lines);
     let alerting = root.as_ref().map(|root| {
         let parts = alerts::AlertParts {
             alerts: &AlertsConfig {
@@ -371,6 +384,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
                 outbox,
                 mqtt: mqtt.flatten(),
                 alerting,
+                lines,
             })
         }
         _ => {

@@ -233,6 +233,97 @@ pub fn check_report(loaded: &crate::app::Loaded) -> String {
     out
 }
 
+/// Each production line's plan: its tags by role, its states, and its shifts for the coming week
+/// from `now` (local times in the line's zone, with their length: a shift across a DST change
+/// shows it).
+pub fn lines_report(plan: &firmware_config::Plan, now: std::time::SystemTime) -> String {
+    let mut out = String::new();
+    let names: Vec<&str> = plan
+        .sources()
+        .into_iter()
+        .flat_map(|s| s.tags.into_iter().map(|(name, _)| name))
+        .collect();
+    let name = |tag: u32| names.get(tag as usize).copied().unwrap_or("?");
+    for line in &plan.lines {
+        let state = match &line.state {
+            firmware_config::StateSource::Tag { tag, map, other } => {
+                let states: Vec<String> = map
+                    .iter()
+                    .map(|(v, s)| format!("{v}={}", s.name()))
+                    .collect();
+                let rest = other.map_or(String::new(), |o| format!(", others={}", o.name()));
+                format!("state {:?} ({}{rest})", name(*tag), states.join(", "))
+            }
+            firmware_config::StateSource::Flags {
+                running,
+                fault,
+                planned,
+            } => {
+                let flag = |label: &str, tag: &Option<u32>| {
+                    tag.map_or(String::new(), |t| format!(", {label} {:?}", name(t)))
+                };
+                format!(
+                    "running {:?}{}{}",
+                    name(*running),
+                    flag("fault", fault),
+                    flag("planned", planned)
+                )
+            }
+        };
+        let counters: Vec<String> = [
+            ("total", line.total),
+            ("good", line.good),
+            ("reject", line.reject),
+        ]
+        .into_iter()
+        .filter_map(|(role, c)| {
+            let c = c?;
+            let wrap = match (c.max, c.reset) {
+                (Some(max), true) => format!("rolls over after {max}, may reset"),
+                (Some(max), false) => format!("rolls over after {max}"),
+                (None, true) => "may reset".to_string(),
+                (None, false) => "never goes back".to_string(),
+            };
+            Some(format!("{role} {:?} ({wrap})", name(c.tag)))
+        })
+        .collect();
+        let _ = writeln!(
+            out,
+            "line {:?}: {state}; {}; ideal cycle {}; micro-stops under {}, debounce {}, report every {}",
+            line.name,
+            counters.join(", "),
+            humantime::format_duration(line.ideal_cycle),
+            humantime::format_duration(line.micro_stop),
+            humantime::format_duration(line.debounce),
+            humantime::format_duration(line.report_interval),
+        );
+        let Ok(from) = jiff::Timestamp::try_from(now) else {
+            continue;
+        };
+        let week = from
+            .checked_add(jiff::SignedDuration::from_hours(24 * 7))
+            .unwrap_or(from);
+        let zone = &line.calendar.zone;
+        for shift in line.calendar.instances(from, week) {
+            let local = |t: jiff::Timestamp| {
+                t.to_zoned(zone.clone())
+                    .strftime("%a %Y-%m-%d %H:%M %Z")
+                    .to_string()
+            };
+            let hours = shift.end.duration_since(shift.start).as_secs_f64() / 3600.0;
+            let _ = writeln!(
+                out,
+                "  shift {:?}: {} → {} ({hours:.1} h, {} break(s))",
+                shift.name,
+                local(shift.start),
+                local(shift.end),
+                shift.breaks.len()
+            );
+        }
+    }
+    out
+}
+
 fn short_table(table: Table) -> &'static str {
     match table {
         Table::Coil => "coils",

@@ -96,6 +96,8 @@ impl Topics {
                 }
             }
             Report::Event(_) => self.events(),
+            Report::Production(report) => format!("{}/{}/oee", self.prefix, report.line),
+            Report::Downtime(downtime) => format!("{}/{}/downtime", self.prefix, downtime.line),
         }
     }
 }
@@ -205,7 +207,97 @@ pub fn data(report: &Report) -> String {
         Report::Assessment(assessment) => serde_json::to_string(assessment).unwrap_or_default(),
         Report::AlertTransition(transition) => transition_json(transition).to_string(),
         Report::Event(event) => event_json(event).to_string(),
+        Report::Production(report) => production_json(report).to_string(),
+        Report::Downtime(downtime) => downtime_json(downtime).to_string(),
     }
+}
+
+/// A number for JSON: NaN and infinities (not JSON) as null, rounded to what is meaningful.
+fn number(v: f64, decimals: i32) -> serde_json::Value {
+    let scale = 10f64.powi(decimals);
+    if v.is_finite() {
+        json!((v * scale).round() / scale)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+fn fraction(v: Option<f64>) -> serde_json::Value {
+    v.map_or(serde_json::Value::Null, |v| number(v, 4))
+}
+
+fn production_json(r: &crate::production::line::LineReport) -> serde_json::Value {
+    let (t, f) = (&r.tally, &r.figures);
+    let breakdowns: f64 = t.breakdowns.values().sum();
+    let losses: Vec<serde_json::Value> = f
+        .losses
+        .iter()
+        .map(|l| {
+            json!({
+                "category": l.category.name(),
+                "reason": l.reason,
+                "seconds": number(l.seconds, 1),
+                "estimated_improvement": number(l.oee_points, 2),
+            })
+        })
+        .collect();
+    let materials: serde_json::Map<String, serde_json::Value> = t
+        .materials
+        .iter()
+        .map(|(name, amount)| {
+            let per_good = f.material_per_good_unit.get(name).copied();
+            (name.clone(), json!({ "amount": number(*amount, 3), "per_good_unit": per_good.map(|v| number(v, 6)) }))
+        })
+        .collect();
+    json!({
+        "line": r.line,
+        "shift": r.shift,
+        "shift_start": timestamp(r.shift_start),
+        "shift_end": timestamp(r.shift_end),
+        "closing": r.closing,
+        "state": r.state.map(|s| s.name()),
+        "product": r.product,
+        "times": {
+            "planned_busy_time": number(f.planned_busy_time, 1),
+            "actual_production_time": number(f.actual_production_time, 1),
+            "running": number(t.running, 1),
+            "micro_stops": number(t.micro_stops, 1),
+            "unplanned_downtime": number(f.unplanned_downtime, 1),
+            "breakdowns": number(breakdowns, 1),
+            "setup": number(t.setup, 1),
+            "planned_downtime": number(f.planned_downtime, 1),
+            "unaccounted": number(t.unaccounted, 1),
+        },
+        "parts": {
+            "total": number(f.total, 3),
+            "good": number(f.good, 3),
+            "reject": number(f.reject, 3),
+            "startup_rejects": number(f.startup_rejects, 3),
+        },
+        "availability": fraction(f.availability),
+        "performance": fraction(f.performance),
+        "quality": fraction(f.quality),
+        "oee": fraction(f.oee),
+        "throughput_per_hour": f.throughput_per_hour.map(|v| number(v, 1)),
+        "energy_kwh": t.energy_kwh.map(|v| number(v, 3)),
+        "energy_per_good_unit": f.energy_per_good_unit.map(|v| number(v, 6)),
+        "materials": materials,
+        "losses": losses,
+        "recommendation": r.recommendation,
+        "counter_anomalies": t.anomalies,
+    })
+}
+
+fn downtime_json(d: &crate::production::line::Downtime) -> serde_json::Value {
+    json!({
+        "line": d.line,
+        "state": d.state.name(),
+        "reason": d.reason,
+        "start": timestamp(d.start),
+        "end": timestamp(d.end),
+        "seconds": number(d.seconds, 1),
+        "category": d.category.map(|c| c.name()),
+    })
 }
 
 /// The quality's short name in payloads.
