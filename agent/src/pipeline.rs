@@ -93,6 +93,7 @@ impl Pipeline {
         let view = book.subscribe();
         let upstream = deps.upstream.as_ref();
         let (report, reported) = alerts::reporting();
+        let line_alerts = report.clone();
         let decisions = tokio::spawn(alerts::run(
             conditions,
             plan.alerting.clone(),
@@ -152,6 +153,7 @@ impl Pipeline {
                 bus.subscribe(),
                 production::Sinks {
                     outbox: upstream.map(|u| Arc::clone(&u.outbox)),
+                    alerts: Some(line_alerts),
                 },
                 plan.agent.data_dir.clone(),
                 Arc::clone(clock),

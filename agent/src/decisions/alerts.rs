@@ -437,6 +437,10 @@ pub fn configured(plan: &Plan, alert: &Alert) -> bool {
                 plan.mqtt.is_some()
             }
         }
+        Origin::Production => plan
+            .lines
+            .iter()
+            .any(|line| crate::production::line::alert_ids(line).contains(&alert.id)),
     }
 }
 

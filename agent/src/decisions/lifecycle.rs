@@ -26,6 +26,8 @@ pub enum Origin {
     Limit,
     /// The agent itself: a device down, the outbox filling, the broker unreachable, an output failing.
     Health,
+    /// A production line: stopped too long, OEE below its target, rejects above their limit.
+    Production,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

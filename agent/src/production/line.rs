@@ -17,8 +17,11 @@ use std::time::{Duration, SystemTime};
 use firmware_config::{Energy, Line, MachineState, ShiftInstance, StateSource};
 use serde::{Deserialize, Serialize};
 
+use firmware_config::Severity;
+
 use super::counter::{Counter, Step};
 use super::tally::{Figures, LossCategory, Tally};
+use crate::decisions::lifecycle::{Condition, Origin};
 use crate::sample::Sample;
 
 /// A shift under way and what it has accumulated.
@@ -149,6 +152,23 @@ pub enum Output {
     Anomaly(String),
 }
 
+/// A reject rate over fewer parts than this (at a shift's start) raises no alert.
+pub const MIN_PARTS_FOR_REJECT_RATE: f64 = 20.0;
+
+/// The ids of the alerts `line` can raise.
+pub fn alert_ids(line: &Line) -> Vec<String> {
+    let a = &line.alerts;
+    [
+        a.stopped_longer_than.map(|_| "stopped"),
+        a.oee_below.map(|_| "oee"),
+        a.reject_rate_above.map(|_| "rejects"),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|what| format!("{}/{what}", line.name))
+    .collect()
+}
+
 /// The latest good reading of a tag, or none (bad or not seen).
 type Latest = Option<f64>;
 
@@ -168,6 +188,8 @@ pub struct LineCore {
     anomalies: Vec<String>,
     /// The shift instance under way and the next, from the calendar.
     current: Option<ShiftInstance>,
+    /// Whether each configured alert condition was last sent active (None: not sent yet).
+    alerted: BTreeMap<String, bool>,
 }
 
 impl LineCore {
@@ -183,6 +205,7 @@ impl LineCore {
             step_parts: [None; 3],
             anomalies: Vec::new(),
             current: None,
+            alerted: BTreeMap::new(),
         }
     }
 
@@ -656,6 +679,88 @@ impl LineCore {
         }
     }
 
+    /// The line's alert conditions whose activity changed since they were last taken (all of
+    /// them the first time, so that an alert left active before a restart is cleared).
+    pub fn conditions(&mut self) -> Vec<Condition> {
+        let current = self.evaluate();
+        let changed: Vec<Condition> = current
+            .into_iter()
+            .filter(|c| self.alerted.get(&c.id) != Some(&c.active))
+            .collect();
+        for c in &changed {
+            self.alerted.insert(c.id.clone(), c.active);
+        }
+        changed
+    }
+
+    /// A condition the decisions stage could not take: sent again next time.
+    pub fn unsent(&mut self, id: &str) {
+        self.alerted.remove(id);
+    }
+
+    fn evaluate(&self) -> Vec<Condition> {
+        let alerts = &self.line.alerts;
+        let name = &self.line.name;
+        let condition = |what: &str, severity, active, value, reason: String| Condition {
+            id: format!("{name}/{what}"),
+            source: name.clone(),
+            origin: Origin::Production,
+            severity,
+            latching: false,
+            active,
+            value,
+            reason,
+        };
+        let mut out = Vec::new();
+        let figures = self.kept.shift.as_ref().map(|s| s.tally.figures());
+        if let Some(limit) = alerts.stopped_longer_than {
+            let stop = self
+                .kept
+                .stop
+                .as_ref()
+                .filter(|s| s.state != State::PlannedStop);
+            let minutes = stop.map_or(0.0, |s| s.elapsed / 60.0);
+            let active = stop.is_some_and(|s| s.elapsed >= limit.as_secs_f64());
+            let why = stop.map_or(String::new(), |s| match &s.reason {
+                Some(reason) => format!(" ({}: {reason})", s.state.name()),
+                None => format!(" ({})", s.state.name()),
+            });
+            out.push(condition(
+                "stopped",
+                Severity::High,
+                active,
+                Some(minutes),
+                format!(
+                    "line {name} stopped{why} for {minutes:.0} min (limit {})",
+                    humantime::format_duration(limit)
+                ),
+            ));
+        }
+        if let Some(target) = alerts.oee_below {
+            let busy = figures.as_ref().map_or(0.0, |f| f.planned_busy_time);
+            let oee = figures.as_ref().and_then(|f| f.oee);
+            let active = busy >= alerts.oee_after.as_secs_f64() && oee.is_some_and(|o| o < target);
+            out.push(condition(
+                "oee",
+                Severity::Medium,
+                active,
+                oee,
+                format!(
+                    "line {name}: OEE {:.0} % this shift, below the target {:.0} %",
+                    100.0 * oee.unwrap_or(0.0),
+                    100.0 * target
+                ),
+            ));
+        }
+        if let Some(limit) = alerts.reject_rate_above {
+            let (total, reject) = figures.as_ref().map_or((0.0, 0.0), |f| (f.total, f.reject));
+            let rate = (total > 0.0).then(|| reject / total);
+            let active = total >= MIN_PARTS_FOR_REJECT_RATE && rate.is_some_and(|r| r > limit);
+            out.push(condition("rejects", Severity::Medium, active, rate, format!("line {name}: {:.1} % rejects this shift ({reject:.0} of {total:.0}), above the limit {:.1} %", 100.0 * rate.unwrap_or(0.0), 100.0 * limit)));
+        }
+        out
+    }
+
     /// Marks the state as saved at `wall` and returns it for storing.
     pub fn save(&mut self, wall: SystemTime) -> &Persisted {
         self.kept.saved_at = Some(wall);
@@ -997,6 +1102,75 @@ mod tests {
         assert!(
             (f.performance.expect("p") - 1.0).abs() < 1e-12,
             "one part a second at a 1 s ideal"
+        );
+    }
+
+    #[test]
+    fn alert_conditions_follow_the_stop_the_oee_and_the_rejects() {
+        let mut run = running("2026-11-30T07:00:00Z", 0.0);
+        let first: Vec<(String, bool)> = run
+            .core
+            .conditions()
+            .into_iter()
+            .map(|c| (c.id, c.active))
+            .collect();
+        assert_eq!(
+            first,
+            [
+                ("press-1/stopped".to_string(), false),
+                ("press-1/oee".to_string(), false),
+                ("press-1/rejects".to_string(), false)
+            ],
+            "all sent once, inactive, so a restart clears what was left active"
+        );
+        // A fault with a reason: the stop alert after 10 minutes, not before.
+        run.run(9 * 60, |run, t| {
+            if t == 1 {
+                run.set(REASON, 12.0);
+                run.set(STATE, 3.0);
+            }
+        });
+        assert!(run.core.conditions().is_empty(), "nothing changed yet");
+        run.run(2 * 60, |_, _| {});
+        let raised = run.core.conditions();
+        assert_eq!(raised.len(), 1);
+        assert_eq!(
+            (raised[0].id.as_str(), raised[0].active),
+            ("press-1/stopped", true)
+        );
+        assert!(
+            raised[0].reason.contains("fault: jam at infeed"),
+            "{}",
+            raised[0].reason
+        );
+        // Running again, slowly (one part every 4 s: performance 0.5) with 10 % rejects: after
+        // 30 minutes of busy time the OEE and reject alerts stand, and the stop alert clears.
+        let mut count = 0.0;
+        run.run(25 * 60, |run, t| {
+            if t == 1 {
+                run.set(STATE, 1.0);
+            }
+            if t % 4 == 0 {
+                count += 1.0;
+                run.set(TOTAL, count);
+                let good = count - (count / 10.0).floor();
+                run.set(GOOD, good);
+            }
+        });
+        let mut changed: Vec<(String, bool)> = run
+            .core
+            .conditions()
+            .into_iter()
+            .map(|c| (c.id, c.active))
+            .collect();
+        changed.sort();
+        assert_eq!(
+            changed,
+            [
+                ("press-1/oee".to_string(), true),
+                ("press-1/rejects".to_string(), true),
+                ("press-1/stopped".to_string(), false)
+            ]
         );
     }
 }

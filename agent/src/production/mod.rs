@@ -24,8 +24,11 @@ use firmware_config::Line;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use tokio::sync::mpsc;
+
 use crate::bus::{Subscriber, DRAIN_EVERY};
 use crate::clock::Clock;
+use crate::decisions::lifecycle::Condition;
 use crate::records::Report;
 use crate::reports::append;
 use crate::store::{NewRecord, Outbox};
@@ -83,6 +86,8 @@ fn save(data_dir: &Path, core: &mut LineCore, now: std::time::SystemTime) {
 /// Where a stage's outputs go.
 pub struct Sinks {
     pub outbox: Option<Arc<Outbox>>,
+    /// The decisions stage, for the lines' alert conditions.
+    pub alerts: Option<mpsc::Sender<Condition>>,
 }
 
 impl Sinks {
@@ -106,6 +111,22 @@ impl Sinks {
         };
         if let Some(outbox) = &self.outbox {
             append(outbox, NewRecord::report(report, now));
+        }
+    }
+}
+
+impl Sinks {
+    /// Hands the lines' changed alert conditions to the decisions stage; one it cannot take now
+    /// (its queue is full) is offered again next second.
+    fn raise(&self, cores: &mut [LineCore]) {
+        let Some(alerts) = &self.alerts else { return };
+        for core in cores {
+            for condition in core.conditions() {
+                let id = condition.id.clone();
+                if alerts.try_send(condition).is_err() {
+                    core.unsent(&id);
+                }
+            }
         }
     }
 }
@@ -221,6 +242,7 @@ pub async fn run(
                 for output in outputs {
                     sinks.emit(output, now);
                 }
+                sinks.raise(production.cores());
                 for i in due {
                     let core = &mut production.cores()[i];
                     if let Some(report) = core.report() {
