@@ -200,8 +200,10 @@ fn config_hash(plan: &Plan) -> String {
 /// How long after a start or reload the startup code is released a second time.
 const SETTLE: Duration = Duration::from_secs(30);
 
-/// Pages out code that ran only to start (see `memory`). An old kernel refuses: logged once.
+/// Pages out code that ran only to start and trims the heap (see `memory`). An old kernel refuses
+/// the first: logged once.
 fn release_startup_code() {
+    crate::memory::trim_heap();
     static REFUSAL_LOGGED: std::sync::Once = std::sync::Once::new();
     match crate::memory::release_startup_code() {
         Ok(bytes) => debug!(mapped_bytes = bytes, "released startup code pages"),
@@ -214,6 +216,8 @@ fn release_startup_code() {
 /// Reads, validates and loads a configuration file and its models.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let plan = firmware_config::load(path).map_err(LoadError::Config)?;
+    // The parser's code and garbage go before the models' optimiser adds its own: a lower peak.
+    release_startup_code();
     Loaded::new(plan)
 }
 

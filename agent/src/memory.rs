@@ -13,6 +13,10 @@
 //! access; pages that were written (relocations) are anonymous and stay unless swap exists. No
 //! content changes, whichever pages go. The cost is a page fault (a read from flash) the first time
 //! a path that had not run since the last release runs again.
+//!
+//! On glibc it also hands back the heap that loading left free ([`trim_heap`]): glibc keeps freed
+//! memory below the top of its heap, and a large configuration's parse left 9 MiB of it at 10,000
+//! tags (musl's malloc returns it by itself).
 
 use std::path::{Path, PathBuf};
 
@@ -68,6 +72,17 @@ fn read_only_regions(maps: &str, exe: &Path) -> Vec<Region> {
         })
         .filter(|region| region.end > region.start)
         .collect()
+}
+
+/// Returns the free memory of glibc's heaps to the kernel (`malloc_trim(0)`); nothing elsewhere.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim only releases pages the allocator itself holds free; it touches no
+    // allocated block and is safe to call from any thread at any time (malloc_trim(3)).
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// `advice` is MADV_PAGEOUT or MADV_RANDOM: neither changes what the memory holds.

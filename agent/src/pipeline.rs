@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -77,6 +77,8 @@ pub struct Pipeline {
     pub assessments: broadcast::Sender<Assessment>,
     /// The decisions stage, which gives the alert book back when it stops.
     pub decisions: JoinHandle<Alerts>,
+    /// Each production line's latest report.
+    pub lines: watch::Receiver<production::LineView>,
 }
 
 impl Pipeline {
@@ -147,6 +149,7 @@ impl Pipeline {
                 span,
             ));
         }
+        let (line_view, lines) = watch::channel(production::LineView::new());
         if !plan.lines.is_empty() {
             running.tasks.spawn(production::run(
                 production::Production::new(&plan.lines, &plan.agent.data_dir),
@@ -154,6 +157,7 @@ impl Pipeline {
                 production::Sinks {
                     outbox: upstream.map(|u| Arc::clone(&u.outbox)),
                     alerts: Some(line_alerts),
+                    view: line_view,
                 },
                 plan.agent.data_dir.clone(),
                 Arc::clone(clock),
@@ -175,6 +179,7 @@ impl Pipeline {
             bus,
             assessments,
             decisions,
+            lines,
         }
     }
 }

@@ -135,6 +135,7 @@ pub async fn demo(
     );
     let mut samples = pipeline.bus.subscribe();
     let mut assessments = pipeline.assessments.subscribe();
+    let pipeline_lines = pipeline.lines.clone();
     let mut running = pipeline.running;
     let decisions = pipeline.decisions;
     let mut health: Vec<crate::health::assess::Assessment> = Vec::new();
@@ -173,6 +174,9 @@ pub async fn demo(
                         a.reasons.first().map_or("", String::as_str)
                     );
                 }
+                for report in pipeline_lines.borrow().values() {
+                    println!("{}", line_summary(report));
+                }
                 let raised = serde_json::to_value(desk.snapshot()).unwrap_or_default();
                 if raised.as_array().is_some_and(|list| !list.is_empty()) {
                     print!("alerts:\n{}", super::format_alerts(&raised));
@@ -185,6 +189,26 @@ pub async fn demo(
     let _ = decisions.await;
     let _ = sim.await;
     Ok(())
+}
+
+/// One line of the demo: a production line's OEE so far this shift and its biggest loss.
+#[cfg(feature = "sim")]
+fn line_summary(report: &crate::production::line::LineReport) -> String {
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.0} %", 100.0 * v));
+    let f = &report.figures;
+    format!(
+        "  line {} ({}, shift {}): OEE {} (availability {}, performance {}, quality {}), {:.0} good, {:.0} rejects; {}",
+        report.line,
+        report.state.map_or("unknown", |s| s.name()),
+        report.shift,
+        pct(f.oee),
+        pct(f.availability),
+        pct(f.performance),
+        pct(f.quality),
+        f.good,
+        f.reject,
+        report.recommendation.as_deref().unwrap_or("no loss yet"),
+    )
 }
 
 #[cfg(feature = "sim")]

@@ -236,7 +236,7 @@ impl LineCore {
         let counters = [self.line.total, self.line.good, self.line.reject];
         for (i, spec) in counters.iter().enumerate() {
             if let Some(spec) = spec.filter(|s| s.tag == tag) {
-                let most = self.most_parts(tag, mono);
+                let most = self.most_parts(tag, mono, sample.timestamp);
                 let counter = match i {
                     0 => &mut self.kept.total,
                     1 => &mut self.kept.good,
@@ -298,11 +298,17 @@ impl LineCore {
 
     /// The most parts the line can have made since the counter's last good reading: twice the
     /// fastest ideal rate, and a hundred more for counters that report in bursts.
-    fn most_parts(&self, tag: u32, mono: Duration) -> f64 {
+    fn most_parts(&self, tag: u32, mono: Duration, read_at: SystemTime) -> f64 {
         let since = match self.counted_at.get(&tag) {
             Some(at) => mono.saturating_sub(*at).as_secs_f64(),
-            // First reading after a start: since the last save, if any.
-            None => self.kept.saved_at.map_or(0.0, |_| 86_400.0),
+            // The first reading after a restart: since the last save, on the wall clock (the
+            // monotonic one restarted with the process).
+            None => self.kept.saved_at.map_or(0.0, |saved| {
+                read_at
+                    .duration_since(saved)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            }),
         };
         let fastest = self.line.fastest_cycle().as_secs_f64().max(1e-3);
         2.0 * since / fastest + 100.0

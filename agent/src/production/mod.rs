@@ -24,7 +24,7 @@ use firmware_config::Line;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::bus::{Subscriber, DRAIN_EVERY};
 use crate::clock::Clock;
@@ -88,13 +88,21 @@ pub struct Sinks {
     pub outbox: Option<Arc<Outbox>>,
     /// The decisions stage, for the lines' alert conditions.
     pub alerts: Option<mpsc::Sender<Condition>>,
+    /// Each line's latest report, for whoever shows it (the demo).
+    pub view: watch::Sender<LineView>,
 }
+
+/// Each line's latest report, by line name.
+pub type LineView = std::collections::BTreeMap<String, line::LineReport>;
 
 impl Sinks {
     fn emit(&self, output: Output, now: std::time::SystemTime) {
         let report = match output {
             Output::Report(report) => {
                 log_report(&report);
+                self.view.send_modify(|view| {
+                    view.insert(report.line.clone(), (*report).clone());
+                });
                 Report::Production(report)
             }
             Output::Downtime(downtime) => {

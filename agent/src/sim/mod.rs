@@ -5,6 +5,7 @@
 //! a point is checked exactly like a tag, with `file:line:col` errors.
 
 pub mod dataset;
+pub mod line;
 pub mod opcua;
 pub mod plant;
 pub mod server;
@@ -83,6 +84,9 @@ pub struct MachineConfig {
     pub load: LoadConfig,
     /// A run-to-failure profile (none: a healthy machine).
     pub fault: Option<FaultConfig>,
+    /// A production line's state machine and counters, served by points with `signal = { line =
+    /// "state" | "reason" | "total" | "good" | "reject" | "energy" | "power" | "material" }`.
+    pub line: Option<line::LineSimConfig>,
 }
 
 fn default_listen() -> String {

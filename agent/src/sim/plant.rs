@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use firmware_config::{DataType, Table, Tag};
 use tokio_modbus::ExceptionCode;
 
+use super::line::LineSim;
 use super::signal::{self, Load, Reading, SignalConfig};
 use super::MachineConfig;
 use crate::sample::Value;
@@ -29,6 +30,7 @@ pub struct Machine {
     written: Mutex<HashMap<(Table, u16), u16>>,
     /// Off: the unit answers nothing, and forgets what was written (see [`Plant::set_powered`]).
     powered: AtomicBool,
+    line: Option<LineSim>,
 }
 
 pub struct Plant {
@@ -43,6 +45,10 @@ impl Plant {
             .into_iter()
             .map(|(config, points)| Machine {
                 load: Load::new(config.load.clone(), seed ^ u64::from(config.unit_id)),
+                line: config
+                    .line
+                    .clone()
+                    .map(|line| LineSim::new(line, seed ^ (u64::from(config.unit_id) << 8))),
                 config,
                 points,
                 written: Mutex::new(HashMap::new()),
@@ -99,6 +105,13 @@ impl Plant {
         wall: SystemTime,
     ) -> Value {
         let p = &machine.points[point];
+        if let (Some(output), Some(line)) = (p.signal.line, &machine.line) {
+            let v = line.value(output, elapsed);
+            return match p.tag.data_type {
+                DataType::Bool => Value::Bool(v >= 0.5),
+                _ => Value::F64(v),
+            };
+        }
         let stream = (u64::from(machine.config.unit_id) << 32) | point as u64;
         let fault = machine
             .config

@@ -107,6 +107,8 @@ pub struct SignalConfig {
     pub count_per_hour: Option<f64>,
     /// For string points.
     pub text: Option<String>,
+    /// Served by the machine's production line (`[machines.line]`) instead of the formula.
+    pub line: Option<super::line::LineOutput>,
 }
 
 /// What a signal evaluates to.
