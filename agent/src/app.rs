@@ -197,6 +197,9 @@ fn config_hash(plan: &Plan) -> String {
     format!("{:08x}", hashing.0.finalize())
 }
 
+/// How often the heap's free memory is handed back (glibc).
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+
 /// How long after a start or reload the startup code is released a second time.
 const SETTLE: Duration = Duration::from_secs(30);
 
@@ -284,6 +287,10 @@ pub async fn run(
     let mut keep_alive = tokio::time::interval(service.keep_alive_interval());
     keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stall_reported = false;
+    // glibc keeps what summary rounds free in the middle of its heap: handed back each minute
+    // (a no-op with musl, whose malloc returns it by itself).
+    let mut trim = tokio::time::interval(TRIM_EVERY);
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = control.shutdown.cancelled() => break,
@@ -295,6 +302,7 @@ pub async fn run(
                 settled.as_mut().reset(tokio::time::Instant::now() + SETTLE);
             }
             () = &mut settled, if !settled.is_elapsed() => release_startup_code(),
+            _ = trim.tick() => crate::memory::trim_heap(),
             _ = keep_alive.tick() => {
                 let stalls = generation.running.liveness.stalled(clock.elapsed());
                 if stalls.is_empty() {

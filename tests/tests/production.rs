@@ -73,7 +73,7 @@ async fn oee_records_arrive_and_a_sigkill_mid_shift_loses_no_count() {
     let agent = AgentProcess::spawn(&path);
     let counting = consumer
         .wait_until(Duration::from_secs(30), |m| {
-            reports(m).iter().any(|r| total(r) >= 30.0)
+            reports(m).iter().any(|r| total(r) >= 100.0)
         })
         .await;
     assert!(

@@ -287,9 +287,46 @@ pub fn lines_report(plan: &firmware_config::Plan, now: std::time::SystemTime) ->
             Some(format!("{role} {:?} ({wrap})", name(c.tag)))
         })
         .collect();
+        let mut extras = Vec::new();
+        if let Some((tag, codes)) = &line.reason {
+            extras.push(format!("reason {:?} ({} codes)", name(*tag), codes.len()));
+        }
+        if let Some((tag, cycles)) = &line.product {
+            extras.push(format!(
+                "product {:?} ({} with their own cycle)",
+                name(*tag),
+                cycles.len()
+            ));
+        }
+        match line.energy {
+            Some(firmware_config::Energy::Counter(c)) => {
+                extras.push(format!("energy {:?} (kWh counter)", name(c.tag)))
+            }
+            Some(firmware_config::Energy::Power(tag)) => {
+                extras.push(format!("energy {:?} (kW, integrated)", name(tag)))
+            }
+            None => {}
+        }
+        for m in &line.materials {
+            extras.push(format!(
+                "material {} {:?} ({})",
+                m.name,
+                name(m.counter.tag),
+                m.unit
+            ));
+        }
+        let ids = crate::production::line::alert_ids(line);
+        if !ids.is_empty() {
+            extras.push(format!("alerts {}", ids.join(", ")));
+        }
+        let extras = if extras.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", extras.join(", "))
+        };
         let _ = writeln!(
             out,
-            "line {:?}: {state}; {}; ideal cycle {}; micro-stops under {}, debounce {}, report every {}",
+            "line {:?}: {state}; {}{extras}; ideal cycle {}; micro-stops under {}, debounce {}, report every {}",
             line.name,
             counters.join(", "),
             humantime::format_duration(line.ideal_cycle),
