@@ -502,6 +502,11 @@ impl LineCore {
             return;
         };
         let tally = &mut shift.tally;
+        // Setup and planned stops are timed whole for their downtime event; an unplanned stop
+        // only outside breaks (its length decides micro-stop or breakdown).
+        if let Some(stop) = self.kept.stop.as_mut().filter(|s| !s.state.is_unplanned_stop()) {
+            stop.elapsed += dt;
+        }
         match self.kept.state {
             None => tally.unaccounted += dt,
             Some(State::Running) => tally.running += dt,
@@ -1178,5 +1183,24 @@ mod tests {
                 ("press-1/stopped".to_string(), false)
             ]
         );
+    }
+
+    #[test]
+    fn a_changeover_is_setup_time_and_a_downtime_event_with_its_length() {
+        let mut run = running("2026-11-30T07:00:00Z", 0.0);
+        run.run(1_000, |run, t| match t {
+            100 => {
+                run.set(REASON, 20.0);
+                run.set(STATE, 4.0);
+            }
+            700 => run.set(STATE, 1.0),
+            _ => {}
+        });
+        assert_eq!(run.tally().setup, 600.0);
+        let downtimes = run.downtimes();
+        assert_eq!(downtimes.len(), 1);
+        assert_eq!((downtimes[0].state, downtimes[0].seconds), (State::Changeover, 600.0));
+        assert_eq!(downtimes[0].reason.as_deref(), Some("die change"));
+        assert_eq!(downtimes[0].category, Some(LossCategory::SetupChangeover));
     }
 }
