@@ -2,7 +2,8 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -22,7 +23,9 @@ const OPCUA_CRATES: [&str; 5] = [
 ];
 
 /// Installs the global subscriber. `verbosity` is -q count subtracted from -v count: 0 = info.
-/// `RUST_LOG` overrides the level when set.
+/// `RUST_LOG` overrides the level when set: `level` and `target=level` directives, comma-separated
+/// (the span and field filters of `EnvFilter` are not supported: its regex engine cost the gateway
+/// binary more than it gave).
 pub fn init(format: LogFormat, verbosity: i8) {
     let level = match verbosity {
         i8::MIN..=-2 => "error",
@@ -43,10 +46,13 @@ pub fn init(format: LogFormat, verbosity: i8) {
             OPCUA_CRATES.map(|c| format!("{c}=off")).join(",")
         )
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .or_else(|| directives.parse().ok())
+        .unwrap_or_default();
     let terminal = std::io::stderr().is_terminal();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
     let format = match format {
@@ -54,10 +60,15 @@ pub fn init(format: LogFormat, verbosity: i8) {
         LogFormat::Auto => LogFormat::Compact,
         other => other,
     };
+    let registry = tracing_subscriber::registry();
     // A second init (tests) keeps the first subscriber.
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Compact => builder.compact().with_ansi(false).try_init(),
-        LogFormat::Pretty | LogFormat::Auto => builder.with_ansi(terminal).try_init(),
+        LogFormat::Json => registry.with(layer.json().with_filter(filter)).try_init(),
+        LogFormat::Compact => registry
+            .with(layer.compact().with_ansi(false).with_filter(filter))
+            .try_init(),
+        LogFormat::Pretty | LogFormat::Auto => registry
+            .with(layer.with_ansi(terminal).with_filter(filter))
+            .try_init(),
     };
 }

@@ -192,8 +192,13 @@ unit = "bar"
     )
 }
 
-/// The size budget of a gateway binary.
-const MAX_BINARY_BYTES: u64 = 12 * 1024 * 1024;
+/// The size budget of a gateway binary: 13 MiB since production lines (12 MiB before). What it
+/// grew by, static aarch64, stripped: 12,272,392 → 12,796,904 bytes with the production stage and
+/// its `[[lines]]` configuration (its own code about 77 KB of symbols, the rest serde and JSON
+/// code for its records and saved state, and the schema) and jiff for the shift calendars (about
+/// 68 KB; it reads the gateway's tzdata, no zone data embedded); cut: tracing-subscriber's
+/// env-filter and its regex matcher, −65,536 bytes (RUST_LOG takes `target=level` directives).
+const MAX_BINARY_BYTES: u64 = 13 * 1024 * 1024;
 
 /// A gateway target as `cross/build.sh` names it, and how qemu-user runs its binaries.
 struct Target {

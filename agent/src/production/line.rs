@@ -504,7 +504,12 @@ impl LineCore {
         let tally = &mut shift.tally;
         // Setup and planned stops are timed whole for their downtime event; an unplanned stop
         // only outside breaks (its length decides micro-stop or breakdown).
-        if let Some(stop) = self.kept.stop.as_mut().filter(|s| !s.state.is_unplanned_stop()) {
+        if let Some(stop) = self
+            .kept
+            .stop
+            .as_mut()
+            .filter(|s| !s.state.is_unplanned_stop())
+        {
             stop.elapsed += dt;
         }
         match self.kept.state {
@@ -1199,7 +1204,10 @@ mod tests {
         assert_eq!(run.tally().setup, 600.0);
         let downtimes = run.downtimes();
         assert_eq!(downtimes.len(), 1);
-        assert_eq!((downtimes[0].state, downtimes[0].seconds), (State::Changeover, 600.0));
+        assert_eq!(
+            (downtimes[0].state, downtimes[0].seconds),
+            (State::Changeover, 600.0)
+        );
         assert_eq!(downtimes[0].reason.as_deref(), Some("die change"));
         assert_eq!(downtimes[0].category, Some(LossCategory::SetupChangeover));
     }
