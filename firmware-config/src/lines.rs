@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::assets::{TagDirectory, TagIndex, TagShape};
 use crate::calendar::Calendar;
@@ -200,7 +200,8 @@ pub struct LineAlertsConfig {
 }
 
 /// What a machine is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MachineState {
     Running,
     Idle,
@@ -239,6 +240,21 @@ impl MachineState {
 
     pub fn parse(text: &str) -> Option<MachineState> {
         MachineState::ALL.into_iter().find(|s| s.name() == text)
+    }
+
+    /// An unplanned stop: a micro-stop or a breakdown by its length.
+    pub fn is_unplanned_stop(self) -> bool {
+        matches!(
+            self,
+            MachineState::Fault
+                | MachineState::Idle
+                | MachineState::Starved
+                | MachineState::Blocked
+        )
+    }
+
+    pub fn is_setup(self) -> bool {
+        matches!(self, MachineState::Changeover | MachineState::Setup)
     }
 }
 

@@ -45,61 +45,8 @@ pub struct Stop {
     pub pending: f64,
 }
 
-/// [`MachineState`] as persisted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Running,
-    Idle,
-    Starved,
-    Blocked,
-    PlannedStop,
-    Changeover,
-    Setup,
-    Fault,
-}
-
-impl From<MachineState> for State {
-    fn from(s: MachineState) -> State {
-        match s {
-            MachineState::Running => State::Running,
-            MachineState::Idle => State::Idle,
-            MachineState::Starved => State::Starved,
-            MachineState::Blocked => State::Blocked,
-            MachineState::PlannedStop => State::PlannedStop,
-            MachineState::Changeover => State::Changeover,
-            MachineState::Setup => State::Setup,
-            MachineState::Fault => State::Fault,
-        }
-    }
-}
-
-impl State {
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Running => "running",
-            State::Idle => "idle",
-            State::Starved => "starved",
-            State::Blocked => "blocked",
-            State::PlannedStop => "planned_stop",
-            State::Changeover => "changeover",
-            State::Setup => "setup",
-            State::Fault => "fault",
-        }
-    }
-
-    /// An unplanned stop: a micro-stop or a breakdown by its length.
-    fn is_unplanned_stop(self) -> bool {
-        matches!(
-            self,
-            State::Fault | State::Idle | State::Starved | State::Blocked
-        )
-    }
-
-    fn is_setup(self) -> bool {
-        matches!(self, State::Changeover | State::Setup)
-    }
-}
+/// The machine state, as persisted and reported.
+pub type State = MachineState;
 
 /// What survives a restart.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -327,11 +274,7 @@ impl LineCore {
             StateSource::Tag { tag, map, other } => {
                 let value = latest(*tag)?;
                 let code = value.round() as i64;
-                map.get(&code)
-                    .copied()
-                    .or(*other)
-                    .map(State::from)
-                    .or(Some(State::Fault))
+                map.get(&code).copied().or(*other).or(Some(State::Fault))
             }
             StateSource::Flags {
                 running,
