@@ -72,7 +72,7 @@ async fn oee_records_arrive_and_a_sigkill_mid_shift_loses_no_count() {
 
     let agent = AgentProcess::spawn(&path);
     let counting = consumer
-        .wait_until(Duration::from_secs(30), |m| {
+        .wait_until(Duration::from_secs(60), |m| {
             reports(m).iter().any(|r| total(r) >= 200.0)
         })
         .await;
@@ -103,7 +103,7 @@ async fn oee_records_arrive_and_a_sigkill_mid_shift_loses_no_count() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let agent = AgentProcess::spawn(&path);
     let resumed = consumer
-        .wait_until(Duration::from_secs(30), |m| {
+        .wait_until(Duration::from_secs(60), |m| {
             reports(m)
                 .iter()
                 .skip(before.len())
