@@ -505,14 +505,12 @@ impl LineCore {
                 *sum += amount;
             }
         }
-        let (made, fine, bad) = match (self.line.total, self.line.good, self.line.reject) {
-            (Some(_), Some(_), Some(_)) => (t, g, r),
-            (Some(_), Some(_), None) => (t, g, (t - g).max(0.0)),
-            (Some(_), None, _) => (t, (t - r).max(0.0), r),
-            _ => (g + r, g, r),
+        let (made, bad) = match (self.line.total, self.line.good, self.line.reject) {
+            (None, _, _) => (g + r, r),
+            (Some(_), Some(_), None) => (t, (t - g).max(0.0)),
+            (Some(_), _, _) => (t, r),
         };
         tally.ideal_total += ideal * made;
-        tally.ideal_good += ideal * fine;
         if in_startup {
             tally.startup_rejects += bad;
         }

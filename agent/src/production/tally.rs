@@ -38,10 +38,9 @@ pub struct Tally {
     /// The rejects made within the start-up window (derived per step when there is no reject
     /// counter).
     pub startup_rejects: f64,
-    /// Ideal seconds for the parts produced (total) and for the good ones, each part at the ideal
-    /// cycle of the product being made when it was counted.
+    /// Ideal seconds for the parts produced, each part at the ideal cycle of the product being
+    /// made when it was counted.
     pub ideal_total: f64,
-    pub ideal_good: f64,
     pub energy_kwh: Option<f64>,
     /// Material name → amount consumed.
     pub materials: BTreeMap<String, f64>,
@@ -285,7 +284,6 @@ mod tests {
             good: Some(8_700.0),
             startup_rejects: 100.0,
             ideal_total: 18_000.0,
-            ideal_good: 17_400.0,
             ..Tally::default()
         }
     }
