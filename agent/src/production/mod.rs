@@ -95,30 +95,34 @@ pub struct Sinks {
 /// Each line's latest report, by line name.
 pub type LineView = std::collections::BTreeMap<String, line::LineReport>;
 
+/// The record an output is sent as.
+pub fn report_of(output: Output) -> Report {
+    match output {
+        Output::Report(report) => Report::Production(report),
+        Output::Downtime(downtime) => Report::Downtime(downtime),
+        Output::Anomaly(text) => Report::Event(crate::records::Event::new(
+            "counter_anomaly",
+            serde_json::json!({ "message": text }),
+        )),
+    }
+}
+
 impl Sinks {
     fn emit(&self, output: Output, now: std::time::SystemTime) {
-        let report = match output {
+        match &output {
             Output::Report(report) => {
-                log_report(&report);
+                log_report(report);
                 self.view.send_modify(|view| {
-                    view.insert(report.line.clone(), (*report).clone());
+                    view.insert(report.line.clone(), (**report).clone());
                 });
-                Report::Production(report)
             }
             Output::Downtime(downtime) => {
                 info!(line = %downtime.line, state = downtime.state.name(), reason = downtime.reason.as_deref().unwrap_or("-"), minutes = format!("{:.1}", downtime.seconds / 60.0), "downtime");
-                Report::Downtime(downtime)
             }
-            Output::Anomaly(text) => {
-                warn!("{text}");
-                Report::Event(crate::records::Event::new(
-                    "counter_anomaly",
-                    serde_json::json!({ "message": text }),
-                ))
-            }
-        };
+            Output::Anomaly(text) => warn!("{text}"),
+        }
         if let Some(outbox) = &self.outbox {
-            append(outbox, NewRecord::report(report, now));
+            append(outbox, NewRecord::report(report_of(output), now));
         }
     }
 }
@@ -166,10 +170,20 @@ pub struct Production {
 }
 
 impl Production {
+    /// The lines of a running agent, each resumed from its state saved in `data_dir`.
     pub fn new(lines: &[Line], data_dir: &Path) -> Production {
+        Production::with(lines, |name| restore(data_dir, name))
+    }
+
+    /// The lines starting from nothing (a replay of recorded history).
+    pub fn fresh(lines: &[Line]) -> Production {
+        Production::with(lines, |_| None)
+    }
+
+    fn with(lines: &[Line], restored: impl Fn(&str) -> Option<Persisted>) -> Production {
         let cores: Vec<LineCore> = lines
             .iter()
-            .map(|line| LineCore::new(line.clone(), restore(data_dir, &line.name)))
+            .map(|line| LineCore::new(line.clone(), restored(&line.name)))
             .collect();
         let mut by_tag: HashMap<u32, Vec<usize>> = HashMap::new();
         for (i, core) in cores.iter().enumerate() {
@@ -193,7 +207,8 @@ impl Production {
         }
     }
 
-    /// Steps every line; returns its outputs, and the lines due for a running report and a save.
+    /// Steps every line; returns its outputs (with the running reports that fell due), and the
+    /// lines that reported, whose state is to be saved.
     pub fn step(
         &mut self,
         wall: std::time::SystemTime,
@@ -210,9 +225,25 @@ impl Production {
             if closed || mono.saturating_sub(self.reported_at[i]) >= self.report_every[i] {
                 self.reported_at[i] = mono;
                 due.push(i);
+                if let Some(report) = core.report() {
+                    outputs.push(Output::Report(Box::new(report)));
+                }
             }
         }
         (outputs, due)
+    }
+
+    /// Every line's changed alert conditions.
+    pub fn conditions(&mut self) -> Vec<Condition> {
+        self.cores
+            .iter_mut()
+            .flat_map(LineCore::conditions)
+            .collect()
+    }
+
+    /// Whether there are no lines.
+    pub fn is_empty(&self) -> bool {
+        self.cores.is_empty()
     }
 
     pub fn cores(&mut self) -> &mut [LineCore] {
@@ -252,11 +283,7 @@ pub async fn run(
                 }
                 sinks.raise(production.cores());
                 for i in due {
-                    let core = &mut production.cores()[i];
-                    if let Some(report) = core.report() {
-                        sinks.emit(Output::Report(Box::new(report)), now);
-                    }
-                    save(&data_dir, core, now);
+                    save(&data_dir, &mut production.cores()[i], now);
                 }
             }
         }

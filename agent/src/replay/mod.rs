@@ -4,12 +4,14 @@
 //! The stage cores come from [`pipeline::cores`], the builder the running agent's stages come
 //! from. The [`Timeline`] is the one piece that runs the scorer on simulated time (assessment
 //! rounds on the `assess_interval` grid from the first sample), shared with `millwright dataset`.
-//! The [`Engine`] adds the decisions core and an alert book of its own, and says what the running
-//! agent would have said as [`Finding`]s; [`tally`] sums them up.
+//! The [`Engine`] adds the decisions core, an alert book of its own and the production lines
+//! (started fresh, stepped every recorded second), and says what the running agent would have
+//! said as [`Finding`]s; [`tally`] sums them up.
 //!
 //! Invariants:
 //! - memory does not grow with the input: rows are streamed, windows and trends are bounded, and
-//!   the tally keeps a few figures per asset plus one entry per maintenance episode;
+//!   the tally keeps a few figures per asset plus one entry per maintenance episode and one per
+//!   closed shift of each line;
 //! - time never runs backwards: a row slightly late (within one `assess_interval` of the latest
 //!   time) is taken at the latest time and counted as out of order; one later than that is
 //!   skipped with its line number;
@@ -28,6 +30,7 @@ use crate::decisions::lifecycle::{Book, Condition, Transition};
 use crate::health::assess::{Action, Assessment};
 use crate::health::scorer::Scorer;
 use crate::pipeline::{self, Cores};
+use crate::production::{line::Output, Production};
 use crate::sample::Sample;
 use input::RowError;
 
@@ -109,6 +112,11 @@ pub enum Finding {
         at: SystemTime,
     },
     Alert(Transition),
+    /// A production line's report, downtime event or counter anomaly.
+    Production {
+        output: Output,
+        at: SystemTime,
+    },
 }
 
 /// Rows that were not taken as they were, by kind.
@@ -128,6 +136,9 @@ pub struct Engine {
     timeline: Timeline,
     conditions: Conditions,
     book: Book,
+    production: Production,
+    /// The first sample's time: the production stage's monotonic clock starts there.
+    origin: Option<SystemTime>,
     actions: Vec<Action>,
     tolerance: Duration,
     stale_after: Duration,
@@ -145,6 +156,8 @@ impl Engine {
             timeline: Timeline::new(scorer, plan.scoring.assess_interval),
             conditions,
             book: Book::default(),
+            production: Production::fresh(&plan.lines),
+            origin: None,
             actions: vec![Action::RoutineMonitoring; plan.assets.len()],
             tolerance: plan.scoring.assess_interval,
             stale_after,
@@ -183,12 +196,15 @@ impl Engine {
             }
             None => {
                 self.next_tick = sample.timestamp + TICK;
+                self.origin = Some(sample.timestamp);
                 sample.timestamp
             }
         };
         self.latest = Some(at);
         self.counts.samples += 1;
         self.timeline.observe(sample, at);
+        let mono = self.mono(at);
+        self.production.observe(sample, mono);
         let decided = self.conditions.sample(sample, at);
         if let Some(by) = decided.acknowledge_all_by {
             self.book
@@ -212,7 +228,7 @@ impl Engine {
             }
             if self.round(found) == 0 {
                 self.timeline.skip_past(until);
-                if !self.conditions.needs_samples() {
+                if !self.conditions.needs_samples() && self.production.is_empty() {
                     self.next_tick = self.next_tick.max(until);
                 }
             }
@@ -227,6 +243,22 @@ impl Engine {
     fn tick(&mut self, at: SystemTime, found: &mut impl FnMut(Finding)) {
         let conditions = self.conditions.tick(at);
         self.apply(conditions, at, found);
+        if self.production.is_empty() {
+            return;
+        }
+        let (outputs, _) = self.production.step(at, self.mono(at));
+        for output in outputs {
+            found(Finding::Production { output, at });
+        }
+        let conditions = self.production.conditions();
+        self.apply(conditions, at, found);
+    }
+
+    /// Recorded time since the first sample.
+    fn mono(&self, at: SystemTime) -> Duration {
+        self.origin
+            .and_then(|origin| at.duration_since(origin).ok())
+            .unwrap_or_default()
     }
 
     /// One assessment round; how many assets it assessed.

@@ -20,6 +20,9 @@ use crate::uplink::timestamp;
 /// Skipped rows shown one by one; the rest are counted.
 const SKIPS_SHOWN: usize = 20;
 
+/// A line's closed shifts shown one by one in the printed summary (all are in the JSON).
+const SHIFTS_SHOWN: usize = 60;
+
 /// How fast to go.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Speed {
@@ -180,6 +183,9 @@ pub fn finding_json(finding: &Finding) -> String {
             "to": to,
         })
         .to_string(),
+        Finding::Production { output, at } => {
+            report(crate::production::report_of(output.clone()), timestamp(*at))
+        }
     }
 }
 
@@ -208,6 +214,7 @@ pub fn replay(
         tally: Tally::default(),
         outcome: Outcome {
             assets: Vec::new(),
+            lines: Vec::new(),
             failures: Vec::new(),
         },
     };
@@ -361,6 +368,9 @@ pub fn format_summary(summary: &Summary, failures_given: bool) -> String {
             );
         }
     }
+    for line in &summary.outcome.lines {
+        format_line(&mut out, line);
+    }
     for failure in &summary.outcome.failures {
         match failure.lead_time_hours {
             Some(hours) => {
@@ -384,6 +394,53 @@ pub fn format_summary(summary: &Summary, failures_given: bool) -> String {
     out
 }
 
+fn percent(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{:.1} %", 100.0 * v))
+}
+
+fn format_line(out: &mut String, line: &super::tally::LineOutcome) {
+    let f = &line.figures;
+    let _ = writeln!(
+        out,
+        "line {}: {} shift(s) closed, OEE {} (availability {}, performance {}, quality {}); {} good, {} rejects; {} downtime event(s)",
+        line.line,
+        line.shifts.len(),
+        percent(f.oee),
+        percent(f.availability),
+        percent(f.performance),
+        percent(f.quality),
+        f.good,
+        f.reject,
+        line.downtime_events
+    );
+    if let Some(top) = &line.top_loss {
+        let _ = writeln!(out, "  biggest loss: {top}");
+    }
+    let hidden = line.shifts.len().saturating_sub(SHIFTS_SHOWN);
+    if hidden > 0 {
+        let _ = writeln!(out, "  … {hidden} earlier shift(s) in the JSON summary");
+    }
+    for shift in &line.shifts[hidden..] {
+        let unseen = if shift.unaccounted_minutes >= 0.05 {
+            format!(", {:.1} min not recorded", shift.unaccounted_minutes)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "  {} {}: OEE {} (A {}, P {}, Q {}), {} good, {} rejects{unseen}",
+            shift.shift,
+            shift.start,
+            percent(shift.oee),
+            percent(shift.availability),
+            percent(shift.performance),
+            percent(shift.quality),
+            shift.good,
+            shift.reject
+        );
+    }
+}
+
 /// The summary as the last JSON line.
 pub fn summary_json(summary: &Summary) -> String {
     json!({
@@ -397,7 +454,104 @@ pub fn summary_json(summary: &Summary) -> String {
         "to": summary.last.map(timestamp),
         "findings": summary.findings,
         "assets": summary.outcome.assets,
+        "lines": summary.outcome.lines,
         "failures": summary.outcome.failures,
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const PRESS: &str = include_str!("../../tests/fixtures/line-press.toml");
+    /// Monday 2026-11-23 06:00:00 UTC, the day shift's start.
+    const SHIFT_START: u64 = 1_795_413_600;
+
+    fn press() -> Loaded {
+        let plan = firmware_config::load_str(std::path::Path::new("line-press.toml"), PRESS)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Loaded::new(plan).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A recorded day of the press (long CSV, values sent on change): running at its ideal cycle
+    /// (2 s) from 05:59 to 14:01, except a jam (fault, reason 12) 08:00–08:30 and the planned
+    /// break 10:00–10:15 (planned stop); every 50th part is a reject.
+    fn recorded_day() -> String {
+        let mut csv = String::from("timestamp,tag,value\n");
+        let (mut state, mut total, mut good) = (None, 0u32, 0u32);
+        for t in SHIFT_START - 60..=SHIFT_START + 8 * 3600 + 60 {
+            let minute = (t as i64 - SHIFT_START as i64).div_euclid(60);
+            let now = match minute {
+                120..=149 => 3,
+                240..=254 => 0,
+                _ => 1,
+            };
+            if state != Some(now) {
+                csv += &format!("{t},press.state,{now}\n");
+                csv += &format!("{t},press.reason,{}\n", if now == 3 { 12 } else { 0 });
+                state = Some(now);
+            }
+            if now == 1 && t % 2 == 0 {
+                total += 1;
+                if total % 50 != 0 {
+                    good += 1;
+                }
+                csv += &format!("{t},press.total,{total}\n{t},press.good,{good}\n");
+            }
+        }
+        csv
+    }
+
+    #[test]
+    fn a_recorded_shift_gives_the_oee_worked_by_hand() {
+        let options = Options {
+            speed: Speed::Max,
+            failures: Vec::new(),
+            horizon: Duration::from_secs(86_400),
+        };
+        let mut out = Vec::new();
+        let summary = replay(
+            &press(),
+            recorded_day().as_bytes(),
+            "day.csv".into(),
+            &options,
+            &mut out,
+            &ManualClock::new(SystemTime::UNIX_EPOCH),
+            &mut |_| {},
+        )
+        .expect("replayed");
+        assert_eq!(summary.skipped, 0);
+        let line = &summary.outcome.lines[0];
+        assert_eq!(line.shifts.len(), 1, "{:?}", line.shifts);
+        let f = &line.figures;
+        // Shift 480 min − break 15 min = planned busy time 465 min; the jam (30 min, over the
+        // 5 min micro-stop threshold) is unplanned: actual production time 435 min = 26,100 s.
+        let minutes = |s: f64| s / 60.0;
+        assert!((minutes(f.planned_busy_time) - 465.0).abs() < 0.1, "{f:?}");
+        assert!((minutes(f.actual_production_time) - 435.0).abs() < 0.1);
+        // 26,100 s at 2 s a part = 13,050 parts, 261 of them rejects (every 50th).
+        assert!((f.total - 13_050.0).abs() <= 1.0, "{}", f.total);
+        assert!((f.reject - 261.0).abs() <= 1.0, "{}", f.reject);
+        // A = 435 / 465 = 0.9355, P = 2 s × 13,050 / 26,100 s = 1.0, Q = 12,789 / 13,050 = 0.98,
+        // OEE = 0.9355 × 1.0 × 0.98 = 0.9168.
+        let close = |v: Option<f64>, want: f64| (v.expect("figure") - want).abs() < 0.002;
+        assert!(close(f.availability, 0.9355), "{:?}", f.availability);
+        assert!(close(f.performance, 1.0), "{:?}", f.performance);
+        assert!(close(f.quality, 0.98), "{:?}", f.quality);
+        assert!(close(f.oee, 0.9168), "{:?}", f.oee);
+        assert_eq!(line.downtime_events, 2, "the jam and the break");
+        let printed = format_summary(&summary, false);
+        assert!(
+            printed.contains("line press-1: 1 shift(s) closed, OEE 91.7 %"),
+            "{printed}"
+        );
+        assert!(printed.contains("jam at infeed: 30 min"), "{printed}");
+        let findings = String::from_utf8(out).expect("utf-8");
+        let closing = findings
+            .lines()
+            .find(|l| l.contains(r#""kind":"oee""#) && l.contains(r#""closing":true"#));
+        assert!(closing.is_some(), "a closing report among the findings");
+    }
 }

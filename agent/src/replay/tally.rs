@@ -8,6 +8,10 @@
 //! runs from the start of the earliest episode that warns of it; a failure no episode warns of is
 //! **missed**. An episode that warns of no failure is a **false alarm**; false alarms are given
 //! per asset-month (30.44 days) of assessed time.
+//!
+//! Per production line: every closed shift's figures, and the figures of all closed shifts
+//! together (their tallies summed), to set beside what the MES reported for the same period. A
+//! shift still open when the recording ends is not counted.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -16,6 +20,8 @@ use serde::Serialize;
 
 use super::Finding;
 use crate::health::assess::Action;
+use crate::production::line::{LineReport, Output};
+use crate::production::tally::{Figures, Tally as ShiftTally};
 use crate::uplink::timestamp;
 
 const MONTH: f64 = 30.44 * 86_400.0;
@@ -34,10 +40,66 @@ pub struct AssetTally {
     pub episodes: Vec<(SystemTime, Option<SystemTime>)>,
 }
 
+/// One closed shift of a line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShiftOutcome {
+    pub shift: String,
+    pub start: String,
+    pub end: String,
+    pub oee: Option<f64>,
+    pub availability: Option<f64>,
+    pub performance: Option<f64>,
+    pub quality: Option<f64>,
+    pub good: f64,
+    pub reject: f64,
+    /// Time in the shift the recording did not cover (it began or ended inside the shift).
+    pub unaccounted_minutes: f64,
+    pub top_loss: Option<String>,
+}
+
+impl ShiftOutcome {
+    fn of(report: &LineReport) -> ShiftOutcome {
+        let f = &report.figures;
+        ShiftOutcome {
+            shift: report.shift.clone(),
+            start: timestamp(report.shift_start),
+            end: timestamp(report.shift_end),
+            oee: f.oee,
+            availability: f.availability,
+            performance: f.performance,
+            quality: f.quality,
+            good: f.good,
+            reject: f.reject,
+            unaccounted_minutes: report.tally.unaccounted / 60.0,
+            top_loss: report.recommendation.clone(),
+        }
+    }
+}
+
+/// One line's closed shifts, and their sum.
+#[derive(Debug, Clone, Default)]
+pub struct LineTally {
+    pub shifts: Vec<ShiftOutcome>,
+    pub sum: ShiftTally,
+    pub downtime_events: u64,
+}
+
+/// A line over every shift it closed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LineOutcome {
+    pub line: String,
+    pub downtime_events: u64,
+    /// The figures of all closed shifts together.
+    pub figures: Figures,
+    pub top_loss: Option<String>,
+    pub shifts: Vec<ShiftOutcome>,
+}
+
 /// Sums findings up as they come.
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
     pub assets: BTreeMap<String, AssetTally>,
+    pub lines: BTreeMap<String, LineTally>,
     /// Alerts raised, by source (asset, or tag for limits).
     pub alerts_by_source: BTreeMap<String, u64>,
 }
@@ -75,6 +137,7 @@ impl Tally {
                     _ => {}
                 }
             }
+            Finding::Production { output, .. } => self.production(output),
             Finding::Alert(transition) => {
                 if transition.change == crate::decisions::lifecycle::Change::Raised {
                     let source = &transition.alert.source;
@@ -84,6 +147,25 @@ impl Tally {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Tally {
+    fn production(&mut self, output: &Output) {
+        match output {
+            Output::Report(report) if report.closing => {
+                let line = self.lines.entry(report.line.clone()).or_default();
+                line.shifts.push(ShiftOutcome::of(report));
+                line.sum.absorb(&report.tally);
+            }
+            Output::Downtime(downtime) => {
+                self.lines
+                    .entry(downtime.line.clone())
+                    .or_default()
+                    .downtime_events += 1;
+            }
+            _ => {}
         }
     }
 }
@@ -123,6 +205,7 @@ pub struct AssetOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Outcome {
     pub assets: Vec<AssetOutcome>,
+    pub lines: Vec<LineOutcome>,
     pub failures: Vec<FailureOutcome>,
 }
 
@@ -194,8 +277,26 @@ pub fn judge(tally: &Tally, failures: &[Failure], horizon: Duration) -> Outcome 
         .collect();
     Outcome {
         assets,
+        lines: lines(tally),
         failures: outcomes,
     }
+}
+
+fn lines(tally: &Tally) -> Vec<LineOutcome> {
+    tally
+        .lines
+        .iter()
+        .map(|(name, line)| {
+            let figures = line.sum.figures();
+            LineOutcome {
+                line: name.clone(),
+                downtime_events: line.downtime_events,
+                top_loss: figures.recommendation("over these shifts"),
+                figures,
+                shifts: line.shifts.clone(),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
