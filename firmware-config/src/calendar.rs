@@ -17,6 +17,9 @@ use crate::lines::LineConfig;
 use crate::source::Seg;
 
 /// Monday first.
+/// The name reports give the time between shifts; no shift may take it.
+pub const UNSCHEDULED: &str = "unscheduled";
+
 pub const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 const MINUTES_PER_DAY: i32 = 24 * 60;
@@ -212,6 +215,12 @@ pub(crate) fn validate(
             err(
                 &at("name"),
                 format!("another shift is named {:?}", config.name),
+            );
+        }
+        if config.name == UNSCHEDULED {
+            err(
+                &at("name"),
+                format!("{UNSCHEDULED:?} names the time between shifts in the reports; call the shift something else"),
             );
         }
         if let (Some(start), Some(end), Some(days)) = (start, end, days) {

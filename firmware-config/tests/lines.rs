@@ -55,6 +55,16 @@ fn overlapping_shifts() {
 }
 
 #[test]
+fn a_shift_cannot_take_the_name_of_the_time_between_shifts() {
+    let text = PRESS.replace("name = \"day\"", "name = \"unscheduled\"");
+    one_error(
+        &text,
+        "\"unscheduled\" names the time between shifts",
+        "name = \"unscheduled\"",
+    );
+}
+
+#[test]
 fn a_counter_tag_that_is_not_an_integer() {
     let text = PRESS.replace(
         "total = { tag = \"press.total\"",

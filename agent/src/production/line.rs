@@ -60,6 +60,20 @@ pub struct Persisted {
     pub state: Option<State>,
     pub stop: Option<Stop>,
     pub saved_at: Option<SystemTime>,
+    /// The time since the last shift ended, while no shift is under way: what the line did then
+    /// (weekend overtime) is reported when the next shift begins, not lost.
+    #[serde(default)]
+    pub unscheduled: Option<ActiveShift>,
+}
+
+/// The name the time between shifts is reported under.
+pub use firmware_config::calendar::UNSCHEDULED;
+
+impl Persisted {
+    /// The period being tallied: the shift under way, or the unscheduled time between shifts.
+    fn period(&mut self) -> Option<&mut ActiveShift> {
+        self.shift.as_mut().or(self.unscheduled.as_mut())
+    }
 }
 
 /// A downtime event: a stop that was not a micro-stop, once it ended.
@@ -231,7 +245,7 @@ impl LineCore {
                 &mut self.anomalies,
                 &self.line.name,
             ) {
-                if let Some(shift) = &mut self.kept.shift {
+                if let Some(shift) = self.kept.period() {
                     *shift
                         .tally
                         .materials
@@ -262,7 +276,7 @@ impl LineCore {
     }
 
     fn add_energy(&mut self, kwh: f64) {
-        if let Some(shift) = &mut self.kept.shift {
+        if let Some(shift) = self.kept.period() {
             *shift.tally.energy_kwh.get_or_insert(0.0) += kwh;
         }
     }
@@ -376,6 +390,9 @@ impl LineCore {
             _ => false,
         };
         if same {
+            if current.is_none() {
+                self.track_unscheduled(wall, wall);
+            }
             if let (Some(active), Some(saved)) = (&mut self.kept.shift, unseen_since) {
                 active.tally.unaccounted += wall
                     .duration_since(saved.max(active.start))
@@ -384,7 +401,9 @@ impl LineCore {
             }
             return;
         }
+        let mut unscheduled_from = wall;
         if let Some(mut active) = self.kept.shift.take() {
+            unscheduled_from = active.end.min(wall);
             if let Some(stop) = &mut self.kept.stop {
                 settle_stop(&mut active.tally, stop, self.line.micro_stop.as_secs_f64());
             }
@@ -397,25 +416,66 @@ impl LineCore {
             }
             out.push(Output::Report(Box::new(self.report_of(&active, true))));
         }
-        if let Some((name, start, end)) = current {
+        let Some((name, start, end)) = current else {
+            self.track_unscheduled(unscheduled_from, wall);
+            return;
+        };
+        self.close_unscheduled(start, out);
+        let mut tally = Tally::default();
+        self.track_counters(&mut tally);
+        // Started in the middle of the shift: the part before was not seen. (At a boundary
+        // crossed while running, the step's own second covers it.)
+        if first {
+            let seen_from = unseen_since.filter(|s| *s > start).unwrap_or(start);
+            tally.unaccounted += wall
+                .duration_since(seen_from)
+                .unwrap_or_default()
+                .as_secs_f64();
+        }
+        self.kept.shift = Some(ActiveShift {
+            name,
+            start,
+            end,
+            tally,
+        });
+        self.production_start = Some(mono);
+    }
+
+    /// Starts the unscheduled period at `from` if none is under way, and extends it to `wall`.
+    fn track_unscheduled(&mut self, from: SystemTime, wall: SystemTime) {
+        if self.kept.unscheduled.is_none() {
             let mut tally = Tally::default();
             self.track_counters(&mut tally);
-            // Started in the middle of the shift: the part before was not seen. (At a boundary
-            // crossed while running, the step's own second covers it.)
-            if first {
-                let seen_from = unseen_since.filter(|s| *s > start).unwrap_or(start);
-                tally.unaccounted += wall
-                    .duration_since(seen_from)
-                    .unwrap_or_default()
-                    .as_secs_f64();
-            }
-            self.kept.shift = Some(ActiveShift {
-                name,
-                start,
-                end,
+            self.kept.unscheduled = Some(ActiveShift {
+                name: UNSCHEDULED.to_string(),
+                start: from,
+                end: wall,
                 tally,
             });
-            self.production_start = Some(mono);
+        }
+        if let Some(unscheduled) = &mut self.kept.unscheduled {
+            unscheduled.end = wall;
+        }
+    }
+
+    /// Ends the unscheduled period at `at` (the shift's start); reports it when the line ran,
+    /// counted or consumed anything in it (idle time between shifts is no news).
+    fn close_unscheduled(&mut self, at: SystemTime, out: &mut Vec<Output>) {
+        let Some(mut period) = self.kept.unscheduled.take() else {
+            return;
+        };
+        if let Some(stop) = &mut self.kept.stop {
+            settle_stop(&mut period.tally, stop, self.line.micro_stop.as_secs_f64());
+        }
+        period.end = at.max(period.start);
+        let t = &period.tally;
+        let counted = [t.total, t.good, t.reject, t.energy_kwh]
+            .into_iter()
+            .flatten()
+            .chain(t.materials.values().copied())
+            .any(|v| v > 0.0);
+        if counted || t.running > 0.0 {
+            out.push(Output::Report(Box::new(self.report_of(&period, true))));
         }
     }
 
@@ -441,28 +501,32 @@ impl LineCore {
             .current
             .as_ref()
             .is_some_and(|i| jiff::Timestamp::try_from(began).is_ok_and(|at| i.in_break(at)));
-        let Some(shift) = &mut self.kept.shift else {
+        let Persisted {
+            shift,
+            unscheduled,
+            stop,
+            state,
+            ..
+        } = &mut self.kept;
+        // Between shifts the line is not expected to run: a stop there is no loss.
+        let scheduled = shift.is_some();
+        let Some(period) = shift.as_mut().or(unscheduled.as_mut()) else {
             return;
         };
-        let tally = &mut shift.tally;
+        let tally = &mut period.tally;
         // Setup and planned stops are timed whole for their downtime event; an unplanned stop
         // only outside breaks (its length decides micro-stop or breakdown).
-        if let Some(stop) = self
-            .kept
-            .stop
-            .as_mut()
-            .filter(|s| !s.state.is_unplanned_stop())
-        {
+        if let Some(stop) = stop.as_mut().filter(|s| !s.state.is_unplanned_stop()) {
             stop.elapsed += dt;
         }
-        match self.kept.state {
+        match *state {
             None => tally.unaccounted += dt,
             Some(State::Running) => tally.running += dt,
             Some(State::PlannedStop) => tally.planned_downtime += dt,
-            Some(_) if in_break => tally.planned_downtime += dt,
+            Some(_) if in_break || !scheduled => tally.planned_downtime += dt,
             Some(state) if state.is_setup() => tally.setup += dt,
             Some(_) => {
-                if let Some(stop) = &mut self.kept.stop {
+                if let Some(stop) = stop {
                     stop.elapsed += dt;
                     if stop.elapsed >= micro {
                         // A breakdown: what was pending goes with it.
@@ -487,10 +551,10 @@ impl LineCore {
         let in_startup = self
             .production_start
             .is_some_and(|at| mono.saturating_sub(at) < self.line.startup_window);
-        let Some(shift) = &mut self.kept.shift else {
+        let Some(period) = self.kept.period() else {
             return;
         };
-        let tally = &mut shift.tally;
+        let tally = &mut period.tally;
         let (t, g, r) = (
             total.unwrap_or(0.0),
             good.unwrap_or(0.0),
@@ -1045,6 +1109,68 @@ mod tests {
         // The gateway started at 09:55: the shift's first 3 h 55 min were not seen.
         assert_eq!(tally.unaccounted, (3 * 3600 + 55 * 60) as f64);
         assert_eq!(run.core.persisted().shift, None, "no shift after 14:00");
+    }
+
+    #[test]
+    fn overtime_after_the_shift_is_reported_when_the_next_shift_begins() {
+        // Running at the ideal 2 s cycle from 13:50 (Monday) to 14:30, then idle overnight.
+        let mut run = running("2026-11-30T13:50:00Z", 0.0);
+        let mut count = 0.0;
+        run.run(40 * 60, |run, t| {
+            if t % 2 == 0 {
+                count += 1.0;
+                run.set(TOTAL, count);
+                run.set(GOOD, count);
+            }
+        });
+        run.set(STATE, 2.0);
+        // Until Tuesday 06:00:05, when the next day shift has begun.
+        run.run(15 * 3600 + 30 * 60 + 5, |_, _| {});
+        let closing: Vec<&LineReport> = run
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Report(r) if r.closing => Some(r.as_ref()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closing.len(), 2, "the day shift, then the time after it");
+        let overtime = closing[1];
+        assert_eq!(overtime.shift, UNSCHEDULED);
+        let day = |t: &str| humantime::parse_rfc3339(t).expect("time");
+        assert_eq!(overtime.shift_start, day("2026-11-30T14:00:00Z"));
+        assert_eq!(overtime.shift_end, day("2026-12-01T06:00:00Z"));
+        // 14:00–14:30 running (and 3 s more: idle is taken after the 2 s debounce, counted from
+        // the first step that saw it), 900 parts, none lost to the boundary.
+        let f = &overtime.figures;
+        assert_eq!(overtime.tally.running, 1803.0);
+        assert_eq!(f.total, 900.0);
+        assert_eq!(closing[0].figures.total + f.total, count);
+        // Idle between shifts is no loss: planned downtime, availability stays whole.
+        assert_eq!(f.availability, Some(1.0));
+        assert!(overtime.tally.planned_downtime > 15.0 * 3600.0);
+        assert_eq!(
+            run.core.persisted().shift.as_ref().map(|s| s.name.as_str()),
+            Some("day")
+        );
+        assert_eq!(run.core.persisted().unscheduled, None);
+    }
+
+    #[test]
+    fn idle_time_between_shifts_is_not_reported() {
+        // Saturday: no shift all weekend; idle until Monday's shift begins.
+        let mut run = Run::at("2026-11-28T12:00:00Z", None);
+        run.set(STATE, 2.0);
+        run.set(TOTAL, 5.0);
+        run.set(GOOD, 5.0);
+        run.run(42 * 3600 + 5, |_, _| {});
+        assert!(
+            !run.outputs
+                .iter()
+                .any(|o| matches!(o, Output::Report(r) if r.shift == UNSCHEDULED)),
+            "no parts, no running: nothing to report"
+        );
+        assert!(run.core.persisted().shift.is_some(), "Monday's day shift");
     }
 
     #[test]

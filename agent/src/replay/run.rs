@@ -416,6 +416,13 @@ fn format_line(out: &mut String, line: &super::tally::LineOutcome) {
     if let Some(top) = &line.top_loss {
         let _ = writeln!(out, "  biggest loss: {top}");
     }
+    if let Some(o) = &line.outside_shifts {
+        let _ = writeln!(
+            out,
+            "  outside shifts (in no OEE above): {} period(s), {:.1} h running, {} good, {} rejects",
+            o.periods, o.running_hours, o.good, o.reject
+        );
+    }
     let hidden = line.shifts.len().saturating_sub(SHIFTS_SHOWN);
     if hidden > 0 {
         let _ = writeln!(out, "  … {hidden} earlier shift(s) in the JSON summary");
@@ -542,12 +549,24 @@ mod tests {
         assert!(close(f.quality, 0.98), "{:?}", f.quality);
         assert!(close(f.oee, 0.9168), "{:?}", f.oee);
         assert_eq!(line.downtime_events, 2, "the jam and the break");
+        // Before the shift: the 05:59:00 reading is the counters' baseline, and the 29 parts
+        // counted from 05:59:02 to 05:59:58 are reported apart from the shift.
+        let outside = line
+            .outside_shifts
+            .as_ref()
+            .expect("parts before the shift");
+        assert_eq!((outside.periods, outside.total), (1, 29.0));
         let printed = format_summary(&summary, false);
         assert!(
             printed.contains("line press-1: 1 shift(s) closed, OEE 91.7 %"),
             "{printed}"
         );
         assert!(printed.contains("jam at infeed: 30 min"), "{printed}");
+        assert!(
+            printed
+                .contains("outside shifts (in no OEE above): 1 period(s), 0.0 h running, 29 good"),
+            "{printed}"
+        );
         let findings = String::from_utf8(out).expect("utf-8");
         let closing = findings
             .lines()

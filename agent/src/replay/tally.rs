@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::Finding;
 use crate::health::assess::Action;
-use crate::production::line::{LineReport, Output};
+use crate::production::line::{LineReport, Output, UNSCHEDULED};
 use crate::production::tally::{Figures, Tally as ShiftTally};
 use crate::uplink::timestamp;
 
@@ -82,6 +82,19 @@ pub struct LineTally {
     pub shifts: Vec<ShiftOutcome>,
     pub sum: ShiftTally,
     pub downtime_events: u64,
+    /// The reported periods between shifts (the line ran or counted then), summed apart.
+    pub unscheduled_periods: u64,
+    pub unscheduled: ShiftTally,
+}
+
+/// What a line made between its shifts (in no shift's OEE).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutsideShifts {
+    pub periods: u64,
+    pub running_hours: f64,
+    pub total: f64,
+    pub good: f64,
+    pub reject: f64,
 }
 
 /// A line over every shift it closed.
@@ -93,6 +106,7 @@ pub struct LineOutcome {
     pub figures: Figures,
     pub top_loss: Option<String>,
     pub shifts: Vec<ShiftOutcome>,
+    pub outside_shifts: Option<OutsideShifts>,
 }
 
 /// Sums findings up as they come.
@@ -156,8 +170,13 @@ impl Tally {
         match output {
             Output::Report(report) if report.closing => {
                 let line = self.lines.entry(report.line.clone()).or_default();
-                line.shifts.push(ShiftOutcome::of(report));
-                line.sum.absorb(&report.tally);
+                if report.shift == UNSCHEDULED {
+                    line.unscheduled_periods += 1;
+                    line.unscheduled.absorb(&report.tally);
+                } else {
+                    line.shifts.push(ShiftOutcome::of(report));
+                    line.sum.absorb(&report.tally);
+                }
             }
             Output::Downtime(downtime) => {
                 self.lines
@@ -294,6 +313,16 @@ fn lines(tally: &Tally) -> Vec<LineOutcome> {
                 top_loss: figures.recommendation("over these shifts"),
                 figures,
                 shifts: line.shifts.clone(),
+                outside_shifts: (line.unscheduled_periods > 0).then(|| {
+                    let (total, good, reject) = line.unscheduled.parts();
+                    OutsideShifts {
+                        periods: line.unscheduled_periods,
+                        running_hours: line.unscheduled.running / 3600.0,
+                        total,
+                        good,
+                        reject,
+                    }
+                }),
             }
         })
         .collect()
