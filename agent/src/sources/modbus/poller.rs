@@ -154,40 +154,40 @@ impl Unit {
         self.stats.online.store(true, Relaxed);
     }
 
+    /// The request's samples, appended to `into` (a vector from the bus's pool).
     fn samples(
         &self,
         request: &ReadRequest,
         outcome: &Result<Data, Fault>,
         clock: &dyn Clock,
+        mut into: Vec<Sample>,
     ) -> Vec<Sample> {
         let timestamp = clock.now();
-        request
-            .tags
-            .iter()
-            .map(|&index| {
-                let tag = &self.device.tags[index];
-                let offset = usize::from(tag.address - request.start);
-                let decoded = match outcome {
-                    Ok(Data::Registers(words)) => codec::decode_registers(tag, &words[offset..])
-                        .map_err(|_| Quality::Malformed),
-                    Ok(Data::Bits(bits)) => {
-                        codec::decode_bit(&bits[offset..]).map_err(|_| Quality::Malformed)
-                    }
-                    Err(fault) => Err(fault.quality()),
-                };
-                let (value, quality) = match decoded {
-                    Ok(value) => (Some(value), Quality::Good),
-                    Err(quality) => (None, quality),
-                };
-                Sample {
-                    tag: TagId(self.tag_base + index as u32),
-                    server_timestamp: None,
-                    timestamp,
-                    value,
-                    quality,
+        into.extend(request.tags.iter().map(|&index| {
+            let tag = &self.device.tags[index];
+            let offset = usize::from(tag.address - request.start);
+            let decoded = match outcome {
+                Ok(Data::Registers(words)) => {
+                    codec::decode_registers(tag, &words[offset..]).map_err(|_| Quality::Malformed)
                 }
-            })
-            .collect()
+                Ok(Data::Bits(bits)) => {
+                    codec::decode_bit(&bits[offset..]).map_err(|_| Quality::Malformed)
+                }
+                Err(fault) => Err(fault.quality()),
+            };
+            let (value, quality) = match decoded {
+                Ok(value) => (Some(value), Quality::Good),
+                Err(quality) => (None, quality),
+            };
+            Sample {
+                tag: TagId(self.tag_base + index as u32),
+                server_timestamp: None,
+                timestamp,
+                value,
+                quality,
+            }
+        }));
+        into
     }
 
     fn tags_without_reading(
@@ -520,7 +520,7 @@ impl Line {
                     outcome: &outcome,
                 });
             }
-            let samples = unit.samples(request, &outcome, clock.as_ref());
+            let samples = unit.samples(request, &outcome, clock.as_ref(), self.bus.buffer());
             // State changes before the samples that reveal them: whoever sees a good sample
             // also sees the device online.
             match &outcome {
