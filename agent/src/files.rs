@@ -58,6 +58,17 @@ pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
+/// Runs blocking file I/O (a synced write) without holding up the tasks queued behind the caller
+/// (the outputs task just woken by the alert view is one): on a multi-thread runtime the worker
+/// hands its queue to another thread for the duration.
+pub fn off_the_worker<T>(io: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
+        _ => io(),
+    }
+}
+
 /// Writes `bytes` to `path` atomically (a temporary file, synced, renamed over it, the directory
 /// synced) with `mode`, so a power cut leaves the old file or the new one, never half of one.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {

@@ -276,10 +276,12 @@ fn worker_threads() -> usize {
         .unwrap_or(DEFAULT_WORKER_THREADS)
 }
 
-/// Two, so that a slow store or model call on one leaves the other polling. One costs a little
-/// less CPU at the reference load (1.34 % against 1.50 % of a core in one footprint run: within
-/// the noise of this machine), so single-core gateways may set 1.
-const DEFAULT_WORKER_THREADS: usize = 2;
+/// One: at the reference load a second worker cost 13 % more CPU in four paired footprint runs
+/// (1.54 and 1.64 % of a core against 1.36 and 1.38 %), most of it in waking each other. Nothing
+/// slow runs on the worker: the outbox flush and model rounds go to the blocking pool, synced
+/// state files are written with the worker's queue handed over (`files::off_the_worker`).
+/// `MILLWRIGHT_WORKER_THREADS=2` gives polling a second core on a busy multi-core gateway.
+const DEFAULT_WORKER_THREADS: usize = 1;
 
 /// An exit code that ends a command early (the reason is printed already).
 type Early = u8;

@@ -138,7 +138,7 @@ impl Alerts {
         }
         self.view.send_replace(view_of(&self.book));
         self.listed.send_replace(listed_of(&self.book));
-        if let Err(error) = off_the_worker(|| persist(&self.file, &self.book)) {
+        if let Err(error) = crate::files::off_the_worker(|| persist(&self.file, &self.book)) {
             self.persist_failures += 1;
             if self.persist_failures == 1 {
                 error!(%error, file = %self.file.display(), "cannot save the alert state; alerts work but will not survive a restart (counted)");
@@ -353,17 +353,6 @@ fn view_of(book: &Book) -> View {
             .map(|a| (a.severity, a.state))
             .collect(),
     )
-}
-
-/// Runs blocking file I/O without holding up the tasks queued behind the caller (the outputs task
-/// just woken by the view is one): on a multi-thread runtime the worker hands its queue to another
-/// thread for the duration.
-fn off_the_worker<T>(io: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
-        _ => io(),
-    }
 }
 
 fn persist(file: &Path, book: &Book) -> std::io::Result<()> {

@@ -76,7 +76,9 @@ fn save(data_dir: &Path, core: &mut LineCore, now: std::time::SystemTime) {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            crate::files::write_atomically(&path, &bytes, 0o640)
+            crate::files::off_the_worker(|| {
+                crate::files::write_atomically(&path, &bytes, crate::files::STATE_FILE_MODE)
+            })
         });
     if let Err(error) = result {
         warn!(%error, path = %path.display(), "cannot save the line's state; retrying at the next report");
