@@ -37,6 +37,32 @@ impl Clock for SystemClock {
     }
 }
 
+/// The next instant after now on a process-wide grid of `period` (whole multiples of it since the
+/// agent started).
+pub fn next_on_grid(period: Duration) -> tokio::time::Instant {
+    let origin = origin();
+    let now = tokio::time::Instant::now();
+    let period = period.max(Duration::from_millis(1));
+    match now.checked_duration_since(origin) {
+        Some(since) => {
+            let next = since.as_nanos() / period.as_nanos() + 1;
+            origin + period.saturating_mul(u32::try_from(next).unwrap_or(u32::MAX))
+        }
+        // A runtime whose clock began before the grid's (tests pausing time): unaligned.
+        None => now + period,
+    }
+}
+
+/// An interval whose ticks fall on the grid of `period` ([`next_on_grid`]), so that stages
+/// ticking at the same period, or at multiples of it, and polls scheduled on the grid wake the
+/// runtime together: one timer wake serves them all instead of one wake each. The first tick is
+/// the next grid point; a missed tick is delayed, not burst.
+pub fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(next_on_grid(period), period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
 /// A clock that moves only when told to.
 #[derive(Debug)]
 pub struct ManualClock {

@@ -223,10 +223,8 @@ pub async fn run(
     // The first summary covers a whole interval.
     summary_tick.tick().await;
     // Device state is sampled each second: a flap shorter than that shows in the reconnect count.
-    let mut state_tick = tokio::time::interval(Duration::from_secs(1));
-    state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
-    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut state_tick = crate::clock::ticker(Duration::from_secs(1));
+    let mut drain_tick = crate::clock::ticker(DRAIN_EVERY);
     let mut online: Vec<Option<bool>> = vec![None; sources.devices.len()];
     let mut reported_drops = outbox.dropped();
     // No assets: the scorer never runs and the channel closes at once.

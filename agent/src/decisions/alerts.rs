@@ -469,8 +469,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Alerts {
     let mut health = HealthWatch::new(&alerting, &inputs.devices);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = crate::clock::ticker(Duration::from_secs(1));
     let mut assessing = true;
     loop {
         tokio::select! {

@@ -273,8 +273,7 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first round one interval after the start, when the windows have something in them.
     tick.tick().await;
-    let mut drain = tokio::time::interval(crate::bus::DRAIN_EVERY);
-    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drain = crate::clock::ticker(crate::bus::DRAIN_EVERY);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,

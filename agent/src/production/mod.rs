@@ -262,10 +262,8 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
 ) {
-    let mut drain = tokio::time::interval(DRAIN_EVERY);
-    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut step = tokio::time::interval(STEP);
-    step.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drain = crate::clock::ticker(DRAIN_EVERY);
+    let mut step = crate::clock::ticker(STEP);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,

@@ -204,9 +204,16 @@ const REPORT_VERSION: u8 = 2;
 /// Version, class, created (ms), then for format 1 kind, topic and body, for format 2 the report;
 /// then a CRC-32 of all of it.
 pub fn encode(record: &Record) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+    let mut out = Vec::new();
     match &record.payload {
         Payload::Report(report) => {
+            // Measured first, so a large record (a summary of 1,000 tags is 50 KB) is one
+            // allocation, not a chain of reallocations that musl serves by mapping pages.
+            let size =
+                postcard::serialize_with_flavor(report, postcard::ser_flavors::Size::default())
+                    .unwrap_or(0);
+            // Version, class and time before it, the CRC after.
+            out.reserve_exact(1 + 1 + 8 + size + 4);
             out.push(REPORT_VERSION);
             out.push(record.class as u8);
             out.extend_from_slice(&record.created_ms.to_be_bytes());
@@ -526,8 +533,10 @@ impl Outbox {
                 .map_or(0, |d| d.as_millis() as u64),
             payload: new.payload,
         };
-        // The id goes into the key, not the value, so the size is known before the id is drawn.
-        let size = encode(&record).len() as u64;
+        // The id goes into the key, not the value: the value is encoded once, before the id is
+        // drawn, and its size decides what has to make room.
+        let value = encode(&record);
+        let size = value.len() as u64;
         let mut occupancy = self.lock();
         let mut evicted = 0;
         while occupancy.total() + size > self.max_bytes {
@@ -558,7 +567,6 @@ impl Outbox {
             }
         }
         record.id = self.store.next_id()?;
-        let value = encode(&record);
         self.store.insert(class, record.id, &value)?;
         occupancy.depth[class as usize] += 1;
         occupancy.bytes[class as usize] += value.len() as u64;

@@ -610,8 +610,7 @@ impl Uplink {
             warn!(%error, "cannot subscribe to commands");
         }
         let ack_timeout = ack_timeout(self.mqtt.keep_alive);
-        let mut ack_check = tokio::time::interval(Duration::from_secs(1));
-        ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ack_check = crate::clock::ticker(Duration::from_secs(1));
 
         loop {
             let throttled = self.fill(&client, &mut inflight, &mut streams, &mut rate, suspects);

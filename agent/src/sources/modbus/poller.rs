@@ -94,12 +94,14 @@ pub struct Unit {
 impl Unit {
     /// `tag_base` is the [`TagId`] of the device's first tag.
     pub fn new(device: Device, tag_base: u32, stats: Arc<DeviceStats>) -> Self {
-        let now = Instant::now();
+        // On the stages' 100 ms grid: a poll and the ticks that drain its samples wake the
+        // runtime once, not twice (intervals are whole multiples of 100 ms in practice).
+        let first = crate::clock::next_on_grid(crate::bus::DRAIN_EVERY);
         let groups = plan::plan_device(&device)
             .into_iter()
             .map(|group| Scheduled {
                 group,
-                next_due: now,
+                next_due: first,
             })
             .collect();
         Unit {
