@@ -914,6 +914,17 @@ mod tests {
                 .clone()
         }
 
+        /// The closing reports sent so far.
+        fn closing(&self) -> Vec<&LineReport> {
+            self.outputs
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Report(r) if r.closing => Some(r.as_ref()),
+                    _ => None,
+                })
+                .collect()
+        }
+
         fn downtimes(&self) -> Vec<&Downtime> {
             self.outputs
                 .iter()
@@ -1090,14 +1101,7 @@ mod tests {
             1200 => run.set(STATE, 1.0),
             _ => {}
         });
-        let closing: Vec<&LineReport> = run
-            .outputs
-            .iter()
-            .filter_map(|o| match o {
-                Output::Report(r) if r.closing => Some(r.as_ref()),
-                _ => None,
-            })
-            .collect();
+        let closing = run.closing();
         assert_eq!(closing.len(), 1);
         let tally = &closing[0].tally;
         // Idle from 10:00:02 to 10:15:02 (debounced): 898 s inside the break, 2 s after it.
@@ -1126,14 +1130,7 @@ mod tests {
         run.set(STATE, 2.0);
         // Until Tuesday 06:00:05, when the next day shift has begun.
         run.run(15 * 3600 + 30 * 60 + 5, |_, _| {});
-        let closing: Vec<&LineReport> = run
-            .outputs
-            .iter()
-            .filter_map(|o| match o {
-                Output::Report(r) if r.closing => Some(r.as_ref()),
-                _ => None,
-            })
-            .collect();
+        let closing = run.closing();
         assert_eq!(closing.len(), 2, "the day shift, then the time after it");
         let overtime = closing[1];
         assert_eq!(overtime.shift, UNSCHEDULED);
