@@ -104,8 +104,9 @@ fn main() {
     )
     .expect("config");
 
+    // One worker, as the agent runs by default.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
