@@ -16,6 +16,7 @@ pub mod lines;
 pub mod modbus;
 pub mod names;
 pub mod opcua;
+pub mod quality;
 pub mod source;
 pub mod uplink;
 pub mod words;
@@ -98,6 +99,10 @@ pub struct Config {
     /// Production lines judged by OEE: state, counters, ideal cycle, shift calendar.
     #[serde(default)]
     pub lines: Vec<LineConfig>,
+    /// Quality stations: characteristics with spec limits and control charts, a decision on
+    /// every part, and the output that diverts a bad one.
+    #[serde(default)]
+    pub quality: Vec<quality::StationConfig>,
 }
 
 /// Settings of the agent itself.
@@ -162,6 +167,7 @@ pub struct Plan {
     pub mqtt: Option<Mqtt>,
     pub alerting: Alerting,
     pub lines: Vec<Line>,
+    pub quality: Vec<quality::Station>,
 }
 
 /// A source (Modbus device or OPC UA endpoint) and its tags' names and units, in `TagId` order.
@@ -274,6 +280,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
             "outputs",
             "indications",
             "lines",
+            "quality",
         ])
         .map_err(|e| errors.extend(e))
         .ok();
@@ -289,6 +296,8 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     let indications: Vec<(usize, IndicationConfig)> =
         elements(&doc, "indications", "output", "indication", &mut errors);
     let lines: Vec<(usize, LineConfig)> = elements(&doc, "lines", "name", "line", &mut errors);
+    let stations: Vec<(usize, quality::StationConfig)> =
+        elements(&doc, "quality", "name", "quality station", &mut errors);
     let modbus_tag_names: HashSet<String> = devices
         .iter()
         .flat_map(|d| d.tags.iter().map(|(_, t)| t.name.clone()))
@@ -352,6 +361,14 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
         };
         alerts::validate(&mut check, &parts, &directory, &devices)
     });
+    let quality = alerting.as_ref().map(|alerting| {
+        let context = quality::StationContext {
+            lines: &lines,
+            outputs: &alerting.outputs,
+            indicated: alerting.indications.iter().map(|i| i.output).collect(),
+        };
+        quality::validate_stations(&mut check, &directory, &context, &stations)
+    });
     if let Some(root) = &root {
         if let Some(problem) =
             names::topic_name_error("agent name", &root.agent.name, names::TopicUse::Level)
@@ -368,8 +385,10 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     }
 
     let mut errors = check.errors;
-    match (root, scoring, uplink, alerting) {
-        (Some(root), Some(scoring), Some((outbox, mqtt)), Some(alerting)) if errors.is_empty() => {
+    match (root, scoring, uplink, alerting, quality) {
+        (Some(root), Some(scoring), Some((outbox, mqtt)), Some(alerting), Some(quality))
+            if errors.is_empty() =>
+        {
             Ok(Plan {
                 file: file.to_path_buf(),
                 agent: AgentConfig {
@@ -385,6 +404,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
                 mqtt: mqtt.flatten(),
                 alerting,
                 lines,
+                quality,
             })
         }
         _ => {

@@ -370,7 +370,9 @@ impl Line {
 
 /// What a tag must be able to carry for its role in a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Need {
+pub(crate) enum Need {
+    /// Any value (an id).
+    Any,
     Integer,
     Flag,
     Number,
@@ -385,12 +387,12 @@ pub(crate) fn validate_lines(
     let mut valid = Vec::new();
     for (index, config) in lines {
         let before = check.errors.len();
-        let mut v = LineCheck {
+        let mut v = SectionCheck::new(
             check,
             tags,
-            component: format!("line {:?}", config.name),
-            base: vec![Seg::Key("lines"), Seg::Index(*index)],
-        };
+            format!("line {:?}", config.name),
+            vec![Seg::Key("lines"), Seg::Index(*index)],
+        );
         if let Some(problem) = names::topic_name_error("line name", &config.name, TopicUse::Level) {
             v.err(&["name"], problem);
         } else if !seen.insert(config.name.clone()) {
@@ -404,16 +406,31 @@ pub(crate) fn validate_lines(
     valid
 }
 
-/// Validation of one line: where its keys are and what it is called in errors.
-pub(crate) struct LineCheck<'c, 'a, 'b, 't> {
+/// Validation of one element of a section (a line, a quality station): where its keys are and
+/// what it is called in errors.
+pub(crate) struct SectionCheck<'c, 'a, 'b, 't> {
     check: &'c mut Checker<'a, 'b>,
     tags: &'c TagDirectory<'t>,
     component: String,
     base: Vec<Seg<'static>>,
 }
 
-impl LineCheck<'_, '_, '_, '_> {
-    fn err(&mut self, keys: &[&str], message: impl Into<String>) {
+impl<'c, 'a, 'b, 't> SectionCheck<'c, 'a, 'b, 't> {
+    pub(crate) fn new(
+        check: &'c mut Checker<'a, 'b>,
+        tags: &'c TagDirectory<'t>,
+        component: String,
+        base: Vec<Seg<'static>>,
+    ) -> Self {
+        SectionCheck {
+            check,
+            tags,
+            component,
+            base,
+        }
+    }
+
+    pub(crate) fn err(&mut self, keys: &[&str], message: impl Into<String>) {
         let segs: Vec<Seg<'_>> = keys.iter().map(|k| Seg::Key(k)).collect();
         self.err_at(&segs, message);
     }
@@ -598,17 +615,23 @@ impl LineCheck<'_, '_, '_, '_> {
         Some(out)
     }
 
-    fn tag(&mut self, keys: &[&str], name: &str, need: Need) -> Option<TagIndex> {
+    pub(crate) fn tag(&mut self, keys: &[&str], name: &str, need: Need) -> Option<TagIndex> {
+        let path: Vec<Seg<'_>> = keys.iter().map(|k| Seg::Key(k)).collect();
+        self.tag_at(&path, name, need)
+    }
+
+    /// A tag by name at `path` below the element, checked for what it must carry.
+    pub(crate) fn tag_at(&mut self, path: &[Seg<'_>], name: &str, need: Need) -> Option<TagIndex> {
         let (index, shape) = match self.tags.shape(name) {
             Ok(found) => found,
             Err(Some(problem)) => {
-                self.err(keys, problem);
+                self.err_at(path, problem);
                 return None;
             }
             Err(None) => return None,
         };
         let problem = match (need, shape) {
-            (_, TagShape::Untyped) => None,
+            (_, TagShape::Untyped) | (Need::Any, _) => None,
             (Need::Integer, TagShape::Integer) => None,
             (Need::Integer, other) => Some(format!(
                 "tag {name:?} is {} but must be an integer (a counter or a code)",
@@ -627,7 +650,7 @@ impl LineCheck<'_, '_, '_, '_> {
         };
         match problem {
             Some(problem) => {
-                self.err(keys, problem);
+                self.err_at(path, problem);
                 None
             }
             None => Some(index),
