@@ -373,6 +373,9 @@ impl Rule {
     }
 }
 
+/// A family of run rules as configured: its key, the numbers chosen, the highest that exists.
+type Family<'r> = (&'static str, Option<&'r Vec<u8>>, u8, fn(u8) -> Rule);
+
 pub(crate) fn validate_stations(
     check: &mut Checker<'_, '_>,
     tags: &TagDirectory<'_>,
@@ -795,7 +798,7 @@ impl StationSpec<'_, '_, '_, '_, '_> {
             return None;
         }
         let mut out = Vec::new();
-        let families: [(&str, Option<&Vec<u8>>, u8, fn(u8) -> Rule); 2] = [
+        let families: [Family<'_>; 2] = [
             (
                 "western_electric",
                 rules.western_electric.as_ref(),
