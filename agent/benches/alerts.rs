@@ -191,6 +191,7 @@ fn main() {
         ));
         tokio::spawn(millwright::outputs::run(
             plan.alerting.clone(),
+            Vec::new(),
             Vec::new(), // LED outputs only: no Modbus writers
             view,
             report,

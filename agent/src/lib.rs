@@ -15,6 +15,7 @@ pub mod memory;
 pub mod outputs;
 pub mod pipeline;
 pub mod production;
+pub mod quality;
 pub mod records;
 pub mod replay;
 pub mod reports;

@@ -28,9 +28,35 @@ use crate::decisions::alerts::{self, Alerts};
 use crate::decisions::conditions::Conditions;
 use crate::health::assess::Assessment;
 use crate::health::scorer::{self, Scorer};
+use crate::sources::modbus::DeviceWriter;
 use crate::store::Outbox;
 use crate::uplink::{CommandHandler, Identity, Uplink, UplinkParts, UplinkStats};
-use crate::{outputs, production, reports};
+use crate::{outputs, production, quality, reports};
+
+/// Starts each quality station's divert output (`None` for a station without one).
+fn quality_diverts(
+    plan: &firmware_config::Plan,
+    writers: &[DeviceWriter],
+    report: &tokio::sync::mpsc::Sender<crate::decisions::lifecycle::Condition>,
+    stop: &CancellationToken,
+    running: &mut Running,
+) -> Vec<Option<quality::divert::Divert>> {
+    plan.quality
+        .iter()
+        .map(|station| {
+            let divert = station.divert?;
+            let (handle, _stats) = quality::divert::start(
+                plan.alerting.outputs[divert.output].clone(),
+                divert.pulse,
+                writers.to_vec(),
+                report.clone(),
+                stop.clone(),
+                &mut running.tasks,
+            );
+            Some(handle)
+        })
+        .collect()
+}
 
 /// Assessments buffered per subscriber.
 const ASSESSMENT_CAPACITY: usize = 64;
@@ -96,6 +122,7 @@ impl Pipeline {
         let upstream = deps.upstream.as_ref();
         let (report, reported) = alerts::reporting();
         let line_alerts = report.clone();
+        let quality_alerts = report.clone();
         let decisions = tokio::spawn(alerts::run(
             conditions,
             plan.alerting.clone(),
@@ -111,9 +138,14 @@ impl Pipeline {
             Arc::clone(clock),
             deps.stop.clone(),
         ));
+        let diverts = quality_diverts(plan, &writers, &report, &deps.stop, &mut running);
         if !plan.alerting.outputs.is_empty() {
             running.tasks.spawn(outputs::run(
                 plan.alerting.clone(),
+                plan.quality
+                    .iter()
+                    .filter_map(|s| s.divert.map(|d| d.output))
+                    .collect(),
                 writers,
                 view,
                 report,
@@ -160,6 +192,19 @@ impl Pipeline {
                     view: line_view,
                 },
                 plan.agent.data_dir.clone(),
+                Arc::clone(clock),
+                deps.stop.clone(),
+            ));
+        }
+        if !plan.quality.is_empty() {
+            running.tasks.spawn(quality::run(
+                quality::Quality::new(&plan.quality, &plan.agent.data_dir, clock.now()),
+                bus.subscribe(),
+                quality::Sinks {
+                    outbox: upstream.map(|u| Arc::clone(&u.outbox)),
+                    alerts: Some(quality_alerts),
+                    diverts,
+                },
                 Arc::clone(clock),
                 deps.stop.clone(),
             ));

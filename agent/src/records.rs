@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::decisions::lifecycle::Transition;
 use crate::health::assess::Assessment;
 use crate::production::line::{Downtime, LineReport};
+use crate::quality::station::{Decision, PartDecision, QualityReport};
 use crate::sample::{Quality, Value};
 use crate::store::Class;
 
@@ -38,6 +39,10 @@ pub enum Report {
     Production(Box<LineReport>),
     /// A stop of a production line that was not a micro-stop, once it ended.
     Downtime(Downtime),
+    /// One part's quality decision.
+    Part(Box<PartDecision>),
+    /// A quality station's figures over a report interval or a shift.
+    Quality(Box<QualityReport>),
 }
 
 impl Report {
@@ -49,7 +54,14 @@ impl Report {
             // like events when the outbox fills, before the running figures.
             Report::Event(_) | Report::Downtime(_) => Class::Event,
             Report::Production(report) if report.closing => Class::Event,
-            Report::TagSummary(_) | Report::Assessment(_) | Report::Production(_) => Class::Summary,
+            // A part that was not passed is traceability the plant must keep; so is a shift.
+            Report::Part(part) if part.decision != Decision::Pass => Class::Event,
+            Report::Quality(report) if report.closing => Class::Event,
+            Report::TagSummary(_)
+            | Report::Assessment(_)
+            | Report::Production(_)
+            | Report::Part(_)
+            | Report::Quality(_) => Class::Summary,
         }
     }
 
@@ -62,6 +74,8 @@ impl Report {
             Report::Event(_) => "event",
             Report::Production(_) => "oee",
             Report::Downtime(_) => "downtime",
+            Report::Part(_) => "part",
+            Report::Quality(_) => "quality",
         }
     }
 }

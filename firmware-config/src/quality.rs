@@ -294,7 +294,7 @@ impl Characteristic {
 }
 
 /// Where the chart is centred and how wide one part's common-cause spread is.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, Deserialize)]
 pub struct ControlLimits {
     pub center: f64,
     pub sigma: f64,

@@ -264,6 +264,7 @@ pattern = "steady"
         millwright::app::start_acquisition(&plan, Arc::clone(&clock), &bus, &shutdown);
     running.tasks.spawn(millwright::outputs::run(
         plan.alerting.clone(),
+        Vec::new(),
         writers,
         alerts.subscribe(),
         millwright::decisions::alerts::reporting().0,

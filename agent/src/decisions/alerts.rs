@@ -430,6 +430,10 @@ pub fn configured(plan: &Plan, alert: &Alert) -> bool {
             .lines
             .iter()
             .any(|line| crate::production::line::alert_ids(line).contains(&alert.id)),
+        Origin::Quality => plan
+            .quality
+            .iter()
+            .any(|station| station.alert_ids().contains(&alert.id)),
     }
 }
 

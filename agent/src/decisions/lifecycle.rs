@@ -28,6 +28,8 @@ pub enum Origin {
     Health,
     /// A production line: stopped too long, OEE below its target, rejects above their limit.
     Production,
+    /// A quality station: a run rule broken, Cpk below its minimum, rejects above their limit.
+    Quality,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

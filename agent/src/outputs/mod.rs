@@ -219,9 +219,11 @@ impl Slot {
 /// Drives the outputs from the alerts the decisions stage publishes (`view`) until `stop`; sets
 /// the shutdown patterns if the agent as a whole is stopping (`agent_shutdown`). Each output has
 /// its own task, so a slow one (a PLC that times out) never delays another. An output that fails
-/// or works again is reported on `report` (its `agent/output/…` health alert).
+/// or works again is reported on `report` (its `agent/output/…` health alert). Outputs listed in
+/// `elsewhere` (by index: a quality station's divert output) are driven by their owner instead.
 pub async fn run(
     alerting: Alerting,
+    elsewhere: Vec<usize>,
     writers: Vec<DeviceWriter>,
     mut view: watch::Receiver<View>,
     report: mpsc::Sender<Condition>,
@@ -236,9 +238,12 @@ pub async fn run(
     let started = Instant::now();
     let mut drivers = tokio::task::JoinSet::new();
     let mut senders = Vec::new();
-    for (output, pattern) in alerting.outputs.iter().zip(first) {
+    for (index, (output, pattern)) in alerting.outputs.iter().zip(first).enumerate() {
         let (send, receive) = watch::channel(pattern);
         senders.push(send);
+        if elsewhere.contains(&index) {
+            continue;
+        }
         let slot = Slot {
             output: output.clone(),
             driver: None,
@@ -588,6 +593,7 @@ mod tests {
         let task = tokio::spawn(run(
             alerting,
             Vec::new(),
+            Vec::new(),
             alerts.subscribe(),
             crate::decisions::alerts::reporting().0,
             stop.clone(),
@@ -670,6 +676,7 @@ mod tests {
             let writer = DeviceWriter::new("relays (unit 7)", 0, jobs, Arc::clone(&stats));
             let task = tokio::spawn(run(
                 alerting,
+                Vec::new(),
                 vec![writer],
                 alerts.subscribe(),
                 report,

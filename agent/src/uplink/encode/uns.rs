@@ -98,6 +98,8 @@ impl Topics {
             Report::Event(_) => self.events(),
             Report::Production(report) => format!("{}/{}/oee", self.prefix, report.line),
             Report::Downtime(downtime) => format!("{}/{}/downtime", self.prefix, downtime.line),
+            Report::Part(part) => format!("{}/{}/part", self.prefix, part.station),
+            Report::Quality(report) => format!("{}/{}/quality", self.prefix, report.station),
         }
     }
 }
@@ -209,6 +211,8 @@ pub fn data(report: &Report) -> String {
         Report::Event(event) => event_json(event).to_string(),
         Report::Production(report) => production_json(report).to_string(),
         Report::Downtime(downtime) => downtime_json(downtime).to_string(),
+        Report::Part(part) => part_json(part).to_string(),
+        Report::Quality(report) => quality_json(report).to_string(),
     }
 }
 
@@ -224,6 +228,73 @@ fn number(v: f64, decimals: i32) -> serde_json::Value {
 
 fn fraction(v: Option<f64>) -> serde_json::Value {
     v.map_or(serde_json::Value::Null, |v| number(v, 4))
+}
+
+fn part_json(p: &crate::quality::station::PartDecision) -> serde_json::Value {
+    let values: serde_json::Map<String, serde_json::Value> = p
+        .values
+        .iter()
+        .map(|(name, v)| {
+            (
+                name.clone(),
+                v.map_or(serde_json::Value::Null, |v| number(v, 6)),
+            )
+        })
+        .collect();
+    json!({
+        "station": p.station,
+        "part_id": p.part_id,
+        "time": timestamp(p.at),
+        "values": values,
+        "score": number(p.score, 4),
+        "types": p.types,
+        "decision": p.decision.name(),
+        "action_required": p.decision.action(),
+        "violations": p.violations,
+    })
+}
+
+fn quality_json(r: &crate::quality::station::QualityReport) -> serde_json::Value {
+    let optional =
+        |v: Option<f64>, decimals| v.map_or(serde_json::Value::Null, |v| number(v, decimals));
+    let characteristics: serde_json::Map<String, serde_json::Value> = r
+        .characteristics
+        .iter()
+        .map(|c| {
+            let violations: serde_json::Map<String, serde_json::Value> =
+                c.violations.iter().map(|(rule, n)| (rule.clone(), json!(n))).collect();
+            let figures = json!({
+                "unit": c.unit,
+                "n": c.n,
+                "mean": optional(c.mean, 6),
+                "sigma_within": optional(c.sigma_within, 6),
+                "sigma_overall": optional(c.sigma_overall, 6),
+                "cp": optional(c.capability.cp, 3),
+                "cpk": optional(c.capability.cpk, 3),
+                "pp": optional(c.capability.pp, 3),
+                "ppk": optional(c.capability.ppk, 3),
+                "limits": c.limits.map(|l| json!({ "center": number(l.center, 6), "sigma": number(l.sigma, 6) })),
+                "violations": violations,
+            });
+            (c.name.clone(), figures)
+        })
+        .collect();
+    json!({
+        "station": r.station,
+        "line": r.line,
+        "shift": r.shift,
+        "closing": r.closing,
+        "from": timestamp(r.from),
+        "to": timestamp(r.to),
+        "parts": r.parts,
+        "pass": r.pass,
+        "review": r.review,
+        "reject": r.reject,
+        "missed": r.missed,
+        "reject_rate": fraction(r.reject_rate()),
+        "mean_score": fraction(r.mean_score),
+        "characteristics": characteristics,
+    })
 }
 
 fn production_json(r: &crate::production::line::LineReport) -> serde_json::Value {

@@ -1,0 +1,312 @@
+//! The quality stage: per station, a decision on every part (pass, review, reject) from the
+//! characteristics' distance to their spec limits, control charts with run rules on every
+//! characteristic, a divert output pulsed for bad parts, and running and per-shift quality
+//! reports (Cp/Cpk, Pp/Ppk, violations) as records.
+//!
+//! Pure cores ([`station::StationCore`], [`spc`]) in a thin loop. The loop takes the sample bus a
+//! poll at a time (not on a drain tick: a reject must reach the divert output within a poll), decides
+//! the parts that are due, pulses the divert output of each bad part, and once a second sends the
+//! reports that are due and follows the line's shift calendar.
+//!
+//! Invariants: learned control limits are saved to `data_dir/quality/<station>.json` (write, fsync,
+//! rename) the moment they are learned, and a restart uses them instead of learning again; a torn
+//! file is set aside and learning starts afresh; given limits always win over saved ones; the
+//! divert output is written by its own task, so a slow coil write never holds up decisions.
+
+pub mod divert;
+pub mod spc;
+pub mod station;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use firmware_config::quality::{ControlLimits, Station};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::bus::Subscriber;
+use crate::clock::Clock;
+use crate::decisions::lifecycle::Condition;
+use crate::records::Report;
+use crate::reports::append;
+use crate::store::{NewRecord, Outbox};
+use station::{Decision, Output, StationCore};
+
+/// Where a station's learned limits are saved.
+pub fn limits_file(data_dir: &Path, station: &str) -> PathBuf {
+    data_dir.join("quality").join(format!("{station}.json"))
+}
+
+/// What is saved of a station: each characteristic's learned limits, by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    pub limits: BTreeMap<String, ControlLimits>,
+}
+
+/// Reads a station's saved limits; a missing file is a first start, a torn one is set aside.
+pub fn restore(data_dir: &Path, station: &str) -> Saved {
+    let path = limits_file(data_dir, station);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Saved::default(),
+        Err(error) => {
+            warn!(%error, path = %path.display(), "cannot read the station's saved limits; learning them again");
+            return Saved::default();
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(saved) => saved,
+        Err(error) => {
+            let aside = path.with_extension(format!(
+                "json{}",
+                crate::files::aside_suffix(&[&path], "corrupt")
+            ));
+            let _ = std::fs::rename(&path, &aside);
+            warn!(%error, path = %path.display(), aside = %aside.display(), "the station's saved limits are corrupt; set aside, learning them again");
+            Saved::default()
+        }
+    }
+}
+
+fn save(data_dir: &Path, core: &StationCore) {
+    let station = core.station();
+    let saved = Saved {
+        limits: station
+            .characteristics
+            .iter()
+            .zip(core.limits())
+            .filter(|(c, _)| c.limits.is_none())
+            .filter_map(|(c, l)| l.map(|l| (c.name.clone(), l)))
+            .collect(),
+    };
+    let path = limits_file(data_dir, &station.name);
+    let result = serde_json::to_vec_pretty(&saved)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            crate::files::off_the_worker(|| {
+                crate::files::write_atomically(&path, &bytes, crate::files::STATE_FILE_MODE)
+            })
+        });
+    if let Err(error) = result {
+        warn!(%error, path = %path.display(), "cannot save the learned control limits; they are learned again after a restart");
+    }
+}
+
+/// Every station of a plan, with the tags each one reads.
+pub struct Quality {
+    stations: Vec<StationCore>,
+    /// Station indices by tag id.
+    by_tag: Vec<Vec<usize>>,
+    data_dir: Option<PathBuf>,
+}
+
+impl Quality {
+    /// The stations, with limits saved in `data_dir` by an earlier run.
+    pub fn new(stations: &[Station], data_dir: &Path, now: SystemTime) -> Quality {
+        Quality::with(stations, Some(data_dir), now)
+    }
+
+    /// The stations as if never run (replay): nothing read or saved.
+    pub fn fresh(stations: &[Station], now: SystemTime) -> Quality {
+        Quality::with(stations, None, now)
+    }
+
+    fn with(stations: &[Station], data_dir: Option<&Path>, now: SystemTime) -> Quality {
+        let cores: Vec<StationCore> = stations
+            .iter()
+            .map(|s| {
+                let saved = data_dir.map(|d| restore(d, &s.name)).unwrap_or_default();
+                let learned: Vec<Option<ControlLimits>> = s
+                    .characteristics
+                    .iter()
+                    .map(|c| saved.limits.get(&c.name).copied())
+                    .collect();
+                StationCore::new(s.clone(), &learned, now)
+            })
+            .collect();
+        let tags = stations.iter().flat_map(Station::tags).map(|t| t as usize);
+        let mut by_tag = vec![Vec::new(); tags.max().map_or(0, |highest| highest + 1)];
+        for (i, s) in stations.iter().enumerate() {
+            for tag in s.tags() {
+                let at: &mut Vec<usize> = &mut by_tag[tag as usize];
+                if !at.contains(&i) {
+                    at.push(i);
+                }
+            }
+        }
+        Quality {
+            stations: cores,
+            by_tag,
+            data_dir: data_dir.map(Path::to_path_buf),
+        }
+    }
+
+    pub fn observe(&mut self, sample: &crate::sample::Sample, mono: Duration) {
+        if let Some(stations) = self.by_tag.get(sample.tag.0 as usize) {
+            for &i in stations {
+                self.stations[i].observe(sample, mono);
+            }
+        }
+    }
+
+    /// Decides due parts and sends due reports; `(station index, output)` pairs.
+    pub fn step(&mut self, mono: Duration, now: SystemTime) -> Vec<(usize, Output)> {
+        let mut all = Vec::new();
+        for (i, core) in self.stations.iter_mut().enumerate() {
+            let mut out = Vec::new();
+            core.step(mono, now, &mut out);
+            all.extend(out.into_iter().map(|o| (i, o)));
+        }
+        all
+    }
+
+    /// Follows each station's line calendar to `now`: closing reports of shifts that ended.
+    pub fn shifts(&mut self, now: SystemTime) -> Vec<(usize, Output)> {
+        let mut all = Vec::new();
+        let Ok(at) = jiff::Timestamp::try_from(now) else {
+            return all;
+        };
+        for (i, core) in self.stations.iter_mut().enumerate() {
+            let current = core
+                .station()
+                .line
+                .as_ref()
+                .and_then(|(_, calendar)| calendar.current(at))
+                .map(|s| s.id());
+            let mut out = Vec::new();
+            core.shift(current.as_deref(), now, &mut out);
+            all.extend(out.into_iter().map(|o| (i, o)));
+        }
+        all
+    }
+
+    pub fn next_due(&self) -> Option<Duration> {
+        self.stations.iter().filter_map(StationCore::next_due).min()
+    }
+
+    /// Saves what station `i` learned (not in replay).
+    fn learned(&self, i: usize) {
+        if let Some(dir) = &self.data_dir {
+            save(dir, &self.stations[i]);
+        }
+    }
+}
+
+/// The record an output is sent as (`None`: nothing to record).
+pub fn report_of(output: &Output) -> Option<Report> {
+    match output {
+        Output::Part(part) => Some(Report::Part(part.clone())),
+        Output::Report(report) => Some(Report::Quality(report.clone())),
+        Output::Condition(_) | Output::Learned(..) => None,
+    }
+}
+
+/// Where the stage's outputs go.
+pub struct Sinks {
+    pub outbox: Option<Arc<Outbox>>,
+    pub alerts: Option<mpsc::Sender<Condition>>,
+    /// Each station's divert output (by station index), when it has one.
+    pub diverts: Vec<Option<divert::Divert>>,
+}
+
+impl Sinks {
+    fn emit(&self, quality: &Quality, station: usize, output: Output, now: SystemTime) {
+        if let Output::Part(part) = &output {
+            let Some(Some(divert)) = self.diverts.get(station) else {
+                return self.record(&output, now);
+            };
+            let divert_review = quality.stations[station]
+                .station()
+                .divert
+                .is_some_and(|d| d.review);
+            if part.decision == Decision::Reject
+                || (divert_review && part.decision == Decision::Review)
+            {
+                divert.pulse();
+            }
+        }
+        match &output {
+            Output::Condition(condition) => {
+                if let Some(alerts) = &self.alerts {
+                    if let Err(error) = alerts.try_send(condition.clone()) {
+                        warn!(%error, id = %condition.id, "quality alert condition not delivered");
+                    }
+                }
+            }
+            Output::Learned(index, limits) => {
+                let config = quality.stations[station].station();
+                let name = &config.characteristics[*index].name;
+                info!(station = %config.name, characteristic = %name, center = limits.center, sigma = limits.sigma, "control limits learned and frozen");
+                quality.learned(station);
+            }
+            Output::Report(report) => log_report(report),
+            Output::Part(_) => {}
+        }
+        self.record(&output, now);
+    }
+
+    fn record(&self, output: &Output, now: SystemTime) {
+        if let (Some(outbox), Some(report)) = (&self.outbox, report_of(output)) {
+            append(outbox, NewRecord::report(report, now));
+        }
+    }
+}
+
+fn log_report(report: &station::QualityReport) {
+    if report.parts == 0 {
+        return;
+    }
+    info!(
+        station = %report.station,
+        shift = report.shift.as_deref().unwrap_or("-"),
+        parts = report.parts,
+        reject = report.reject,
+        review = report.review,
+        "quality {}",
+        if report.closing { "shift closed" } else { "report" }
+    );
+}
+
+/// Runs the stations on the bus's samples until `stop`.
+pub async fn run(
+    mut quality: Quality,
+    mut samples: Subscriber,
+    sinks: Sinks,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
+    let mut second = crate::clock::ticker(Duration::from_secs(1));
+    loop {
+        let wait = quality
+            .next_due()
+            .map(|due| due.saturating_sub(clock.elapsed()));
+        tokio::select! {
+            () = stop.cancelled() => break,
+            batch = samples.recv_batch() => {
+                let Some(batch) = batch else { break };
+                let mono = clock.elapsed();
+                for sample in batch.iter() {
+                    quality.observe(sample, mono);
+                }
+            }
+            () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            _ = second.tick() => {
+                let now = clock.now();
+                for (i, output) in quality.shifts(now) {
+                    sinks.emit(&quality, i, output, now);
+                }
+            }
+        }
+        let (mono, now) = (clock.elapsed(), clock.now());
+        for (i, output) in quality.step(mono, now) {
+            sinks.emit(&quality, i, output, now);
+        }
+    }
+}
