@@ -481,6 +481,7 @@ fn check(config: &Path) -> Result<u8, Early> {
         "{}",
         commands::lines_report(&loaded.plan, millwright::clock::Clock::now(&SystemClock))
     );
+    print!("{}", commands::quality_report(&loaded.plan));
     for warning in millwright::files::warnings(config, &loaded.plan) {
         println!("warning: {warning}");
     }

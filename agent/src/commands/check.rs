@@ -185,6 +185,20 @@ pub fn check_report(loaded: &crate::app::Loaded) -> String {
                 )
             })
             .collect();
+        if let Some(station) = plan
+            .quality
+            .iter()
+            .find(|s| s.divert.is_some_and(|d| d.output == index))
+        {
+            let _ = writeln!(
+                out,
+                "output {:?} ({}): divert output of quality station {:?}; off otherwise and on shutdown",
+                output.name,
+                crate::outputs::describe(&output.target, &plan.devices),
+                station.name
+            );
+            continue;
+        }
         let _ = writeln!(
             out,
             "output {:?} ({}): {}; otherwise {}, {} on shutdown",
@@ -356,6 +370,87 @@ pub fn lines_report(plan: &firmware_config::Plan, now: std::time::SystemTime) ->
                 local(shift.end),
                 shift.breaks.len()
             );
+        }
+    }
+    out
+}
+
+/// Each quality station's plan: its trigger, characteristics with their spec, chart, limits and
+/// rules, its thresholds, divert output and alerts.
+pub fn quality_report(plan: &firmware_config::Plan) -> String {
+    use firmware_config::quality::Trigger;
+    let mut out = String::new();
+    let names: Vec<&str> = plan
+        .sources()
+        .into_iter()
+        .flat_map(|s| s.tags.into_iter().map(|(name, _)| name))
+        .collect();
+    let name = |tag: u32| names.get(tag as usize).copied().unwrap_or("?");
+    for station in &plan.quality {
+        let trigger = match station.trigger {
+            Trigger::Counter(tag) => format!("a part per increment of {:?}", name(tag)),
+            Trigger::PartDone(tag) => format!("a part per rising edge of {:?}", name(tag)),
+        };
+        let id = station
+            .part_id
+            .map_or(String::new(), |t| format!(", part id {:?}", name(t)));
+        let line = station.line.as_ref().map_or(String::new(), |(l, _)| {
+            format!(" on line {l:?} (reports per shift)")
+        });
+        let divert = station.divert.map_or("no divert output".to_string(), |d| {
+            format!(
+                "divert {:?} for {} per {}",
+                plan.alerting.outputs[d.output].name,
+                humantime::format_duration(d.pulse),
+                if d.review {
+                    "review or reject"
+                } else {
+                    "reject"
+                }
+            )
+        });
+        let _ = writeln!(
+            out,
+            "quality {:?}{line}: {trigger}{id}, read {} after it; review above {}, reject above {}; {divert}; report every {}",
+            station.name,
+            humantime::format_duration(station.settle),
+            station.review_above,
+            station.reject_above,
+            humantime::format_duration(station.report_interval),
+        );
+        for c in &station.characteristics {
+            let unit = c.unit.as_deref().unwrap_or("");
+            let bound = |x: Option<f64>| x.map_or("—".to_string(), |x| format!("{x}{unit}"));
+            let limits = c.limits.map_or(
+                format!("limits learned from {} subgroup(s)", c.baseline),
+                |l| {
+                    format!(
+                        "limits given: centre {}{unit}, σ {}{unit}",
+                        l.center, l.sigma
+                    )
+                },
+            );
+            let rules: Vec<String> = c.rules.iter().map(|r| r.label()).collect();
+            let _ = writeln!(
+                out,
+                "  {} {:?}: spec {} .. {} (target {}), {} chart (subgroup {}), {limits}{}",
+                c.name,
+                name(c.tag),
+                bound(c.lsl),
+                bound(c.usl),
+                bound(c.target),
+                c.chart.name(),
+                c.chart.subgroup(),
+                if rules.is_empty() {
+                    String::new()
+                } else {
+                    format!(", rules {}", rules.join(", "))
+                }
+            );
+        }
+        let ids = station.alert_ids();
+        if !ids.is_empty() {
+            let _ = writeln!(out, "  alerts {}", ids.join(", "));
         }
     }
     out

@@ -310,3 +310,109 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::{Quality as SampleQuality, Sample, TagId, Value};
+
+    const GAUGE: &str = include_str!("../../tests/fixtures/quality-gauge.toml");
+
+    fn stations() -> Vec<Station> {
+        firmware_config::load_str(Path::new("gauge.toml"), GAUGE)
+            .expect("valid")
+            .quality
+    }
+
+    fn sample(tag: u32, value: Value) -> Sample {
+        Sample {
+            tag: TagId(tag),
+            server_timestamp: None,
+            timestamp: SystemTime::UNIX_EPOCH,
+            value: Some(value),
+            quality: SampleQuality::Good,
+        }
+    }
+
+    /// Makes `n` parts with alternating bores around 25.00 (MR 0.004 → σ 0.004/1.128).
+    fn make_parts(quality: &mut Quality, n: u64) {
+        quality.observe(&sample(0, Value::U64(0)), Duration::ZERO);
+        for i in 1..=n {
+            let mono = Duration::from_millis(10 * i);
+            let bore = if i % 2 == 0 { 25.002 } else { 24.998 };
+            quality.observe(&sample(2, Value::F64(bore)), mono);
+            quality.observe(&sample(3, Value::F64(120.0)), mono);
+            quality.observe(&sample(0, Value::U64(i)), mono);
+            for (station, output) in quality.step(mono, SystemTime::UNIX_EPOCH) {
+                if let Output::Learned(..) = output {
+                    quality.learned(station);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn learned_limits_survive_a_restart_and_given_ones_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut quality = Quality::new(&stations(), dir.path(), SystemTime::UNIX_EPOCH);
+        make_parts(&mut quality, 24);
+        assert_eq!(quality.stations[0].limits()[0], None, "24 of 25 parts");
+        make_parts(&mut quality, 1);
+        let learned = quality.stations[0].limits()[0].expect("learned at the 25th part");
+        assert!((learned.center - 25.0).abs() < 0.001);
+        assert!((learned.sigma - 0.004 / 1.128).abs() < 1e-4, "{learned:?}");
+
+        let saved = std::fs::read_to_string(limits_file(dir.path(), "gauge-1")).expect("saved");
+        assert!(saved.contains("\"bore\""), "{saved}");
+        assert!(
+            !saved.contains("\"weight\""),
+            "given limits are not saved: {saved}"
+        );
+
+        let restarted = Quality::new(&stations(), dir.path(), SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            restarted.stations[0].limits()[0],
+            Some(learned),
+            "not learned again"
+        );
+        assert_eq!(
+            restarted.stations[0].limits()[1],
+            Some(ControlLimits {
+                center: 120.0,
+                sigma: 0.4
+            })
+        );
+    }
+
+    #[test]
+    fn a_torn_limits_file_is_set_aside_and_learning_starts_afresh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = limits_file(dir.path(), "gauge-1");
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&path, b"{\"limits\": {\"bore\": {\"cen").expect("write");
+        let quality = Quality::new(&stations(), dir.path(), SystemTime::UNIX_EPOCH);
+        assert_eq!(quality.stations[0].limits()[0], None);
+        assert!(!path.exists());
+        let aside = std::fs::read_dir(path.parent().expect("dir"))
+            .expect("list")
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+        assert!(aside, "the torn file is kept aside");
+    }
+
+    #[test]
+    fn relearning_forgets_learned_limits_but_not_given_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut quality = Quality::new(&stations(), dir.path(), SystemTime::UNIX_EPOCH);
+        make_parts(&mut quality, 25);
+        assert!(quality.stations[0].limits()[0].is_some());
+        assert!(quality.stations[0].relearn("bore"));
+        assert!(quality.stations[0].relearn("weight"));
+        assert!(!quality.stations[0].relearn("diameter"));
+        assert_eq!(quality.stations[0].limits()[0], None);
+        assert!(
+            quality.stations[0].limits()[1].is_some(),
+            "given limits stay"
+        );
+    }
+}
