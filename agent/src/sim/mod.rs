@@ -5,6 +5,7 @@
 //! a point is checked exactly like a tag, with `file:line:col` errors.
 
 pub mod dataset;
+pub mod gauge;
 pub mod line;
 pub mod opcua;
 pub mod plant;
@@ -87,6 +88,9 @@ pub struct MachineConfig {
     /// A production line's state machine and counters, served by points with `signal = { line =
     /// "state" | "reason" | "total" | "good" | "reject" | "energy" | "power" | "material" }`.
     pub line: Option<line::LineSimConfig>,
+    /// A gauging station's parts and measurements, served by points with `signal = { gauge =
+    /// "count" | "part_id" | { measurement = N } }`.
+    pub gauge: Option<gauge::GaugeSimConfig>,
 }
 
 fn default_listen() -> String {

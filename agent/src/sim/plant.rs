@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use firmware_config::{DataType, Table, Tag};
 use tokio_modbus::ExceptionCode;
 
+use super::gauge::GaugeSim;
 use super::line::LineSim;
 use super::signal::{self, Load, Reading, SignalConfig};
 use super::MachineConfig;
@@ -31,6 +32,26 @@ pub struct Machine {
     /// Off: the unit answers nothing, and forgets what was written (see [`Plant::set_powered`]).
     powered: AtomicBool,
     line: Option<LineSim>,
+    gauge: Option<GaugeSim>,
+    /// Every value written, with its table and address, oldest first (at most [`WRITE_LOG`]).
+    writes: Mutex<std::collections::VecDeque<(Table, u16, u16)>>,
+}
+
+/// Writes a machine remembers for [`Machine::writes`].
+const WRITE_LOG: usize = 1024;
+
+impl Machine {
+    /// The values written to `address` of `table`, oldest first (the last [`WRITE_LOG`] writes
+    /// to the machine): a test sees each pulse of an output, not only where it ended.
+    pub fn writes(&self, table: Table, address: u16) -> Vec<u16> {
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(t, a, _)| *t == table && *a == address)
+            .map(|(_, _, v)| *v)
+            .collect()
+    }
 }
 
 pub struct Plant {
@@ -49,6 +70,11 @@ impl Plant {
                     .line
                     .clone()
                     .map(|line| LineSim::new(line, seed ^ (u64::from(config.unit_id) << 8))),
+                gauge: config
+                    .gauge
+                    .clone()
+                    .map(|gauge| GaugeSim::new(gauge, seed ^ (u64::from(config.unit_id) << 16))),
+                writes: Mutex::new(std::collections::VecDeque::new()),
                 config,
                 points,
                 written: Mutex::new(HashMap::new()),
@@ -111,6 +137,9 @@ impl Plant {
                 DataType::Bool => Value::Bool(v >= 0.5),
                 _ => Value::F64(v),
             };
+        }
+        if let (Some(output), Some(gauge)) = (p.signal.gauge, &machine.gauge) {
+            return Value::F64(gauge.value(output, elapsed));
         }
         let stream = (u64::from(machine.config.unit_id) << 32) | point as u64;
         let fault = machine
@@ -208,8 +237,13 @@ impl Plant {
         let count = u16::try_from(words.len()).map_err(|_| ExceptionCode::IllegalDataValue)?;
         checked_range(start, count, limit)?;
         let mut written = machine.written.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = machine.writes.lock().unwrap_or_else(|e| e.into_inner());
         for (k, word) in words.iter().enumerate() {
             written.insert((table, start + k as u16), *word);
+            if log.len() == WRITE_LOG {
+                log.pop_front();
+            }
+            log.push_back((table, start + k as u16, *word));
         }
         Ok(())
     }

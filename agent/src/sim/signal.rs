@@ -109,6 +109,8 @@ pub struct SignalConfig {
     pub text: Option<String>,
     /// Served by the machine's production line (`[machines.line]`) instead of the formula.
     pub line: Option<super::line::LineOutput>,
+    /// Served by the machine's gauging station (`[machines.gauge]`).
+    pub gauge: Option<super::gauge::GaugeOutput>,
 }
 
 /// What a signal evaluates to.

@@ -1,0 +1,165 @@
+//! Quality end to end: the agent binary polls a simulated gauging station over Modbus TCP whose
+//! bore drifts with tool wear. The station learns its control limits, a Nelson-2 alert reaches
+//! the broker before the first part out of spec, every part's decision is a record, and a
+//! rejected part pulses the divert coil on the station's PLC.
+
+use std::path::Path;
+use std::time::Duration;
+
+use firmware_config::Table;
+use millwright_tests::mqtt::{local_options, start_broker, Consumer, Message};
+use millwright_tests::{AgentProcess, Sim};
+
+const SIM: &str = include_str!("../fixtures/quality-sim.toml");
+const GAUGE: &str = include_str!("../../agent/tests/fixtures/quality-gauge.toml");
+const PREFIX: &str = "acme/plant1/area/line";
+
+/// The gauge fixture pointed at the simulator: polled every 20 ms, limits learned from 20 parts,
+/// Nelson rules 1 and 2 on the bore, reports every second, the uplink to `mqtt_port`.
+fn config(data_dir: &Path, sim_port: u16, mqtt_port: u16) -> String {
+    let station = GAUGE
+        .replace(
+            "host = \"127.0.0.1\"",
+            &format!("host = \"127.0.0.1\"\nport = {sim_port}\npoll_interval = \"20ms\""),
+        )
+        .replace("report_interval = \"1m\"", "report_interval = \"1s\"")
+        .replace("baseline = 25", "baseline = 20")
+        .replace("nelson = [1, 2, 3, 4, 5, 6, 7, 8]", "nelson = [1, 2]")
+        .replace("[agent]\n", &format!("[agent]\ndata_dir = {data_dir:?}\n"));
+    format!(
+        r#"{station}
+[outbox]
+flush_interval = "100ms"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt_port}"
+backoff = {{ initial = "100ms", max = "300ms" }}
+topics = {{ enterprise = "acme", site = "plant1", area = "area", line = "line" }}
+"#
+    )
+}
+
+fn data_on(messages: &[Message], leaf: &str) -> Vec<serde_json::Value> {
+    let topic = format!("{PREFIX}/gauge-1/{leaf}");
+    messages
+        .iter()
+        .filter(|m| m.topic == topic)
+        .map(|m| m.json()["data"].clone())
+        .collect()
+}
+
+/// Index among the part records of the first one decided `decision`.
+fn first(parts: &[serde_json::Value], decision: &str) -> Option<usize> {
+    parts.iter().position(|p| p["decision"] == decision)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drift_alerts_before_the_first_bad_part_and_a_reject_pulses_the_divert_coil() {
+    let broker = start_broker().await;
+    let consumer =
+        Consumer::connect(local_options("consumer", broker), &format!("{PREFIX}/#")).await;
+    let sim = Sim::start(SIM, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.toml");
+    let data = dir.path().join("data");
+    std::fs::write(&path, config(&data, sim.addr.port(), broker)).expect("config");
+    let agent = AgentProcess::spawn(&path);
+
+    let rejected = consumer
+        .wait_until(Duration::from_secs(60), |m| {
+            first(&data_on(m, "part"), "reject").is_some()
+        })
+        .await;
+    let messages = consumer.messages();
+    let parts = data_on(&messages, "part");
+    assert!(
+        rejected,
+        "no part rejected in 60 s: {} part records",
+        parts.len()
+    );
+
+    // The alert came before the first part out of spec, and names its rule.
+    let alerts = data_on(&messages, "alert");
+    let spc = alerts
+        .iter()
+        .find(|a| a["alert_id"] == "gauge-1/bore/spc")
+        .unwrap_or_else(|| panic!("no SPC alert: {alerts:?}"));
+    assert!(
+        spc["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Nelson 2")),
+        "{spc}"
+    );
+    let alert_at = messages
+        .iter()
+        .position(|m| m.topic.ends_with("/gauge-1/alert"))
+        .expect("alert message");
+    let first_out_of_spec = messages
+        .iter()
+        .position(|m| {
+            m.topic.ends_with("/gauge-1/part")
+                && m.json()["data"]["types"].as_array().is_some_and(|t| {
+                    t.iter().any(|t| {
+                        t.as_str()
+                            .is_some_and(|t| t.contains("_above_usl") || t.contains("_below_lsl"))
+                    })
+                })
+        })
+        .expect("an out-of-spec part");
+    assert!(
+        alert_at < first_out_of_spec,
+        "the drift alert came after the first bad part"
+    );
+
+    // Every decision is a record with its id, values and action.
+    let reject = &parts[first(&parts, "reject").expect("found")];
+    assert_eq!(reject["action_required"], "remove_from_line");
+    assert!(
+        reject["part_id"]
+            .as_str()
+            .is_some_and(|id| id.parse::<u64>().is_ok_and(|id| id > 5000)),
+        "{reject}"
+    );
+    assert!(reject["values"]["bore"].is_number(), "{reject}");
+    let ids: Vec<&str> = parts.iter().filter_map(|p| p["part_id"].as_str()).collect();
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(ids.len(), unique.len(), "a part decided twice");
+
+    // The reject pulsed the divert coil (on, then off again after its 300 ms).
+    let machine = sim.plant.machine(1).expect("gauge");
+    let pulsed = millwright_tests::eventually(Duration::from_secs(5), || {
+        let writes = machine.writes(Table::Coil, 0);
+        async move {
+            let on = writes.iter().position(|w| *w == 1);
+            match on {
+                Some(at) if writes[at..].contains(&0) => Ok(writes),
+                _ => Err(writes),
+            }
+        }
+    })
+    .await;
+    assert!(pulsed.is_ok(), "coil writes: {pulsed:?}");
+
+    // The learned limits were saved for the next start.
+    let saved = std::fs::read_to_string(data.join("quality/gauge-1.json")).expect("saved limits");
+    assert!(saved.contains("\"bore\""), "{saved}");
+
+    // A running report with the station's figures.
+    let reports = data_on(&consumer.messages(), "quality");
+    let report = reports
+        .iter()
+        .rev()
+        .find(|r| r["parts"].as_u64().is_some_and(|p| p > 0))
+        .expect("a report with parts");
+    assert!(
+        report["characteristics"]["bore"]["cpk"].is_number(),
+        "{report}"
+    );
+    assert!(
+        report["characteristics"]["weight"]["limits"]["sigma"] == 0.4,
+        "{report}"
+    );
+    agent.terminate().await;
+    sim.stop().await;
+}
