@@ -412,6 +412,7 @@ impl Local {
             upstream: upstream.map(|u| (Arc::clone(&u.outbox), Arc::clone(&u.uplink_stats))),
             alerts: std::sync::Mutex::new(alerts),
             devices: std::sync::Mutex::new(Vec::new()),
+            quality: std::sync::Mutex::new(None),
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -434,8 +435,10 @@ impl Local {
         devices: &[(String, Arc<DeviceStats>)],
         loaded: &Loaded,
         alerts: AlertDesk,
+        quality: crate::quality::Desk,
     ) {
         let commands = &self.commands;
+        *commands.quality.lock().unwrap_or_else(|e| e.into_inner()) = Some(quality);
         *commands.devices.lock().unwrap_or_else(|e| e.into_inner()) = devices.to_vec();
         *commands.identity.lock().unwrap_or_else(|e| e.into_inner()) = identity(loaded);
         *commands.alerts.lock().unwrap_or_else(|e| e.into_inner()) = alerts;
@@ -622,6 +625,7 @@ impl Generation {
             mut running,
             bus,
             decisions,
+            quality,
             ..
         } = Pipeline::build(
             &loaded,
@@ -638,7 +642,7 @@ impl Generation {
                 }),
             },
         );
-        local.set_generation(&running.stats, &loaded, desk);
+        local.set_generation(&running.stats, &loaded, desk, quality);
         if tracing::enabled!(Level::DEBUG) {
             running.tasks.spawn(log_samples(
                 Arc::new(tag_catalog(plan)),

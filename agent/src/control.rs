@@ -31,7 +31,7 @@ use crate::uplink::{
 };
 
 /// The commands every agent answers.
-pub const COMMANDS: [&str; 7] = [
+pub const COMMANDS: [&str; 8] = [
     "status",
     "ack-alert",
     "shelve-alert",
@@ -39,6 +39,7 @@ pub const COMMANDS: [&str; 7] = [
     "dead-letters",
     "retry-dead-letters",
     "drop-dead-letters",
+    "quality-relearn",
 ];
 
 /// Dead letters listed by one `dead-letters` command.
@@ -64,6 +65,8 @@ pub struct AgentCommands {
     /// Where alert requests go to the decisions stage, which owns the alerts.
     pub alerts: std::sync::Mutex<AlertDesk>,
     pub devices: std::sync::Mutex<Vec<(String, Arc<DeviceStats>)>>,
+    /// Where relearning requests go to the quality stage of the running configuration.
+    pub quality: std::sync::Mutex<Option<crate::quality::Desk>>,
 }
 
 fn text<'a>(args: &'a serde_json::Value, key: &str) -> Option<&'a str> {
@@ -126,6 +129,7 @@ impl CommandHandler for AgentCommands {
                 "ack-alert" | "shelve-alert" | "unshelve-alert" => {
                     self.alert_command(name, args).await
                 }
+                "quality-relearn" => self.relearn(args).await,
                 "dead-letters" | "retry-dead-letters" | "drop-dead-letters" => {
                     let (outbox, _) = self.upstream.as_ref().ok_or_else(|| {
                         CommandError::Refused("there is no outbox: [mqtt] is not configured".into())
@@ -142,6 +146,28 @@ impl CommandHandler for AgentCommands {
 }
 
 impl AgentCommands {
+    async fn relearn(&self, args: &serde_json::Value) -> Result<serde_json::Value, CommandError> {
+        let (Some(station), Some(characteristic)) =
+            (text(args, "station"), text(args, "characteristic"))
+        else {
+            return Err(CommandError::Arguments(
+                "quality-relearn needs {\"station\": \"<name>\", \"characteristic\": \"<name>\"}"
+                    .into(),
+            ));
+        };
+        let desk = self
+            .quality
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| CommandError::Refused("no quality stage runs".into()))?;
+        let message = desk
+            .relearn(station, characteristic)
+            .await
+            .map_err(CommandError::Refused)?;
+        Ok(json!({ "message": message }))
+    }
+
     fn desk(&self) -> AlertDesk {
         self.alerts
             .lock()

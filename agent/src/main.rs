@@ -47,6 +47,19 @@ enum LedsAction {
 }
 
 #[derive(Subcommand)]
+enum QualityAction {
+    /// Forget a characteristic's learned control limits and learn them again from its next
+    /// baseline (after a tool change, a new fixture, a process fix). Through the running agent,
+    /// or in the saved file when no agent runs.
+    Relearn {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// `<station>/<characteristic>`, as `millwright check` lists them.
+        characteristic: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Poll every device on its schedule until stopped (SIGINT/SIGTERM); SIGHUP reloads the
     /// configuration (validated first; an invalid one is reported and the running one kept).
@@ -121,6 +134,11 @@ enum Command {
         alert_id: String,
         #[arg(long, default_value = "local")]
         by: String,
+    },
+    /// Quality stations: relearn a characteristic's control limits.
+    Quality {
+        #[command(subcommand)]
+        action: QualityAction,
     },
     /// Commissioning of the alert outputs: `leds test` turns each configured output on, then off.
     Leds {
@@ -348,6 +366,16 @@ async fn route(command: Command) -> Result<u8, Early> {
         Command::Leds {
             action: LedsAction::Test { config, hold },
         } => leds_test(&config, hold.into()).await,
+        Command::Quality {
+            action:
+                QualityAction::Relearn {
+                    config,
+                    characteristic,
+                },
+        } => {
+            let plan = plan(&config)?;
+            printed(commands::relearn(&plan, &characteristic).await)
+        }
         Command::Trust {
             config,
             endpoint,

@@ -105,6 +105,8 @@ pub struct Pipeline {
     pub decisions: JoinHandle<Alerts>,
     /// Each production line's latest report.
     pub lines: watch::Receiver<production::LineView>,
+    /// Where relearning requests reach the quality stage (closed without stations).
+    pub quality: quality::Desk,
 }
 
 impl Pipeline {
@@ -196,6 +198,7 @@ impl Pipeline {
                 deps.stop.clone(),
             ));
         }
+        let (quality_desk, relearn) = quality::Desk::new();
         if !plan.quality.is_empty() {
             running.tasks.spawn(quality::run(
                 quality::Quality::new(&plan.quality, &plan.agent.data_dir, clock.now()),
@@ -205,6 +208,7 @@ impl Pipeline {
                     alerts: Some(quality_alerts),
                     diverts,
                 },
+                relearn,
                 Arc::clone(clock),
                 deps.stop.clone(),
             ));
@@ -225,6 +229,7 @@ impl Pipeline {
             assessments,
             decisions,
             lines,
+            quality: quality_desk,
         }
     }
 }

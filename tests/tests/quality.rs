@@ -160,6 +160,23 @@ async fn a_drift_alerts_before_the_first_bad_part_and_a_reject_pulses_the_divert
         report["characteristics"]["weight"]["limits"]["sigma"] == 0.4,
         "{report}"
     );
+
+    // Relearning: through the running agent, refused for given limits, and in the file when no
+    // agent runs.
+    let (ok, said) =
+        millwright_tests::run_cli(&path, &["quality", "relearn", "gauge-1/bore"]).await;
+    assert!(
+        ok && said.contains("learning its control limits again from the next 20"),
+        "{said}"
+    );
+    let (ok, said) =
+        millwright_tests::run_cli(&path, &["quality", "relearn", "gauge-1/weight"]).await;
+    assert!(!ok && said.contains("given in the configuration"), "{said}");
     agent.terminate().await;
+    let (ok, said) =
+        millwright_tests::run_cli(&path, &["quality", "relearn", "gauge-1/bore"]).await;
+    assert!(ok && said.contains("no agent runs"), "{said}");
+    let saved = std::fs::read_to_string(data.join("quality/gauge-1.json")).expect("saved limits");
+    assert!(!saved.contains("\"bore\""), "{saved}");
     sim.stop().await;
 }

@@ -273,3 +273,37 @@ fn format_outbox(
     }
     out
 }
+
+/// `millwright quality relearn <station>/<characteristic>`: through the running agent, or in the
+/// saved limits file when none answers.
+pub async fn relearn(plan: &firmware_config::Plan, which: &str) -> anyhow::Result<String> {
+    let Some((station, name)) = which.split_once('/') else {
+        anyhow::bail!("give the characteristic as <station>/<characteristic>, e.g. gauge-1/bore");
+    };
+    let Some(config) = plan.quality.iter().find(|s| s.name == station) else {
+        anyhow::bail!("no quality station {station:?} in {}", plan.file.display());
+    };
+    let Some(c) = config.characteristics.iter().find(|c| c.name == name) else {
+        anyhow::bail!("station {station:?} has no characteristic {name:?}");
+    };
+    if c.limits.is_some() {
+        anyhow::bail!("{which} has its limits given in the configuration; change them there");
+    }
+    let socket = crate::control::socket_path(&plan.agent.data_dir);
+    let args = serde_json::json!({ "station": station, "characteristic": name });
+    match crate::control::request(&socket, "quality-relearn", args).await {
+        Some(reply) if reply["ok"] == true => Ok(format!(
+            "{}\n",
+            reply["result"]["message"].as_str().unwrap_or("relearning")
+        )),
+        Some(reply) => anyhow::bail!("{}", reply["error"].as_str().unwrap_or("the agent refused")),
+        None => {
+            let forgot = crate::quality::forget_saved(&plan.agent.data_dir, station, name)?;
+            Ok(if forgot {
+                format!("no agent runs: {which}'s saved limits are removed; they are learned again at the next start\n")
+            } else {
+                format!("no agent runs, and {which} has no saved limits: they are learned at the next start anyway\n")
+            })
+        }
+    }
+}

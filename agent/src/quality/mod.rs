@@ -187,6 +187,53 @@ impl Quality {
         all
     }
 
+    /// Learns characteristic `name` of `station` afresh from its next baseline, and saves that
+    /// its limits are gone (so that a restart learns them too).
+    pub fn relearn(&mut self, station: &str, name: &str) -> Result<String, String> {
+        let Some(i) = self
+            .stations
+            .iter()
+            .position(|s| s.station().name == station)
+        else {
+            let known: Vec<&str> = self
+                .stations
+                .iter()
+                .map(|s| s.station().name.as_str())
+                .collect();
+            return Err(format!(
+                "no quality station {station:?} (stations: {})",
+                known.join(", ")
+            ));
+        };
+        let config = self.stations[i].station();
+        let Some(c) = config.characteristics.iter().find(|c| c.name == name) else {
+            let known: Vec<&str> = config
+                .characteristics
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            return Err(format!(
+                "station {station:?} has no characteristic {name:?} ({})",
+                known.join(", ")
+            ));
+        };
+        if c.limits.is_some() {
+            return Err(format!(
+                "{station}/{name} has its limits given in the configuration; change them there"
+            ));
+        }
+        let baseline = c.baseline;
+        self.stations[i].relearn(name);
+        self.learned(i);
+        info!(
+            station,
+            characteristic = name,
+            baseline,
+            "control limits forgotten; learning them again"
+        );
+        Ok(format!("{station}/{name}: learning its control limits again from the next {baseline} subgroup(s)"))
+    }
+
     pub fn next_due(&self) -> Option<Duration> {
         self.stations.iter().filter_map(StationCore::next_due).min()
     }
@@ -206,6 +253,62 @@ pub fn report_of(output: &Output) -> Option<Report> {
         Output::Report(report) => Some(Report::Quality(report.clone())),
         Output::Condition(_) | Output::Learned(..) => None,
     }
+}
+
+/// A request to learn a characteristic's limits again.
+#[derive(Debug)]
+pub struct Relearn {
+    pub station: String,
+    pub characteristic: String,
+    pub done: tokio::sync::oneshot::Sender<Result<String, String>>,
+}
+
+/// Where `millwright quality relearn` reaches the running stage.
+#[derive(Debug, Clone)]
+pub struct Desk(mpsc::Sender<Relearn>);
+
+impl Desk {
+    pub fn new() -> (Desk, mpsc::Receiver<Relearn>) {
+        let (send, receive) = mpsc::channel(4);
+        (Desk(send), receive)
+    }
+
+    /// Asks the stage; at most 5 s.
+    pub async fn relearn(&self, station: &str, characteristic: &str) -> Result<String, String> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let request = Relearn {
+            station: station.into(),
+            characteristic: characteristic.into(),
+            done,
+        };
+        let asked = async {
+            self.0.send(request).await.map_err(|_| {
+                "the quality stage is not running (a reload?); try again".to_string()
+            })?;
+            answer
+                .await
+                .map_err(|_| "the quality stage stopped before answering".to_string())?
+        };
+        tokio::time::timeout(Duration::from_secs(5), asked)
+            .await
+            .unwrap_or_else(|_| Err("the quality stage did not answer within 5 s".into()))
+    }
+}
+
+/// Removes characteristic `name`'s saved limits from `station`'s file while no agent runs;
+/// whether there were any.
+pub fn forget_saved(data_dir: &Path, station: &str, name: &str) -> std::io::Result<bool> {
+    let mut saved = restore(data_dir, station);
+    if saved.limits.remove(name).is_none() {
+        return Ok(false);
+    }
+    let bytes = serde_json::to_vec_pretty(&saved).map_err(std::io::Error::other)?;
+    crate::files::write_atomically(
+        &limits_file(data_dir, station),
+        &bytes,
+        crate::files::STATE_FILE_MODE,
+    )?;
+    Ok(true)
 }
 
 /// Where the stage's outputs go.
@@ -279,6 +382,7 @@ pub async fn run(
     mut quality: Quality,
     mut samples: Subscriber,
     sinks: Sinks,
+    mut desk: mpsc::Receiver<Relearn>,
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
 ) {
@@ -297,6 +401,10 @@ pub async fn run(
                 }
             }
             () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            Some(request) = desk.recv() => {
+                let answer = quality.relearn(&request.station, &request.characteristic);
+                let _asker_gone = request.done.send(answer);
+            }
             _ = second.tick() => {
                 let now = clock.now();
                 for (i, output) in quality.shifts(now) {

@@ -818,4 +818,33 @@ mod tests {
             "no rejects"
         );
     }
+
+    #[test]
+    fn a_shift_closes_with_its_own_report_and_pp_ppk() {
+        let mut core = StationCore::new(station_with(&[]), &[], SystemTime::UNIX_EPOCH);
+        let mut out = Vec::new();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(6 * 3600);
+        core.shift(Some("day@06:00"), start, &mut out);
+        assert!(out.is_empty(), "nothing closes when the first shift starts");
+        // 24.99, 25.01 alternating: σ overall 0.01026 (n − 1), MR 0.02 → σ within 0.01773.
+        let bores: Vec<f64> = (0..40)
+            .map(|i| if i % 2 == 0 { 24.99 } else { 25.01 })
+            .collect();
+        parts(&mut core, &bores);
+        let end = start + Duration::from_secs(8 * 3600);
+        core.shift(None, end, &mut out);
+        let Some(Output::Report(report)) = out.last() else {
+            panic!("the shift's closing report")
+        };
+        assert!(report.closing);
+        assert_eq!(report.shift.as_deref(), Some("day@06:00"));
+        assert_eq!((report.from, report.to, report.parts), (start, end, 40));
+        let bore = &report.characteristics[0];
+        let sigma = (40.0 * 0.01f64.powi(2) / 39.0).sqrt();
+        let ppk = bore.capability.ppk.expect("Ppk");
+        assert!((ppk - 0.05 / (3.0 * sigma)).abs() < 1e-9, "{ppk}");
+        assert!((bore.capability.cpk.expect("Cpk") - 0.05 / (3.0 * 0.02 / 1.128)).abs() < 1e-9);
+        core.shift(None, end + Duration::from_secs(60), &mut out);
+        assert_eq!(out.len(), 1, "between shifts nothing more closes");
+    }
 }
