@@ -234,6 +234,27 @@ impl Quality {
         Ok(format!("{station}/{name}: learning its control limits again from the next {baseline} subgroup(s)"))
     }
 
+    /// Each station's figures since it started.
+    pub fn overall(&self, now: SystemTime) -> Vec<station::QualityReport> {
+        self.stations.iter().map(|s| s.overall(now)).collect()
+    }
+
+    /// Station `i`'s name and characteristic `c`'s.
+    pub fn names(&self, i: usize, c: usize) -> (&str, &str) {
+        let station = self.stations[i].station();
+        (
+            &station.name,
+            station
+                .characteristics
+                .get(c)
+                .map_or("", |c| c.name.as_str()),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stations.is_empty()
+    }
+
     pub fn next_due(&self) -> Option<Duration> {
         self.stations.iter().filter_map(StationCore::next_due).min()
     }

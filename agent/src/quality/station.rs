@@ -166,6 +166,7 @@ pub struct StationCore {
     trigger_last: Option<i64>,
     pending: std::collections::VecDeque<Pending>,
     interval: Tally,
+    since_start: Tally,
     shift: Option<(String, SystemTime, Tally)>,
     next_report: Option<Duration>,
     /// Whether each characteristic's SPC alert is up, and the station's other alerts.
@@ -197,6 +198,7 @@ impl StationCore {
             trigger_last: None,
             pending: std::collections::VecDeque::new(),
             interval: Tally::fresh(count, now),
+            since_start: Tally::fresh(count, now),
             shift: None,
             next_report: Some(station.report_interval),
             spc_active: vec![false; count],
@@ -265,12 +267,9 @@ impl StationCore {
         if parts == 0 {
             return;
         }
-        self.interval.missed += (parts - 1) as u64;
-        if let Some((_, _, shift)) = &mut self.shift {
-            shift.missed += (parts - 1) as u64;
-        }
+        let missed = (parts - 1) as u64 + u64::from(self.pending.len() >= MAX_PENDING);
+        self.tallies().for_each(|t| t.missed += missed);
         if self.pending.len() >= MAX_PENDING {
-            self.interval.missed += 1;
             return;
         }
         self.pending.push_back(Pending {
@@ -329,13 +328,23 @@ impl StationCore {
         });
     }
 
+    /// Every tally a part counts in: the running report's, the shift's, and the one since start.
+    fn tallies(&mut self) -> impl Iterator<Item = &mut Tally> {
+        [Some(&mut self.interval), Some(&mut self.since_start)]
+            .into_iter()
+            .chain([self.shift.as_mut().map(|(_, _, tally)| tally)])
+            .flatten()
+    }
+
+    /// The station's figures since it started (the whole recording, in replay).
+    pub fn overall(&self, now: SystemTime) -> QualityReport {
+        self.report(&self.since_start, now, None, false)
+    }
+
     fn decide(&mut self, part: Pending, now: SystemTime, out: &mut Vec<Output>) {
         let (score, types, decision) = self.judge_part();
         let violations = self.chart(out);
-        self.interval.count(decision, score);
-        if let Some((_, _, shift)) = &mut self.shift {
-            shift.count(decision, score);
-        }
+        self.tallies().for_each(|t| t.count(decision, score));
         out.push(Output::Part(Box::new(PartDecision {
             station: self.station.name.clone(),
             part_id: part.part_id,
@@ -399,10 +408,8 @@ impl StationCore {
                 Plotted::Point(point, _) => Some(*point),
                 _ => None,
             };
-            self.interval.spreads[i].add(x, point.as_ref(), chart);
-            if let Some((_, _, shift)) = &mut self.shift {
-                shift.spreads[i].add(x, point.as_ref(), chart);
-            }
+            self.tallies()
+                .for_each(|t| t.spreads[i].add(x, point.as_ref(), chart));
             match plotted {
                 Plotted::Learning(Some(limits)) => out.push(Output::Learned(i, limits)),
                 Plotted::Point(_, violations) => {
@@ -417,10 +424,7 @@ impl StationCore {
 
     fn violations(&mut self, i: usize, violations: &[Violation], out: &mut Vec<Output>) {
         for v in violations {
-            self.interval.violated(i, &v.rule);
-            if let Some((_, _, shift)) = &mut self.shift {
-                shift.violated(i, &v.rule);
-            }
+            self.tallies().for_each(|t| t.violated(i, &v.rule));
         }
         let active = !violations.is_empty();
         if !self.station.alerts.run_rules || self.spc_active[i] == active {

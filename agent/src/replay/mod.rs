@@ -31,6 +31,7 @@ use crate::health::assess::{Action, Assessment};
 use crate::health::scorer::Scorer;
 use crate::pipeline::{self, Cores};
 use crate::production::{line::Output, Production};
+use crate::quality::Quality;
 use crate::sample::Sample;
 use input::RowError;
 
@@ -117,6 +118,18 @@ pub enum Finding {
         output: Output,
         at: SystemTime,
     },
+    /// A quality station's part decision or report.
+    Quality {
+        output: crate::quality::station::Output,
+        at: SystemTime,
+    },
+    /// A characteristic's control limits, learned from its baseline.
+    LimitsLearned {
+        station: String,
+        characteristic: String,
+        limits: firmware_config::quality::ControlLimits,
+        at: SystemTime,
+    },
 }
 
 /// Rows that were not taken as they were, by kind.
@@ -137,6 +150,8 @@ pub struct Engine {
     conditions: Conditions,
     book: Book,
     production: Production,
+    quality: Quality,
+    stations: Vec<firmware_config::quality::Station>,
     /// The first sample's time: the production stage's monotonic clock starts there.
     origin: Option<SystemTime>,
     actions: Vec<Action>,
@@ -157,6 +172,8 @@ impl Engine {
             conditions,
             book: Book::default(),
             production: Production::fresh(&plan.lines),
+            quality: Quality::fresh(&plan.quality, SystemTime::UNIX_EPOCH),
+            stations: plan.quality.clone(),
             origin: None,
             actions: vec![Action::RoutineMonitoring; plan.assets.len()],
             tolerance: plan.scoring.assess_interval,
@@ -191,12 +208,17 @@ impl Engine {
                 if sample.timestamp.duration_since(latest).unwrap_or_default() > self.stale_after {
                     self.counts.gaps += 1;
                 }
+                if sample.timestamp > latest {
+                    // Every sample of the earlier time is in: its parts can be decided.
+                    self.decide_parts(latest, found);
+                }
                 self.advance(sample.timestamp, found);
                 sample.timestamp
             }
             None => {
                 self.next_tick = sample.timestamp + TICK;
                 self.origin = Some(sample.timestamp);
+                self.quality = Quality::fresh(&self.stations, sample.timestamp);
                 sample.timestamp
             }
         };
@@ -205,6 +227,7 @@ impl Engine {
         self.timeline.observe(sample, at);
         let mono = self.mono(at);
         self.production.observe(sample, mono);
+        self.quality.observe(sample, mono);
         let decided = self.conditions.sample(sample, at);
         if let Some(by) = decided.acknowledge_all_by {
             self.book
@@ -228,7 +251,10 @@ impl Engine {
             }
             if self.round(found) == 0 {
                 self.timeline.skip_past(until);
-                if !self.conditions.needs_samples() && self.production.is_empty() {
+                if !self.conditions.needs_samples()
+                    && self.production.is_empty()
+                    && self.quality.is_empty()
+                {
                     self.next_tick = self.next_tick.max(until);
                 }
             }
@@ -240,9 +266,67 @@ impl Engine {
         }
     }
 
+    /// Decides the parts due by `at` (the recording's end included: see [`Engine::finish`]).
+    fn decide_parts(&mut self, at: SystemTime, found: &mut impl FnMut(Finding)) {
+        if self.quality.is_empty() {
+            return;
+        }
+        let outputs = self.quality.step(self.mono(at), at);
+        self.quality_outputs(outputs, at, found);
+    }
+
+    fn quality_outputs(
+        &mut self,
+        outputs: Vec<(usize, crate::quality::station::Output)>,
+        at: SystemTime,
+        found: &mut impl FnMut(Finding),
+    ) {
+        use crate::quality::station::Output as Q;
+        for (station, output) in outputs {
+            match output {
+                Q::Condition(condition) => self.apply(vec![condition], at, found),
+                Q::Learned(c, limits) => {
+                    let (station, characteristic) = self.quality.names(station, c);
+                    found(Finding::LimitsLearned {
+                        station: station.to_string(),
+                        characteristic: characteristic.to_string(),
+                        limits,
+                        at,
+                    });
+                }
+                output => found(Finding::Quality { output, at }),
+            }
+        }
+    }
+
+    /// Decides the parts still waiting when the recording ends.
+    pub fn finish(&mut self, found: &mut impl FnMut(Finding)) {
+        if let Some(latest) = self.latest {
+            let end = latest
+                + self
+                    .stations
+                    .iter()
+                    .map(|s| s.settle)
+                    .max()
+                    .unwrap_or_default();
+            self.decide_parts(end, found);
+        }
+    }
+
+    /// Each quality station's figures over the whole recording.
+    pub fn quality_overall(&self) -> Vec<crate::quality::station::QualityReport> {
+        self.quality
+            .overall(self.latest.unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+
     fn tick(&mut self, at: SystemTime, found: &mut impl FnMut(Finding)) {
         let conditions = self.conditions.tick(at);
         self.apply(conditions, at, found);
+        if !self.quality.is_empty() {
+            let shifts = self.quality.shifts(at);
+            self.quality_outputs(shifts, at, found);
+            self.decide_parts(at, found);
+        }
         if self.production.is_empty() {
             return;
         }

@@ -98,6 +98,8 @@ pub struct Summary {
     pub findings: u64,
     pub tally: Tally,
     pub outcome: Outcome,
+    /// Each quality station over the whole recording.
+    pub quality: Vec<crate::quality::station::QualityReport>,
 }
 
 /// Reads the failures file: `asset,time` per row (header first), assets of `loaded`.
@@ -186,6 +188,24 @@ pub fn finding_json(finding: &Finding) -> String {
         Finding::Production { output, at } => {
             report(crate::production::report_of(output.clone()), timestamp(*at))
         }
+        Finding::Quality { output, at } => match crate::quality::report_of(output) {
+            Some(record) => report(record, timestamp(*at)),
+            None => String::new(),
+        },
+        Finding::LimitsLearned {
+            station,
+            characteristic,
+            limits,
+            at,
+        } => json!({
+            "kind": "limits_learned",
+            "time": timestamp(*at),
+            "station": station,
+            "characteristic": characteristic,
+            "center": limits.center,
+            "sigma": limits.sigma,
+        })
+        .to_string(),
     }
 }
 
@@ -217,6 +237,7 @@ pub fn replay(
             lines: Vec::new(),
             failures: Vec::new(),
         },
+        quality: Vec::new(),
     };
     let mut written: std::io::Result<()> = Ok(());
     let mut emit = |finding: Finding, summary: &mut Summary| {
@@ -269,7 +290,13 @@ pub fn replay(
             }
         }
     }
+    let mut found = Vec::new();
+    engine.finish(&mut |f| found.push(f));
+    for finding in found {
+        emit(finding, &mut summary);
+    }
     written?;
+    summary.quality = engine.quality_overall();
     summary.counts = engine.counts.clone();
     summary.outcome = tally::judge(&summary.tally, &options.failures, options.horizon);
     Ok(summary)
@@ -371,6 +398,9 @@ pub fn format_summary(summary: &Summary, failures_given: bool) -> String {
     for line in &summary.outcome.lines {
         format_line(&mut out, line);
     }
+    for station in &summary.quality {
+        format_station(&mut out, station);
+    }
     for failure in &summary.outcome.failures {
         match failure.lead_time_hours {
             Some(hours) => {
@@ -448,6 +478,53 @@ fn format_line(out: &mut String, line: &super::tally::LineOutcome) {
     }
 }
 
+fn format_station(out: &mut String, r: &crate::quality::station::QualityReport) {
+    let _ = writeln!(
+        out,
+        "quality {}: {} part(s), {} pass, {} review, {} reject (reject rate {}), mean defect score {}{}",
+        r.station,
+        r.parts,
+        r.pass,
+        r.review,
+        r.reject,
+        percent(r.reject_rate()),
+        r.mean_score.map_or_else(|| "-".into(), |s| format!("{s:.3}")),
+        if r.missed > 0 {
+            format!("; {} part(s) counted but not seen", r.missed)
+        } else {
+            String::new()
+        }
+    );
+    let figure = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.2}"));
+    for c in &r.characteristics {
+        let unit = c.unit.as_deref().unwrap_or("");
+        let limits = c.limits.map_or("limits not learned".to_string(), |l| {
+            format!("centre {:.4}{unit}, σ {:.4}{unit}", l.center, l.sigma)
+        });
+        let violations: Vec<String> = c
+            .violations
+            .iter()
+            .map(|(rule, n)| format!("{rule} ×{n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {}: n {}, mean {}{unit}, Cp {}, Cpk {}, Pp {}, Ppk {}; {limits}; violations: {}",
+            c.name,
+            c.n,
+            c.mean.map_or_else(|| "-".into(), |m| format!("{m:.4}")),
+            figure(c.capability.cp),
+            figure(c.capability.cpk),
+            figure(c.capability.pp),
+            figure(c.capability.ppk),
+            if violations.is_empty() {
+                "none".into()
+            } else {
+                violations.join(", ")
+            }
+        );
+    }
+}
+
 /// The summary as the last JSON line.
 pub fn summary_json(summary: &Summary) -> String {
     json!({
@@ -462,6 +539,7 @@ pub fn summary_json(summary: &Summary) -> String {
         "findings": summary.findings,
         "assets": summary.outcome.assets,
         "lines": summary.outcome.lines,
+        "quality": summary.quality.iter().map(uns::quality_json).collect::<Vec<_>>(),
         "failures": summary.outcome.failures,
     })
     .to_string()
@@ -572,5 +650,86 @@ mod tests {
             .lines()
             .find(|l| l.contains(r#""kind":"oee""#) && l.contains(r#""closing":true"#));
         assert!(closing.is_some(), "a closing report among the findings");
+    }
+
+    /// A recorded gauge (long CSV): a part every 10 s for 100 parts, counter, id and bore at the
+    /// same timestamp; the bore on target ±2 µm (alternating) for 40 parts, then 20 µm high.
+    fn recorded_gauge() -> String {
+        let mut csv = String::from("timestamp,tag,value\n");
+        for n in 1..=100u64 {
+            let t = SHIFT_START + 10 * n;
+            let noise = if n % 2 == 0 { 0.002 } else { -0.002 };
+            let bore = 25.0 + noise + if n > 40 { 0.02 } else { 0.0 };
+            csv += &format!("{t},gauge.parts,{n}\n{t},gauge.part_id,{}\n{t},gauge.bore,{bore}\n{t},gauge.weight,120.0\n", 7000 + n);
+        }
+        csv
+    }
+
+    #[test]
+    fn recorded_measurements_give_decisions_learned_limits_and_capability() {
+        let text = include_str!("../../tests/fixtures/quality-gauge.toml");
+        let plan = firmware_config::load_str(std::path::Path::new("gauge.toml"), text)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let loaded = Loaded::new(plan).unwrap_or_else(|e| panic!("{e}"));
+        let options = Options {
+            speed: Speed::Max,
+            failures: Vec::new(),
+            horizon: Duration::from_secs(86_400),
+        };
+        let mut out = Vec::new();
+        let summary = replay(
+            &loaded,
+            recorded_gauge().as_bytes(),
+            "gauge.csv".into(),
+            &options,
+            &mut out,
+            &ManualClock::new(SystemTime::UNIX_EPOCH),
+            &mut |_| {},
+        )
+        .expect("replayed");
+        let findings = String::from_utf8(out).expect("utf-8");
+        let parts = findings
+            .lines()
+            .filter(|l| l.contains(r#""kind":"part""#))
+            .count();
+        // The first counter reading is the baseline: parts 2..=100 are decided, the last at the
+        // recording's end.
+        assert_eq!(parts, 99, "{findings}");
+        let learned = findings
+            .lines()
+            .find(|l| l.contains("limits_learned"))
+            .expect("limits learned");
+        // 25 parts alternating ±2 µm: centre 25.0000 (±0.00008), MR 0.004 → σ 0.004/1.128.
+        let learned: serde_json::Value = serde_json::from_str(learned).expect("json");
+        assert!(
+            (learned["sigma"].as_f64().expect("σ") - 0.004 / 1.128).abs() < 1e-6,
+            "{learned}"
+        );
+        let station = &summary.quality[0];
+        assert_eq!(station.parts, 99);
+        // A 20 µm shift is 5.6σ: rule 1 on every part after it; none out of spec (50 µm).
+        assert_eq!(station.reject, 0);
+        let bore = &station.characteristics[0];
+        let nelson1 = bore
+            .violations
+            .iter()
+            .find(|(r, _)| r == "Nelson 1")
+            .map(|(_, n)| *n);
+        assert_eq!(nelson1, Some(60), "{:?}", bore.violations);
+        assert!(
+            bore.capability.cpk.is_some_and(|c| c > 1.0),
+            "{:?}",
+            bore.capability
+        );
+        let printed = format_summary(&summary, false);
+        assert!(
+            printed.contains("quality gauge-1: 99 part(s), 99 pass"),
+            "{printed}"
+        );
+        assert!(printed.contains("Nelson 1 ×60"), "{printed}");
+        assert!(
+            findings.contains(r#""alert_id":"gauge-1/bore/spc""#),
+            "the alert in recorded time"
+        );
     }
 }

@@ -152,6 +152,8 @@ impl Tally {
                 }
             }
             Finding::Production { output, .. } => self.production(output),
+            // A station's figures over the recording come from the engine at the end.
+            Finding::Quality { .. } | Finding::LimitsLearned { .. } => {}
             Finding::Alert(transition) => {
                 if transition.change == crate::decisions::lifecycle::Change::Raised {
                     let source = &transition.alert.source;

@@ -254,7 +254,7 @@ fn part_json(p: &crate::quality::station::PartDecision) -> serde_json::Value {
     })
 }
 
-fn quality_json(r: &crate::quality::station::QualityReport) -> serde_json::Value {
+pub fn quality_json(r: &crate::quality::station::QualityReport) -> serde_json::Value {
     let optional =
         |v: Option<f64>, decimals| v.map_or(serde_json::Value::Null, |v| number(v, decimals));
     let characteristics: serde_json::Map<String, serde_json::Value> = r
