@@ -184,10 +184,13 @@ impl Pipeline {
             ));
         }
         let (line_view, lines) = watch::channel(production::LineView::new());
+        // Rejects decided by quality stations, for lines without a reject counter.
+        let (rejects_to_lines, line_rejects) = tokio::sync::mpsc::channel(1024);
         if !plan.lines.is_empty() {
             running.tasks.spawn(production::run(
                 production::Production::new(&plan.lines, &plan.agent.data_dir),
                 bus.subscribe(),
+                line_rejects,
                 production::Sinks {
                     outbox: upstream.map(|u| Arc::clone(&u.outbox)),
                     alerts: Some(line_alerts),
@@ -207,6 +210,7 @@ impl Pipeline {
                     outbox: upstream.map(|u| Arc::clone(&u.outbox)),
                     alerts: Some(quality_alerts),
                     diverts,
+                    rejects: Some(rejects_to_lines),
                 },
                 relearn,
                 Arc::clone(clock),

@@ -348,7 +348,12 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     );
     let directory = assets::TagDirectory::new(&devices, &opcua, tag_names);
     let assets = assets::validate_assets(&mut check, &directory, &assets);
-    let lines = lines::validate_lines(&mut check, &directory, &lines);
+    let line_names: HashSet<String> = lines.iter().map(|(_, l)| l.name.clone()).collect();
+    let inspected: HashSet<String> = stations
+        .iter()
+        .filter_map(|(_, s)| s.line.clone())
+        .collect();
+    let lines = lines::validate_lines(&mut check, &directory, &lines, &inspected);
     let alerting = root.as_ref().map(|root| {
         let parts = alerts::AlertParts {
             alerts: &AlertsConfig {
@@ -364,6 +369,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
     let quality = alerting.as_ref().map(|alerting| {
         let context = quality::StationContext {
             lines: &lines,
+            line_names: line_names.clone(),
             outputs: &alerting.outputs,
             indicated: alerting.indications.iter().map(|i| i.output).collect(),
         };

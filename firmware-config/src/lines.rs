@@ -325,6 +325,8 @@ pub struct Line {
     pub startup_window: Duration,
     pub report_interval: Duration,
     pub alerts: LineAlerts,
+    /// Rejects come from a quality station's decisions (a line with a total counter only).
+    pub rejects_from_quality: bool,
 }
 
 impl Line {
@@ -378,10 +380,12 @@ pub(crate) enum Need {
     Number,
 }
 
+/// `inspected`: the lines a quality station names (their rejects may come from its decisions).
 pub(crate) fn validate_lines(
     check: &mut Checker<'_, '_>,
     tags: &TagDirectory<'_>,
     lines: &[(usize, LineConfig)],
+    inspected: &HashSet<String>,
 ) -> Vec<Line> {
     let mut seen = HashSet::new();
     let mut valid = Vec::new();
@@ -398,7 +402,7 @@ pub(crate) fn validate_lines(
         } else if !seen.insert(config.name.clone()) {
             v.err(&["name"], "another line has this name");
         }
-        let line = v.line(config);
+        let line = v.line(config, inspected.contains(&config.name));
         if check.errors.len() == before {
             valid.extend(line);
         }
@@ -443,7 +447,7 @@ impl<'c, 'a, 'b, 't> SectionCheck<'c, 'a, 'b, 't> {
         self.check.err(&full, &component, message);
     }
 
-    fn line(&mut self, c: &LineConfig) -> Option<Line> {
+    fn line(&mut self, c: &LineConfig, inspected: bool) -> Option<Line> {
         let state = self.state(c);
         let reason = c.reason.as_ref().and_then(|r| {
             let tag = self.tag(&["reason", "tag"], &r.tag, Need::Integer)?;
@@ -456,8 +460,9 @@ impl<'c, 'a, 'b, 't> SectionCheck<'c, 'a, 'b, 't> {
             .iter()
             .filter(|c| c.is_some())
             .count();
-        if counted < 2 {
-            self.err(&["name"], "a line needs at least two of the part counters total, good and reject (the third follows from them)");
+        let rejects_from_quality = inspected && counted == 1 && c.total.is_some();
+        if counted < 2 && !rejects_from_quality {
+            self.err(&["name"], "a line needs at least two of the part counters total, good and reject (the third follows from them), or a `total` counter and a [[quality]] station that names the line (its rejects count)");
         }
         let ideal_cycle = self.ideal_cycle(c);
         let product = c.product.as_ref().and_then(|p| self.product(p));
@@ -492,6 +497,7 @@ impl<'c, 'a, 'b, 't> SectionCheck<'c, 'a, 'b, 't> {
             startup_window: c.startup_window.get(),
             report_interval: c.report_interval.get(),
             alerts,
+            rejects_from_quality,
         })
     }
 

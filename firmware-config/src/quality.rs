@@ -422,6 +422,8 @@ pub(crate) fn validate_stations(
 /// What stations refer to outside their own section.
 pub(crate) struct StationContext<'p> {
     pub lines: &'p [Line],
+    /// Every line the file names, valid or not (an invalid one is reported already).
+    pub line_names: HashSet<String>,
     pub outputs: &'p [Output],
     /// Outputs that `[[indications]]` drive (by index).
     pub indicated: HashSet<usize>,
@@ -436,7 +438,7 @@ impl StationSpec<'_, '_, '_, '_, '_> {
     fn station(&mut self, c: &StationConfig) -> Option<Station> {
         let line = c.line.as_ref().and_then(|name| {
             let found = self.context.lines.iter().find(|l| &l.name == name);
-            if found.is_none() {
+            if found.is_none() && !self.context.line_names.contains(name) {
                 self.v
                     .err(&["line"], format!("no [[lines]] entry named {name:?}"));
             }

@@ -138,3 +138,50 @@ fn review_above_reject() {
         "review_above",
     );
 }
+
+/// The gauge station on a line that counts only its total: the station's rejects count.
+const LINE: &str = r#"
+[[lines]]
+name = "turning-1"
+running = "gauge.parts"
+total = { tag = "gauge.parts", width = 16 }
+ideal_cycle = "1s"
+time_zone = "UTC"
+
+[[lines.shifts]]
+name = "day"
+start = "06:00"
+end = "14:00"
+"#;
+
+#[test]
+fn a_line_with_a_total_only_takes_its_rejects_from_the_station_that_names_it() {
+    let text = format!(
+        "{}{LINE}",
+        GAUGE.replace(
+            "name = \"gauge-1\"\n",
+            "name = \"gauge-1\"\nline = \"turning-1\"\n"
+        )
+    );
+    let plan = load_str(std::path::Path::new("gauge.toml"), &text).expect("valid");
+    assert!(plan.lines[0].rejects_from_quality);
+    assert_eq!(
+        plan.quality[0].line.as_ref().map(|(name, _)| name.as_str()),
+        Some("turning-1")
+    );
+    let alone = format!("{GAUGE}{LINE}");
+    one_error(
+        &alone,
+        "a [[quality]] station that names the line",
+        "name = \"turning-1\"",
+    );
+}
+
+#[test]
+fn a_station_on_a_line_that_does_not_exist() {
+    let text = GAUGE.replace(
+        "name = \"gauge-1\"\n",
+        "name = \"gauge-1\"\nline = \"turning-9\"\n",
+    );
+    one_error(&text, "no [[lines]] entry named \"turning-9\"", "line = ");
+}

@@ -183,6 +183,14 @@ impl LineCore {
         self.line.tags()
     }
 
+    /// Parts a quality station rejected, for a line whose rejects come from its decisions (a
+    /// line with a reject counter of its own ignores them).
+    pub fn rejected(&mut self, parts: f64) {
+        if self.line.rejects_from_quality {
+            *self.step_parts[2].get_or_insert(0.0) += parts;
+        }
+    }
+
     /// Takes one of the line's samples. Counters are read at once.
     pub fn observe(&mut self, sample: &Sample, mono: Duration) {
         let tag = sample.tag.0;
@@ -483,7 +491,8 @@ impl LineCore {
     fn track_counters(&self, tally: &mut Tally) {
         tally.total = self.line.total.map(|_| 0.0);
         tally.good = self.line.good.map(|_| 0.0);
-        tally.reject = self.line.reject.map(|_| 0.0);
+        tally.reject =
+            (self.line.reject.is_some() || self.line.rejects_from_quality).then_some(0.0);
         if self.line.energy.is_some() {
             tally.energy_kwh = Some(0.0);
         }
@@ -945,6 +954,40 @@ mod tests {
         run.set(POWER, 50.0);
         run.step();
         run
+    }
+
+    #[test]
+    fn a_line_without_a_reject_counter_takes_rejects_from_quality_decisions() {
+        // The press with its total counter only; a quality station rejects one part in 20.
+        let mut line = press();
+        line.good = None;
+        line.rejects_from_quality = true;
+        let mut run = Run {
+            core: LineCore::new(line, None),
+            wall: humantime::parse_rfc3339("2026-11-23T07:00:00Z").expect("time"),
+            mono: Duration::from_secs(1_000),
+            outputs: Vec::new(),
+        };
+        run.set(STATE, 1.0);
+        run.set(TOTAL, 0.0);
+        run.step();
+        // 200 s at one part every 2 s (the ideal cycle): 100 parts, 5 rejected.
+        run.run(200, |run, t| {
+            if t % 2 == 0 {
+                run.set(TOTAL, (t / 2) as f64);
+                if t % 40 == 0 {
+                    run.core.rejected(1.0);
+                }
+            }
+        });
+        let tally = run.tally();
+        assert_eq!((tally.total, tally.reject), (Some(100.0), Some(5.0)));
+        let quality = tally.figures().quality.expect("quality");
+        assert!((quality - 0.95).abs() < 1e-9, "{quality}");
+        // A line that counts its own rejects ignores the station's.
+        let mut own = LineCore::new(press(), None);
+        own.rejected(3.0);
+        assert_eq!(own.step_parts[2], None);
     }
 
     #[test]

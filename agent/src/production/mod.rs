@@ -201,6 +201,13 @@ impl Production {
         }
     }
 
+    /// A part of `line` rejected by a quality station.
+    pub fn rejected(&mut self, line: &str) {
+        if let Some(core) = self.cores.iter_mut().find(|c| c.name() == line) {
+            core.rejected(1.0);
+        }
+    }
+
     pub fn observe(&mut self, sample: &crate::sample::Sample, mono: Duration) {
         if let Some(lines) = self.by_tag.get(&sample.tag.0) {
             for &i in lines {
@@ -257,6 +264,7 @@ impl Production {
 pub async fn run(
     mut production: Production,
     mut samples: Subscriber,
+    mut rejects: mpsc::Receiver<String>,
     sinks: Sinks,
     data_dir: PathBuf,
     clock: Arc<dyn Clock>,
@@ -267,6 +275,7 @@ pub async fn run(
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
+            Some(line) = rejects.recv() => production.rejected(&line),
             _ = drain.tick() => {
                 let mono = clock.elapsed();
                 if !samples.drain(|sample| production.observe(sample, mono)) {

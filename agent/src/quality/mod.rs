@@ -338,25 +338,17 @@ pub struct Sinks {
     pub alerts: Option<mpsc::Sender<Condition>>,
     /// Each station's divert output (by station index), when it has one.
     pub diverts: Vec<Option<divert::Divert>>,
+    /// The production stage, told of each reject of a station on a line (by the line's name).
+    pub rejects: Option<mpsc::Sender<String>>,
 }
 
 impl Sinks {
     fn emit(&self, quality: &Quality, station: usize, output: Output, now: SystemTime) {
-        if let Output::Part(part) = &output {
-            let Some(Some(divert)) = self.diverts.get(station) else {
-                return self.record(&output, now);
-            };
-            let divert_review = quality.stations[station]
-                .station()
-                .divert
-                .is_some_and(|d| d.review);
-            if part.decision == Decision::Reject
-                || (divert_review && part.decision == Decision::Review)
-            {
-                divert.pulse();
-            }
-        }
         match &output {
+            Output::Part(part) => {
+                self.divert(quality, station, part);
+                self.tell_line(quality, station, part);
+            }
             Output::Condition(condition) => {
                 if let Some(alerts) = &self.alerts {
                     if let Err(error) = alerts.try_send(condition.clone()) {
@@ -371,9 +363,36 @@ impl Sinks {
                 quality.learned(station);
             }
             Output::Report(report) => log_report(report),
-            Output::Part(_) => {}
         }
         self.record(&output, now);
+    }
+
+    /// Pulses the station's divert output for a part it must not let through.
+    fn divert(&self, quality: &Quality, station: usize, part: &station::PartDecision) {
+        let Some(Some(divert)) = self.diverts.get(station) else {
+            return;
+        };
+        let review_too = quality.stations[station]
+            .station()
+            .divert
+            .is_some_and(|d| d.review);
+        if part.decision == Decision::Reject || (review_too && part.decision == Decision::Review) {
+            divert.pulse();
+        }
+    }
+
+    /// Counts a reject against the station's line (its OEE quality when it has no reject
+    /// counter of its own).
+    fn tell_line(&self, quality: &Quality, station: usize, part: &station::PartDecision) {
+        let Some(rejects) = &self.rejects else { return };
+        if part.decision != Decision::Reject {
+            return;
+        }
+        if let Some((line, _)) = &quality.stations[station].station().line {
+            if let Err(error) = rejects.try_send(line.clone()) {
+                warn!(%error, %line, "a reject was not counted against its line");
+            }
+        }
     }
 
     fn record(&self, output: &Output, now: SystemTime) {

@@ -294,7 +294,16 @@ impl Engine {
                         at,
                     });
                 }
-                output => found(Finding::Quality { output, at }),
+                output => {
+                    if let Q::Part(part) = &output {
+                        if part.decision == crate::quality::station::Decision::Reject {
+                            if let Some((line, _)) = &self.stations[station].line {
+                                self.production.rejected(line);
+                            }
+                        }
+                    }
+                    found(Finding::Quality { output, at })
+                }
             }
         }
     }
