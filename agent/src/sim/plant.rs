@@ -34,7 +34,7 @@ pub struct Machine {
     line: Option<LineSim>,
     gauge: Option<GaugeSim>,
     /// Every value written, with its table and address, oldest first (at most [`WRITE_LOG`]).
-    writes: Mutex<std::collections::VecDeque<(Table, u16, u16)>>,
+    writes: Mutex<std::collections::VecDeque<(Table, u16, u16, Instant)>>,
 }
 
 /// Writes a machine remembers for [`Machine::writes`].
@@ -44,12 +44,20 @@ impl Machine {
     /// The values written to `address` of `table`, oldest first (the last [`WRITE_LOG`] writes
     /// to the machine): a test sees each pulse of an output, not only where it ended.
     pub fn writes(&self, table: Table, address: u16) -> Vec<u16> {
+        self.writes_at(table, address)
+            .into_iter()
+            .map(|(value, _)| value)
+            .collect()
+    }
+
+    /// The same, each with when it arrived (for latency benchmarks).
+    pub fn writes_at(&self, table: Table, address: u16) -> Vec<(u16, Instant)> {
         self.writes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(t, a, _)| *t == table && *a == address)
-            .map(|(_, _, v)| *v)
+            .filter(|(t, a, ..)| *t == table && *a == address)
+            .map(|(_, _, value, at)| (*value, *at))
             .collect()
     }
 }
@@ -243,7 +251,7 @@ impl Plant {
             if log.len() == WRITE_LOG {
                 log.pop_front();
             }
-            log.push_back((table, start + k as u16, *word));
+            log.push_back((table, start + k as u16, *word, Instant::now()));
         }
         Ok(())
     }
