@@ -17,11 +17,8 @@ test can check tract against them.
 import argparse
 import csv
 import json
-import math
-import os
 import random
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -103,7 +100,15 @@ def fleet(runs_per_kind: int, seed: int):
                     f'[[machines.points]]\nname = "{point}"\ntable = "holding"\naddress = {address}\ntype = "f32"\n'
                     f"signal = {{ {signal}, fault_gain = {gain:.3f}, fault_noise = {noise:.3f} }}\n"
                 )
-            units = {"vibration": "mm/s", "bearing": "°C", "winding": "°C", "l1": "A", "l2": "A", "l3": "A", "pressure": "bar"}
+            units = {
+                "vibration": "mm/s",
+                "bearing": "°C",
+                "winding": "°C",
+                "l1": "A",
+                "l2": "A",
+                "l3": "A",
+                "pressure": "bar",
+            }
             agent.append(
                 f'\n[[devices]]\nname = "{name}"\nhost = "127.0.0.1"\nunit_id = {unit}\naddressing = "zero_based"\n'
             )
@@ -137,8 +142,15 @@ def matrix(rows, fill):
     return x, y
 
 
-def export_onnx(clf: MLPClassifier, path: Path):
-    """The MLP as plain ONNX ops: features [N, F] → failure_probability [N, 1]."""
+def export_onnx(
+    clf: MLPClassifier,
+    path: Path,
+    inputs: int = len(FEATURES),
+    output: str = "failure_probability",
+    graph_name: str = "millwright_default",
+    producer: str = "millwright/models/train.py",
+):
+    """The MLP as plain ONNX ops tract loads: features [N, inputs] → `output` [N, 1]."""
     inits, nodes = [], []
     current = "features"
     layers = len(clf.coefs_)
@@ -153,15 +165,15 @@ def export_onnx(clf: MLPClassifier, path: Path):
             nodes.append(helper.make_node("Relu", [f"a{i}"], [f"h{i}"]))
             current = f"h{i}"
         else:
-            nodes.append(helper.make_node("Sigmoid", [f"a{i}"], ["failure_probability"]))
+            nodes.append(helper.make_node("Sigmoid", [f"a{i}"], [output]))
     graph = helper.make_graph(
         nodes,
-        "millwright_default",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", len(FEATURES)])],
-        [helper.make_tensor_value_info("failure_probability", TensorProto.FLOAT, ["N", 1])],
+        graph_name,
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", inputs])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", 1])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="millwright/models/train.py")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name=producer)
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, path)
@@ -195,8 +207,22 @@ def main():
         (tmp / "agent.toml").write_text(agent)
         data = tmp / "data.csv"
         subprocess.run(
-            [args.millwright, "dataset", "-c", tmp / "agent.toml", "--sim", tmp / "fleet.toml",
-             "--duration", "16d", "--step", "10m", "--horizon", f"{HORIZON_HOURS}h", "--out", data],
+            [
+                args.millwright,
+                "dataset",
+                "-c",
+                tmp / "agent.toml",
+                "--sim",
+                tmp / "fleet.toml",
+                "--duration",
+                "16d",
+                "--step",
+                "10m",
+                "--horizon",
+                f"{HORIZON_HOURS}h",
+                "--out",
+                data,
+            ],
             check=True,
         )
         rows = read_rows(data)
@@ -262,7 +288,9 @@ def main():
     )
 
     # Held-out metrics.
-    rule_test = np.array([float(r["rule_probability"]) if r["rule_probability"] not in ("", "NaN", "nan") else 0.0 for r in test])
+    rule_test = np.array(
+        [float(r["rule_probability"]) if r["rule_probability"] not in ("", "NaN", "nan") else 0.0 for r in test]
+    )
     brier = float(np.mean((p_test - y_test) ** 2))
     base_rate = float(y_test.mean())
     bins = []
@@ -288,11 +316,18 @@ def main():
             )
     by_kind = []
     for kind in KINDS[1:]:
-        leads = lead_times([r for r in test if r["fault"] == kind], [p for r, p in zip(test, p_test) if r["fault"] == kind], 0.5)
+        leads = lead_times(
+            [r for r in test if r["fault"] == kind], [p for r, p in zip(test, p_test) if r["fault"] == kind], 0.5
+        )
         runs_k = sorted({r["run"] for r in test if r["fault"] == kind})
-        by_kind.append(f"| {kind} | {len(leads)}/{len(runs_k)} | " + (f"{np.median(list(leads.values())):.1f} h" if leads else "-") + " |")
+        by_kind.append(
+            f"| {kind} | {len(leads)}/{len(runs_k)} | "
+            + (f"{np.median(list(leads.values())):.1f} h" if leads else "-")
+            + " |"
+        )
 
-    card = f"""# Model card: default failure-probability model
+    card = (
+        f"""# Model card: default failure-probability model
 
 Written by `models/train.py` (seed {args.seed}); rebuild with the commands at the top of that file.
 
@@ -318,20 +353,27 @@ Calibration: Brier score {brier:.4f} (a constant base-rate forecast scores {base
 
 | predicted | rows | mean predicted | observed failure rate |
 |---|---|---|---|
-""" + "\n".join(f"| {lo:.1f}–{hi:.1f} | {n} | {mp:.3f} | {obs:.3f} |" for lo, hi, n, mp, obs in bins) + f"""
+"""
+        + "\n".join(f"| {lo:.1f}–{hi:.1f} | {n} | {mp:.3f} | {obs:.3f} |" for lo, hi, n, mp, obs in bins)
+        + """
 
 Detection before failure and false alarms on held-out runs (first crossing of the threshold; hours before the
 simulated failure):
 
 | scorer | action | faulty runs detected | median lead time | shortest lead time | false alarms on healthy runs |
 |---|---|---|---|---|---|
-""" + "\n".join(lines) + """
+"""
+        + "\n".join(lines)
+        + """
 
 Model detections by fault kind (p > 0.5):
 
 | fault | detected | median lead time |
 |---|---|---|
-""" + "\n".join(by_kind) + "\n"
+"""
+        + "\n".join(by_kind)
+        + "\n"
+    )
     (out / "MODEL_CARD.md").write_text(card)
     print(card)
 

@@ -122,6 +122,8 @@ pub type Reloader = Box<dyn FnMut() -> Result<Loaded, LoadError> + Send>;
 pub struct Loaded {
     pub plan: Plan,
     pub models: Models,
+    /// Each quality station's defect model (by station index).
+    pub quality_models: Vec<Option<Arc<crate::quality::model::PartModel>>>,
     /// Identifies the effective configuration in births and `status` (stable for one agent
     /// version: a hash of the validated plan, so comments and formatting do not change it).
     pub config_hash: String,
@@ -158,10 +160,13 @@ impl Loaded {
     /// Loads the plan's models and checks each asset against its model.
     pub fn new(plan: Plan) -> Result<Loaded, LoadError> {
         let models = Models::load(&plan).map_err(LoadError::Models)?;
+        let quality_models =
+            crate::quality::model::load_all(&plan.quality).map_err(LoadError::Models)?;
         let model_files = plan
             .scoring
             .models
             .values()
+            .chain(plan.quality.iter().filter_map(|s| s.model.as_ref()))
             .map(|path| {
                 let stamp = std::fs::metadata(path)
                     .ok()
@@ -173,6 +178,7 @@ impl Loaded {
             config_hash: config_hash(&plan),
             plan,
             models,
+            quality_models,
             model_files,
         })
     }

@@ -204,7 +204,8 @@ impl Pipeline {
         let (quality_desk, relearn) = quality::Desk::new();
         if !plan.quality.is_empty() {
             running.tasks.spawn(quality::run(
-                quality::Quality::new(&plan.quality, &plan.agent.data_dir, clock.now()),
+                quality::Quality::new(&plan.quality, &plan.agent.data_dir, clock.now())
+                    .with_models(&loaded.quality_models),
                 bus.subscribe(),
                 quality::Sinks {
                     outbox: upstream.map(|u| Arc::clone(&u.outbox)),

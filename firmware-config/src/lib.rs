@@ -372,6 +372,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
             line_names: line_names.clone(),
             outputs: &alerting.outputs,
             indicated: alerting.indications.iter().map(|i| i.output).collect(),
+            config_dir,
         };
         quality::validate_stations(&mut check, &directory, &context, &stations)
     });

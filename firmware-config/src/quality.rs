@@ -51,6 +51,10 @@ pub struct StationConfig {
     pub score_at_spec: f64,
     /// The output that pulls a bad part off the line.
     pub divert: Option<DivertConfig>,
+    /// A defect model (`.onnx`, with its manifest `.toml` beside it) whose inputs are this
+    /// station's characteristics: the part's defect score is the higher of the model's and the
+    /// spec limits'. Relative to this file.
+    pub model: Option<std::path::PathBuf>,
     /// How often the station's running quality report is sent.
     #[serde(default = "default_report_interval")]
     pub report_interval: HumanDuration,
@@ -203,6 +207,8 @@ pub struct Station {
     pub reject_above: f64,
     pub score_at_spec: f64,
     pub divert: Option<Divert>,
+    /// The defect model's path (resolved), checked against its manifest when loaded.
+    pub model: Option<std::path::PathBuf>,
     pub report_interval: Duration,
     pub alerts: QualityAlerts,
     pub characteristics: Vec<Characteristic>,
@@ -427,6 +433,8 @@ pub(crate) struct StationContext<'p> {
     pub outputs: &'p [Output],
     /// Outputs that `[[indications]]` drive (by index).
     pub indicated: HashSet<usize>,
+    /// Where relative model paths start.
+    pub config_dir: &'p std::path::Path,
 }
 
 struct StationSpec<'c, 'a, 'b, 't, 'p> {
@@ -451,6 +459,15 @@ impl StationSpec<'_, '_, '_, '_, '_> {
             .map(|t| self.v.tag(&["part_id"], t, Need::Any));
         self.thresholds(c);
         let divert = c.divert.as_ref().and_then(|d| self.divert(d));
+        if c.model
+            .as_ref()
+            .is_some_and(|m| m.extension().is_none_or(|e| e != "onnx"))
+        {
+            self.v.err(
+                &["model"],
+                "the model must be an .onnx file (its manifest .toml beside it)",
+            );
+        }
         if c.report_interval.get() < Duration::from_secs(1) {
             self.v
                 .err(&["report_interval"], "report_interval must be at least 1s");
@@ -488,6 +505,7 @@ impl StationSpec<'_, '_, '_, '_, '_> {
             reject_above: c.reject_above,
             score_at_spec: c.score_at_spec,
             divert,
+            model: c.model.as_ref().map(|m| self.context.config_dir.join(m)),
             report_interval: c.report_interval.get(),
             alerts: alerts?,
             characteristics: characteristics.into_iter().collect::<Option<Vec<_>>>()?,

@@ -448,6 +448,13 @@ pub fn quality_report(plan: &firmware_config::Plan) -> String {
                 }
             );
         }
+        if let Some(model) = &station.model {
+            let _ = writeln!(
+                out,
+                "  defect model {} (the higher of its score and the spec limits' counts)",
+                model.display()
+            );
+        }
         let ids = station.alert_ids();
         if !ids.is_empty() {
             let _ = writeln!(out, "  alerts {}", ids.join(", "));

@@ -184,7 +184,7 @@ pub struct ManifestOutput {
     pub name: String,
 }
 
-type Runnable = Arc<TypedRunnableModel>;
+pub(crate) type Runnable = Arc<TypedRunnableModel>;
 
 /// A loaded, verified model.
 pub struct Model {
@@ -298,36 +298,45 @@ impl Model {
 
     /// Failure probabilities for a batch of rows (one run for the whole batch).
     pub fn predict(&self, rows: &[Vec<f32>]) -> Result<Vec<f64>, ModelError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let width = self.manifest.inputs.len();
-        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-        let failed = |e: &dyn std::fmt::Display| ModelError::Inference(format!("{e:#}"));
-        let input = tract_ndarray::Array2::from_shape_vec((rows.len(), width), flat)
-            .map_err(|e| failed(&e))?;
-        let outputs = self
-            .plan
-            .run(tvec!(Tensor::from(input).into()))
-            .map_err(|e| failed(&e))?;
-        let values = outputs[0]
-            .to_plain_array_view::<f32>()
-            .map_err(|e| failed(&e))?;
-        if values.len() != rows.len() {
-            return Err(ModelError::Inference(format!(
-                "model returned {} values for {} rows",
-                values.len(),
-                rows.len()
-            )));
-        }
-        Ok(values
-            .iter()
-            .map(|&p| f64::from(p).clamp(0.0, 1.0))
-            .collect())
+        run_rows(&self.plan, self.manifest.inputs.len(), rows)
     }
 }
 
-fn load_onnx(path: &Path, inputs: usize) -> TractResult<Runnable> {
+/// Runs `plan` on rows of `width` values: one probability per row, clamped to 0..1.
+pub(crate) fn run_rows(
+    plan: &Runnable,
+    width: usize,
+    rows: &[Vec<f32>],
+) -> Result<Vec<f64>, ModelError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    let failed = |e: &dyn std::fmt::Display| ModelError::Inference(format!("{e:#}"));
+    let input =
+        tract_ndarray::Array2::from_shape_vec((rows.len(), width), flat).map_err(|e| failed(&e))?;
+    let outputs = plan
+        .run(tvec!(Tensor::from(input).into()))
+        .map_err(|e| failed(&e))?;
+    let values = outputs[0]
+        .to_plain_array_view::<f32>()
+        .map_err(|e| failed(&e))?;
+    if values.len() != rows.len() {
+        return Err(ModelError::Inference(format!(
+            "model returned {} values for {} rows",
+            values.len(),
+            rows.len()
+        )));
+    }
+    Ok(values
+        .iter()
+        .map(|&p| f64::from(p).clamp(0.0, 1.0))
+        .collect())
+}
+
+/// Loads an ONNX graph whose one input is `[batch, inputs]` (f32) and whose one output is one
+/// probability per row, and optimises it.
+pub(crate) fn load_onnx(path: &Path, inputs: usize) -> TractResult<Runnable> {
     let model = tract_onnx::onnx().model_for_path(path)?.into_typed()?;
     if model.inputs.len() != 1 || model.outputs.len() != 1 {
         anyhow::bail!(
@@ -418,7 +427,7 @@ impl Models {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn shipped() -> PathBuf {
@@ -446,33 +455,37 @@ mod tests {
         text + "[output]\nname = \"failure_probability\"\n"
     }
 
-    #[test]
-    fn tract_matches_the_training_pipelines_onnxruntime_outputs() {
-        let model = Model::load(&shipped()).unwrap_or_else(|e| panic!("{e}"));
+    /// A training pipeline's check file (`<model>.check.json`): normalised input rows and
+    /// onnxruntime's outputs for them.
+    pub(crate) fn check_file(model: &Path) -> (Vec<Vec<f32>>, Vec<f64>) {
         let check: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(shipped().with_extension("check.json")).expect("check"),
+            &std::fs::read_to_string(model.with_extension("check.json")).expect("check"),
         )
         .expect("json");
-        let rows: Vec<Vec<f32>> = check["inputs"]
+        let numbers = |v: &serde_json::Value| -> Vec<f64> {
+            v.as_array()
+                .expect("array")
+                .iter()
+                .map(|x| x.as_f64().expect("number"))
+                .collect()
+        };
+        let rows = check["inputs"]
             .as_array()
             .expect("inputs")
             .iter()
-            .map(|row| {
-                row.as_array()
-                    .expect("row")
-                    .iter()
-                    .map(|v| v.as_f64().expect("number") as f32)
-                    .collect()
-            })
+            .map(|row| numbers(row).into_iter().map(|x| x as f32).collect())
             .collect();
-        let expected: Vec<f64> = check["outputs"]
-            .as_array()
-            .expect("outputs")
-            .iter()
-            .map(|v| v.as_f64().expect("number"))
-            .collect();
+        (rows, numbers(&check["outputs"]))
+    }
+
+    /// Asserts that `predict` (tract) gives onnxruntime's outputs for the check file's rows.
+    pub(crate) fn assert_matches_onnxruntime(
+        model: &Path,
+        predict: impl Fn(&[Vec<f32>]) -> Vec<f64>,
+    ) -> Vec<f64> {
+        let (rows, expected) = check_file(model);
         assert!(rows.len() >= 20);
-        let batch = model.predict(&rows).expect("batch");
+        let batch = predict(&rows);
         for (i, (got, want)) in batch.iter().zip(&expected).enumerate() {
             assert!(
                 (got - want).abs() < 1e-5,
@@ -480,8 +493,16 @@ mod tests {
             );
         }
         // One row at a time gives the same as the batch.
-        let single = model.predict(&rows[..1]).expect("single");
+        let single = predict(&rows[..1]);
         assert!((single[0] - batch[0]).abs() < 1e-6);
+        batch
+    }
+
+    #[test]
+    fn tract_matches_the_training_pipelines_onnxruntime_outputs() {
+        let model = Model::load(&shipped()).unwrap_or_else(|e| panic!("{e}"));
+        let batch =
+            assert_matches_onnxruntime(&shipped(), |rows| model.predict(rows).expect("run"));
         assert!(batch.iter().any(|p| *p > 0.5) && batch.iter().any(|p| *p < 0.1));
     }
 

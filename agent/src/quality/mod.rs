@@ -14,6 +14,7 @@
 //! divert output is written by its own task, so a slow coil write never holds up decisions.
 
 pub mod divert;
+pub mod model;
 pub mod spc;
 pub mod station;
 
@@ -146,6 +147,16 @@ impl Quality {
             by_tag,
             data_dir: data_dir.map(Path::to_path_buf),
         }
+    }
+
+    /// Scores each station's parts with its defect model too (by station index).
+    pub fn with_models(mut self, models: &[Option<Arc<model::PartModel>>]) -> Quality {
+        self.stations = std::mem::take(&mut self.stations)
+            .into_iter()
+            .enumerate()
+            .map(|(i, core)| core.with_model(models.get(i).cloned().flatten()))
+            .collect();
+        self
     }
 
     pub fn observe(&mut self, sample: &crate::sample::Sample, mono: Duration) {

@@ -57,6 +57,8 @@ pub struct PartDecision {
     pub decision: Decision,
     /// Run-rule violations the part's values completed.
     pub violations: Vec<String>,
+    /// The station's defect model's probability, when it has one and every input was measured.
+    pub model_score: Option<f64>,
 }
 
 /// One characteristic over a report.
@@ -159,6 +161,7 @@ type Latest = Option<f64>;
 
 pub struct StationCore {
     station: Station,
+    model: Option<std::sync::Arc<super::model::PartModel>>,
     charts: Vec<ControlChart>,
     values: Vec<Latest>,
     part_id: Option<String>,
@@ -192,6 +195,7 @@ impl StationCore {
             .collect();
         let count = station.characteristics.len();
         StationCore {
+            model: None,
             charts,
             values: vec![None; count],
             part_id: None,
@@ -209,6 +213,12 @@ impl StationCore {
 
     pub fn station(&self) -> &Station {
         &self.station
+    }
+
+    /// Scores parts with `model` too (the higher score counts).
+    pub fn with_model(mut self, model: Option<std::sync::Arc<super::model::PartModel>>) -> Self {
+        self.model = model;
+        self
     }
 
     pub fn limits(&self) -> Vec<Option<ControlLimits>> {
@@ -342,7 +352,7 @@ impl StationCore {
     }
 
     fn decide(&mut self, part: Pending, now: SystemTime, out: &mut Vec<Output>) {
-        let (score, types, decision) = self.judge_part();
+        let (score, types, decision, model_score) = self.judge_part();
         let violations = self.chart(out);
         self.tallies().for_each(|t| t.count(decision, score));
         out.push(Output::Part(Box::new(PartDecision {
@@ -360,11 +370,13 @@ impl StationCore {
             types,
             decision,
             violations,
+            model_score,
         })));
     }
 
-    /// The part's defect score, its defect types and the decision, from the current values.
-    fn judge_part(&self) -> (f64, Vec<String>, Decision) {
+    /// The part's defect score, its defect types, the decision and the model's own score, from
+    /// the current values.
+    fn judge_part(&self) -> (f64, Vec<String>, Decision, Option<f64>) {
         let station = &self.station;
         let mut score: f64 = 0.0;
         let mut types = Vec::new();
@@ -384,6 +396,21 @@ impl StationCore {
                 }
             }
         }
+        let model_score = match self.model.as_ref().and_then(|m| m.score(&self.values)) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(_)) => {
+                // Judged by its spec limits alone; the type says why the model is missing.
+                types.push("model_failed".into());
+                None
+            }
+            None => None,
+        };
+        if let Some(p) = model_score {
+            if p > station.review_above {
+                types.push("model_defect".into());
+            }
+            score = score.max(p);
+        }
         let mut decision = if score > station.reject_above {
             Decision::Reject
         } else if score > station.review_above {
@@ -394,7 +421,7 @@ impl StationCore {
         if unmeasured && decision == Decision::Pass {
             decision = Decision::Review;
         }
-        (score, types, decision)
+        (score, types, decision, model_score)
     }
 
     /// Plots the part's values on the charts; the violations they completed.

@@ -152,6 +152,7 @@ pub struct Engine {
     production: Production,
     quality: Quality,
     stations: Vec<firmware_config::quality::Station>,
+    quality_models: Vec<Option<std::sync::Arc<crate::quality::model::PartModel>>>,
     /// The first sample's time: the production stage's monotonic clock starts there.
     origin: Option<SystemTime>,
     actions: Vec<Action>,
@@ -174,6 +175,7 @@ impl Engine {
             production: Production::fresh(&plan.lines),
             quality: Quality::fresh(&plan.quality, SystemTime::UNIX_EPOCH),
             stations: plan.quality.clone(),
+            quality_models: loaded.quality_models.clone(),
             origin: None,
             actions: vec![Action::RoutineMonitoring; plan.assets.len()],
             tolerance: plan.scoring.assess_interval,
@@ -218,7 +220,8 @@ impl Engine {
             None => {
                 self.next_tick = sample.timestamp + TICK;
                 self.origin = Some(sample.timestamp);
-                self.quality = Quality::fresh(&self.stations, sample.timestamp);
+                self.quality = Quality::fresh(&self.stations, sample.timestamp)
+                    .with_models(&self.quality_models);
                 sample.timestamp
             }
         };

@@ -251,6 +251,7 @@ fn part_json(p: &crate::quality::station::PartDecision) -> serde_json::Value {
         "decision": p.decision.name(),
         "action_required": p.decision.action(),
         "violations": p.violations,
+        "model_score": p.model_score.map(|s| number(s, 4)),
     })
 }
 
