@@ -123,7 +123,7 @@ pub struct Loaded {
     pub plan: Plan,
     pub models: Models,
     /// Each quality station's defect model (by station index).
-    pub quality_models: Vec<Option<Arc<crate::quality::model::PartModel>>>,
+    pub quality_models: Vec<crate::quality::model::StationModels>,
     /// Identifies the effective configuration in births and `status` (stable for one agent
     /// version: a hash of the validated plan, so comments and formatting do not change it).
     pub config_hash: String,
@@ -167,6 +167,11 @@ impl Loaded {
             .models
             .values()
             .chain(plan.quality.iter().filter_map(|s| s.model.as_ref()))
+            .chain(
+                plan.quality
+                    .iter()
+                    .filter_map(|s| s.images.as_ref().map(|i| &i.model)),
+            )
             .map(|path| {
                 let stamp = std::fs::metadata(path)
                     .ok()

@@ -202,6 +202,20 @@ impl Pipeline {
             ));
         }
         let (quality_desk, relearn) = quality::Desk::new();
+        let (camera_images, scored_images) = tokio::sync::mpsc::channel(64);
+        for (i, (station, models)) in plan.quality.iter().zip(&loaded.quality_models).enumerate() {
+            if let (Some(images), Some(model)) = (&station.images, &models.image) {
+                running.tasks.spawn(quality::camera::watch(
+                    images.clone(),
+                    Arc::clone(model),
+                    i,
+                    camera_images.clone(),
+                    Arc::clone(clock),
+                    deps.stop.clone(),
+                ));
+            }
+        }
+        drop(camera_images);
         if !plan.quality.is_empty() {
             running.tasks.spawn(quality::run(
                 quality::Quality::new(&plan.quality, &plan.agent.data_dir, clock.now())
@@ -214,6 +228,7 @@ impl Pipeline {
                     rejects: Some(rejects_to_lines),
                 },
                 relearn,
+                scored_images,
                 Arc::clone(clock),
                 deps.stop.clone(),
             ));

@@ -55,6 +55,8 @@ pub struct StationConfig {
     /// station's characteristics: the part's defect score is the higher of the model's and the
     /// spec limits'. Relative to this file.
     pub model: Option<std::path::PathBuf>,
+    /// Camera images: a folder the camera writes one image per part to, scored by an image model.
+    pub images: Option<ImagesConfig>,
     /// How often the station's running quality report is sent.
     #[serde(default = "default_report_interval")]
     pub report_interval: HumanDuration,
@@ -91,6 +93,57 @@ fn default_true() -> bool {
 pub struct TriggerConfig {
     pub counter: Option<String>,
     pub part_done: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Where the camera writes (FTP or SMB to the gateway). Relative to this file.
+    pub folder: std::path::PathBuf,
+    /// The image model (`.onnx`, its manifest `.toml` beside it). Relative to this file.
+    pub model: std::path::PathBuf,
+    /// How an image finds its part: `part_id` (its file name contains the part id) or `arrival`
+    /// (images and parts in the same order).
+    #[serde(default)]
+    pub link: ImageLink,
+    /// How long a part waits for its image before it is decided without one (and reviewed).
+    #[serde(default = "default_image_wait")]
+    pub wait: HumanDuration,
+    /// How often the folder is looked at for new images.
+    #[serde(default = "default_image_poll")]
+    pub poll: HumanDuration,
+    /// Images are kept this many days in pass/, review/, reject/ and unmatched/, then deleted.
+    #[serde(default = "default_keep_days")]
+    pub keep_days: u32,
+}
+
+fn default_image_wait() -> HumanDuration {
+    HumanDuration::from_millis(2_000)
+}
+fn default_image_poll() -> HumanDuration {
+    HumanDuration::from_millis(200)
+}
+fn default_keep_days() -> u32 {
+    30
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageLink {
+    #[default]
+    PartId,
+    Arrival,
+}
+
+/// A validated image source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Images {
+    pub folder: std::path::PathBuf,
+    pub model: std::path::PathBuf,
+    pub link: ImageLink,
+    pub wait: Duration,
+    pub poll: Duration,
+    pub keep: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -209,6 +262,7 @@ pub struct Station {
     pub divert: Option<Divert>,
     /// The defect model's path (resolved), checked against its manifest when loaded.
     pub model: Option<std::path::PathBuf>,
+    pub images: Option<Images>,
     pub report_interval: Duration,
     pub alerts: QualityAlerts,
     pub characteristics: Vec<Characteristic>,
@@ -473,10 +527,10 @@ impl StationSpec<'_, '_, '_, '_, '_> {
                 .err(&["report_interval"], "report_interval must be at least 1s");
         }
         let alerts = self.alerts(&c.alerts);
-        if c.characteristics.is_empty() {
+        if c.characteristics.is_empty() && c.images.is_none() {
             self.v.err(
                 &["name"],
-                "a station needs at least one [[quality.characteristics]]",
+                "a station needs at least one [[quality.characteristics]] or `images`",
             );
         }
         let mut names = HashSet::new();
@@ -506,6 +560,7 @@ impl StationSpec<'_, '_, '_, '_, '_> {
             score_at_spec: c.score_at_spec,
             divert,
             model: c.model.as_ref().map(|m| self.context.config_dir.join(m)),
+            images: c.images.as_ref().and_then(|i| self.images(i, c)),
             report_interval: c.report_interval.get(),
             alerts: alerts?,
             characteristics: characteristics.into_iter().collect::<Option<Vec<_>>>()?,
@@ -554,6 +609,46 @@ impl StationSpec<'_, '_, '_, '_, '_> {
                 "score_at_spec must be above 0 and at most 1",
             );
         }
+    }
+
+    fn images(&mut self, i: &ImagesConfig, c: &StationConfig) -> Option<Images> {
+        if i.model.extension().is_none_or(|e| e != "onnx") {
+            self.v.err(
+                &["images", "model"],
+                "the image model must be an .onnx file (its manifest .toml beside it)",
+            );
+            return None;
+        }
+        if i.link == ImageLink::PartId && c.part_id.is_none() {
+            self.v.err(
+                &["images", "link"],
+                "link = \"part_id\" needs the station's `part_id` tag; or link = \"arrival\"",
+            );
+            return None;
+        }
+        if i.poll.get() < Duration::from_millis(20) || i.wait.get() < i.poll.get() {
+            self.v.err(
+                &["images", "wait"],
+                "poll must be at least 20ms and wait at least one poll",
+            );
+            return None;
+        }
+        if i.keep_days == 0 {
+            self.v.err(
+                &["images", "keep_days"],
+                "keep_days must be at least 1 (the folder must not fill the disk)",
+            );
+            return None;
+        }
+        let dir = self.context.config_dir;
+        Some(Images {
+            folder: dir.join(&i.folder),
+            model: dir.join(&i.model),
+            link: i.link,
+            wait: i.wait.get(),
+            poll: i.poll.get(),
+            keep: Duration::from_secs(u64::from(i.keep_days) * 86_400),
+        })
     }
 
     fn divert(&mut self, d: &DivertConfig) -> Option<Divert> {

@@ -59,6 +59,11 @@ impl Sim {
             Arc::clone(&plant),
             shutdown.clone(),
         ));
+        // Simulated cameras, where the plant has any.
+        tokio::spawn(millwright::sim::gauge::cameras(
+            Arc::clone(&plant),
+            shutdown.clone(),
+        ));
         Sim {
             addr,
             plant,

@@ -180,3 +180,68 @@ async fn a_drift_alerts_before_the_first_bad_part_and_a_reject_pulses_the_divert
     assert!(!saved.contains("\"bore\""), "{saved}");
     sim.stop().await;
 }
+
+const CAMERA_SIM: &str = include_str!("../fixtures/quality-camera-sim.toml");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_images_are_scored_linked_to_their_parts_and_moved_by_decision() {
+    let broker = start_broker().await;
+    let consumer =
+        Consumer::connect(local_options("consumer", broker), &format!("{PREFIX}/#")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = dir.path().join("camera");
+    let sim_text = CAMERA_SIM.replace("folder = \"camera\"", &format!("folder = {camera:?}"));
+    let sim = Sim::start(&sim_text, 0).await;
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/quality/surface.onnx");
+    let images = format!(
+        "settle = \"0s\"\nimages = {{ folder = {camera:?}, model = {model:?}, link = \"part_id\", wait = \"1s\", poll = \"50ms\" }}"
+    );
+    let path = dir.path().join("agent.toml");
+    let text = config(&dir.path().join("data"), sim.addr.port(), broker)
+        .replace("settle = \"0s\"", &images);
+    std::fs::write(&path, text).expect("config");
+    let agent = AgentProcess::spawn(&path);
+
+    let with_images = |m: &[Message]| {
+        data_on(m, "part")
+            .into_iter()
+            .filter(|p| p["image"].is_string())
+            .collect::<Vec<_>>()
+    };
+    let enough = consumer
+        .wait_until(Duration::from_secs(60), |m| with_images(m).len() >= 40)
+        .await;
+    let parts = with_images(&consumer.messages());
+    assert!(enough, "{} parts with an image in 60 s", parts.len());
+    agent.terminate().await;
+
+    // Each part's image is its own (by id), scored, and moved to the folder of its decision.
+    let gauge = sim.plant.machine(1).and_then(|m| m.gauge()).expect("gauge");
+    let mut defects = (0, 0);
+    for part in &parts {
+        let id = part["part_id"].as_str().expect("id");
+        let name = part["image"].as_str().expect("image");
+        assert_eq!(name, format!("part-{id}.png"));
+        assert!(part["image_score"].is_number(), "{part}");
+        let decision = part["decision"].as_str().expect("decision");
+        assert!(
+            camera.join(decision).join(name).exists(),
+            "{name} not in {decision}/"
+        );
+        let n = id.parse::<u64>().expect("number") - 9000;
+        if matches!(gauge.image_defect(n), Some("scratch" | "pits")) {
+            defects.0 += 1;
+            defects.1 += usize::from(decision != "pass");
+        }
+    }
+    // Scratches and pits are what the example model finds reliably (its card: 99–100 %).
+    assert!(
+        defects.0 >= 3,
+        "too few scratched or pitted parts seen: {defects:?}"
+    );
+    assert!(
+        defects.1 * 10 >= defects.0 * 9,
+        "{defects:?} (seen, caught)"
+    );
+    sim.stop().await;
+}

@@ -42,6 +42,13 @@ pub async fn simulate(
         Arc::clone(&plant),
         shutdown.clone(),
     ));
+    tasks.spawn({
+        let (plant, stop) = (Arc::clone(&plant), shutdown.clone());
+        async move {
+            crate::sim::gauge::cameras(plant, stop).await;
+            Ok(())
+        }
+    });
     // Kept alive until the simulator stops.
     let _opcua = match opcua {
         Some((listen, pki)) => {

@@ -338,29 +338,39 @@ pub(crate) fn run_rows(
 /// probability per row, and optimises it.
 pub(crate) fn load_onnx(path: &Path, inputs: usize) -> TractResult<Runnable> {
     let model = tract_onnx::onnx().model_for_path(path)?.into_typed()?;
-    if model.inputs.len() != 1 || model.outputs.len() != 1 {
-        anyhow::bail!(
-            "has {} inputs and {} outputs; millwright expects one input [batch, features] and one output [batch, 1]",
-            model.inputs.len(),
-            model.outputs.len()
-        );
-    }
-    let input = model.input_fact(0)?.clone();
-    let dims: Vec<TDim> = input.shape.iter().cloned().collect();
+    let dims = single_input_shape(&model)?;
     let batch_ok = |d: &TDim| d.to_i64().map_or(true, |n| n == 1);
     match dims.as_slice() {
         [batch, features] if batch_ok(batch) && features.to_i64().ok() == Some(inputs as i64) => {}
         _ => anyhow::bail!(
-            "input shape is {:?} but the manifest lists {inputs} inputs: expected [batch, {inputs}]",
-            input.shape
+            "input shape is {dims:?} but the manifest lists {inputs} inputs: expected [batch, {inputs}]"
         ),
     }
+    one_value_per_row(&model)?;
+    model.into_optimized()?.into_runnable()
+}
+
+/// The shape of a graph that has one f32 input and one output.
+pub(crate) fn single_input_shape(model: &TypedModel) -> TractResult<Vec<TDim>> {
+    if model.inputs.len() != 1 || model.outputs.len() != 1 {
+        anyhow::bail!(
+            "has {} inputs and {} outputs; millwright expects one input and one output",
+            model.inputs.len(),
+            model.outputs.len()
+        );
+    }
+    let input = model.input_fact(0)?;
     if input.datum_type != f32::datum_type() {
         anyhow::bail!("input type is {:?}, expected f32", input.datum_type);
     }
-    let output = model.output_fact(0)?.clone();
-    let out_dims: Vec<TDim> = output.shape.iter().cloned().collect();
-    let one_per_row = match out_dims.as_slice() {
+    Ok(input.shape.iter().cloned().collect())
+}
+
+/// Checks that the graph's output is one probability per row: `[batch]` or `[batch, 1]`.
+pub(crate) fn one_value_per_row(model: &TypedModel) -> TractResult<()> {
+    let output = model.output_fact(0)?;
+    let dims: Vec<TDim> = output.shape.iter().cloned().collect();
+    let one_per_row = match dims.as_slice() {
         [_] => true,
         [_, last] => last.to_i64().ok() == Some(1),
         _ => false,
@@ -371,7 +381,7 @@ pub(crate) fn load_onnx(path: &Path, inputs: usize) -> TractResult<Runnable> {
             output.shape
         );
     }
-    model.into_optimized()?.into_runnable()
+    Ok(())
 }
 
 /// The models a plan uses: one per asset type, with `default` for the rest.

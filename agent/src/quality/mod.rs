@@ -13,7 +13,9 @@
 //! file is set aside and learning starts afresh; given limits always win over saved ones; the
 //! divert output is written by its own task, so a slow coil write never holds up decisions.
 
+pub mod camera;
 pub mod divert;
+pub mod image;
 pub mod model;
 pub mod spc;
 pub mod station;
@@ -150,11 +152,11 @@ impl Quality {
     }
 
     /// Scores each station's parts with its defect model too (by station index).
-    pub fn with_models(mut self, models: &[Option<Arc<model::PartModel>>]) -> Quality {
+    pub fn with_models(mut self, models: &[model::StationModels]) -> Quality {
         self.stations = std::mem::take(&mut self.stations)
             .into_iter()
             .enumerate()
-            .map(|(i, core)| core.with_model(models.get(i).cloned().flatten()))
+            .map(|(i, core)| core.with_model(models.get(i).and_then(|m| m.part.clone())))
             .collect();
         self
     }
@@ -176,6 +178,20 @@ impl Quality {
             all.extend(out.into_iter().map(|o| (i, o)));
         }
         all
+    }
+
+    /// A station's camera image, scored.
+    pub fn image(
+        &mut self,
+        station: usize,
+        verdict: station::ImageVerdict,
+        mono: Duration,
+    ) -> Vec<(usize, Output)> {
+        let mut out = Vec::new();
+        if let Some(core) = self.stations.get_mut(station) {
+            core.image(verdict, mono, &mut out);
+        }
+        out.into_iter().map(|o| (station, o)).collect()
     }
 
     /// Follows each station's line calendar to `now`: closing reports of shifts that ended.
@@ -283,7 +299,7 @@ pub fn report_of(output: &Output) -> Option<Report> {
     match output {
         Output::Part(part) => Some(Report::Part(part.clone())),
         Output::Report(report) => Some(Report::Quality(report.clone())),
-        Output::Condition(_) | Output::Learned(..) => None,
+        Output::Condition(_) | Output::Learned(..) | Output::MoveImage { .. } => None,
     }
 }
 
@@ -374,6 +390,11 @@ impl Sinks {
                 quality.learned(station);
             }
             Output::Report(report) => log_report(report),
+            Output::MoveImage { file, to } => {
+                if let Err(error) = camera::move_image(file, to) {
+                    warn!(%error, file = %file.display(), to, "cannot move the camera image");
+                }
+            }
         }
         self.record(&output, now);
     }
@@ -434,6 +455,7 @@ pub async fn run(
     mut samples: Subscriber,
     sinks: Sinks,
     mut desk: mpsc::Receiver<Relearn>,
+    mut images: mpsc::Receiver<(usize, station::ImageVerdict)>,
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
 ) {
@@ -452,6 +474,12 @@ pub async fn run(
                 }
             }
             () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            Some((i, verdict)) = images.recv() => {
+                let now = clock.now();
+                for (i, output) in quality.image(i, verdict, clock.elapsed()) {
+                    sinks.emit(&quality, i, output, now);
+                }
+            }
             Some(request) = desk.recv() => {
                 let answer = quality.relearn(&request.station, &request.characteristic);
                 let _asker_gone = request.done.send(answer);

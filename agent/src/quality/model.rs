@@ -147,19 +147,35 @@ impl PartModel {
     }
 }
 
-/// Each station's model (by station index), loaded for a plan; every problem reported.
-pub fn load_all(stations: &[Station]) -> Result<Vec<Option<Arc<PartModel>>>, Vec<String>> {
+/// A station's models: over its characteristics, and over its camera images.
+#[derive(Debug, Clone, Default)]
+pub struct StationModels {
+    pub part: Option<Arc<PartModel>>,
+    pub image: Option<Arc<super::image::ImageModel>>,
+}
+
+/// Each station's models (by station index), loaded for a plan; every problem reported.
+pub fn load_all(stations: &[Station]) -> Result<Vec<StationModels>, Vec<String>> {
     let mut errors = Vec::new();
     let models = stations
         .iter()
         .map(|s| {
-            let path = s.model.as_ref()?;
-            match PartModel::load(path, s) {
-                Ok(model) => Some(Arc::new(model)),
-                Err(e) => {
-                    errors.push(format!("quality station {:?}: model {e}", s.name));
-                    None
-                }
+            let mut failed = |what: &str, e: ModelError| {
+                errors.push(format!("quality station {:?}: {what} {e}", s.name));
+            };
+            let part = s.model.as_ref().and_then(|path| {
+                PartModel::load(path, s)
+                    .map_err(|e| failed("model", e))
+                    .ok()
+            });
+            let image = s.images.as_ref().and_then(|images| {
+                super::image::ImageModel::load(&images.model)
+                    .map_err(|e| failed("image model", e))
+                    .ok()
+            });
+            StationModels {
+                part: part.map(Arc::new),
+                image: image.map(Arc::new),
             }
         })
         .collect();

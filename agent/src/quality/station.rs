@@ -18,7 +18,7 @@ use crate::decisions::lifecycle::{Condition, Origin};
 use crate::sample::{Sample, Value};
 use firmware_config::Severity;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Pass,
@@ -59,6 +59,9 @@ pub struct PartDecision {
     pub violations: Vec<String>,
     /// The station's defect model's probability, when it has one and every input was measured.
     pub model_score: Option<f64>,
+    /// The camera image's file name and the image model's probability.
+    pub image: Option<String>,
+    pub image_score: Option<f64>,
 }
 
 /// One characteristic over a report.
@@ -92,6 +95,8 @@ pub struct QualityReport {
     pub reject: u64,
     /// Counts the trigger moved past without a decision (a counter that jumped).
     pub missed: u64,
+    /// Camera images that found no part (moved to `unmatched/`).
+    pub unmatched_images: u64,
     pub mean_score: Option<f64>,
     pub characteristics: Vec<CharacteristicFigures>,
 }
@@ -110,6 +115,11 @@ pub enum Output {
     Condition(Condition),
     /// Limits were learned for characteristic `index`: save them.
     Learned(usize, ControlLimits),
+    /// Move a camera image to the subfolder named `to` (pass, review, reject, unmatched).
+    MoveImage {
+        file: std::path::PathBuf,
+        to: &'static str,
+    },
 }
 
 /// Figures accumulated over one report (interval or shift).
@@ -119,6 +129,7 @@ struct Tally {
     parts: u64,
     decided: [u64; 3],
     missed: u64,
+    unmatched_images: u64,
     score_sum: f64,
     spreads: Vec<Spread>,
     violations: Vec<Vec<(String, u32)>>,
@@ -154,7 +165,38 @@ impl Tally {
 struct Pending {
     due: Duration,
     part_id: Option<String>,
+    /// When the part was seen: an image is waited for until `triggered + wait`.
+    triggered: Duration,
+    image: Option<ImageVerdict>,
 }
+
+/// A camera image of a part, scored (or why not).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageVerdict {
+    pub file: std::path::PathBuf,
+    pub score: Result<f64, String>,
+}
+
+impl ImageVerdict {
+    fn name(&self) -> String {
+        self.file
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().to_string())
+    }
+
+    /// Whether the file name holds `id` as a whole token (between non-alphanumerics).
+    fn names(&self, id: &str) -> bool {
+        let stem = self
+            .file
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().to_string());
+        stem.split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|t| t == id)
+    }
+}
+
+/// Images that came before their part, at most this many (the oldest go to `unmatched/`).
+const UNLINKED: usize = 16;
 
 /// The latest good value of a characteristic.
 type Latest = Option<f64>;
@@ -168,6 +210,8 @@ pub struct StationCore {
     /// The trigger's last reading (counter value, or flag state as 0/1).
     trigger_last: Option<i64>,
     pending: std::collections::VecDeque<Pending>,
+    /// Images that came before their part, with when they came.
+    unlinked: std::collections::VecDeque<(Duration, ImageVerdict)>,
     interval: Tally,
     since_start: Tally,
     shift: Option<(String, SystemTime, Tally)>,
@@ -201,6 +245,7 @@ impl StationCore {
             part_id: None,
             trigger_last: None,
             pending: std::collections::VecDeque::new(),
+            unlinked: std::collections::VecDeque::new(),
             interval: Tally::fresh(count, now),
             since_start: Tally::fresh(count, now),
             shift: None,
@@ -282,25 +327,99 @@ impl StationCore {
         if self.pending.len() >= MAX_PENDING {
             return;
         }
-        self.pending.push_back(Pending {
+        let mut part = Pending {
             due: mono + self.station.settle,
             part_id: self.part_id.clone(),
-        });
+            triggered: mono,
+            image: None,
+        };
+        part.image = self.take_unlinked(part.part_id.as_deref());
+        self.pending.push_back(part);
     }
 
-    /// When the next waiting part is due.
+    /// When the next waiting part is due: its settle time, and with images, its image or the
+    /// end of the wait for it (parts are decided in order).
     pub fn next_due(&self) -> Option<Duration> {
-        self.pending.front().map(|p| p.due)
+        let part = self.pending.front()?;
+        match &self.station.images {
+            Some(images) if part.image.is_none() => {
+                Some(part.due.max(part.triggered + images.wait))
+            }
+            _ => Some(part.due),
+        }
+    }
+
+    fn links_by_id(&self) -> bool {
+        matches!(
+            self.station.images.as_ref().map(|i| i.link),
+            Some(firmware_config::quality::ImageLink::PartId)
+        )
+    }
+
+    /// A camera image, scored: linked to its part (by id in its name, or in order of arrival),
+    /// or kept until its part comes.
+    pub fn image(&mut self, verdict: ImageVerdict, mono: Duration, out: &mut Vec<Output>) {
+        let by_id = self.links_by_id();
+        let waiting = self.pending.iter_mut().find(|p| {
+            p.image.is_none()
+                && (!by_id || p.part_id.as_deref().is_some_and(|id| verdict.names(id)))
+        });
+        match waiting {
+            Some(part) => part.image = Some(verdict),
+            None => {
+                if self.unlinked.len() == UNLINKED {
+                    if let Some((_, oldest)) = self.unlinked.pop_front() {
+                        self.unmatched(oldest, out);
+                    }
+                }
+                self.unlinked.push_back((mono, verdict));
+            }
+        }
+    }
+
+    /// The image kept for a part that just came: by its id, or the oldest.
+    fn take_unlinked(&mut self, part_id: Option<&str>) -> Option<ImageVerdict> {
+        let by_id = self.links_by_id();
+        let at = self
+            .unlinked
+            .iter()
+            .position(|(_, v)| !by_id || part_id.is_some_and(|id| v.names(id)))?;
+        self.unlinked.remove(at).map(|(_, v)| v)
+    }
+
+    /// Images kept longer than two waits found no part: set aside.
+    fn expire_unlinked(&mut self, mono: Duration, out: &mut Vec<Output>) {
+        let Some(wait) = self.station.images.as_ref().map(|i| i.wait) else {
+            return;
+        };
+        while self
+            .unlinked
+            .front()
+            .is_some_and(|(at, _)| mono.saturating_sub(*at) > wait * 2)
+        {
+            if let Some((_, verdict)) = self.unlinked.pop_front() {
+                self.unmatched(verdict, out);
+            }
+        }
+    }
+
+    fn unmatched(&mut self, verdict: ImageVerdict, out: &mut Vec<Output>) {
+        self.tallies().for_each(|t| t.unmatched_images += 1);
+        out.push(Output::MoveImage {
+            file: verdict.file,
+            to: "unmatched",
+        });
     }
 
     /// Decides every part due by `mono`, and sends reports that are due.
     pub fn step(&mut self, mono: Duration, now: SystemTime, out: &mut Vec<Output>) {
-        while self.pending.front().is_some_and(|p| p.due <= mono) {
+        while self.next_due().is_some_and(|due| due <= mono) {
             let Some(part) = self.pending.pop_front() else {
                 break;
             };
             self.decide(part, now, out);
         }
+        self.expire_unlinked(mono, out);
         let every = self.station.report_interval;
         let due = *self.next_report.get_or_insert(mono + every);
         if mono >= due {
@@ -352,7 +471,8 @@ impl StationCore {
     }
 
     fn decide(&mut self, part: Pending, now: SystemTime, out: &mut Vec<Output>) {
-        let (score, types, decision, model_score) = self.judge_part();
+        let (mut score, mut types, mut decision, model_score) = self.judge_part();
+        let image_score = self.judge_image(&part, &mut score, &mut types, &mut decision);
         let violations = self.chart(out);
         self.tallies().for_each(|t| t.count(decision, score));
         out.push(Output::Part(Box::new(PartDecision {
@@ -371,7 +491,54 @@ impl StationCore {
             decision,
             violations,
             model_score,
+            image: part.image.as_ref().map(ImageVerdict::name),
+            image_score,
         })));
+        if let Some(image) = part.image {
+            out.push(Output::MoveImage {
+                file: image.file,
+                to: decision.name(),
+            });
+        }
+    }
+
+    /// Folds the part's camera image into its score, types and decision: a defect seen raises
+    /// the score; an image missing or unreadable sends the part to review at least.
+    fn judge_image(
+        &self,
+        part: &Pending,
+        score: &mut f64,
+        types: &mut Vec<String>,
+        decision: &mut Decision,
+    ) -> Option<f64> {
+        self.station.images.as_ref()?;
+        let (image_score, problem) = match part.image.as_ref().map(|i| &i.score) {
+            Some(Ok(p)) => (Some(*p), None),
+            Some(Err(_)) => (None, Some("image_unreadable")),
+            None => (None, Some("image_missing")),
+        };
+        if let Some(p) = image_score {
+            if p > self.station.review_above {
+                types.push("image_defect".into());
+            }
+            *score = score.max(p);
+            *decision = self.decision_of(*score).max(*decision);
+        }
+        if let Some(problem) = problem {
+            types.push(problem.into());
+            *decision = (*decision).max(Decision::Review);
+        }
+        image_score
+    }
+
+    fn decision_of(&self, score: f64) -> Decision {
+        if score > self.station.reject_above {
+            Decision::Reject
+        } else if score > self.station.review_above {
+            Decision::Review
+        } else {
+            Decision::Pass
+        }
     }
 
     /// The part's defect score, its defect types, the decision and the model's own score, from
@@ -560,6 +727,7 @@ impl StationCore {
             review: tally.decided[Decision::Review as usize],
             reject: tally.decided[Decision::Reject as usize],
             missed: tally.missed,
+            unmatched_images: tally.unmatched_images,
             mean_score: (tally.parts > 0).then(|| tally.score_sum / tally.parts as f64),
             characteristics,
         }
@@ -877,5 +1045,163 @@ mod tests {
         assert!((bore.capability.cpk.expect("Cpk") - 0.05 / (3.0 * 0.02 / 1.128)).abs() < 1e-9);
         core.shift(None, end + Duration::from_secs(60), &mut out);
         assert_eq!(out.len(), 1, "between shifts nothing more closes");
+    }
+
+    fn with_images(link: &str) -> StationCore {
+        let images = format!(
+            "settle = \"0s\"\nimages = {{ folder = \"camera\", model = \"surface.onnx\", link = \"{link}\", wait = \"1s\" }}"
+        );
+        StationCore::new(
+            station_with(&[("settle = \"0s\"", images.as_str())]),
+            &[],
+            SystemTime::UNIX_EPOCH,
+        )
+    }
+
+    fn verdict(name: &str, score: Result<f64, String>) -> ImageVerdict {
+        ImageVerdict {
+            file: std::path::PathBuf::from("/camera").join(name),
+            score,
+        }
+    }
+
+    /// A part (id, in-spec bore) at `at` seconds.
+    fn part(core: &mut StationCore, count: u64, id: u64, at: u64) {
+        let mono = Duration::from_secs(at);
+        core.observe(&sample(1, Value::U64(id)), mono);
+        core.observe(&sample(2, Value::F64(25.0)), mono);
+        core.observe(&sample(3, Value::F64(120.0)), mono);
+        core.observe(&sample(0, Value::U64(count)), mono);
+    }
+
+    fn parts_out(out: &[Output]) -> Vec<(Option<String>, Decision, Vec<String>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Part(p) => Some((p.image.clone(), p.decision, p.types.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_part_waits_for_its_image_by_id_and_the_image_decides_it() {
+        let mut core = with_images("part_id");
+        let mut out = Vec::new();
+        part(&mut core, 1, 4000, 0);
+        part(&mut core, 2, 4001, 10);
+        part(&mut core, 3, 4002, 10);
+        core.step(Duration::from_secs(10), SystemTime::UNIX_EPOCH, &mut out);
+        assert!(parts_out(&out).is_empty(), "waiting for the images");
+        // The second part's image comes first: parts are still decided in order.
+        core.image(
+            verdict("cam_4002_a.png", Ok(0.95)),
+            Duration::from_millis(10_300),
+            &mut out,
+        );
+        core.step(
+            Duration::from_millis(10_300),
+            SystemTime::UNIX_EPOCH,
+            &mut out,
+        );
+        assert!(parts_out(&out).is_empty());
+        core.image(
+            verdict("cam_4001_a.png", Ok(0.1)),
+            Duration::from_millis(10_400),
+            &mut out,
+        );
+        core.step(
+            Duration::from_millis(10_400),
+            SystemTime::UNIX_EPOCH,
+            &mut out,
+        );
+        let decided = parts_out(&out);
+        assert_eq!(decided.len(), 2);
+        assert_eq!(
+            decided[0],
+            (Some("cam_4001_a.png".into()), Decision::Pass, vec![])
+        );
+        assert_eq!(decided[1].1, Decision::Reject, "the image saw a defect");
+        assert!(decided[1].2.contains(&"image_defect".to_string()));
+        let moves: Vec<&'static str> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::MoveImage { to, .. } => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(moves, ["pass", "reject"]);
+    }
+
+    #[test]
+    fn without_its_image_a_part_is_reviewed_after_the_wait_and_a_bad_image_too() {
+        let mut core = with_images("part_id");
+        let mut out = Vec::new();
+        part(&mut core, 1, 7, 0);
+        part(&mut core, 2, 8, 5);
+        core.step(
+            Duration::from_millis(5_900),
+            SystemTime::UNIX_EPOCH,
+            &mut out,
+        );
+        assert!(parts_out(&out).is_empty(), "within its 1 s wait");
+        assert_eq!(core.next_due(), Some(Duration::from_secs(6)));
+        core.step(Duration::from_secs(6), SystemTime::UNIX_EPOCH, &mut out);
+        let decided = parts_out(&out);
+        assert_eq!(decided[0].1, Decision::Review);
+        assert_eq!(decided[0].2, ["image_missing"]);
+        part(&mut core, 3, 9, 7);
+        core.image(
+            verdict("9.jpg", Err("not a readable PNG or JPEG image".into())),
+            Duration::from_secs(7),
+            &mut out,
+        );
+        core.step(Duration::from_secs(7), SystemTime::UNIX_EPOCH, &mut out);
+        let decided = parts_out(&out);
+        assert_eq!(
+            (decided[1].1, decided[1].2.clone()),
+            (Decision::Review, vec!["image_unreadable".to_string()])
+        );
+    }
+
+    #[test]
+    fn by_arrival_an_early_image_waits_for_its_part_and_a_stray_one_is_set_aside() {
+        let mut core = with_images("arrival");
+        let mut out = Vec::new();
+        part(&mut core, 1, 1, 0);
+        core.image(
+            verdict("img-a.png", Ok(0.2)),
+            Duration::from_secs(1),
+            &mut out,
+        );
+        part(&mut core, 2, 2, 1);
+        core.step(Duration::from_secs(1), SystemTime::UNIX_EPOCH, &mut out);
+        assert_eq!(
+            parts_out(&out)[0].0.as_deref(),
+            Some("img-a.png"),
+            "the image came first"
+        );
+        core.image(
+            verdict("img-b.png", Ok(0.2)),
+            Duration::from_secs(5),
+            &mut out,
+        );
+        core.step(Duration::from_secs(8), SystemTime::UNIX_EPOCH, &mut out);
+        assert!(
+            out.iter().any(|o| matches!(
+                o,
+                Output::MoveImage {
+                    to: "unmatched",
+                    ..
+                }
+            )),
+            "no part for it within two waits"
+        );
+        core.step(Duration::from_secs(70), SystemTime::UNIX_EPOCH, &mut out);
+        let Some(Output::Report(report)) =
+            out.iter().rev().find(|o| matches!(o, Output::Report(_)))
+        else {
+            panic!("a report")
+        };
+        assert_eq!(report.unmatched_images, 1);
     }
 }

@@ -152,7 +152,7 @@ pub struct Engine {
     production: Production,
     quality: Quality,
     stations: Vec<firmware_config::quality::Station>,
-    quality_models: Vec<Option<std::sync::Arc<crate::quality::model::PartModel>>>,
+    quality_models: Vec<crate::quality::model::StationModels>,
     /// The first sample's time: the production stage's monotonic clock starts there.
     origin: Option<SystemTime>,
     actions: Vec<Action>,
@@ -288,6 +288,8 @@ impl Engine {
         for (station, output) in outputs {
             match output {
                 Q::Condition(condition) => self.apply(vec![condition], at, found),
+                // Replay reads recorded values only: no camera folder.
+                Q::MoveImage { .. } => {}
                 Q::Learned(c, limits) => {
                     let (station, characteristic) = self.quality.names(station, c);
                     found(Finding::LimitsLearned {

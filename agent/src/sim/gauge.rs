@@ -27,7 +27,26 @@ pub struct GaugeSimConfig {
     pub first_id: u64,
     #[serde(default)]
     pub measurements: Vec<MeasurementSim>,
+    /// A camera writing one image per part (`part-<id>.png`) into a folder.
+    pub camera: Option<CameraSim>,
 }
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSim {
+    /// Relative to the simulator's file.
+    pub folder: std::path::PathBuf,
+    /// The share of parts whose image shows a defect (a scratch, pits or a stain).
+    #[serde(default = "default_defect_rate")]
+    pub defect_rate: f64,
+}
+
+fn default_defect_rate() -> f64 {
+    0.2
+}
+
+/// The side of a simulated camera image, in pixels (the example surface model's input).
+pub const IMAGE_SIZE: u32 = 64;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +128,181 @@ impl GaugeSim {
             0.0
         };
         c.nominal + c.drift_per_part * worn as f64 + noise + defect
+    }
+}
+
+impl GaugeSim {
+    pub fn camera(&self) -> Option<&CameraSim> {
+        self.config.camera.as_ref()
+    }
+
+    /// The id of part `n` (counted from 1).
+    pub fn part_id(&self, n: u64) -> u64 {
+        self.config.first_id + n
+    }
+
+    /// The defect part `n`'s image shows, if any: "scratch", "pits" or "stain".
+    pub fn image_defect(&self, n: u64) -> Option<&'static str> {
+        let camera = self.camera()?;
+        let mut rng = fastrand::Rng::with_seed(self.seed ^ n.rotate_left(29) ^ 0x1a6e);
+        (rng.f64() < camera.defect_rate).then(|| ["scratch", "pits", "stain"][rng.usize(..3)])
+    }
+
+    /// Part `n`'s camera image: a machined-metal texture and its defect, as the example surface
+    /// model was trained on (models/train_images.py).
+    pub fn image(&self, n: u64) -> image::GrayImage {
+        let mut rng = fastrand::Rng::with_seed(self.seed ^ n.rotate_left(41));
+        let size = IMAGE_SIZE as usize;
+        let mut pixels = texture(size, &mut rng);
+        if let Some(kind) = self.image_defect(n) {
+            defect(&mut pixels, size, kind, &mut rng);
+        }
+        let bytes = pixels
+            .iter()
+            .map(|v| v.clamp(0.0, 255.0).round() as u8)
+            .collect();
+        image::GrayImage::from_raw(IMAGE_SIZE, IMAGE_SIZE, bytes).unwrap_or_default()
+    }
+}
+
+fn uniform(rng: &mut fastrand::Rng, lo: f64, hi: f64) -> f64 {
+    lo + (hi - lo) * rng.f64()
+}
+
+fn texture(size: usize, rng: &mut fastrand::Rng) -> Vec<f64> {
+    let (gx, gy) = (uniform(rng, -40.0, 40.0), uniform(rng, -30.0, 30.0));
+    let waves: Vec<(f64, f64, f64)> = (0..3)
+        .map(|_| {
+            (
+                uniform(rng, 0.5, 3.0),
+                uniform(rng, 0.5, 3.0),
+                uniform(rng, 0.0, std::f64::consts::TAU),
+            )
+        })
+        .collect();
+    let noise: Vec<f64> = (0..size * size).map(|_| normal(rng)).collect();
+    let mut out = vec![0.0; size * size];
+    for y in 0..size {
+        for x in 0..size {
+            let (u, v) = (x as f64 / size as f64, y as f64 / size as f64);
+            let mut value = 120.0 + gx * u + gy * v;
+            for (fx, fy, phase) in &waves {
+                value += 8.0 * (std::f64::consts::TAU * (fx * u + fy * v) + phase).sin();
+            }
+            // Grain brushed along x.
+            let grain = (0..3)
+                .map(|k| noise[y * size + (x + size - k) % size])
+                .sum::<f64>()
+                / 3.0;
+            out[y * size + x] = value + 10.0 * grain + 3.0 * normal(rng);
+        }
+    }
+    out
+}
+
+fn defect(pixels: &mut [f64], size: usize, kind: &str, rng: &mut fastrand::Rng) {
+    let s = size as f64;
+    let sign = if rng.bool() { 1.0 } else { -1.0 };
+    let each = |pixels: &mut [f64], f: &dyn Fn(f64, f64) -> f64| {
+        for y in 0..size {
+            for x in 0..size {
+                pixels[y * size + x] += f(x as f64, y as f64);
+            }
+        }
+    };
+    match kind {
+        "scratch" => {
+            let (length, angle) = (
+                uniform(rng, 15.0, 45.0),
+                uniform(rng, 0.0, std::f64::consts::PI),
+            );
+            let (cx, cy, width) = (
+                uniform(rng, 12.0, s - 12.0),
+                uniform(rng, 12.0, s - 12.0),
+                uniform(rng, 0.6, 1.2),
+            );
+            let depth = sign * uniform(rng, 35.0, 60.0);
+            let (dx, dy) = (angle.cos(), angle.sin());
+            each(pixels, &|x, y| {
+                let along = (x - cx) * dx + (y - cy) * dy;
+                let across = (-(x - cx) * dy + (y - cy) * dx).abs();
+                if along.abs() < length / 2.0 && across < width {
+                    depth
+                } else {
+                    0.0
+                }
+            });
+        }
+        "pits" => {
+            for _ in 0..1 + rng.usize(..3) {
+                let (cx, cy, r) = (
+                    uniform(rng, 5.0, s - 5.0),
+                    uniform(rng, 5.0, s - 5.0),
+                    uniform(rng, 1.2, 2.8),
+                );
+                let depth = uniform(rng, 45.0, 70.0);
+                each(pixels, &|x, y| {
+                    if (x - cx).powi(2) + (y - cy).powi(2) < r * r {
+                        -depth
+                    } else {
+                        0.0
+                    }
+                });
+            }
+        }
+        _ => {
+            let (cx, cy, r) = (
+                uniform(rng, 15.0, s - 15.0),
+                uniform(rng, 15.0, s - 15.0),
+                uniform(rng, 7.0, 14.0),
+            );
+            let depth = sign * uniform(rng, 25.0, 40.0);
+            each(pixels, &|x, y| {
+                depth * (-((x - cx).powi(2) + (y - cy).powi(2)) / (2.0 * r * r)).exp()
+            });
+        }
+    }
+}
+
+/// Writes each gauge's camera images as its parts complete, until `stop`: `part-<id>.png`,
+/// written under a temporary name and renamed, as an FTP server finishing an upload does.
+pub async fn cameras(
+    plant: std::sync::Arc<super::Plant>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut written: Vec<u64> = vec![0; plant.machines().len()];
+    for camera in plant.machines().iter().filter_map(|m| m.gauge()?.camera()) {
+        if let Err(error) = std::fs::create_dir_all(&camera.folder) {
+            tracing::warn!(%error, folder = %camera.folder.display(), "simulated camera has no folder");
+        }
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let elapsed = plant.elapsed();
+        for (machine, done) in plant.machines().iter().zip(written.iter_mut()) {
+            let Some((gauge, camera)) = machine.gauge().and_then(|g| Some((g, g.camera()?))) else {
+                continue;
+            };
+            let parts = gauge.parts(elapsed);
+            // At most the last ten parts: a simulator paused for long does not flood the folder.
+            for n in (*done + 1).max(parts.saturating_sub(10))..=parts {
+                let name = format!("part-{}.png", gauge.part_id(n));
+                let temporary = camera.folder.join(format!(".{name}.tmp"));
+                let saved = gauge
+                    .image(n)
+                    .save_with_format(&temporary, image::ImageFormat::Png)
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| std::fs::rename(&temporary, camera.folder.join(&name)));
+                if let Err(error) = saved {
+                    tracing::warn!(%error, folder = %camera.folder.display(), "simulated camera cannot write");
+                }
+            }
+            *done = parts;
+        }
     }
 }
 

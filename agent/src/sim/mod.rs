@@ -131,6 +131,13 @@ pub fn load_str(file: &Path, text: &str) -> Result<(SimConfig, Plant), ConfigErr
         else {
             continue;
         };
+        let mut machine = machine;
+        if let Some(camera) = machine.gauge.as_mut().and_then(|g| g.camera.as_mut()) {
+            camera.folder = file
+                .parent()
+                .unwrap_or_else(|| Path::new(""))
+                .join(&camera.folder);
+        }
         let component = format!("machine {:?}", machine.name);
         if !unit_ids.insert(machine.unit_id) {
             errors.push(doc.error(

@@ -41,6 +41,11 @@ pub struct Machine {
 const WRITE_LOG: usize = 1024;
 
 impl Machine {
+    /// The machine's gauging station, when it has one.
+    pub fn gauge(&self) -> Option<&GaugeSim> {
+        self.gauge.as_ref()
+    }
+
     /// The values written to `address` of `table`, oldest first (the last [`WRITE_LOG`] writes
     /// to the machine): a test sees each pulse of an output, not only where it ended.
     pub fn writes(&self, table: Table, address: u16) -> Vec<u16> {

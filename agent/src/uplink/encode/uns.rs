@@ -252,6 +252,8 @@ fn part_json(p: &crate::quality::station::PartDecision) -> serde_json::Value {
         "action_required": p.decision.action(),
         "violations": p.violations,
         "model_score": p.model_score.map(|s| number(s, 4)),
+        "image": p.image,
+        "image_score": p.image_score.map(|s| number(s, 4)),
     })
 }
 
@@ -292,6 +294,7 @@ pub fn quality_json(r: &crate::quality::station::QualityReport) -> serde_json::V
         "review": r.review,
         "reject": r.reject,
         "missed": r.missed,
+        "unmatched_images": r.unmatched_images,
         "reject_rate": fraction(r.reject_rate()),
         "mean_score": fraction(r.mean_score),
         "characteristics": characteristics,
