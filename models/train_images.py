@@ -203,14 +203,16 @@ def main():
         flagged = p_test > threshold
         caught = " | ".join(f"{100 * flagged[kind_test == k].mean():.1f} %" for k in KINDS[1:])
         rows.append(f"| > {threshold} ({decision}) | {caught} | {100 * flagged[kind_test == 'good'].mean():.1f} % |")
-    card = f"""# Model card: example surface-inspection model
+    weights = KERNEL * KERNEL * FILTERS + FILTERS + 2 * FILTERS + 1
+    card = (
+        f"""# Model card: example surface-inspection model
 
 Written by `models/train_images.py` (seed {args.seed}); rebuild with the commands at the top of that file.
 
 - **Task.** Probability that a part's surface has a defect, from one camera image (any size; the agent resizes
   it to {SIZE}×{SIZE} grayscale). The agent folds it into the part's defect score (the higher score counts).
-- **Architecture.** Conv 5×5 ×{FILTERS} + ReLU → global max and mean pooling → logistic output: {KERNEL * KERNEL * FILTERS +
-    FILTERS + 2 * FILTERS + 1} weights, input `image` [N, 1, {SIZE}, {SIZE}], output `defect_probability` [N, 1]; normalisation
+- **Architecture.** Conv 5×5 ×{FILTERS} + ReLU → global max and mean pooling → logistic output: {weights}
+  weights, input `image` [N, 1, {SIZE}, {SIZE}], output `defect_probability` [N, 1]; normalisation
   `(pixel / 255 - 0.5) / 0.25` from `surface.toml`. Trained with numpy (Adam, cross-entropy, 30 epochs).
 - **Data.** Synthetic only: {args.images:,} textures like machined metal, half of them with one defect (scratch,
   pits or stain, equally often). Every fifth image held out: {int(test.sum()):,} images.
@@ -225,7 +227,10 @@ ROC AUC: {roc_auc_score(y_test, p_test):.4f}.
 
 | threshold | scratches caught | pits caught | stains caught | good images flagged |
 |---|---|---|---|---|
-""" + "\n".join(rows) + "\n"
+"""
+        + "\n".join(rows)
+        + "\n"
+    )
     (out / "SURFACE_CARD.md").write_text(card)
     print(card)
 

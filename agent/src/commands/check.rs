@@ -448,6 +448,21 @@ pub fn quality_report(plan: &firmware_config::Plan) -> String {
                 }
             );
         }
+        if let Some(images) = &station.images {
+            let _ = writeln!(
+                out,
+                "  camera images from {} (linked by {}, waited for {}, looked for every {}, kept {} days), scored by {}",
+                images.folder.display(),
+                match images.link {
+                    firmware_config::quality::ImageLink::PartId => "part id in the file name",
+                    firmware_config::quality::ImageLink::Arrival => "order of arrival",
+                },
+                humantime::format_duration(images.wait),
+                humantime::format_duration(images.poll),
+                images.keep.as_secs() / 86_400,
+                images.model.display()
+            );
+        }
         if let Some(model) = &station.model {
             let _ = writeln!(
                 out,
