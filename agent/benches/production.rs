@@ -3,42 +3,16 @@
 //!
 //! Run: `cargo bench -p millwright --bench production`
 
-// A counting global allocator needs `unsafe impl GlobalAlloc`; it only forwards to `System`.
-#![allow(unsafe_code)]
-
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use millwright::production::line::LineCore;
 use millwright::sample::{Quality, Sample, TagId, Value};
 
-/// The system allocator, counting the bytes live: the memory a line holds is measured, not
-/// estimated.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator under the caller's contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "common/counting.rs"]
+mod counting;
 
 const PRESS: &str = include_str!("../tests/fixtures/line-press.toml");
 
@@ -113,9 +87,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(line.report()))
     });
     let state = serde_json::to_vec(line.persisted()).expect("json");
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting::live();
     let lines: Vec<LineCore> = (0..100).map(|_| warm()).collect();
-    let held = (LIVE.load(Ordering::Relaxed) - before) as f64 / lines.len() as f64;
+    let held = (counting::live() - before) as f64 / lines.len() as f64;
     println!(
         "memory per line (heap held by a line 600 s into its shift, mean of {}): {held:.0} bytes; its saved state: {} bytes of JSON",
         lines.len(),

@@ -26,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 mod common;
 use common::{median, percentile};
 
+#[path = "common/counting.rs"]
+mod counting;
+
 const PARTS: usize = 300;
 const SIM: &str = include_str!("../tests/fixtures/quality-divert-sim.toml");
 const GAUGE: &str = include_str!("../tests/fixtures/quality-gauge.toml");
@@ -171,10 +174,69 @@ fn decision_cost() {
         "deciding a part (3 samples, 2 characteristics on I-MR and X̄-R charts, the record built): median {:.0} ns",
         median(runs)
     );
+    drop(core);
+    let before = counting::live();
+    let stations: Vec<StationCore> = (0..100)
+        .map(|_| {
+            let mut core = StationCore::new(plan.quality[0].clone(), &[], SystemTime::UNIX_EPOCH);
+            for n in 1..=1_000u32 {
+                let mono = Duration::from_millis(u64::from(n));
+                core.observe(&sample(2, 25.0 + f64::from(n % 7) * 0.001), mono);
+                core.observe(&sample(3, 120.0), mono);
+                core.observe(&sample(0, f64::from(n)), mono);
+                core.step(mono, SystemTime::UNIX_EPOCH, &mut out);
+                out.clear();
+            }
+            core
+        })
+        .collect();
+    let held = (counting::live() - before) as f64 / stations.len() as f64;
+    println!("memory per station (the gauge fixture: 2 characteristics, after 1,000 parts, mean of 100): {held:.0} bytes of heap");
+}
+
+/// Scoring one camera image with the example surface model: the 64×64 PNG it was trained on,
+/// and a 640×480 JPEG (decoded, converted and resized first).
+fn image_cost() {
+    use millwright::quality::image::ImageModel;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/quality");
+    let model = ImageModel::load(&root.join("surface.onnx")).expect("model");
+    let png_path = std::fs::read_dir(root.join("surface.check"))
+        .expect("check images")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "png"))
+        .expect("a png");
+    let png = std::fs::read(&png_path).expect("png");
+    let big = image::load_from_memory(&png).expect("decode").resize_exact(
+        640,
+        480,
+        image::imageops::FilterType::Triangle,
+    );
+    let mut jpeg = Vec::new();
+    big.write_to(
+        &mut std::io::Cursor::new(&mut jpeg),
+        image::ImageFormat::Jpeg,
+    )
+    .expect("jpeg");
+    for (what, bytes) in [("64×64 PNG", &png), ("640×480 JPEG", &jpeg)] {
+        let mut runs = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            for _ in 0..50 {
+                model.score(bytes).expect("scored");
+            }
+            runs.push(started.elapsed().as_secs_f64() * 1e3 / 50.0);
+        }
+        println!(
+            "scoring one camera image ({what}, decode + resize + model): median {:.2} ms",
+            median(runs)
+        );
+    }
 }
 
 fn main() {
     decision_cost();
+    image_cost();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

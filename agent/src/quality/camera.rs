@@ -2,13 +2,15 @@
 //! to the quality stage; the stage moves each one to `pass/`, `review/`, `reject/` or
 //! `unmatched/` once its part is decided; files there older than `keep` are deleted.
 //!
-//! The folder is looked at every `poll` (a directory listing: cheap at any sensible rate, and
-//! the same on a local disk, an FTP upload directory or an SMB share, where inotify sees nothing
-//! of writes made on the server's side). Invariants: an image is handed on once; a file is taken
-//! only when its size held across two looks and it is not a temporary upload name (half-written
-//! files wait); a file that cannot be read or decoded is handed on with its error (its part goes
-//! to review), never dropped or retried forever; at most [`MAX_IMAGE_BYTES`] are read per file;
-//! scoring runs on the blocking pool, so a slow model never holds up decisions.
+//! Where the kernel's inotify works (the folder is on the gateway's own disk, an FTP server
+//! running there writes into it), a file closed after writing or moved into the folder is taken
+//! at once. The folder is also looked at every `poll` (a directory listing: the same on a local
+//! disk and on an SMB or NFS mount, where inotify sees nothing of writes made on the server's
+//! side). Invariants: an image is handed on once; a file is taken when inotify says it was closed
+//! or moved in, or when its size held across two looks, and never under a temporary upload name
+//! (half-written files wait); a file that cannot be read or decoded is handed on with its error
+//! (its part goes to review), never dropped or retried forever; at most [`MAX_IMAGE_BYTES`] are
+//! read per file; scoring runs on the blocking pool, so a slow model never holds up decisions.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,8 +85,13 @@ struct Seen {
     sent: bool,
 }
 
-/// The images in `folder` ready to be taken now: listed twice with the same size.
-fn ready(folder: &Path, seen: &mut HashMap<PathBuf, Seen>) -> Vec<(PathBuf, u64)> {
+/// The images in `folder` ready to be taken now: listed twice with the same size, or named in
+/// `finished` (closed after writing, by inotify).
+fn ready(
+    folder: &Path,
+    seen: &mut HashMap<PathBuf, Seen>,
+    finished: &std::collections::HashSet<std::ffi::OsString>,
+) -> Vec<(PathBuf, u64)> {
     let Ok(entries) = std::fs::read_dir(folder) else {
         return Vec::new();
     };
@@ -105,6 +112,7 @@ fn ready(folder: &Path, seen: &mut HashMap<PathBuf, Seen>) -> Vec<(PathBuf, u64)
                 seen.insert(path, p);
             }
             Some(p) if p.size == size && size > 0 => out.push((path, size)),
+            _ if size > 0 && finished.contains(&entry.file_name()) => out.push((path, size)),
             _ => {}
         }
     }
@@ -130,6 +138,7 @@ pub async fn watch(
     }
     info!(folder = %images.folder.display(), model = %model.path.display(), "watching for camera images");
     let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
+    let mut announced = Announcements::open(&images.folder);
     let mut look = tokio::time::interval(images.poll);
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep_tick = tokio::time::interval(SWEEP_EVERY);
@@ -143,25 +152,103 @@ pub async fn watch(
                     info!(deleted, folder = %images.folder.display(), "old camera images deleted");
                 }
             }
-            _ = look.tick() => {
+            finished = announced.next() => {
+                if finished.is_empty() {
+                    continue;
+                }
                 let folder = images.folder.clone();
                 let mut listed = std::mem::take(&mut seen);
                 let (found, listed) = tokio::task::spawn_blocking(move || {
-                    let found = ready(&folder, &mut listed);
+                    let found = ready(&folder, &mut listed, &finished);
                     (found, listed)
                 })
                 .await
                 .unwrap_or_default();
                 seen = listed;
-                for (file, size) in found {
-                    if let Some(s) = seen.get_mut(&file) {
-                        s.sent = true;
-                    }
-                    let verdict = score(Arc::clone(&model), file, size).await;
-                    if out.send((station, verdict)).await.is_err() {
-                        return;
-                    }
+                if !hand_on(found, &mut seen, &model, station, &out).await {
+                    return;
                 }
+            }
+            _ = look.tick() => {
+                let folder = images.folder.clone();
+                let mut listed = std::mem::take(&mut seen);
+                let (found, listed) = tokio::task::spawn_blocking(move || {
+                    let found = ready(&folder, &mut listed, &Default::default());
+                    (found, listed)
+                })
+                .await
+                .unwrap_or_default();
+                seen = listed;
+                if !hand_on(found, &mut seen, &model, station, &out).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Scores the files found and hands them on; false when the stage is gone.
+async fn hand_on(
+    found: Vec<(PathBuf, u64)>,
+    seen: &mut HashMap<PathBuf, Seen>,
+    model: &Arc<ImageModel>,
+    station: usize,
+    out: &mpsc::Sender<(usize, ImageVerdict)>,
+) -> bool {
+    for (file, size) in found {
+        if let Some(s) = seen.get_mut(&file) {
+            s.sent = true;
+        }
+        let verdict = score(Arc::clone(model), file, size).await;
+        if out.send((station, verdict)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Files the kernel says were finished in the folder (closed after writing, or moved in).
+struct Announcements {
+    events: Option<inotify::EventStream<Vec<u8>>>,
+}
+
+impl Announcements {
+    /// Watches `folder`; without inotify (not Linux, no watches left) the folder is polled only.
+    fn open(folder: &Path) -> Announcements {
+        let opened = inotify::Inotify::init().and_then(|inotify| {
+            inotify.watches().add(
+                folder,
+                inotify::WatchMask::CLOSE_WRITE | inotify::WatchMask::MOVED_TO,
+            )?;
+            inotify.into_event_stream(vec![0; 4096])
+        });
+        let events = match opened {
+            Ok(events) => Some(events),
+            Err(error) => {
+                info!(%error, folder = %folder.display(), "no inotify on the camera folder; polling it only");
+                None
+            }
+        };
+        Announcements { events }
+    }
+
+    /// The names announced by the next event (waits for one; forever without inotify).
+    async fn next(&mut self) -> std::collections::HashSet<std::ffi::OsString> {
+        use futures_core::Stream;
+        let Some(events) = &mut self.events else {
+            return std::future::pending().await;
+        };
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *events).poll_next(cx)).await;
+        match next {
+            Some(Ok(event)) => event.name.into_iter().collect(),
+            Some(Err(error)) => {
+                warn!(%error, "inotify failed; polling the camera folder only");
+                self.events = None;
+                Default::default()
+            }
+            None => {
+                self.events = None;
+                Default::default()
             }
         }
     }
@@ -215,21 +302,28 @@ mod tests {
     fn a_file_is_ready_once_its_size_holds_and_only_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut seen = HashMap::new();
+        let none = std::collections::HashSet::new();
         let file = dir.path().join("part-7.png");
         std::fs::write(&file, b"half").expect("write");
         assert!(
-            ready(dir.path(), &mut seen).is_empty(),
+            ready(dir.path(), &mut seen, &none).is_empty(),
             "first look: size unknown"
         );
         std::fs::write(&file, b"half and the rest").expect("write");
-        assert!(ready(dir.path(), &mut seen).is_empty(), "still growing");
-        let found = ready(dir.path(), &mut seen);
+        assert!(
+            ready(dir.path(), &mut seen, &none).is_empty(),
+            "still growing"
+        );
+        let found = ready(dir.path(), &mut seen, &none);
         assert_eq!(found, vec![(file.clone(), 17)]);
         seen.get_mut(&file).expect("seen").sent = true;
-        assert!(ready(dir.path(), &mut seen).is_empty(), "handed on once");
+        assert!(
+            ready(dir.path(), &mut seen, &none).is_empty(),
+            "handed on once"
+        );
         let moved = move_image(&file, "pass").expect("moved");
         assert_eq!(moved, dir.path().join("pass").join("part-7.png"));
-        assert!(ready(dir.path(), &mut seen).is_empty());
+        assert!(ready(dir.path(), &mut seen, &none).is_empty());
         assert!(seen.is_empty(), "forgotten once gone");
     }
 
@@ -248,5 +342,40 @@ mod tests {
             1
         );
         assert!(dir.path().join("new.png").exists(), "undecided images stay");
+    }
+
+    #[test]
+    fn a_file_announced_finished_is_taken_at_the_first_look() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut seen = HashMap::new();
+        std::fs::write(dir.path().join("part-8.png"), b"whole").expect("write");
+        let finished = std::collections::HashSet::from([std::ffi::OsString::from("part-8.png")]);
+        assert_eq!(ready(dir.path(), &mut seen, &finished).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn inotify_announces_an_upload_closed_or_moved_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut announced = Announcements::open(dir.path());
+        assert!(
+            announced.events.is_some(),
+            "inotify works on every Linux kernel this runs on"
+        );
+        std::fs::write(dir.path().join(".part-9.png.tmp"), b"image").expect("write");
+        std::fs::rename(
+            dir.path().join(".part-9.png.tmp"),
+            dir.path().join("part-9.png"),
+        )
+        .expect("rename");
+        let names = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut all = std::collections::HashSet::new();
+            while !all.contains(std::ffi::OsStr::new("part-9.png")) {
+                all.extend(announced.next().await);
+            }
+            all
+        })
+        .await
+        .expect("announced within 5 s");
+        assert!(names.contains(std::ffi::OsStr::new("part-9.png")));
     }
 }
