@@ -69,6 +69,43 @@ pub fn off_the_worker<T>(io: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Saves a stage's state as JSON at `path` (its directory made if missing), atomically and synced,
+/// off the async worker.
+pub fn save_state(path: &Path, state: &impl serde::Serialize) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    off_the_worker(|| write_atomically(path, &bytes, STATE_FILE_MODE))
+}
+
+/// Reads a stage's state saved by [`save_state`]: `None` when there is none (a first start),
+/// when it cannot be read (logged), or when it is corrupt (set aside as `.corrupt-N`, logged):
+/// the stage starts afresh rather than not at all. `what` names the state in the logs.
+pub fn restore_state<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Option<T> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            tracing::warn!(%error, path = %path.display(), "cannot read {what}; starting afresh");
+            return None;
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(state) => Some(state),
+        Err(error) => {
+            let extension = path
+                .extension()
+                .map_or_else(String::new, |e| e.to_string_lossy().to_string());
+            let aside =
+                path.with_extension(format!("{extension}{}", aside_suffix(&[path], "corrupt")));
+            let _ = std::fs::rename(path, &aside);
+            tracing::warn!(%error, path = %path.display(), aside = %aside.display(), "{what} is corrupt; set aside, starting afresh");
+            None
+        }
+    }
+}
+
 /// Writes `bytes` to `path` atomically (a temporary file, synced, renamed over it, the directory
 /// synced) with `mode`, so a power cut leaves the old file or the new one, never half of one.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {

@@ -252,11 +252,7 @@ pub fn check_report(loaded: &crate::app::Loaded) -> String {
 /// shows it).
 pub fn lines_report(plan: &firmware_config::Plan, now: std::time::SystemTime) -> String {
     let mut out = String::new();
-    let names: Vec<&str> = plan
-        .sources()
-        .into_iter()
-        .flat_map(|s| s.tags.into_iter().map(|(name, _)| name))
-        .collect();
+    let names = tag_names(plan);
     let name = |tag: u32| names.get(tag as usize).copied().unwrap_or("?");
     for line in &plan.lines {
         let state = match &line.state {
@@ -380,11 +376,7 @@ pub fn lines_report(plan: &firmware_config::Plan, now: std::time::SystemTime) ->
 pub fn quality_report(plan: &firmware_config::Plan) -> String {
     use firmware_config::quality::Trigger;
     let mut out = String::new();
-    let names: Vec<&str> = plan
-        .sources()
-        .into_iter()
-        .flat_map(|s| s.tags.into_iter().map(|(name, _)| name))
-        .collect();
+    let names = tag_names(plan);
     let name = |tag: u32| names.get(tag as usize).copied().unwrap_or("?");
     for station in &plan.quality {
         let trigger = match station.trigger {
@@ -476,6 +468,14 @@ pub fn quality_report(plan: &firmware_config::Plan) -> String {
         }
     }
     out
+}
+
+/// Every tag's name, in `TagId` order.
+fn tag_names(plan: &firmware_config::Plan) -> Vec<&str> {
+    plan.sources()
+        .into_iter()
+        .flat_map(|s| s.tags.into_iter().map(|(name, _)| name))
+        .collect()
 }
 
 fn short_table(table: Table) -> &'static str {

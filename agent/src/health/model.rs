@@ -229,19 +229,11 @@ pub enum ModelError {
 impl Model {
     /// Loads `path` and its manifest (`path` with `.toml`), and checks one against the other.
     pub fn load(path: &Path) -> Result<Model, ModelError> {
-        let manifest_path = path.with_extension("toml");
-        let shown = manifest_path.display().to_string();
-        let text =
-            std::fs::read_to_string(&manifest_path).map_err(|source| ModelError::Manifest {
-                path: shown.clone(),
-                source,
-            })?;
+        let (manifest, shown): (Manifest, String) = read_manifest(path)?;
         let content = |message: String| ModelError::ManifestContent {
             path: shown.clone(),
             message,
         };
-        let manifest: Manifest =
-            toml::from_str(&text).map_err(|e| content(e.message().to_string()))?;
         if manifest.inputs.is_empty() {
             return Err(content("no inputs".into()));
         }
@@ -300,6 +292,24 @@ impl Model {
     pub fn predict(&self, rows: &[Vec<f32>]) -> Result<Vec<f64>, ModelError> {
         run_rows(&self.plan, self.manifest.inputs.len(), rows)
     }
+}
+
+/// Reads the manifest beside a model (`model.onnx` → `model.toml`); with the manifest's path as
+/// shown in errors.
+pub(crate) fn read_manifest<T: serde::de::DeserializeOwned>(
+    model: &Path,
+) -> Result<(T, String), ModelError> {
+    let path = model.with_extension("toml");
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Manifest {
+        path: shown.clone(),
+        source,
+    })?;
+    let manifest = toml::from_str(&text).map_err(|e| ModelError::ManifestContent {
+        path: shown.clone(),
+        message: e.message().to_string(),
+    })?;
+    Ok((manifest, shown))
 }
 
 /// Runs `plan` on rows of `width` values: one probability per row, clamped to 0..1.

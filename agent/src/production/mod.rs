@@ -45,42 +45,12 @@ pub fn state_file(data_dir: &Path, line: &str) -> PathBuf {
 /// Reads a line's saved state; a missing file is a first start, an unreadable one is logged and
 /// set aside (counting starts afresh rather than not at all).
 pub fn restore(data_dir: &Path, line: &str) -> Option<Persisted> {
-    let path = state_file(data_dir, line);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(error) => {
-            warn!(%error, path = %path.display(), "cannot read the line's saved state; starting afresh");
-            return None;
-        }
-    };
-    match serde_json::from_slice(&bytes) {
-        Ok(state) => Some(state),
-        Err(error) => {
-            let aside = path.with_extension(format!(
-                "json{}",
-                crate::files::aside_suffix(&[&path], "corrupt")
-            ));
-            let _ = std::fs::rename(&path, &aside);
-            warn!(%error, path = %path.display(), aside = %aside.display(), "the line's saved state is corrupt; set aside, starting afresh");
-            None
-        }
-    }
+    crate::files::restore_state(&state_file(data_dir, line), "the line's saved state")
 }
 
 fn save(data_dir: &Path, core: &mut LineCore, now: std::time::SystemTime) {
     let path = state_file(data_dir, core.name());
-    let result = serde_json::to_vec(core.save(now))
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            crate::files::off_the_worker(|| {
-                crate::files::write_atomically(&path, &bytes, crate::files::STATE_FILE_MODE)
-            })
-        });
-    if let Err(error) = result {
+    if let Err(error) = crate::files::save_state(&path, core.save(now)) {
         warn!(%error, path = %path.display(), "cannot save the line's state; retrying at the next report");
     }
 }

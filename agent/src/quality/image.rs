@@ -85,19 +85,11 @@ impl std::fmt::Debug for ImageModel {
 impl ImageModel {
     /// Loads `path` and its manifest and checks one against the other.
     pub fn load(path: &Path) -> Result<ImageModel, ModelError> {
-        let manifest_path = path.with_extension("toml");
-        let shown = manifest_path.display().to_string();
+        let (manifest, shown): (ImageManifest, String) = crate::health::model::read_manifest(path)?;
         let content = |message: String| ModelError::ManifestContent {
             path: shown.clone(),
             message,
         };
-        let text =
-            std::fs::read_to_string(&manifest_path).map_err(|source| ModelError::Manifest {
-                path: shown.clone(),
-                source,
-            })?;
-        let manifest: ImageManifest =
-            toml::from_str(&text).map_err(|e| content(e.message().to_string()))?;
         let input = &manifest.input;
         if manifest.kind != "image" {
             return Err(content(format!(

@@ -52,27 +52,11 @@ pub struct Saved {
 
 /// Reads a station's saved limits; a missing file is a first start, a torn one is set aside.
 pub fn restore(data_dir: &Path, station: &str) -> Saved {
-    let path = limits_file(data_dir, station);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Saved::default(),
-        Err(error) => {
-            warn!(%error, path = %path.display(), "cannot read the station's saved limits; learning them again");
-            return Saved::default();
-        }
-    };
-    match serde_json::from_slice(&bytes) {
-        Ok(saved) => saved,
-        Err(error) => {
-            let aside = path.with_extension(format!(
-                "json{}",
-                crate::files::aside_suffix(&[&path], "corrupt")
-            ));
-            let _ = std::fs::rename(&path, &aside);
-            warn!(%error, path = %path.display(), aside = %aside.display(), "the station's saved limits are corrupt; set aside, learning them again");
-            Saved::default()
-        }
-    }
+    crate::files::restore_state(
+        &limits_file(data_dir, station),
+        "the station's saved limits",
+    )
+    .unwrap_or_default()
 }
 
 fn save(data_dir: &Path, core: &StationCore) {
@@ -87,17 +71,7 @@ fn save(data_dir: &Path, core: &StationCore) {
             .collect(),
     };
     let path = limits_file(data_dir, &station.name);
-    let result = serde_json::to_vec_pretty(&saved)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            crate::files::off_the_worker(|| {
-                crate::files::write_atomically(&path, &bytes, crate::files::STATE_FILE_MODE)
-            })
-        });
-    if let Err(error) = result {
+    if let Err(error) = crate::files::save_state(&path, &saved) {
         warn!(%error, path = %path.display(), "cannot save the learned control limits; they are learned again after a restart");
     }
 }

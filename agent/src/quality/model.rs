@@ -68,19 +68,11 @@ impl std::fmt::Debug for PartModel {
 impl PartModel {
     /// Loads `path` and its manifest and checks both against `station`.
     pub fn load(path: &Path, station: &Station) -> Result<PartModel, ModelError> {
-        let manifest_path = path.with_extension("toml");
-        let shown = manifest_path.display().to_string();
+        let (manifest, shown): (PartManifest, String) = crate::health::model::read_manifest(path)?;
         let content = |message: String| ModelError::ManifestContent {
             path: shown.clone(),
             message,
         };
-        let text =
-            std::fs::read_to_string(&manifest_path).map_err(|source| ModelError::Manifest {
-                path: shown.clone(),
-                source,
-            })?;
-        let manifest: PartManifest =
-            toml::from_str(&text).map_err(|e| content(e.message().to_string()))?;
         if manifest.inputs.is_empty() {
             return Err(content("no inputs".into()));
         }

@@ -551,6 +551,27 @@ mod tests {
     use crate::clock::ManualClock;
 
     const PRESS: &str = include_str!("../../tests/fixtures/line-press.toml");
+
+    /// Replays `csv` through `loaded` at full speed: the summary and the findings written.
+    fn replayed(loaded: &Loaded, csv: &str) -> (Summary, Vec<u8>) {
+        let options = Options {
+            speed: Speed::Max,
+            failures: Vec::new(),
+            horizon: Duration::from_secs(86_400),
+        };
+        let mut out = Vec::new();
+        let summary = replay(
+            loaded,
+            csv.as_bytes(),
+            "recorded.csv".into(),
+            &options,
+            &mut out,
+            &ManualClock::new(SystemTime::UNIX_EPOCH),
+            &mut |_| {},
+        )
+        .expect("replayed");
+        (summary, out)
+    }
     /// Monday 2026-11-23 06:00:00 UTC, the day shift's start.
     const SHIFT_START: u64 = 1_795_413_600;
 
@@ -591,22 +612,7 @@ mod tests {
 
     #[test]
     fn a_recorded_shift_gives_the_oee_worked_by_hand() {
-        let options = Options {
-            speed: Speed::Max,
-            failures: Vec::new(),
-            horizon: Duration::from_secs(86_400),
-        };
-        let mut out = Vec::new();
-        let summary = replay(
-            &press(),
-            recorded_day().as_bytes(),
-            "day.csv".into(),
-            &options,
-            &mut out,
-            &ManualClock::new(SystemTime::UNIX_EPOCH),
-            &mut |_| {},
-        )
-        .expect("replayed");
+        let (summary, out) = replayed(&press(), &recorded_day());
         assert_eq!(summary.skipped, 0);
         let line = &summary.outcome.lines[0];
         assert_eq!(line.shifts.len(), 1, "{:?}", line.shifts);
@@ -671,22 +677,7 @@ mod tests {
         let plan = firmware_config::load_str(std::path::Path::new("gauge.toml"), text)
             .unwrap_or_else(|e| panic!("{e}"));
         let loaded = Loaded::new(plan).unwrap_or_else(|e| panic!("{e}"));
-        let options = Options {
-            speed: Speed::Max,
-            failures: Vec::new(),
-            horizon: Duration::from_secs(86_400),
-        };
-        let mut out = Vec::new();
-        let summary = replay(
-            &loaded,
-            recorded_gauge().as_bytes(),
-            "gauge.csv".into(),
-            &options,
-            &mut out,
-            &ManualClock::new(SystemTime::UNIX_EPOCH),
-            &mut |_| {},
-        )
-        .expect("replayed");
+        let (summary, out) = replayed(&loaded, &recorded_gauge());
         let findings = String::from_utf8(out).expect("utf-8");
         let parts = findings
             .lines()
