@@ -79,6 +79,22 @@ impl Sim {
     }
 }
 
+/// The `[outbox]` and `[mqtt]` sections of an end-to-end test: a fast flush, a quick reconnect
+/// and the `acme/plant1/area/line` topic prefix, to a broker on `mqtt_port`.
+pub fn uplink_toml(mqtt_port: u16) -> String {
+    format!(
+        r#"
+[outbox]
+flush_interval = "100ms"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt_port}"
+backoff = {{ initial = "100ms", max = "300ms" }}
+topics = {{ enterprise = "acme", site = "plant1", area = "area", line = "line" }}
+"#
+    )
+}
+
 /// Polls `probe` every 20 ms until it gives a value; `Err` with the last probe's failure when
 /// `within` has passed first.
 pub async fn eventually<T, E, F>(within: Duration, mut probe: impl FnMut() -> F) -> Result<T, E>

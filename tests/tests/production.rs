@@ -26,20 +26,8 @@ fn config(data_dir: &Path, sim_port: u16, mqtt_port: u16) -> String {
         .replace("ideal_cycle = \"2s\"", "ideal_cycle = \"100ms\"")
         .replace("[agent]\n", &format!("[agent]\ndata_dir = {data_dir:?}\n"));
     format!(
-        r#"{line}
-[[lines.shifts]]
-name = "all-day"
-start = "00:00"
-end = "00:00"
-
-[outbox]
-flush_interval = "100ms"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt_port}"
-backoff = {{ initial = "100ms", max = "300ms" }}
-topics = {{ enterprise = "acme", site = "plant1", area = "area", line = "line" }}
-"#
+        "{line}\n[[lines.shifts]]\nname = \"all-day\"\nstart = \"00:00\"\nend = \"00:00\"\n{}",
+        millwright_tests::uplink_toml(mqtt_port)
     )
 }
 

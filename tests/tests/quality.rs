@@ -26,17 +26,7 @@ fn config(data_dir: &Path, sim_port: u16, mqtt_port: u16) -> String {
         .replace("baseline = 25", "baseline = 20")
         .replace("nelson = [1, 2, 3, 4, 5, 6, 7, 8]", "nelson = [1, 2]")
         .replace("[agent]\n", &format!("[agent]\ndata_dir = {data_dir:?}\n"));
-    format!(
-        r#"{station}
-[outbox]
-flush_interval = "100ms"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt_port}"
-backoff = {{ initial = "100ms", max = "300ms" }}
-topics = {{ enterprise = "acme", site = "plant1", area = "area", line = "line" }}
-"#
-    )
+    format!("{station}{}", millwright_tests::uplink_toml(mqtt_port))
 }
 
 fn data_on(messages: &[Message], leaf: &str) -> Vec<serde_json::Value> {
