@@ -102,8 +102,9 @@ pub struct ImagesConfig {
     pub folder: std::path::PathBuf,
     /// The image model (`.onnx`, its manifest `.toml` beside it). Relative to this file.
     pub model: std::path::PathBuf,
-    /// How an image finds its part: `part_id` (its file name contains the part id) or `arrival`
-    /// (images and parts in the same order).
+    /// How an image finds its part: `part_id` (its file name contains the part id), `time` (the
+    /// file was written within `wait` of the part's trigger) or `arrival` (images and parts in the
+    /// same order).
     #[serde(default)]
     pub link: ImageLink,
     /// How long a part waits for its image before it is decided without one (and reviewed).
@@ -130,8 +131,13 @@ fn default_keep_days() -> u32 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageLink {
+    /// The file name holds the part id as a whole token.
     #[default]
     PartId,
+    /// The file was written (its modification time) within `wait` of the part's trigger; the
+    /// nearest part takes it.
+    Time,
+    /// Images and parts in the same order.
     Arrival,
 }
 

@@ -448,6 +448,7 @@ pub fn quality_report(plan: &firmware_config::Plan) -> String {
                 match images.link {
                     firmware_config::quality::ImageLink::PartId => "part id in the file name",
                     firmware_config::quality::ImageLink::Arrival => "order of arrival",
+                    firmware_config::quality::ImageLink::Time => "the time it was written",
                 },
                 humantime::format_duration(images.wait),
                 humantime::format_duration(images.poll),

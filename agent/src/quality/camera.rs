@@ -268,11 +268,13 @@ async fn score(model: Arc<ImageModel>, file: PathBuf, size: u64) -> ImageVerdict
     })
     .await
     .unwrap_or_else(|e| Err(format!("scoring failed: {e}")));
+    let written = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
     if let Err(error) = &scored {
         warn!(file = %file.display(), %error, "camera image not scored; its part goes to review");
     }
     ImageVerdict {
         file,
+        written,
         score: scored,
     }
 }

@@ -167,6 +167,8 @@ struct Pending {
     part_id: Option<String>,
     /// When the part was seen: an image is waited for until `triggered + wait`.
     triggered: Duration,
+    /// The trigger sample's time, for images linked by time.
+    at: SystemTime,
     image: Option<ImageVerdict>,
 }
 
@@ -174,6 +176,8 @@ struct Pending {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageVerdict {
     pub file: std::path::PathBuf,
+    /// When the file was written (its modification time), for images linked by time.
+    pub written: Option<SystemTime>,
     pub score: Result<f64, String>,
 }
 
@@ -303,12 +307,12 @@ impl StationCore {
         let (Trigger::Counter(trigger) | Trigger::PartDone(trigger)) = self.station.trigger;
         if trigger == tag && good {
             if let Some(reading) = sample.value.as_ref().and_then(trigger_reading) {
-                self.trigger(reading, mono);
+                self.trigger(reading, mono, sample.timestamp);
             }
         }
     }
 
-    fn trigger(&mut self, reading: i64, mono: Duration) {
+    fn trigger(&mut self, reading: i64, mono: Duration, at: SystemTime) {
         let last = self.trigger_last.replace(reading);
         let parts = match (self.station.trigger, last) {
             // The first reading after a start is where counting begins.
@@ -331,9 +335,10 @@ impl StationCore {
             due: mono + self.station.settle,
             part_id: self.part_id.clone(),
             triggered: mono,
+            at,
             image: None,
         };
-        part.image = self.take_unlinked(part.part_id.as_deref());
+        part.image = self.take_unlinked(&part);
         self.pending.push_back(part);
     }
 
@@ -349,22 +354,40 @@ impl StationCore {
         }
     }
 
-    fn links_by_id(&self) -> bool {
-        matches!(
-            self.station.images.as_ref().map(|i| i.link),
-            Some(firmware_config::quality::ImageLink::PartId)
-        )
+    /// How well `verdict` fits `part`: `None` not at all; else the distance (0 by id or by
+    /// arrival, the time between the trigger and the file's writing by time).
+    fn fit(&self, part: &Pending, verdict: &ImageVerdict) -> Option<Duration> {
+        use firmware_config::quality::ImageLink;
+        let images = self.station.images.as_ref()?;
+        match images.link {
+            ImageLink::Arrival => Some(Duration::ZERO),
+            ImageLink::PartId => part
+                .part_id
+                .as_deref()
+                .is_some_and(|id| verdict.names(id))
+                .then_some(Duration::ZERO),
+            ImageLink::Time => {
+                let written = verdict.written?;
+                let apart = written
+                    .duration_since(part.at)
+                    .or_else(|e| Ok::<_, ()>(e.duration()))
+                    .unwrap_or_default();
+                (apart <= images.wait).then_some(apart)
+            }
+        }
     }
 
-    /// A camera image, scored: linked to its part (by id in its name, or in order of arrival),
-    /// or kept until its part comes.
+    /// A camera image, scored: linked to its part (by id in its name, by time or in order of
+    /// arrival), or kept until its part comes.
     pub fn image(&mut self, verdict: ImageVerdict, mono: Duration, out: &mut Vec<Output>) {
-        let by_id = self.links_by_id();
-        let waiting = self.pending.iter_mut().find(|p| {
-            p.image.is_none()
-                && (!by_id || p.part_id.as_deref().is_some_and(|id| verdict.names(id)))
-        });
-        match waiting {
+        let best = self
+            .pending
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.image.is_none())
+            .filter_map(|(i, p)| Some((self.fit(p, &verdict)?, i)))
+            .min();
+        match best.and_then(|(_, i)| self.pending.get_mut(i)) {
             Some(part) => part.image = Some(verdict),
             None => {
                 if self.unlinked.len() == UNLINKED {
@@ -377,13 +400,14 @@ impl StationCore {
         }
     }
 
-    /// The image kept for a part that just came: by its id, or the oldest.
-    fn take_unlinked(&mut self, part_id: Option<&str>) -> Option<ImageVerdict> {
-        let by_id = self.links_by_id();
-        let at = self
+    /// The image kept for a part that just came: the best fit (the oldest of equals).
+    fn take_unlinked(&mut self, part: &Pending) -> Option<ImageVerdict> {
+        let (_, at) = self
             .unlinked
             .iter()
-            .position(|(_, v)| !by_id || part_id.is_some_and(|id| v.names(id)))?;
+            .enumerate()
+            .filter_map(|(i, (_, v))| Some((self.fit(part, v)?, i)))
+            .min()?;
         self.unlinked.remove(at).map(|(_, v)| v)
     }
 
@@ -1061,6 +1085,7 @@ mod tests {
     fn verdict(name: &str, score: Result<f64, String>) -> ImageVerdict {
         ImageVerdict {
             file: std::path::PathBuf::from("/camera").join(name),
+            written: None,
             score,
         }
     }
@@ -1203,5 +1228,50 @@ mod tests {
             panic!("a report")
         };
         assert_eq!(report.unmatched_images, 1);
+    }
+
+    #[test]
+    fn by_time_the_part_triggered_nearest_the_images_writing_takes_it() {
+        let mut core = with_images("time");
+        let mut out = Vec::new();
+        let wall = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        let trigger = |core: &mut StationCore, count: u64, ms: u64| {
+            let mono = Duration::from_millis(ms);
+            let mut s = sample(0, Value::U64(count));
+            s.timestamp = wall(ms);
+            core.observe(&sample(2, Value::F64(25.0)), mono);
+            core.observe(&sample(3, Value::F64(120.0)), mono);
+            core.observe(&s, mono);
+        };
+        trigger(&mut core, 1, 0);
+        trigger(&mut core, 2, 10_000);
+        trigger(&mut core, 3, 10_400);
+        // Written 350 ms after the second part and 50 ms before the third: the third's.
+        let mut image = verdict("IMG_0001.png", Ok(0.9));
+        image.written = Some(wall(10_350));
+        core.image(image, Duration::from_millis(10_450), &mut out);
+        // One written long after any part waits, then finds none.
+        let mut stray = verdict("IMG_0002.png", Ok(0.1));
+        stray.written = Some(wall(30_000));
+        core.image(stray, Duration::from_millis(10_460), &mut out);
+        core.step(
+            Duration::from_millis(11_500),
+            SystemTime::UNIX_EPOCH,
+            &mut out,
+        );
+        let decided = parts_out(&out);
+        assert_eq!(
+            decided[0].2,
+            ["image_missing"],
+            "the second part had no image"
+        );
+        assert_eq!(decided[1].0.as_deref(), Some("IMG_0001.png"));
+        assert_eq!(decided[1].1, Decision::Reject);
+        core.step(
+            Duration::from_millis(14_000),
+            SystemTime::UNIX_EPOCH,
+            &mut out,
+        );
+        assert!(out.iter().any(|o| matches!(o, Output::MoveImage { to: "unmatched", file } if file.ends_with("IMG_0002.png"))));
     }
 }
