@@ -555,9 +555,13 @@ fn classify(wire: Option<&WireWatch>, fault: Fault) -> Fault {
 }
 
 /// RS-485 needs silence between a response and the next request.
+/// Only when the gap has not passed yet: a timer due now still waits for the timer wheel's next
+/// millisecond (one wake for nothing per request on a TCP line, whose gap is zero).
 async fn frame_gap(last_transaction: Option<Instant>, gap: Duration) {
-    if let Some(last) = last_transaction {
-        tokio::time::sleep_until(last + gap).await;
+    if let Some(until) = last_transaction.map(|last| last + gap) {
+        if until > Instant::now() {
+            tokio::time::sleep_until(until).await;
+        }
     }
 }
 
@@ -629,6 +633,28 @@ pub fn lines(plan: &firmware_config::Plan, clock: &Arc<dyn Clock>, bus: &SampleB
 
 #[cfg(test)]
 mod tests {
+
+    /// Whether `future` is ready at its first poll.
+    async fn ready_at_once(future: impl std::future::Future<Output = ()>) -> bool {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx).is_ready())).await
+    }
+
+    #[tokio::test]
+    async fn a_frame_gap_that_has_passed_costs_no_timer_wait() {
+        for _ in 0..20 {
+            // The timer wheel has just turned: a deadline of now lies in its next millisecond.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let last = Instant::now();
+            assert!(ready_at_once(frame_gap(Some(last), Duration::ZERO)).await);
+            assert!(ready_at_once(frame_gap(None, Duration::from_millis(5))).await);
+        }
+        let last = Instant::now();
+        assert!(
+            !ready_at_once(frame_gap(Some(last), Duration::from_millis(50))).await,
+            "a gap still to come is waited for"
+        );
+    }
     use super::*;
     use crate::clock::SystemClock;
 
