@@ -143,7 +143,7 @@ pub async fn watch(
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep_tick = tokio::time::interval(SWEEP_EVERY);
     loop {
-        tokio::select! {
+        let finished = tokio::select! {
             () = stop.cancelled() => break,
             _ = sweep_tick.tick() => {
                 let (folder, keep, now) = (images.folder.clone(), images.keep, clock.now());
@@ -151,38 +151,27 @@ pub async fn watch(
                 if deleted > 0 {
                     info!(deleted, folder = %images.folder.display(), "old camera images deleted");
                 }
+                continue;
             }
             finished = announced.next() => {
                 if finished.is_empty() {
                     continue;
                 }
-                let folder = images.folder.clone();
-                let mut listed = std::mem::take(&mut seen);
-                let (found, listed) = tokio::task::spawn_blocking(move || {
-                    let found = ready(&folder, &mut listed, &finished);
-                    (found, listed)
-                })
-                .await
-                .unwrap_or_default();
-                seen = listed;
-                if !hand_on(found, &mut seen, &model, station, &out).await {
-                    return;
-                }
+                finished
             }
-            _ = look.tick() => {
-                let folder = images.folder.clone();
-                let mut listed = std::mem::take(&mut seen);
-                let (found, listed) = tokio::task::spawn_blocking(move || {
-                    let found = ready(&folder, &mut listed, &Default::default());
-                    (found, listed)
-                })
-                .await
-                .unwrap_or_default();
-                seen = listed;
-                if !hand_on(found, &mut seen, &model, station, &out).await {
-                    return;
-                }
-            }
+            _ = look.tick() => Default::default(),
+        };
+        let folder = images.folder.clone();
+        let mut listed = std::mem::take(&mut seen);
+        let (found, listed) = tokio::task::spawn_blocking(move || {
+            let found = ready(&folder, &mut listed, &finished);
+            (found, listed)
+        })
+        .await
+        .unwrap_or_default();
+        seen = listed;
+        if !hand_on(found, &mut seen, &model, station, &out).await {
+            return;
         }
     }
 }

@@ -56,42 +56,33 @@ pub fn start(
         asked: Arc::new(AtomicU64::new(0)),
     };
     let stats = Arc::new(DivertStats::default());
-    tasks.spawn(drive(
+    let gate = Gate {
         output,
-        pulse,
+        driver: None,
         writers,
-        handle.clone(),
-        Arc::clone(&stats),
         report,
-        stop,
-    ));
+        failing: false,
+        stats: Arc::clone(&stats),
+    };
+    tasks.spawn(drive(gate, pulse, handle.clone(), stop));
     (handle, stats)
 }
 
-async fn drive(
+/// The output and what writing it needs.
+struct Gate {
     output: Output,
-    pulse: Duration,
+    driver: Option<Driver>,
     writers: Vec<DeviceWriter>,
-    handle: Divert,
-    stats: Arc<DivertStats>,
     report: mpsc::Sender<Condition>,
-    stop: CancellationToken,
-) {
-    let mut driver: Option<Driver> = None;
-    let mut failing = false;
+    failing: bool,
+    stats: Arc<DivertStats>,
+}
+
+async fn drive(mut gate: Gate, pulse: Duration, handle: Divert, stop: CancellationToken) {
     let mut seen = 0;
     // Off at start: the state before is unknown.
     let mut on_until: Option<Instant> = None;
-    set(
-        &output,
-        &mut driver,
-        &writers,
-        false,
-        &report,
-        &mut failing,
-        &stats,
-    )
-    .await;
+    gate.set(false).await;
     loop {
         let off_at = on_until;
         tokio::select! {
@@ -99,7 +90,7 @@ async fn drive(
             () = handle.wake.notified() => {}
             () = async { if let Some(at) = off_at { tokio::time::sleep_until(at).await } }, if off_at.is_some() => {
                 on_until = None;
-                set(&output, &mut driver, &writers, false, &report, &mut failing, &stats).await;
+                gate.set(false).await;
                 continue;
             }
         }
@@ -110,77 +101,56 @@ async fn drive(
         seen = asked;
         let was_on = on_until.is_some();
         on_until = Some(Instant::now() + pulse);
-        if !was_on || failing {
-            stats.pulses.fetch_add(1, Ordering::Relaxed);
-            set(
-                &output,
-                &mut driver,
-                &writers,
-                true,
-                &report,
-                &mut failing,
-                &stats,
-            )
-            .await;
+        if !was_on || gate.failing {
+            gate.stats.pulses.fetch_add(1, Ordering::Relaxed);
+            gate.set(true).await;
         }
     }
     if on_until.is_some() {
-        set(
-            &output,
-            &mut driver,
-            &writers,
-            false,
-            &report,
-            &mut failing,
-            &stats,
-        )
-        .await;
+        gate.set(false).await;
     }
 }
 
-async fn set(
-    output: &Output,
-    driver: &mut Option<Driver>,
-    writers: &[DeviceWriter],
-    on: bool,
-    report: &mpsc::Sender<Condition>,
-    failing: &mut bool,
-    stats: &DivertStats,
-) {
-    let pattern = if on { Pattern::Steady } else { Pattern::Off };
-    let result = async {
-        let driver = match driver {
-            Some(driver) => driver,
-            None => driver.insert(Driver::open(&output.target, writers)?),
-        };
-        driver.show(pattern, on).await
-    }
-    .await;
-    let id = format!("agent/output/{}", output.name);
-    match result {
-        Ok(()) if *failing => {
-            *failing = false;
-            info!(output = %output.name, "divert output works again");
-            let _ = report.try_send(health_condition(
-                id,
-                Severity::Medium,
-                false,
-                "output works again".into(),
-            ));
+impl Gate {
+    async fn set(&mut self, on: bool) {
+        let pattern = if on { Pattern::Steady } else { Pattern::Off };
+        let result = async {
+            let driver = match &mut self.driver {
+                Some(driver) => driver,
+                None => self
+                    .driver
+                    .insert(Driver::open(&self.output.target, &self.writers)?),
+            };
+            driver.show(pattern, on).await
         }
-        Ok(()) => {}
-        Err(error) => {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-            if !*failing {
-                warn!(output = %output.name, %error, "divert output failed; a bad part may not have been diverted");
+        .await;
+        let id = format!("agent/output/{}", self.output.name);
+        let name = &self.output.name;
+        match result {
+            Ok(()) if self.failing => {
+                self.failing = false;
+                info!(output = %name, "divert output works again");
+                let _ = self.report.try_send(health_condition(
+                    id,
+                    Severity::Medium,
+                    false,
+                    "output works again".into(),
+                ));
             }
-            *failing = true;
-            let _ = report.try_send(health_condition(
-                id,
-                Severity::High,
-                true,
-                format!("divert output {}: {error}", output.name),
-            ));
+            Ok(()) => {}
+            Err(error) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                if !self.failing {
+                    warn!(output = %name, %error, "divert output failed; a bad part may not have been diverted");
+                }
+                self.failing = true;
+                let _ = self.report.try_send(health_condition(
+                    id,
+                    Severity::High,
+                    true,
+                    format!("divert output {name}: {error}"),
+                ));
+            }
         }
     }
 }
