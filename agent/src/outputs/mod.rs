@@ -345,9 +345,21 @@ async fn drive(
     }
 }
 
+/// The health condition of output `name` (`agent/output/<name>`): failing with `reason`, or
+/// working again.
+pub fn output_health(name: &str, severity: Severity, failing: Option<String>) -> Condition {
+    let active = failing.is_some();
+    health_condition(
+        format!("agent/output/{name}"),
+        severity,
+        active,
+        failing.unwrap_or_else(|| "output works again".into()),
+    )
+}
+
 /// Notes how a write went, and tells the decisions stage when the output starts or stops failing.
 fn reported(report: &mpsc::Sender<Condition>, slot: &mut Slot, result: Result<(), OutputError>) {
-    let id = format!("agent/output/{}", slot.output.name);
+    let name = &slot.output.name;
     let tell = |condition: Condition| {
         // Full only if the decisions stage stalls; the next retry reports the failure again.
         if let Err(error) = report.try_send(condition) {
@@ -358,12 +370,7 @@ fn reported(report: &mpsc::Sender<Condition>, slot: &mut Slot, result: Result<()
         Ok(()) if slot.failing => {
             slot.failing = false;
             info!(output = %slot.output.name, "output works again");
-            tell(health_condition(
-                id,
-                Severity::Medium,
-                false,
-                "output works again".into(),
-            ));
+            tell(output_health(name, Severity::Medium, None));
         }
         Ok(()) => {}
         Err(error) => {
@@ -375,11 +382,10 @@ fn reported(report: &mpsc::Sender<Condition>, slot: &mut Slot, result: Result<()
                 }
             }
             slot.failing = true;
-            tell(health_condition(
-                id,
+            tell(output_health(
+                name,
                 Severity::Medium,
-                true,
-                format!("output {}: {error}", slot.output.name),
+                Some(format!("output {name}: {error}")),
             ));
         }
     }

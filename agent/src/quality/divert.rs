@@ -15,9 +15,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::decisions::alerts::health_condition;
 use crate::decisions::lifecycle::Condition;
-use crate::outputs::Driver;
+use crate::outputs::{output_health, Driver};
 use crate::sources::modbus::DeviceWriter;
 
 /// The handle the stage pulses through.
@@ -124,18 +123,14 @@ impl Gate {
             driver.show(pattern, on).await
         }
         .await;
-        let id = format!("agent/output/{}", self.output.name);
         let name = &self.output.name;
         match result {
             Ok(()) if self.failing => {
                 self.failing = false;
                 info!(output = %name, "divert output works again");
-                let _ = self.report.try_send(health_condition(
-                    id,
-                    Severity::Medium,
-                    false,
-                    "output works again".into(),
-                ));
+                let _ = self
+                    .report
+                    .try_send(output_health(name, Severity::Medium, None));
             }
             Ok(()) => {}
             Err(error) => {
@@ -144,11 +139,10 @@ impl Gate {
                     warn!(output = %name, %error, "divert output failed; a bad part may not have been diverted");
                 }
                 self.failing = true;
-                let _ = self.report.try_send(health_condition(
-                    id,
+                let _ = self.report.try_send(output_health(
+                    name,
                     Severity::High,
-                    true,
-                    format!("divert output {name}: {error}"),
+                    Some(format!("divert output {name}: {error}")),
                 ));
             }
         }
