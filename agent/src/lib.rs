@@ -4,6 +4,7 @@
 pub mod app;
 pub mod backoff;
 pub mod bus;
+pub mod changes;
 pub mod clock;
 pub mod commands;
 pub mod control;

@@ -30,8 +30,10 @@ use crate::health::assess::Assessment;
 use crate::health::scorer::{self, Scorer};
 use crate::sources::modbus::DeviceWriter;
 use crate::store::Outbox;
+use crate::uplink::encode::sparkplug::{LiveTags, NodeParts};
+use crate::uplink::encode::{Both, Encoder, Sparkplug, Topics, UnsJson};
 use crate::uplink::{CommandHandler, Identity, Uplink, UplinkParts, UplinkStats};
-use crate::{outputs, production, quality, reports};
+use crate::{changes, outputs, production, quality, reports};
 
 /// Starts each quality station's divert output (`None` for a station without one).
 fn quality_diverts(
@@ -56,6 +58,51 @@ fn quality_diverts(
             Some(handle)
         })
         .collect()
+}
+
+/// The uplink's wire format; with Sparkplug, the changes stage that feeds it too.
+fn encoder(
+    plan: &firmware_config::Plan,
+    mqtt: &firmware_config::Mqtt,
+    upstream: &UpstreamDeps,
+    bus: &SampleBus,
+    running: &mut Running,
+    stop: &CancellationToken,
+    clock: &Arc<dyn Clock>,
+) -> Box<dyn Encoder> {
+    let uns = UnsJson {
+        topics: Topics::new(&mqtt.topic_prefix, &upstream.identity.agent),
+    };
+    let Some(node) = &mqtt.formats.sparkplug else {
+        return Box::new(uns);
+    };
+    let live = LiveTags::new(plan.tag_count());
+    running.tasks.spawn(changes::run(
+        changes::Changes::new(plan, node),
+        changes::ChangesParts {
+            samples: bus.subscribe(),
+            live: Arc::clone(&live),
+            sources: running.stats.clone(),
+            outbox: Arc::clone(&upstream.outbox),
+            interval: node.data_interval,
+        },
+        Arc::clone(clock),
+        stop.clone(),
+    ));
+    let sparkplug = Sparkplug::new(
+        plan,
+        node,
+        NodeParts {
+            live,
+            sources: running.stats.clone(),
+            data_dir: plan.agent.data_dir.clone(),
+        },
+    );
+    if mqtt.formats.uns {
+        Box::new(Both { uns, sparkplug })
+    } else {
+        Box::new(sparkplug)
+    }
 }
 
 /// Assessments buffered per subscriber.
@@ -141,6 +188,7 @@ impl Pipeline {
             deps.stop.clone(),
         ));
         let diverts = quality_diverts(plan, &writers, &report, &deps.stop, &mut running);
+        let uplink_writers = writers.clone();
         if !plan.alerting.outputs.is_empty() {
             running.tasks.spawn(outputs::run(
                 plan.alerting.clone(),
@@ -167,16 +215,16 @@ impl Pipeline {
                 Arc::clone(clock),
                 deps.stop.clone(),
             ));
-            let uplink = Uplink::uns(
-                mqtt.clone(),
-                upstream.identity.clone(),
-                UplinkParts {
-                    outbox: Arc::clone(&upstream.outbox),
-                    stats: Arc::clone(&upstream.stats),
-                    commands: Arc::clone(&upstream.commands),
-                    clock: Arc::clone(clock),
-                },
-            );
+            let parts = UplinkParts {
+                outbox: Arc::clone(&upstream.outbox),
+                stats: Arc::clone(&upstream.stats),
+                commands: Arc::clone(&upstream.commands),
+                clock: Arc::clone(clock),
+            };
+            let encoder = encoder(plan, mqtt, upstream, &bus, &mut running, &deps.stop, clock);
+            let mut uplink =
+                Uplink::with_encoder(mqtt.clone(), upstream.identity.clone(), parts, encoder);
+            uplink.writers = uplink_writers;
             let span = tracing::info_span!("uplink");
             running.tasks.spawn(tracing::Instrument::instrument(
                 uplink.run(deps.stop.clone()),

@@ -43,6 +43,8 @@ pub enum Report {
     Part(Box<PartDecision>),
     /// A quality station's figures over a report interval or a shift.
     Quality(Box<QualityReport>),
+    /// One device's tags that changed beyond their deadband (Sparkplug report by exception).
+    Changes(Box<DeviceChanges>),
 }
 
 impl Report {
@@ -61,7 +63,8 @@ impl Report {
             | Report::Assessment(_)
             | Report::Production(_)
             | Report::Part(_)
-            | Report::Quality(_) => Class::Summary,
+            | Report::Quality(_)
+            | Report::Changes(_) => Class::Summary,
         }
     }
 
@@ -76,8 +79,25 @@ impl Report {
             Report::Downtime(_) => "downtime",
             Report::Part(_) => "part",
             Report::Quality(_) => "quality",
+            Report::Changes(_) => "changes",
         }
     }
+}
+
+/// One device's tags that changed since they were last reported, in tag order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceChanges {
+    pub device: String,
+    pub changes: Vec<Change>,
+}
+
+/// A tag's new value (or its new quality: a bad sample is reported, never dropped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub tag: Arc<str>,
+    pub at: SystemTime,
+    pub value: Option<Value>,
+    pub quality: Quality,
 }
 
 /// One device's tags over one interval, in name order.

@@ -18,6 +18,7 @@ pub mod names;
 pub mod opcua;
 pub mod quality;
 pub mod source;
+pub mod sparkplug;
 pub mod uplink;
 pub mod words;
 
@@ -51,6 +52,7 @@ pub use opcua::{
     NodeRef, OpcuaEndpoint, OpcuaTag, OpcuaTagConfig, SecurityMode, SecurityPolicy,
 };
 pub use source::{ConfigError, ConfigErrors};
+pub use sparkplug::{Formats, Sparkplug};
 pub use uplink::{
     ByteSize, Mqtt, MqttConfig, Outbox, OutboxConfig, PasswordSource, Secret, TopicsConfig,
 };
@@ -259,6 +261,44 @@ impl Plan {
     }
 }
 
+/// The devices and tags a Sparkplug edge node publishes.
+fn sparkplug_names<'a>(
+    devices: &'a [Device],
+    opcua: &'a [OpcuaEndpoint],
+    assets: &'a [Asset],
+    lines: &'a [Line],
+    stations: &'a [quality::Station],
+) -> sparkplug::DeviceNames<'a> {
+    let kinds = devices
+        .iter()
+        .map(|d| ("Modbus device", "devices", d.name.as_str()))
+        .chain(
+            opcua
+                .iter()
+                .map(|e| ("OPC UA endpoint", "opcua", e.name.as_str())),
+        )
+        .chain(assets.iter().map(|a| ("asset", "assets", a.id.as_str())))
+        .chain(lines.iter().map(|l| ("line", "lines", l.name.as_str())))
+        .chain(
+            stations
+                .iter()
+                .map(|s| ("quality station", "quality", s.name.as_str())),
+        );
+    let tags = devices
+        .iter()
+        .flat_map(|d| d.tags.iter().map(|t| (t.name.as_str(), Some(t.table))))
+        .chain(
+            opcua
+                .iter()
+                .flat_map(|e| e.tags.iter().map(|t| (t.name.as_str(), None))),
+        )
+        .collect();
+    sparkplug::DeviceNames {
+        devices: kinds.collect(),
+        tags,
+    }
+}
+
 /// Reads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Plan, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::unreadable(path, &e))?;
@@ -388,6 +428,13 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
                 "agent",
                 "sample_bus_capacity must be at least 1",
             );
+        }
+    }
+
+    if let (Some((_, Some(Some(mqtt)))), Some(quality)) = (&uplink, &quality) {
+        if let Some(node) = &mqtt.formats.sparkplug {
+            let names = sparkplug_names(&devices, &opcua, &assets, &lines, quality);
+            sparkplug::validate_plan(&mut check, node, &names);
         }
     }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 use crate::modbus::{BackoffConfig, Checker};
 use crate::names::{self, TopicUse};
 use crate::source::Seg;
+use crate::sparkplug::{validate_formats, FormatConfig, Formats, SparkplugConfig};
 use crate::{words, Backoff, HumanDuration};
 
 /// The durable store-and-forward buffer.
@@ -105,6 +106,11 @@ pub struct MqttConfig {
     pub max_inflight: u16,
     #[serde(default)]
     pub topics: TopicsConfig,
+    /// Wire formats: `"uns"` (default), `"sparkplug"`, or `["uns", "sparkplug"]`.
+    #[serde(default)]
+    pub format: FormatConfig,
+    /// The Sparkplug B edge node (needed by format "sparkplug").
+    pub sparkplug: Option<SparkplugConfig>,
 }
 
 fn default_keep_alive() -> HumanDuration {
@@ -215,6 +221,7 @@ pub struct Mqtt {
     pub max_inflight: u16,
     /// `{enterprise}/{site}/{area}/{line}`.
     pub topic_prefix: String,
+    pub formats: Formats,
 }
 
 /// Bytes written as a number or as "64 MiB", "512KiB", "1 GB".
@@ -480,7 +487,9 @@ pub(crate) fn validate_mqtt(
             );
         }
     }
+    let formats = validate_formats(check, &mqtt.format, mqtt.sparkplug.as_ref(), agent_name);
     let (host, port, tls) = endpoint?;
+    let formats = formats?;
     (check.errors.len() == before).then(|| Mqtt {
         host,
         port,
@@ -499,6 +508,7 @@ pub(crate) fn validate_mqtt(
             "{}/{}/{}/{}",
             topics.enterprise, topics.site, topics.area, topics.line
         ),
+        formats,
     })
 }
 

@@ -29,7 +29,7 @@ pub mod tls;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use firmware_config::Mqtt;
@@ -44,8 +44,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::backoff;
 use crate::clock::Clock;
+use crate::sources::modbus::DeviceWriter;
 use crate::store::{Class, Outbox, Record};
-pub use encode::{timestamp, Encoder, Identity, Message, Topics, PAYLOAD_SCHEMA};
+pub use encode::{timestamp, Encoder, Identity, Message, TagWrite, Topics, PAYLOAD_SCHEMA};
 use reason::Reason;
 use suspects::{InFlight, Loss, Suspects};
 
@@ -226,45 +227,132 @@ impl UplinkStats {
     }
 }
 
-/// What a queued publish stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a request stands for once the broker acknowledged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Sent {
-    Record(Class, u64),
-    /// Birth, command replies: acknowledged by the broker, nothing to remove.
+    /// These records: removed from the outbox on the acknowledgement. A QoS 1 publish carries its
+    /// own record; a fence carries the records whose messages were all QoS 0.
+    Records(Vec<(Class, u64)>),
+    /// Births, command replies, subscriptions: acknowledged by the broker, nothing to remove.
     Other,
+    /// A QoS 0 publish: written to the connection, never acknowledged.
+    Unacknowledged,
 }
 
-/// Matches PUBACKs to records: publishes are queued in order, learn their packet id from the
-/// `Outgoing::Publish` events (which rumqttc emits in request order), and are resolved by `PubAck`.
-/// Each remembers when it was queued (on the clock's monotonic time), for the ack timeout and for
-/// blaming a record.
+impl Sent {
+    fn record_count(&self) -> usize {
+        match self {
+            Sent::Records(records) => records.len(),
+            Sent::Other | Sent::Unacknowledged => 0,
+        }
+    }
+}
+
+/// The two kinds of request whose packet ids the uplink follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Publish,
+    Subscribe,
+}
+
+/// A request not yet handed to rumqttc.
+#[derive(Debug, Clone, PartialEq)]
+enum Request {
+    Publish(Message),
+    /// A subscription; also the fence after QoS 0 publishes (see [`FENCE_TOPIC`]).
+    Subscribe(String),
+}
+
+/// A SUBSCRIBE sent after QoS 0 publishes: brokers handle one connection's packets in order, so
+/// its SUBACK says the broker has read them, as a PUBACK would. Nobody publishes on it.
+pub const FENCE_TOPIC: &str = "millwright/fence";
+
+/// Matches acknowledgements to records: requests are handed to rumqttc in order, learn their
+/// packet id from the `Outgoing::Publish`/`Outgoing::Subscribe` events (which rumqttc emits in
+/// request order), and are resolved by `PubAck`/`SubAck`. Each remembers when it was handed over
+/// (on the clock's monotonic time), for the ack timeout and for blaming a record. Requests wait in
+/// `unsent` while rumqttc's request queue is full, so a burst of births is never cut short.
 #[derive(Debug, Default)]
 struct Inflight {
-    awaiting_id: VecDeque<(Sent, Duration)>,
-    awaiting_ack: HashMap<u16, (Sent, Duration)>,
-    /// Records among both, kept so the window check stays O(1).
+    unsent: VecDeque<(Request, Sent)>,
+    awaiting_id: VecDeque<(Kind, Sent, Duration)>,
+    awaiting_ack: HashMap<(Kind, u16), (Sent, Duration)>,
+    /// Records among all three, kept so the window check stays O(1).
     records: usize,
 }
 
 impl Inflight {
-    fn queued(&mut self, sent: Sent, at: Duration) {
-        if matches!(sent, Sent::Record(..)) {
-            self.records += 1;
-        }
-        self.awaiting_id.push_back((sent, at));
+    fn queue(&mut self, request: Request, sent: Sent) {
+        self.records += sent.record_count();
+        self.unsent.push_back((request, sent));
     }
 
-    fn sent(&mut self, pkid: u16) {
-        if let Some(sent) = self.awaiting_id.pop_front() {
-            self.awaiting_ack.insert(pkid, sent);
+    /// Queues a message; QoS 0 ones are never acknowledged.
+    fn queue_message(&mut self, message: Message, sent: Sent) {
+        let sent = if message.qos == QoS::AtMostOnce {
+            Sent::Unacknowledged
+        } else {
+            sent
+        };
+        self.queue(Request::Publish(message), sent);
+    }
+
+    /// Hands what rumqttc takes to it.
+    fn hand_over(&mut self, client: &AsyncClient, now: Duration) {
+        while let Some((request, sent)) = self.unsent.pop_front() {
+            let taken = match request {
+                Request::Publish(m) => {
+                    let (topic, qos, retain) = (m.topic, m.qos, m.retain);
+                    client
+                        .try_publish(topic.clone(), qos, retain, m.payload)
+                        .map(|()| Kind::Publish)
+                        .map_err(|error| {
+                            let payload = match error {
+                                rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(p))
+                                | rumqttc::ClientError::Request(rumqttc::Request::Publish(p)) => {
+                                    p.payload.to_vec()
+                                }
+                                _ => Vec::new(),
+                            };
+                            Request::Publish(Message {
+                                topic,
+                                payload,
+                                retain,
+                                qos,
+                            })
+                        })
+                }
+                Request::Subscribe(topic) => client
+                    .try_subscribe(topic.clone(), QoS::AtLeastOnce)
+                    .map(|()| Kind::Subscribe)
+                    .map_err(|_| Request::Subscribe(topic)),
+            };
+            match taken {
+                Ok(kind) => self.awaiting_id.push_back((kind, sent, now)),
+                Err(request) => {
+                    debug!("request queue full; retrying after the next event");
+                    self.unsent.push_front((request, sent));
+                    return;
+                }
+            }
         }
     }
 
-    fn acknowledged(&mut self, pkid: u16) -> Option<Sent> {
-        let (sent, _) = self.awaiting_ack.remove(&pkid)?;
-        if matches!(sent, Sent::Record(..)) {
-            self.records -= 1;
+    fn sent(&mut self, kind: Kind, pkid: u16) {
+        let Some(at) = self.awaiting_id.iter().position(|(k, _, _)| *k == kind) else {
+            return;
+        };
+        let Some((_, sent, queued)) = self.awaiting_id.remove(at) else {
+            return;
+        };
+        if sent != Sent::Unacknowledged {
+            self.awaiting_ack.insert((kind, pkid), (sent, queued));
         }
+    }
+
+    fn acknowledged(&mut self, kind: Kind, pkid: u16) -> Option<Sent> {
+        let (sent, _) = self.awaiting_ack.remove(&(kind, pkid))?;
+        self.records -= sent.record_count();
         Some(sent)
     }
 
@@ -273,33 +361,44 @@ impl Inflight {
     }
 
     fn is_empty(&self) -> bool {
-        self.awaiting_id.is_empty() && self.awaiting_ack.is_empty()
+        self.unsent.is_empty() && self.awaiting_id.is_empty() && self.awaiting_ack.is_empty()
     }
 
-    /// The records still awaiting their PUBACK, with their class, and how long ago each was sent.
+    /// The records not yet acknowledged, with their class, and how long ago each was sent.
     fn records_in_flight(&self, now: Duration) -> Vec<(Class, InFlight)> {
-        self.awaiting_id
+        let unsent = self.unsent.iter().map(|(_, sent)| (sent, now));
+        let sent = self
+            .awaiting_id
             .iter()
-            .chain(self.awaiting_ack.values())
-            .filter_map(|(sent, at)| match sent {
-                Sent::Record(class, id) => Some((
-                    *class,
-                    InFlight {
-                        id: *id,
-                        sent_ago: now.saturating_sub(*at),
-                    },
-                )),
-                Sent::Other => None,
+            .map(|(_, sent, at)| (sent, *at))
+            .chain(self.awaiting_ack.values().map(|(sent, at)| (sent, *at)));
+        unsent
+            .chain(sent)
+            .flat_map(|(sent, at)| match sent {
+                Sent::Records(records) => records
+                    .iter()
+                    .map(|(class, id)| {
+                        (
+                            *class,
+                            InFlight {
+                                id: *id,
+                                sent_ago: now.saturating_sub(at),
+                            },
+                        )
+                    })
+                    .collect(),
+                Sent::Other | Sent::Unacknowledged => Vec::new(),
             })
             .collect()
     }
 
-    /// When the oldest publish still in flight was queued.
+    /// When the oldest request still awaiting its acknowledgement was handed over.
     fn oldest(&self) -> Option<Duration> {
         self.awaiting_id
             .iter()
-            .chain(self.awaiting_ack.values())
-            .map(|(_, at)| *at)
+            .filter(|(_, sent, _)| *sent != Sent::Unacknowledged)
+            .map(|(_, _, at)| *at)
+            .chain(self.awaiting_ack.values().map(|(_, at)| *at))
             .min()
     }
 }
@@ -394,10 +493,6 @@ impl Streams {
     fn pop(&mut self, class: Class) -> Option<Record> {
         self.ahead[class as usize].pop_front()
     }
-
-    fn push_back_front(&mut self, record: Record) {
-        self.ahead[record.class as usize].push_front(record);
-    }
 }
 
 pub struct Uplink {
@@ -405,12 +500,15 @@ pub struct Uplink {
     pub identity: Identity,
     /// The command and reply topics.
     pub topics: Topics,
-    /// Decides each record's topic and bytes, and the birth and will.
-    pub encoder: Arc<dyn Encoder>,
+    /// Decides each record's messages, and the births, will and farewell. Used by the session's
+    /// task alone; the lock is never held across an await.
+    pub encoder: Mutex<Box<dyn Encoder>>,
     pub clock: Arc<dyn Clock>,
     pub outbox: Arc<Outbox>,
     pub stats: Arc<UplinkStats>,
     pub commands: Arc<dyn CommandHandler>,
+    /// Each Modbus device's writer (plan order), for the writes a host may ask for.
+    pub writers: Vec<DeviceWriter>,
 }
 
 enum SessionEnd {
@@ -419,6 +517,8 @@ enum SessionEnd {
     Failed(Reason),
     /// The connection was lost with these records awaiting their PUBACK.
     Lost(Reason, Vec<(Class, InFlight)>),
+    /// The encoder asked for a new session (the primary host went offline).
+    Again,
 }
 
 /// What an uplink forwards from and reports to.
@@ -429,22 +529,47 @@ pub struct UplinkParts {
     pub clock: Arc<dyn Clock>,
 }
 
+/// What the session loop does after an event.
+enum Flow {
+    Continue,
+    Again,
+}
+
+/// The results of the writes hosts asked for.
+type Written = (TagWrite, Result<(), String>);
+
 impl Uplink {
     /// The uplink of `identity.agent`, in UNS JSON under `mqtt.topic_prefix`.
     pub fn uns(mqtt: Mqtt, identity: Identity, parts: UplinkParts) -> Uplink {
         let topics = Topics::new(&mqtt.topic_prefix, &identity.agent);
+        let encoder = Box::new(encode::UnsJson {
+            topics: topics.clone(),
+        });
+        Uplink::with_encoder(mqtt, identity, parts, encoder)
+    }
+
+    /// The uplink with `encoder` as its wire format.
+    pub fn with_encoder(
+        mqtt: Mqtt,
+        identity: Identity,
+        parts: UplinkParts,
+        encoder: Box<dyn Encoder>,
+    ) -> Uplink {
         Uplink {
-            encoder: Arc::new(encode::UnsJson {
-                topics: topics.clone(),
-            }),
-            topics,
+            topics: Topics::new(&mqtt.topic_prefix, &identity.agent),
+            encoder: Mutex::new(encoder),
             mqtt,
             identity,
             clock: parts.clock,
             outbox: parts.outbox,
             stats: parts.stats,
             commands: parts.commands,
+            writers: Vec::new(),
         }
+    }
+
+    fn wire(&self) -> std::sync::MutexGuard<'_, Box<dyn Encoder>> {
+        self.encoder.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn options(&self) -> Result<MqttOptions, SessionSetupError> {
@@ -457,8 +582,8 @@ impl Uplink {
             .set_request_channel_capacity(usize::from(mqtt.max_inflight) + 64)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET)
             .set_last_will({
-                let will = self.encoder.will(&self.identity, self.clock.now());
-                LastWill::new(will.topic, will.payload, QoS::AtLeastOnce, will.retain)
+                let will = self.wire().will(&self.identity, self.clock.now());
+                LastWill::new(will.topic, will.payload, will.qos, will.retain)
             });
         if let Some(username) = &mqtt.username {
             let password = match &mqtt.password {
@@ -496,6 +621,7 @@ impl Uplink {
             self.stats.set_link(false, None);
             let reason = match end {
                 SessionEnd::Stopped => break,
+                SessionEnd::Again => continue,
                 SessionEnd::Failed(reason) => reason,
                 SessionEnd::Lost(reason, in_flight) => {
                     self.blame(&mut suspects, &reason, &in_flight);
@@ -536,7 +662,7 @@ impl Uplink {
         match self.outbox.next_after(*class, id.checked_sub(1), 1) {
             Ok(records) => match records.into_iter().find(|r| r.id == id) {
                 Some(record) => {
-                    let topic = self.encoder.encode(&record, &self.identity.agent).topic;
+                    let topic = self.wire().topic(&record);
                     self.bury(&record, &topic, &why)
                 }
                 None => debug!(id, "the condemned record is no longer in the outbox"),
@@ -558,6 +684,21 @@ impl Uplink {
             error!(%error, id = record.id, "cannot move the record to the dead letters");
         }
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Subscriptions and births of a new connection.
+    fn greet(&self, inflight: &mut Inflight) {
+        let mut wire = self.wire();
+        let mut topics = wire.subscriptions();
+        if !topics.contains(&self.topics.commands()) {
+            topics.push(self.topics.commands());
+        }
+        for topic in topics {
+            inflight.queue(Request::Subscribe(topic), Sent::Other);
+        }
+        for message in wire.connected(&self.identity, self.clock.now()) {
+            inflight.queue_message(message, Sent::Other);
+        }
     }
 
     async fn session(
@@ -599,30 +740,33 @@ impl Uplink {
         let mut inflight = Inflight::default();
         let mut streams = Streams::default();
         let mut rate = RateLimit::new(self.mqtt.drain_rate, self.clock.elapsed());
-        let birth = self.encoder.birth(&self.identity, self.clock.now());
-        if client
-            .try_publish(birth.topic, QoS::AtLeastOnce, birth.retain, birth.payload)
-            .is_ok()
-        {
-            inflight.queued(Sent::Other, self.clock.elapsed());
-        }
-        if let Err(error) = client.try_subscribe(self.topics.commands(), QoS::AtLeastOnce) {
-            warn!(%error, "cannot subscribe to commands");
-        }
+        self.greet(&mut inflight);
         let ack_timeout = ack_timeout(self.mqtt.keep_alive);
         let mut ack_check = crate::clock::ticker(Duration::from_secs(1));
+        let (written_tx, mut written) = tokio::sync::mpsc::channel::<Written>(16);
 
         loop {
-            let throttled = self.fill(&client, &mut inflight, &mut streams, &mut rate, suspects);
+            let throttled = self.fill(&mut inflight, &mut streams, &mut rate, suspects);
+            inflight.hand_over(&client, self.clock.elapsed());
+            let mut session = Session {
+                client: &client,
+                events: &mut events,
+                inflight: &mut inflight,
+                streams: &mut streams,
+            };
             tokio::select! {
                 biased;
                 () = stop.cancelled() => {
-                    let mut session = Session { client: &client, events: &mut events, inflight: &mut inflight, streams: &mut streams };
                     self.close(&mut session, suspects).await;
                     return SessionEnd::Stopped;
                 }
-                event = events.poll() => match event {
-                    Ok(event) => self.on_event(event, &client, &mut inflight, suspects).await,
+                event = session.events.poll() => match event {
+                    Ok(event) => {
+                        if let Flow::Again = self.on_event(event, session.inflight, suspects, &written_tx).await {
+                            self.close(&mut session, suspects).await;
+                            return SessionEnd::Again;
+                        }
+                    }
                     Err(error) => {
                         self.stats.connection_losses.fetch_add(1, Ordering::Relaxed);
                         let reason = reason::describe(&error, &self.mqtt);
@@ -630,14 +774,23 @@ impl Uplink {
                     }
                 },
                 () = self.outbox.appended.notified() => {}
+                Some((write, result)) = written.recv() => {
+                    let messages = self.wire().written(&write, result, self.clock.now());
+                    for message in messages {
+                        inflight.queue_message(message, Sent::Other);
+                    }
+                }
                 () = tokio::time::sleep(throttled.unwrap_or_default()), if throttled.is_some() => {}
                 _ = ack_check.tick() => {
+                    for message in self.wire().tick(self.clock.now()) {
+                        inflight.queue_message(message, Sent::Other);
+                    }
                     let now = self.clock.elapsed();
                     if inflight.oldest().is_some_and(|at| now.saturating_sub(at) > ack_timeout) {
                         self.stats.connection_losses.fetch_add(1, Ordering::Relaxed);
                         let reason = Reason {
                             text: format!(
-                                "no PUBACK from the broker within {}; reconnecting",
+                                "no acknowledgement from the broker within {}; reconnecting",
                                 humantime::format_duration(ack_timeout)
                             ),
                             loss: Loss::NoAck,
@@ -649,17 +802,25 @@ impl Uplink {
         }
     }
 
-    /// Publishes what the window and the rate allow. Returns how long until the rate allows more,
+    /// Queues what the window and the rate allow. Returns how long until the rate allows more,
     /// when it is the rate that holds the backlog back.
     fn fill(
         &self,
-        client: &AsyncClient,
         inflight: &mut Inflight,
         streams: &mut Streams,
         rate: &mut RateLimit,
         suspects: &mut Suspects,
     ) -> Option<Duration> {
-        while inflight.records() < suspects.window(usize::from(self.mqtt.max_inflight)) {
+        let mut wire = self.wire();
+        if !wire.ready() {
+            return None;
+        }
+        // Records whose messages were all QoS 0, confirmed together by one fence.
+        let mut fenced = Vec::new();
+        let mut throttled = None;
+        while inflight.records() + fenced.len()
+            < suspects.window(usize::from(self.mqtt.max_inflight))
+        {
             let class = if streams.peek(&self.outbox, Class::Alert).is_some() {
                 Class::Alert
             } else if let Some(class) = [Class::Event, Class::Summary]
@@ -667,88 +828,161 @@ impl Uplink {
                 .find(|c| streams.peek(&self.outbox, *c).is_some())
             {
                 if !rate.take(self.clock.elapsed()) {
-                    return Some(rate.wait());
+                    throttled = Some(rate.wait());
+                    break;
                 }
                 class
             } else {
-                return None;
+                break;
             };
-            let record = streams.pop(class)?;
-            let message = self.encoder.encode(&record, &self.identity.agent);
+            let Some(record) = streams.pop(class) else {
+                break;
+            };
+            let messages = wire.encode(&record, &self.identity.agent);
             // rumqttc refuses such a publish with the same error as a full queue, and a broker
             // closes the connection on it: either way the stream would stop here.
-            if let Some(why) = undeliverable(&message.topic, message.payload.len()) {
-                self.bury(&record, &message.topic, &why);
+            if let Some((topic, why)) = messages.iter().find_map(|m| {
+                undeliverable(&m.topic, m.payload.len()).map(|why| (m.topic.clone(), why))
+            }) {
+                self.bury(&record, &topic, &why);
                 suspects.forget(record.id);
                 continue;
             }
-            match client.try_publish(
-                message.topic,
-                QoS::AtLeastOnce,
-                message.retain,
-                message.payload,
-            ) {
-                Ok(()) => {
-                    inflight.queued(Sent::Record(class, record.id), self.clock.elapsed());
-                    self.stats.published.fetch_add(1, Ordering::Relaxed);
+            self.stats.published.fetch_add(1, Ordering::Relaxed);
+            let mine = vec![(class, record.id)];
+            let Some(last_acknowledged) = messages.iter().rposition(|m| m.qos != QoS::AtMostOnce)
+            else {
+                if messages.is_empty() {
+                    // Nothing this format carries: done with it.
+                    self.acknowledged(Sent::Records(mine), suspects);
+                } else {
+                    messages
+                        .into_iter()
+                        .for_each(|m| inflight.queue_message(m, Sent::Other));
+                    fenced.push((class, record.id));
                 }
-                Err(error) => {
-                    debug!(%error, "request queue full; retrying after the next event");
-                    streams.push_back_front(record);
-                    return None;
-                }
+                continue;
+            };
+            for (i, message) in messages.into_iter().enumerate() {
+                let sent = if i == last_acknowledged {
+                    Sent::Records(mine.clone())
+                } else {
+                    Sent::Other
+                };
+                inflight.queue_message(message, sent);
             }
         }
-        None
+        if !fenced.is_empty() {
+            inflight.queue(
+                Request::Subscribe(FENCE_TOPIC.into()),
+                Sent::Records(fenced),
+            );
+        }
+        throttled
+    }
+
+    /// Removes acknowledged records from the outbox.
+    fn acknowledged(&self, sent: Sent, suspects: &mut Suspects) {
+        let Sent::Records(records) = sent else {
+            return;
+        };
+        for (class, id) in records {
+            self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+            suspects.acknowledged(id);
+            if let Err(error) = self.outbox.acknowledge(class, id) {
+                error!(%error, id, "cannot remove an acknowledged record from the outbox");
+            }
+        }
     }
 
     async fn on_event(
         &self,
         event: Event,
-        client: &AsyncClient,
         inflight: &mut Inflight,
         suspects: &mut Suspects,
-    ) {
+        written: &tokio::sync::mpsc::Sender<Written>,
+    ) -> Flow {
         match event {
-            Event::Outgoing(Outgoing::Publish(pkid)) => inflight.sent(pkid),
+            Event::Outgoing(Outgoing::Publish(pkid)) => inflight.sent(Kind::Publish, pkid),
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => inflight.sent(Kind::Subscribe, pkid),
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(Sent::Record(class, id)) = inflight.acknowledged(ack.pkid) {
-                    self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
-                    suspects.acknowledged(id);
-                    if let Err(error) = self.outbox.acknowledge(class, id) {
-                        error!(%error, id, "cannot remove an acknowledged record from the outbox");
-                    }
+                if let Some(sent) = inflight.acknowledged(Kind::Publish, ack.pkid) {
+                    self.acknowledged(sent, suspects);
+                }
+            }
+            Event::Incoming(Packet::SubAck(ack)) => {
+                if let Some(sent) = inflight.acknowledged(Kind::Subscribe, ack.pkid) {
+                    self.acknowledged(sent, suspects);
                 }
             }
             Event::Incoming(Packet::Publish(publish)) => {
-                let Some(name) = self.topics.command_name(&publish.topic) else {
-                    return;
-                };
-                self.stats.commands.fetch_add(1, Ordering::Relaxed);
-                info!(command = name, "command received");
-                let reply = answer(
-                    self.commands.as_ref(),
-                    name,
+                if let Some(name) = self.topics.command_name(&publish.topic) {
+                    self.command(name, &publish.payload, inflight).await;
+                    return Flow::Continue;
+                }
+                let incoming = self.wire().incoming(
+                    &self.identity,
+                    &publish.topic,
                     &publish.payload,
                     self.clock.now(),
-                )
-                .await;
-                if client
-                    .try_publish(self.topics.reply(name), QoS::AtLeastOnce, false, reply)
-                    .is_ok()
-                {
-                    inflight.queued(Sent::Other, self.clock.elapsed());
+                );
+                for message in incoming.publish {
+                    inflight.queue_message(message, Sent::Other);
+                }
+                for write in incoming.writes {
+                    self.write(write, written.clone());
+                }
+                if incoming.reconnect {
+                    return Flow::Again;
                 }
             }
             _ => {}
         }
+        Flow::Continue
+    }
+
+    /// Answers a command on the UNS command topic.
+    async fn command(&self, name: &str, payload: &[u8], inflight: &mut Inflight) {
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        info!(command = name, "command received");
+        let reply = answer(self.commands.as_ref(), name, payload, self.clock.now()).await;
+        inflight.queue_message(
+            Message {
+                topic: self.topics.reply(name),
+                payload: reply,
+                retain: false,
+                qos: QoS::AtLeastOnce,
+            },
+            Sent::Other,
+        );
+    }
+
+    /// Carries out a write a host asked for, off the session's loop; the result comes back on
+    /// `written`.
+    fn write(&self, write: TagWrite, written: tokio::sync::mpsc::Sender<Written>) {
+        let Some(writer) = self.writers.get(write.device).cloned() else {
+            let _ = written.try_send((write, Err("the device has no writer".into())));
+            return;
+        };
+        info!(tag = %write.tag.name, value = %write.value, "writing for the Sparkplug host (DCMD)");
+        tokio::spawn(async move {
+            let result = match crate::sources::modbus::write::encode(&write.tag, &write.value) {
+                Ok(request) => writer.write(request).await.map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            if let Err(error) = &result {
+                warn!(tag = %write.tag.name, %error, "DCMD write failed");
+            }
+            let _ = written.send((write, result)).await;
+        });
     }
 
     /// Clean shutdown: what is queued (`agent_stopping` among it) is delivered without the drain
-    /// rate for up to [`SHUTDOWN_GRACE`], then retained `offline`, its acknowledgement and
-    /// DISCONNECT for up to [`FAREWELL_GRACE`].
+    /// rate for up to [`SHUTDOWN_GRACE`], then the farewell (retained `offline`, Sparkplug's
+    /// NDEATH), its acknowledgement and DISCONNECT for up to [`FAREWELL_GRACE`].
     async fn close(&self, session: &mut Session<'_>, suspects: &mut Suspects) {
         let mut unthrottled = RateLimit::new(u32::MAX, self.clock.elapsed());
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
         let delivered = tokio::time::timeout(SHUTDOWN_GRACE, async {
             loop {
                 let (client, inflight, streams) = (
@@ -756,15 +990,19 @@ impl Uplink {
                     &mut *session.inflight,
                     &mut *session.streams,
                 );
-                self.fill(client, inflight, streams, &mut unthrottled, suspects);
-                let queued = Class::ALL
-                    .into_iter()
-                    .any(|class| streams.peek(&self.outbox, class).is_some());
+                self.fill(inflight, streams, &mut unthrottled, suspects);
+                inflight.hand_over(client, self.clock.elapsed());
+                let queued = self.wire().ready()
+                    && Class::ALL
+                        .into_iter()
+                        .any(|class| streams.peek(&self.outbox, class).is_some());
                 if !queued && inflight.is_empty() {
                     return true;
                 }
                 match session.events.poll().await {
-                    Ok(event) => self.on_event(event, client, inflight, suspects).await,
+                    Ok(event) => {
+                        self.on_event(event, inflight, suspects, &tx).await;
+                    }
                     Err(_) => return false,
                 }
             }
@@ -779,23 +1017,21 @@ impl Uplink {
                 humantime::format_duration(SHUTDOWN_GRACE)
             ),
         }
-        let offline = self.encoder.farewell(&self.identity, self.clock.now());
+        let farewell = self.wire().farewell(&self.identity, self.clock.now());
         let (client, inflight) = (session.client, &mut *session.inflight);
-        if client
-            .try_publish(
-                offline.topic,
-                QoS::AtLeastOnce,
-                offline.retain,
-                offline.payload,
-            )
-            .is_ok()
-        {
-            inflight.queued(Sent::Other, self.clock.elapsed());
+        for message in farewell {
+            inflight.queue_message(message, Sent::Other);
         }
         let _ = tokio::time::timeout(FAREWELL_GRACE, async {
-            while !inflight.is_empty() {
+            loop {
+                inflight.hand_over(client, self.clock.elapsed());
+                if inflight.is_empty() {
+                    break;
+                }
                 match session.events.poll().await {
-                    Ok(event) => self.on_event(event, client, inflight, suspects).await,
+                    Ok(event) => {
+                        self.on_event(event, inflight, suspects, &tx).await;
+                    }
                     Err(_) => break,
                 }
             }
@@ -875,36 +1111,70 @@ mod tests {
         assert!(unknown["error"].as_str().expect("error").contains("reboot"));
     }
 
+    fn message(qos: QoS) -> Message {
+        Message {
+            topic: "t".into(),
+            payload: b"x".to_vec(),
+            retain: false,
+            qos,
+        }
+    }
+
+    fn record(class: Class, id: u64) -> Sent {
+        Sent::Records(vec![(class, id)])
+    }
+
+    /// A client whose requests go nowhere: enough to hand requests over.
+    fn client() -> (AsyncClient, EventLoop) {
+        AsyncClient::new(MqttOptions::new("test", "localhost", 1883), 64)
+    }
+
     #[test]
-    fn packet_ids_map_back_to_records_in_publish_order() {
+    fn packet_ids_map_back_to_records_in_request_order() {
+        let (client, _events) = client();
         let mut inflight = Inflight::default();
         let at = Duration::from_secs(100);
-        inflight.queued(Sent::Other, at);
-        inflight.queued(Sent::Record(Class::Summary, 10), at);
-        inflight.queued(Sent::Record(Class::Alert, 11), at);
-        assert_eq!(inflight.records(), 2);
-        inflight.sent(1);
-        inflight.sent(2);
-        inflight.sent(3);
-        assert_eq!(
-            inflight.acknowledged(3),
-            Some(Sent::Record(Class::Alert, 11))
+        inflight.queue_message(message(QoS::AtLeastOnce), Sent::Other);
+        inflight.queue_message(message(QoS::AtMostOnce), record(Class::Event, 9));
+        inflight.queue_message(message(QoS::AtLeastOnce), record(Class::Summary, 10));
+        inflight.queue(
+            Request::Subscribe(FENCE_TOPIC.into()),
+            record(Class::Event, 12),
         );
-        assert_eq!(inflight.acknowledged(3), None, "one ack per packet id");
+        inflight.queue_message(message(QoS::AtLeastOnce), record(Class::Alert, 11));
+        assert_eq!(inflight.records(), 3, "a QoS 0 publish carries no record");
+        inflight.hand_over(&client, at);
+        // rumqttc's events, in request order: QoS 0 has packet id 0 and no acknowledgement.
+        inflight.sent(Kind::Publish, 1);
+        inflight.sent(Kind::Publish, 0);
+        inflight.sent(Kind::Publish, 2);
+        inflight.sent(Kind::Subscribe, 3);
+        inflight.sent(Kind::Publish, 4);
         assert_eq!(
-            inflight.acknowledged(2),
-            Some(Sent::Record(Class::Summary, 10))
+            inflight.acknowledged(Kind::Publish, 4),
+            Some(record(Class::Alert, 11))
         );
-        assert_eq!(inflight.acknowledged(1), Some(Sent::Other));
+        assert_eq!(
+            inflight.acknowledged(Kind::Publish, 4),
+            None,
+            "one ack per packet id"
+        );
+        assert_eq!(
+            inflight.acknowledged(Kind::Publish, 3),
+            None,
+            "packet id 3 is the fence's: a PUBACK cannot resolve it"
+        );
+        assert_eq!(
+            inflight.acknowledged(Kind::Subscribe, 3),
+            Some(record(Class::Event, 12))
+        );
+        assert_eq!(
+            inflight.acknowledged(Kind::Publish, 2),
+            Some(record(Class::Summary, 10))
+        );
+        assert_eq!(inflight.acknowledged(Kind::Publish, 1), Some(Sent::Other));
         assert!(inflight.is_empty());
         assert_eq!(inflight.records(), 0);
-        // Packet ids are reused once acknowledged.
-        inflight.queued(Sent::Record(Class::Event, 12), at);
-        inflight.sent(1);
-        assert_eq!(
-            inflight.acknowledged(1),
-            Some(Sent::Record(Class::Event, 12))
-        );
     }
 
     #[test]
@@ -923,36 +1193,41 @@ mod tests {
 
     #[test]
     fn records_in_flight_say_how_long_ago_they_were_sent() {
+        let (client, _events) = client();
         let mut inflight = Inflight::default();
         let start = Duration::from_secs(100);
-        inflight.queued(Sent::Record(Class::Summary, 5), start);
-        inflight.queued(Sent::Other, start + Duration::from_secs(1));
-        inflight.queued(
-            Sent::Record(Class::Alert, 6),
-            start + Duration::from_secs(2),
+        inflight.queue_message(message(QoS::AtLeastOnce), record(Class::Summary, 5));
+        inflight.hand_over(&client, start);
+        inflight.queue_message(message(QoS::AtLeastOnce), Sent::Other);
+        inflight.hand_over(&client, start + Duration::from_secs(1));
+        inflight.queue_message(message(QoS::AtLeastOnce), record(Class::Alert, 6));
+        inflight.hand_over(&client, start + Duration::from_secs(2));
+        inflight.queue(
+            Request::Subscribe(FENCE_TOPIC.into()),
+            Sent::Records(vec![(Class::Event, 7), (Class::Summary, 8)]),
         );
-        inflight.sent(1);
+        inflight.sent(Kind::Publish, 1);
         assert_eq!(inflight.oldest(), Some(start));
         let mut flying = inflight.records_in_flight(start + Duration::from_secs(3));
         flying.sort_by_key(|(_, r)| r.id);
+        let at = |class, id, ago| {
+            (
+                class,
+                InFlight {
+                    id,
+                    sent_ago: Duration::from_secs(ago),
+                },
+            )
+        };
         assert_eq!(
             flying,
             [
-                (
-                    Class::Summary,
-                    InFlight {
-                        id: 5,
-                        sent_ago: Duration::from_secs(3)
-                    }
-                ),
-                (
-                    Class::Alert,
-                    InFlight {
-                        id: 6,
-                        sent_ago: Duration::from_secs(1)
-                    }
-                ),
-            ]
+                at(Class::Summary, 5, 3),
+                at(Class::Alert, 6, 1),
+                at(Class::Event, 7, 0),
+                at(Class::Summary, 8, 0)
+            ],
+            "a fence stands for every record it confirms; one not handed over yet was sent just now"
         );
         assert_eq!(ack_timeout(Duration::from_secs(5)), Duration::from_secs(30));
         assert_eq!(

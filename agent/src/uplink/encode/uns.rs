@@ -7,6 +7,7 @@
 
 use std::time::SystemTime;
 
+use rumqttc::QoS;
 use serde::Serialize;
 use serde_json::{json, value::RawValue};
 
@@ -100,6 +101,7 @@ impl Topics {
             Report::Downtime(downtime) => format!("{}/{}/downtime", self.prefix, downtime.line),
             Report::Part(part) => format!("{}/{}/part", self.prefix, part.station),
             Report::Quality(report) => format!("{}/{}/quality", self.prefix, report.station),
+            Report::Changes(changes) => format!("{}/{}/changes", self.prefix, changes.device),
         }
     }
 }
@@ -131,33 +133,69 @@ impl UnsJson {
             topic: self.topics.status(),
             payload: payload.to_string().into_bytes(),
             retain: true,
+            qos: QoS::AtLeastOnce,
         }
     }
 }
 
-impl Encoder for UnsJson {
-    fn birth(&self, identity: &Identity, now: SystemTime) -> Message {
+impl UnsJson {
+    /// The retained `online` status.
+    pub fn birth(&self, identity: &Identity, now: SystemTime) -> Message {
         self.status(identity, "online", None, now)
     }
 
-    fn will(&self, identity: &Identity, now: SystemTime) -> Message {
+    /// The retained `offline` status the broker publishes when the connection is lost.
+    pub fn will(&self, identity: &Identity, now: SystemTime) -> Message {
         self.status(identity, "offline", Some("connection lost"), now)
     }
 
-    fn farewell(&self, identity: &Identity, now: SystemTime) -> Message {
+    /// The retained `offline` status of a clean shutdown.
+    pub fn farewell(&self, identity: &Identity, now: SystemTime) -> Message {
         self.status(identity, "offline", Some("shutdown"), now)
     }
 
-    fn encode(&self, record: &Record, agent: &str) -> Message {
+    /// A record's message; `None` for what UNS does not carry (Sparkplug's changes).
+    pub fn encode(&self, record: &Record, agent: &str) -> Option<Message> {
         let (topic, data) = match &record.payload {
+            Payload::Report(Report::Changes(_)) => return None,
             Payload::Report(report) => (self.topics.of(report), data(report)),
             Payload::Raw { topic, body, .. } => (topic.clone(), raw_data(body)),
         };
-        Message {
+        Some(Message {
             topic,
             payload: envelope(record, agent, &data),
             retain: false,
+            qos: QoS::AtLeastOnce,
+        })
+    }
+}
+
+impl Encoder for UnsJson {
+    fn subscriptions(&self) -> Vec<String> {
+        vec![self.topics.commands()]
+    }
+
+    fn will(&mut self, identity: &Identity, now: SystemTime) -> Message {
+        UnsJson::will(self, identity, now)
+    }
+
+    fn connected(&mut self, identity: &Identity, now: SystemTime) -> Vec<Message> {
+        vec![self.birth(identity, now)]
+    }
+
+    fn encode(&mut self, record: &Record, agent: &str) -> Vec<Message> {
+        UnsJson::encode(self, record, agent).into_iter().collect()
+    }
+
+    fn topic(&self, record: &Record) -> String {
+        match &record.payload {
+            Payload::Report(report) => self.topics.of(report),
+            Payload::Raw { topic, .. } => topic.clone(),
         }
+    }
+
+    fn farewell(&mut self, identity: &Identity, now: SystemTime) -> Vec<Message> {
+        vec![UnsJson::farewell(self, identity, now)]
     }
 }
 
@@ -213,6 +251,7 @@ pub fn data(report: &Report) -> String {
         Report::Downtime(downtime) => downtime_json(downtime).to_string(),
         Report::Part(part) => part_json(part).to_string(),
         Report::Quality(report) => quality_json(report).to_string(),
+        Report::Changes(changes) => serde_json::to_string(changes).unwrap_or_default(),
     }
 }
 
@@ -606,7 +645,9 @@ mod tests {
                 },
             ],
         };
-        let message = uns.encode(&record(7, Report::TagSummary(summary)), "gw");
+        let message = uns
+            .encode(&record(7, Report::TagSummary(summary)), "gw")
+            .expect("a message");
         assert_eq!(message.topic, "e/s/a/l/plc/tags");
         assert!(!message.retain);
         assert_eq!(
@@ -614,7 +655,7 @@ mod tests {
             r#"{"schema":1,"id":7,"kind":"tags","agent":"gw","time":"2023-11-14T22:13:40.000Z","data":{"device":"plc","from":"2023-11-14T22:13:30.000Z","online":true,"tags":{"speed":{"bad":1,"count":4,"exception_code":2,"last":5.0,"max":5.0,"mean":3.0,"min":1.0,"quality":"exception","unit":"rpm"},"wave":{"bad":0,"count":0,"last":{"array_length":4096},"max":null,"mean":null,"min":null,"quality":"none"}},"to":"2023-11-14T22:13:40.000Z"}}"#
         );
         let event = Report::Event(Event::new("device_down", json!({"device": "plc"})));
-        let message = uns.encode(&record(8, event), "gw");
+        let message = uns.encode(&record(8, event), "gw").expect("a message");
         assert_eq!(message.topic, "e/s/a/l/gw/events");
         assert_eq!(
             String::from_utf8(message.payload).expect("utf-8"),
@@ -644,7 +685,9 @@ mod tests {
                 at(1_700_000_000),
             )
             .expect("raised");
-        let message = uns.encode(&record(9, Report::AlertTransition(raised)), "gw");
+        let message = uns
+            .encode(&record(9, Report::AlertTransition(raised)), "gw")
+            .expect("a message");
         assert_eq!(message.topic, "e/s/a/l/temp/alert");
         assert_eq!(
             String::from_utf8(message.payload).expect("utf-8"),
@@ -667,13 +710,15 @@ mod tests {
                 body: body.to_vec(),
             },
         };
-        let message = uns.encode(&raw(br#"{"n":3}"#), "gw-1");
+        let message = uns.encode(&raw(br#"{"n":3}"#), "gw-1").expect("a message");
         assert_eq!(message.topic, "old/prefix/P-1/alert");
         assert_eq!(
             message.payload,
             br#"{"schema":1,"id":3,"kind":"alert","agent":"gw-1","time":"2023-11-14T22:13:23.000Z","data":{"n":3}}"#
         );
-        let message = uns.encode(&raw(b"\xffnot json"), "gw-1");
+        let message = uns
+            .encode(&raw(b"\xffnot json"), "gw-1")
+            .expect("a message");
         let json: serde_json::Value = serde_json::from_slice(&message.payload).expect("json");
         assert_eq!(json["data"], "\u{fffd}not json");
     }
