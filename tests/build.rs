@@ -119,6 +119,11 @@ fn requirements() -> Vec<Requirement> {
             environmental: false,
         },
         Requirement {
+            name: "protoc",
+            missing: found(&[tool("protoc", "apt-get install protobuf-compiler")]),
+            environmental: false,
+        },
+        Requirement {
             name: "aarch64_gateway",
             missing: found(&aarch64),
             environmental: false,
