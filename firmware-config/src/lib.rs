@@ -269,21 +269,40 @@ fn sparkplug_names<'a>(
     lines: &'a [Line],
     stations: &'a [quality::Station],
 ) -> sparkplug::DeviceNames<'a> {
-    let kinds = devices
-        .iter()
-        .map(|d| ("Modbus device", "devices", d.name.as_str()))
-        .chain(
-            opcua
-                .iter()
-                .map(|e| ("OPC UA endpoint", "opcua", e.name.as_str())),
-        )
-        .chain(assets.iter().map(|a| ("asset", "assets", a.id.as_str())))
-        .chain(lines.iter().map(|l| ("line", "lines", l.name.as_str())))
-        .chain(
-            stations
-                .iter()
-                .map(|s| ("quality station", "quality", s.name.as_str())),
-        );
+    fn named<'a>(
+        kind: &'static str,
+        table: &'static str,
+        names: impl Iterator<Item = &'a str>,
+    ) -> impl Iterator<Item = (&'static str, &'static str, usize, &'a str)> {
+        names
+            .enumerate()
+            .map(move |(i, name)| (kind, table, i, name))
+    }
+    let kinds = named(
+        "Modbus device",
+        "devices",
+        devices.iter().map(|d| d.name.as_str()),
+    )
+    .chain(named(
+        "OPC UA endpoint",
+        "opcua",
+        opcua.iter().map(|e| e.name.as_str()),
+    ))
+    .chain(named(
+        "asset",
+        "assets",
+        assets.iter().map(|a| a.id.as_str()),
+    ))
+    .chain(named(
+        "line",
+        "lines",
+        lines.iter().map(|l| l.name.as_str()),
+    ))
+    .chain(named(
+        "quality station",
+        "quality",
+        stations.iter().map(|s| s.name.as_str()),
+    ));
     let tags = devices
         .iter()
         .flat_map(|d| d.tags.iter().map(|t| (t.name.as_str(), Some(t.table))))

@@ -107,8 +107,10 @@ pub(crate) fn validate_formats(
             "format lists no format: give \"uns\", \"sparkplug\" or both",
         );
     }
+    let mut unknown = false;
     for name in &names {
         if !matches!(*name, "uns" | "sparkplug") {
+            unknown = true;
             check.err(
                 &at,
                 "mqtt",
@@ -130,6 +132,8 @@ pub(crate) fn validate_formats(
             );
             None
         }
+        // A misspelt format was meant to be one of them: one error is enough.
+        (false, Some(_)) if unknown => None,
         (false, Some(_)) => {
             check.err_key(
                 &[Seg::Key("mqtt"), Seg::Key("sparkplug")],
@@ -202,9 +206,9 @@ fn id_problem(what: &str, id: &str) -> Option<String> {
 
 /// What the Sparkplug checks need of the rest of the plan.
 pub(crate) struct DeviceNames<'a> {
-    /// `(kind, table, name)` of every Sparkplug device: Modbus devices, OPC UA endpoints, assets,
-    /// lines, quality stations.
-    pub devices: Vec<(&'static str, &'static str, &'a str)>,
+    /// `(kind, table, index in it, name)` of every Sparkplug device: Modbus devices, OPC UA
+    /// endpoints, assets, lines, quality stations.
+    pub devices: Vec<(&'static str, &'static str, usize, &'a str)>,
     /// Every tag name with its Modbus table (`None` for OPC UA tags).
     pub tags: HashMap<&'a str, Option<Table>>,
 }
@@ -212,13 +216,15 @@ pub(crate) struct DeviceNames<'a> {
 /// The checks that need the plan's devices and tags.
 pub(crate) fn validate_plan(check: &mut Checker<'_, '_>, node: &Sparkplug, plan: &DeviceNames<'_>) {
     let mut seen: HashMap<&str, &str> = HashMap::new();
-    for &(kind, table, name) in &plan.devices {
+    for &(kind, table, index, name) in &plan.devices {
+        let key = if table == "assets" { "id" } else { "name" };
+        let at = [Seg::Key(table), Seg::Index(index), Seg::Key(key)];
         if let Some(problem) = id_problem(&format!("{kind} name (a Sparkplug device id)"), name) {
-            check.err(&[Seg::Key(table)], "mqtt", problem);
+            check.err(&at, "mqtt", problem);
         }
         if let Some(other) = seen.insert(name, kind) {
             check.err(
-                &[Seg::Key("mqtt"), Seg::Key("sparkplug")],
+                &at,
                 "mqtt",
                 format!(
                     "the {other} and the {kind} are both named {}: Sparkplug device ids must be unique",
@@ -244,7 +250,7 @@ pub(crate) fn validate_plan(check: &mut Checker<'_, '_>, node: &Sparkplug, plan:
             None => "is not a tag".to_string(),
             Some(None) => "is an OPC UA tag; DCMD writes reach Modbus tags only".to_string(),
             Some(Some(Table::HoldingRegister | Table::Coil)) => continue,
-            Some(Some(table)) => format!("is a {}, which is read-only", table.name()),
+            Some(Some(table)) => format!("is in the {} table, which is read-only", table.name()),
         };
         check.err(
             &at("writable"),

@@ -226,15 +226,22 @@ pub fn check_report(loaded: &crate::app::Loaded) -> String {
             (None, Some(_)) => "client certificate".to_string(),
             (None, None) => "anonymous".to_string(),
         };
+        let formats = match (mqtt.formats.uns, &mqtt.formats.sparkplug) {
+            (true, None) => format!("UNS JSON, topics under {}/", mqtt.topic_prefix),
+            (true, Some(_)) => format!("UNS JSON under {}/ and Sparkplug B", mqtt.topic_prefix),
+            (false, _) => "Sparkplug B".to_string(),
+        };
         let _ = writeln!(
             out,
-            "uplink: {}://{}:{} as {:?} ({auth}), topics under {}/",
+            "uplink: {}://{}:{} as {:?} ({auth}), {formats}",
             if mqtt.tls { "mqtts" } else { "mqtt" },
             mqtt.host,
             mqtt.port,
             mqtt.client_id,
-            mqtt.topic_prefix
         );
+        if let Some(node) = &mqtt.formats.sparkplug {
+            out.push_str(&sparkplug_plan(plan, node));
+        }
         let _ = writeln!(
             out,
             "outbox: {} (at most {} MiB, flushed every {}, summaries every {})",
@@ -245,6 +252,33 @@ pub fn check_report(loaded: &crate::app::Loaded) -> String {
         );
     }
     out
+}
+
+/// The Sparkplug edge node's plan: its topics, devices, metrics, host and writes.
+fn sparkplug_plan(plan: &firmware_config::Plan, node: &firmware_config::Sparkplug) -> String {
+    let catalog = crate::uplink::encode::sparkplug::catalog::Catalog::new(plan, node);
+    let devices: Vec<&str> = catalog.devices.iter().map(|d| d.name.as_str()).collect();
+    let host = match &node.primary_host {
+        Some(host) => format!("births wait for primary host {host:?} (spBv1.0/STATE/{host})"),
+        None => "no primary host (births at once)".to_string(),
+    };
+    let mut writable: Vec<&String> = node.writable.iter().collect();
+    writable.sort();
+    let writes = if writable.is_empty() {
+        "no DCMD writes".to_string()
+    } else {
+        format!("DCMD may write {writable:?}")
+    };
+    format!(
+        "sparkplug: edge node spBv1.0/{}/…/{}; {} device(s) {devices:?}, {} metric(s) with aliases 0..{}; {host}; DDATA at most every {} per device, deadband {}; {writes}\n",
+        node.group_id,
+        node.edge_node,
+        devices.len(),
+        catalog.metrics.len(),
+        catalog.metrics.len().saturating_sub(1),
+        humantime::format_duration(node.data_interval),
+        node.deadband,
+    )
 }
 
 /// Each production line's plan: its tags by role, its states, and its shifts for the coming week
