@@ -580,3 +580,64 @@ async fn data_waits_for_the_primary_host_and_is_replayed_as_history_after_the_bi
     agent.terminate().await;
     sim.stop().await;
 }
+
+millwright_tests::needs! { mosquitto
+/// Against Debian's mosquitto: births and data flow with only 4 records in flight, which works
+/// only if the broker's SUBACK to the fence confirms the QoS 0 DDATA before it (else the window
+/// stays full after 4), and a SIGKILL makes mosquitto publish the will with the births' bdSeq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_against_mosquitto_confirms_qos_0_data_and_leaves_its_will() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mosquitto = millwright_tests::mqtt::Mosquitto::start(dir.path(), |port| {
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n")
+    })
+    .await;
+    let host = Consumer::connect(local_options("host", mosquitto.port), "spBv1.0/#").await;
+    let sim = Sim::start(SIM, 0).await;
+    let path = dir.path().join("agent.toml");
+    let text = config(&dir.path().join("data"), sim.addr.port(), mosquitto.port, "")
+        .replace("keep_alive = \"5s\"", "keep_alive = \"5s\"\nmax_inflight = 4");
+    std::fs::write(&path, text).expect("config");
+    let agent = AgentProcess::spawn(&path);
+    let seen = wait_for(&host, Duration::from_secs(30), |s| {
+        count(s, "DDATA", Some("plc")) >= 30
+    })
+    .await;
+    assert!(
+        count(&seen, "DDATA", Some("plc")) >= 30,
+        "data stopped with 4 records in flight: {} DDATA",
+        count(&seen, "DDATA", Some("plc"))
+    );
+    check_session_rules(&seen);
+    // Every record sent was confirmed and removed from the outbox.
+    let data = dir.path().join("data");
+    let drained = millwright_tests::eventually(Duration::from_secs(10), || async {
+        let reply = millwright::control::request(
+            &millwright::control::socket_path(&data),
+            "status",
+            serde_json::json!({}),
+        )
+        .await
+        .map(|r| r["result"].clone());
+        match reply {
+            Some(status) if status["uplink"]["acknowledged"].as_u64() >= Some(30) => Ok(status),
+            other => Err(other),
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "records not confirmed: {drained:?}");
+    let bd = seen
+        .iter()
+        .find(|m| m.kind == "NBIRTH")
+        .and_then(|m| bd_seq(&m.payload))
+        .expect("NBIRTH");
+    agent.kill().await;
+    let seen = wait_for(&host, Duration::from_secs(20), |s| {
+        s.iter().any(|m| m.kind == "NDEATH")
+    })
+    .await;
+    let will = seen.iter().find(|m| m.kind == "NDEATH").expect("the will");
+    assert_eq!(bd_seq(&will.payload), Some(bd));
+    sim.stop().await;
+}
+}
