@@ -2,7 +2,7 @@
 //! simulated plant and forwarding to a local mosquitto, measured from outside through /proc.
 //!
 //!   cargo bench -p millwright --bench footprint -- [--load reference|10k|both] [--seconds 60]
-//!       [--minutes N] [--agent PATH]...
+//!       [--minutes N] [--agent PATH]... [--format uns|sparkplug|both]
 //!
 //! Loads:
 //! - `reference`: 1,000 holding registers every 100 ms (ten units of 100) beside the demo plant,
@@ -18,6 +18,8 @@
 //! mode: RSS at 1 and 5 minutes and the slope after the fifth (least squares, MiB/h).
 //! `--outage S` stops the broker for S seconds from the first minute, so that the outbox holds a
 //! backlog and then drains it: RSS before the outage, at its end, and steady after the drain.
+//! `--format sparkplug` (or `both`) makes the agent a Sparkplug B edge node reporting every change
+//! (DDATA at most every 100 ms per device) instead of (or beside) UNS JSON.
 
 mod common;
 
@@ -55,6 +57,28 @@ struct Options {
     run: Duration,
     agents: Vec<PathBuf>,
     outage: Option<Duration>,
+    /// The `[mqtt] format` line and any `[mqtt.sparkplug]` section.
+    format: Format,
+}
+
+/// The wire format the agent speaks.
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Uns,
+    Sparkplug,
+    Both,
+}
+
+impl Format {
+    /// What goes into `[mqtt]`: Sparkplug with a DDATA at most every 100 ms per device, so that
+    /// every register's change is reported.
+    fn toml(self) -> &'static str {
+        match self {
+            Format::Uns => "",
+            Format::Sparkplug => "format = \"sparkplug\"\n[mqtt.sparkplug]\ngroup_id = \"bench\"\ndata_interval = \"100ms\"\n",
+            Format::Both => "format = [\"uns\", \"sparkplug\"]\n[mqtt.sparkplug]\ngroup_id = \"bench\"\ndata_interval = \"100ms\"\n",
+        }
+    }
 }
 
 /// When the `--outage` starts.
@@ -65,6 +89,7 @@ fn options() -> Options {
     let mut run = Duration::from_secs(60);
     let mut agents = Vec::new();
     let mut outage = None;
+    let mut format = Format::Uns;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_default();
@@ -80,6 +105,13 @@ fn options() -> Options {
             "--minutes" => run = Duration::from_secs(60 * value().parse().unwrap_or(60)),
             "--agent" => agents.push(PathBuf::from(value())),
             "--outage" => outage = value().parse().ok().map(Duration::from_secs),
+            "--format" => {
+                format = match value().as_str() {
+                    "sparkplug" => Format::Sparkplug,
+                    "both" => Format::Both,
+                    _ => Format::Uns,
+                }
+            }
             _ => {} // cargo bench passes --bench
         }
     }
@@ -91,6 +123,7 @@ fn options() -> Options {
         run,
         agents,
         outage,
+        format,
     }
 }
 
@@ -124,7 +157,13 @@ fn simulator_config(load: Load, port: u16) -> String {
 }
 
 /// The agent: the demo plant (with the model for the reference load) and the bulk devices.
-fn agent_config(load: Load, sim_port: u16, mqtt_port: u16, data_dir: &Path) -> String {
+fn agent_config(
+    load: Load,
+    format: Format,
+    sim_port: u16,
+    mqtt_port: u16,
+    data_dir: &Path,
+) -> String {
     let root = workspace();
     let demo = std::fs::read_to_string(root.join("firmware-config/examples/demo-plant.toml"))
         .expect("demo plant config");
@@ -144,7 +183,8 @@ fn agent_config(load: Load, sim_port: u16, mqtt_port: u16, data_dir: &Path) -> S
         text = text.replacen("[scoring]", &models, 1);
     }
     text += &format!(
-        "\n[outbox]\nsummary_interval = \"{summaries}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\n"
+        "\n[outbox]\nsummary_interval = \"{summaries}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\n{}",
+        format.toml()
     );
     for unit in 101..101 + units {
         text += &format!(
@@ -235,7 +275,7 @@ struct Plant {
 }
 
 impl Plant {
-    fn start(load: Load) -> Option<Plant> {
+    fn start(load: Load, format: Format) -> Option<Plant> {
         let dir = tempfile::tempdir().expect("tempdir");
         let (sim_port, mqtt_port) = (free_port(), free_port());
         let broker = Killed(mosquitto(mqtt_port, dir.path())?);
@@ -243,7 +283,11 @@ impl Plant {
         std::fs::write(&sim_config, simulator_config(load, sim_port)).expect("write");
         let config = dir.path().join("agent.toml");
         let data = dir.path().join("data");
-        std::fs::write(&config, agent_config(load, sim_port, mqtt_port, &data)).expect("write");
+        std::fs::write(
+            &config,
+            agent_config(load, format, sim_port, mqtt_port, &data),
+        )
+        .expect("write");
         let simulator = Command::new(workspace().join("target/debug/millwright"))
             .args(["simulate", "-c"])
             .arg(&sim_config)
@@ -332,7 +376,7 @@ impl Samples {
 }
 
 fn measure(agent: &Path, load: Load, options: &Options) {
-    let Some(mut plant) = Plant::start(load) else {
+    let Some(mut plant) = Plant::start(load, options.format) else {
         println!("skipped: mosquitto is not installed (apt-get install mosquitto)");
         return;
     };
@@ -350,7 +394,12 @@ fn measure(agent: &Path, load: Load, options: &Options) {
             samples.warm = Some((Instant::now(), cpu_ticks(pid), written(pid)));
         }
     }
-    println!("{} — {}", agent.display(), load.name());
+    let format = match options.format {
+        Format::Uns => "",
+        Format::Sparkplug => ", Sparkplug B (DDATA every 100 ms)",
+        Format::Both => ", UNS and Sparkplug B (DDATA every 100 ms)",
+    };
+    println!("{} — {}{format}", agent.display(), load.name());
     report(pid, &samples, options);
 }
 

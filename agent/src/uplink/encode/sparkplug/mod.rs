@@ -291,9 +291,10 @@ impl Sparkplug {
             .aliases
             .clone()
             .map(|alias| {
+                // Not read yet: null, and marked as not to be trusted.
                 let current = self.current(alias).unwrap_or(Current {
                     value: None,
-                    quality: Quality::Good,
+                    quality: Quality::Stale,
                     at: now,
                 });
                 self.metric(alias, &current, true, false)
@@ -339,7 +340,8 @@ impl Sparkplug {
             }
         }
         let quality_changed = self.sent_quality[alias] != current.quality;
-        if birth || quality_changed || !current.quality.is_good() {
+        let node_metric = def.origin == Origin::Node;
+        if !node_metric && (birth || quality_changed || !current.quality.is_good()) {
             properties.push(
                 "Quality",
                 DataType::Int32,

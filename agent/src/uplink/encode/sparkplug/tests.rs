@@ -254,6 +254,18 @@ fn births_list_every_metric_with_names_aliases_types_and_values() {
         "the current value"
     );
     assert_eq!(plc.metrics[1].is_null, Some(true), "no value yet");
+    assert_eq!(
+        plc.metrics[1]
+            .properties
+            .as_ref()
+            .and_then(|p| p.get("Quality")),
+        Some(&PropertyValueKind::IntValue(24)),
+        "a value not read yet is not good"
+    );
+    assert!(
+        nbirth.metrics.iter().all(|m| m.properties.is_none()),
+        "the node's own metrics carry no quality"
+    );
     let pressure = plc.metrics[8].properties.as_ref().expect("properties");
     assert_eq!(
         pressure.get("engUnit"),
@@ -265,7 +277,7 @@ fn births_list_every_metric_with_names_aliases_types_and_values() {
     );
     assert_eq!(
         pressure.get("Quality"),
-        Some(&PropertyValueKind::IntValue(192))
+        Some(&PropertyValueKind::IntValue(24))
     );
     let asset = decode(&births[3]);
     assert_eq!(asset.metrics.len(), catalog::ASSET_METRICS.len());
@@ -422,7 +434,24 @@ fn data_carries_aliases_only_marks_history_and_bad_quality() {
     );
     assert_eq!(metric.alias, Some(10));
     assert_eq!(metric.is_historical, None);
-    assert_eq!(metric.properties, None, "good quality is not repeated");
+    assert_eq!(
+        metric.properties.as_ref().and_then(|p| p.get("Quality")),
+        Some(&PropertyValueKind::IntValue(192)),
+        "the birth said not read yet: good is news"
+    );
+    let again = n.node.encode(
+        &record(
+            5,
+            changes("plc", "f32", Value::F64(2.5), Quality::Good, at(5)),
+            at(5),
+        ),
+        "gw-sp",
+    );
+    assert_eq!(
+        decode(&again[0]).metrics[0].properties,
+        None,
+        "good quality is not repeated"
+    );
     // Made before the births (held while the host was away): historical, with its own time.
     let old = n.node.encode(
         &record(
