@@ -459,7 +459,8 @@ impl Sparkplug {
             }
         } else if timestamp >= self.host.online_since && self.host.online {
             self.host.online = false;
-            if self.born_at.is_some() {
+            // Nothing more is sent, not even what the session's close would drain.
+            if self.born_at.take().is_some() {
                 warn!("primary host offline: NDEATH, then a new session that waits for it; data stays in the outbox");
                 incoming.reconnect = true;
             }

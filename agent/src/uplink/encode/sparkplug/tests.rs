@@ -545,6 +545,10 @@ fn the_primary_host_gates_births_and_its_offline_state_ends_the_session() {
         .node
         .incoming(&identity(), "spBv1.0/STATE/scada", &state(false, 11), at(4));
     assert!(gone.reconnect);
+    assert!(
+        !n.node.ready(),
+        "nothing more is sent, not even while the session closes"
+    );
     let farewell = n.node.farewell(&identity(), at(4));
     assert_eq!(kind(&farewell[0]), "NDEATH");
     // The next connection waits again.
