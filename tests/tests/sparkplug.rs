@@ -641,3 +641,48 @@ async fn a_session_against_mosquitto_confirms_qos_0_data_and_leaves_its_will() {
     sim.stop().await;
 }
 }
+
+/// Both formats over one connection: UNS summaries and Sparkplug data arrive side by side, and
+/// every record leaves the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uns_and_sparkplug_together() {
+    let broker = start_broker().await;
+    let host = Consumer::connect(local_options("host", broker), "#").await;
+    let sim = Sim::start(SIM, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.toml");
+    let text = config(&dir.path().join("data"), sim.addr.port(), broker, "")
+        .replace(
+            "format = \"sparkplug\"",
+            "format = [\"uns\", \"sparkplug\"]",
+        )
+        .replace("[outbox]\n", "[outbox]\nsummary_interval = \"500ms\"\n");
+    std::fs::write(&path, text).expect("config");
+    let agent = AgentProcess::spawn(&path);
+    let summaries = |m: &[Message]| {
+        m.iter()
+            .filter(|m| m.topic == "acme/plant1/area/line/plc/tags")
+            .count()
+    };
+    host.wait_until(Duration::from_secs(30), |m| {
+        summaries(m) >= 3 && count(&sparkplug(m), "DDATA", Some("plc")) >= 10
+    })
+    .await;
+    let messages = host.messages();
+    assert!(
+        summaries(&messages) >= 3,
+        "UNS summaries: {}",
+        summaries(&messages)
+    );
+    let seen = sparkplug(&messages);
+    assert!(count(&seen, "DDATA", Some("plc")) >= 10, "{seen:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.topic == "acme/plant1/area/line/gw-sp/status"),
+        "the UNS birth"
+    );
+    check_session_rules(&seen);
+    agent.terminate().await;
+    sim.stop().await;
+}
