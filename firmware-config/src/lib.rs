@@ -263,46 +263,75 @@ impl Plan {
 
 /// The devices and tags a Sparkplug edge node publishes.
 fn sparkplug_names<'a>(
+    node: &Sparkplug,
     devices: &'a [Device],
     opcua: &'a [OpcuaEndpoint],
     assets: &'a [Asset],
     lines: &'a [Line],
     stations: &'a [quality::Station],
 ) -> sparkplug::DeviceNames<'a> {
-    fn named<'a>(
-        kind: &'static str,
-        table: &'static str,
-        names: impl Iterator<Item = &'a str>,
-    ) -> impl Iterator<Item = (&'static str, &'static str, usize, &'a str)> {
-        names
-            .enumerate()
-            .map(move |(i, name)| (kind, table, i, name))
+    use sparkplug::{DeviceName, ASSET_METRICS, COMMAND_RESULT, LINE_METRICS, STATION_METRICS};
+    let names = |list: &[&str]| list.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+    let entry = |kind, table, index, name, metrics| DeviceName {
+        kind,
+        table,
+        index,
+        name,
+        metrics,
+    };
+    let mut all = Vec::new();
+    for (i, d) in devices.iter().enumerate() {
+        let mut metrics: Vec<String> = d.tags.iter().map(|t| t.name.clone()).collect();
+        if d.tags.iter().any(|t| node.writable.contains(&t.name)) {
+            metrics.push(COMMAND_RESULT.into());
+        }
+        all.push(entry(
+            "Modbus device",
+            "devices",
+            i,
+            d.name.as_str(),
+            metrics,
+        ));
     }
-    let kinds = named(
-        "Modbus device",
-        "devices",
-        devices.iter().map(|d| d.name.as_str()),
-    )
-    .chain(named(
-        "OPC UA endpoint",
-        "opcua",
-        opcua.iter().map(|e| e.name.as_str()),
-    ))
-    .chain(named(
-        "asset",
-        "assets",
-        assets.iter().map(|a| a.id.as_str()),
-    ))
-    .chain(named(
-        "line",
-        "lines",
-        lines.iter().map(|l| l.name.as_str()),
-    ))
-    .chain(named(
-        "quality station",
-        "quality",
-        stations.iter().map(|s| s.name.as_str()),
-    ));
+    for (i, e) in opcua.iter().enumerate() {
+        let metrics = e.tags.iter().map(|t| t.name.clone()).collect();
+        all.push(entry(
+            "OPC UA endpoint",
+            "opcua",
+            i,
+            e.name.as_str(),
+            metrics,
+        ));
+    }
+    for (i, a) in assets.iter().enumerate() {
+        all.push(entry(
+            "asset",
+            "assets",
+            i,
+            a.id.as_str(),
+            names(&ASSET_METRICS),
+        ));
+    }
+    for (i, l) in lines.iter().enumerate() {
+        all.push(entry(
+            "line",
+            "lines",
+            i,
+            l.name.as_str(),
+            names(&LINE_METRICS),
+        ));
+    }
+    for (i, s) in stations.iter().enumerate() {
+        let mut metrics = names(&STATION_METRICS);
+        metrics.extend(s.characteristics.iter().map(|c| format!("cpk/{}", c.name)));
+        all.push(entry(
+            "quality station",
+            "quality",
+            i,
+            s.name.as_str(),
+            metrics,
+        ));
+    }
     let tags = devices
         .iter()
         .flat_map(|d| d.tags.iter().map(|t| (t.name.as_str(), Some(t.table))))
@@ -312,10 +341,7 @@ fn sparkplug_names<'a>(
                 .flat_map(|e| e.tags.iter().map(|t| (t.name.as_str(), None))),
         )
         .collect();
-    sparkplug::DeviceNames {
-        devices: kinds.collect(),
-        tags,
-    }
+    sparkplug::DeviceNames { devices: all, tags }
 }
 
 /// Reads and validates a configuration file.
@@ -452,7 +478,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
 
     if let (Some((_, Some(Some(mqtt)))), Some(quality)) = (&uplink, &quality) {
         if let Some(node) = &mqtt.formats.sparkplug {
-            let names = sparkplug_names(&devices, &opcua, &assets, &lines, quality);
+            let names = sparkplug_names(node, &devices, &opcua, &assets, &lines, quality);
             sparkplug::validate_plan(&mut check, node, &names);
         }
     }

@@ -2,8 +2,10 @@
 //!
 //! A Sparkplug device is a Modbus device, an OPC UA endpoint, an asset, a production line or a
 //! quality station: their names become topic levels (`spBv1.0/{group}/DDATA/{node}/{device}`),
-//! so with Sparkplug on they must be valid Sparkplug ids (no `/`, `+`, `#`) and unique across all
-//! five kinds. Writes from the host (DCMD) reach only the tags `writable` names.
+//! so with Sparkplug on they must be valid Sparkplug ids (no `/`, `+`, `#`). Things of different
+//! kinds with one name (a line named after its press's PLC) are one Sparkplug device with the
+//! metrics of both, as long as no metric name is taken twice. Writes from the host (DCMD) reach
+//! only the tags `writable` names.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -59,6 +61,45 @@ pub struct SparkplugConfig {
 fn default_data_interval() -> HumanDuration {
     HumanDuration::from_millis(1000)
 }
+
+/// The metrics of an asset, from its assessments.
+pub const ASSET_METRICS: [&str; 6] = [
+    "health",
+    "failure_probability",
+    "action",
+    "priority",
+    "remaining_life_hours",
+    "reason",
+];
+
+/// The metrics of a production line, from its running reports.
+pub const LINE_METRICS: [&str; 9] = [
+    "oee",
+    "availability",
+    "performance",
+    "quality",
+    "total",
+    "good",
+    "reject",
+    "state",
+    "shift",
+];
+
+/// The metrics of a quality station, from its reports and parts; `cpk/{characteristic}` follow.
+pub const STATION_METRICS: [&str; 9] = [
+    "parts",
+    "pass",
+    "review",
+    "reject",
+    "reject_rate",
+    "mean_score",
+    "part/id",
+    "part/decision",
+    "part/score",
+];
+
+/// The metric reporting the last DCMD write of a device with writable tags.
+pub const COMMAND_RESULT: &str = "Command/Result";
 
 /// A validated Sparkplug section.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,33 +245,59 @@ fn id_problem(what: &str, id: &str) -> Option<String> {
     names::topic_name_error(what, id, TopicUse::Level)
 }
 
+/// One thing that becomes (part of) a Sparkplug device.
+pub(crate) struct DeviceName<'a> {
+    pub kind: &'static str,
+    /// Its table in the file and its index there, for errors.
+    pub table: &'static str,
+    pub index: usize,
+    pub name: &'a str,
+    /// The metrics it brings.
+    pub metrics: Vec<String>,
+}
+
 /// What the Sparkplug checks need of the rest of the plan.
 pub(crate) struct DeviceNames<'a> {
-    /// `(kind, table, index in it, name)` of every Sparkplug device: Modbus devices, OPC UA
-    /// endpoints, assets, lines, quality stations.
-    pub devices: Vec<(&'static str, &'static str, usize, &'a str)>,
+    /// Modbus devices, OPC UA endpoints, assets, lines, quality stations.
+    pub devices: Vec<DeviceName<'a>>,
     /// Every tag name with its Modbus table (`None` for OPC UA tags).
     pub tags: HashMap<&'a str, Option<Table>>,
 }
 
 /// The checks that need the plan's devices and tags.
 pub(crate) fn validate_plan(check: &mut Checker<'_, '_>, node: &Sparkplug, plan: &DeviceNames<'_>) {
-    let mut seen: HashMap<&str, &str> = HashMap::new();
-    for &(kind, table, index, name) in &plan.devices {
-        let key = if table == "assets" { "id" } else { "name" };
-        let at = [Seg::Key(table), Seg::Index(index), Seg::Key(key)];
-        if let Some(problem) = id_problem(&format!("{kind} name (a Sparkplug device id)"), name) {
+    // Per device id: each metric and the kind that brought it.
+    let mut seen: HashMap<&str, HashMap<&str, &str>> = HashMap::new();
+    for device in &plan.devices {
+        let key = if device.table == "assets" {
+            "id"
+        } else {
+            "name"
+        };
+        let at = [
+            Seg::Key(device.table),
+            Seg::Index(device.index),
+            Seg::Key(key),
+        ];
+        let what = format!("{} name (a Sparkplug device id)", device.kind);
+        if let Some(problem) = id_problem(&what, device.name) {
             check.err(&at, "mqtt", problem);
         }
-        if let Some(other) = seen.insert(name, kind) {
-            check.err(
-                &at,
-                "mqtt",
-                format!(
-                    "the {other} and the {kind} are both named {}: Sparkplug device ids must be unique",
-                    words::quote(name)
-                ),
-            );
+        let metrics = seen.entry(device.name).or_default();
+        for metric in &device.metrics {
+            if let Some(other) = metrics.insert(metric, device.kind) {
+                check.err(
+                    &at,
+                    "mqtt",
+                    format!(
+                        "the {other} and the {} named {} are one Sparkplug device, and both have a metric {}: rename one",
+                        device.kind,
+                        words::quote(device.name),
+                        words::quote(metric)
+                    ),
+                );
+                break;
+            }
         }
     }
     let at = |key| [Seg::Key("mqtt"), Seg::Key("sparkplug"), Seg::Key(key)];

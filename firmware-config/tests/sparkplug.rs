@@ -109,11 +109,19 @@ fn a_deadband_for_a_tag_that_does_not_exist_or_below_zero() {
 }
 
 #[test]
-fn device_ids_must_be_unique_across_devices_assets_lines_and_stations() {
-    let text = NODE.replace("id = \"P-1\"", "id = \"plc\"");
+fn things_of_one_name_are_one_device_unless_a_metric_name_is_taken_twice() {
+    let merged = NODE.replace("id = \"P-1\"", "id = \"plc\"");
+    load_str(std::path::Path::new("node.toml"), &merged).expect("an asset named after its PLC");
+    let clash = merged.replace("name = \"i16\"", "name = \"health\"");
     one_error(
-        &text,
-        "the Modbus device and the asset are both named \"plc\"",
+        &clash,
+        "the Modbus device and the asset named \"plc\" are one Sparkplug device, and both have a metric \"health\"",
         "id = \"plc\"",
     );
+}
+
+#[test]
+fn a_device_name_that_breaks_the_topic() {
+    let text = NODE.replace("id = \"P-1\"", "id = \"P+1\"");
+    one_error(&text, "an MQTT wildcard", "id = \"P+1\"");
 }

@@ -2,6 +2,8 @@
 //! (Modbus devices, OPC UA endpoints, assets, lines, quality stations, in the configuration's
 //! order) with its metrics in order. Aliases are the metrics' positions in that order, so the same
 //! configuration gives the same aliases after a restart, and a changed one gives fresh births.
+//! Things of different kinds with one name are one device (a line named after its press's PLC):
+//! the later ones' metrics join the first's (`check` refuses a metric name taken twice).
 
 use std::collections::HashMap;
 
@@ -15,44 +17,45 @@ pub const BD_SEQ: &str = "bdSeq";
 pub const REBIRTH: &str = "Node Control/Rebirth";
 pub const VERSION: &str = "Properties/Version";
 pub const CONFIG_HASH: &str = "Properties/Config Hash";
-/// The device metric that reports the outcome of the last DCMD write.
-pub const COMMAND_RESULT: &str = "Command/Result";
+pub use firmware_config::sparkplug::{
+    ASSET_METRICS, COMMAND_RESULT, LINE_METRICS, STATION_METRICS,
+};
 
-/// An asset's metrics, from its assessment.
-pub const ASSET_METRICS: [(&str, DataType); 6] = [
-    ("health", DataType::Double),
-    ("failure_probability", DataType::Double),
-    ("action", DataType::String),
-    ("priority", DataType::String),
-    ("remaining_life_hours", DataType::Double),
-    ("reason", DataType::String),
+/// The datatypes of the figures named in `firmware_config::sparkplug`: an asset's, from its
+/// assessment …
+pub const ASSET_TYPES: [DataType; 6] = [
+    DataType::Double,
+    DataType::Double,
+    DataType::String,
+    DataType::String,
+    DataType::Double,
+    DataType::String,
 ];
 
-/// A production line's metrics, from its running report.
-pub const LINE_METRICS: [(&str, DataType); 9] = [
-    ("oee", DataType::Double),
-    ("availability", DataType::Double),
-    ("performance", DataType::Double),
-    ("quality", DataType::Double),
-    ("total", DataType::Double),
-    ("good", DataType::Double),
-    ("reject", DataType::Double),
-    ("state", DataType::String),
-    ("shift", DataType::String),
+/// … a production line's, from its running report …
+pub const LINE_TYPES: [DataType; 9] = [
+    DataType::Double,
+    DataType::Double,
+    DataType::Double,
+    DataType::Double,
+    DataType::Double,
+    DataType::Double,
+    DataType::Double,
+    DataType::String,
+    DataType::String,
 ];
 
-/// A quality station's metrics, from its reports and part decisions; `cpk/{characteristic}`
-/// follow.
-pub const STATION_METRICS: [(&str, DataType); 9] = [
-    ("parts", DataType::UInt64),
-    ("pass", DataType::UInt64),
-    ("review", DataType::UInt64),
-    ("reject", DataType::UInt64),
-    ("reject_rate", DataType::Double),
-    ("mean_score", DataType::Double),
-    ("part/id", DataType::String),
-    ("part/decision", DataType::String),
-    ("part/score", DataType::Double),
+/// … and a quality station's, from its reports and part decisions (`cpk/…` are Double).
+pub const STATION_TYPES: [DataType; 9] = [
+    DataType::UInt64,
+    DataType::UInt64,
+    DataType::UInt64,
+    DataType::UInt64,
+    DataType::Double,
+    DataType::Double,
+    DataType::String,
+    DataType::String,
+    DataType::Double,
 ];
 
 /// Where a metric's value comes from.
@@ -92,8 +95,8 @@ pub enum DeviceKind {
 pub struct DeviceDef {
     pub name: String,
     pub kind: DeviceKind,
-    /// Aliases of its metrics: a contiguous range.
-    pub aliases: std::ops::Range<usize>,
+    /// Aliases of its metrics, in order.
+    pub aliases: Vec<usize>,
     pub by_name: HashMap<String, usize>,
 }
 
@@ -167,13 +170,21 @@ impl Catalog {
             catalog.add(&endpoint.name, DeviceKind::Opcua, metrics);
         }
         for asset in &plan.assets {
-            catalog.add(&asset.id, DeviceKind::Asset, figures(&ASSET_METRICS));
+            catalog.add(
+                &asset.id,
+                DeviceKind::Asset,
+                figures(&ASSET_METRICS, &ASSET_TYPES),
+            );
         }
         for line in &plan.lines {
-            catalog.add(&line.name, DeviceKind::Line, figures(&LINE_METRICS));
+            catalog.add(
+                &line.name,
+                DeviceKind::Line,
+                figures(&LINE_METRICS, &LINE_TYPES),
+            );
         }
         for station in &plan.quality {
-            let mut metrics = figures(&STATION_METRICS);
+            let mut metrics = figures(&STATION_METRICS, &STATION_TYPES);
             metrics.extend(station.characteristics.iter().map(|c| {
                 derived(
                     &format!("cpk/{}", c.name),
@@ -186,21 +197,24 @@ impl Catalog {
         catalog
     }
 
+    /// Adds a device's metrics; to the device of that name when there is one already.
     fn add(&mut self, name: &str, kind: DeviceKind, metrics: Vec<MetricDef>) {
-        let start = self.metrics.len();
-        let by_name = metrics
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.name.clone(), start + i))
-            .collect();
-        self.metrics.extend(metrics);
-        self.by_device.insert(name.to_string(), self.devices.len());
-        self.devices.push(DeviceDef {
-            name: name.to_string(),
-            kind,
-            aliases: start..self.metrics.len(),
-            by_name,
+        let device = *self.by_device.entry(name.to_string()).or_insert_with(|| {
+            self.devices.push(DeviceDef {
+                name: name.to_string(),
+                kind,
+                aliases: Vec::new(),
+                by_name: HashMap::new(),
+            });
+            self.devices.len() - 1
         });
+        for metric in metrics {
+            let alias = self.metrics.len();
+            let def = &mut self.devices[device];
+            def.aliases.push(alias);
+            def.by_name.insert(metric.name.clone(), alias);
+            self.metrics.push(metric);
+        }
     }
 
     /// The alias of `metric` on `device`.
@@ -219,8 +233,10 @@ fn derived(name: &str, datatype: DataType, origin: Origin) -> MetricDef {
     }
 }
 
-fn figures(list: &[(&str, DataType)]) -> Vec<MetricDef> {
-    list.iter()
+fn figures(names: &[&str], types: &[DataType]) -> Vec<MetricDef> {
+    names
+        .iter()
+        .zip(types)
         .map(|(name, datatype)| derived(name, *datatype, Origin::Derived))
         .collect()
 }

@@ -290,6 +290,7 @@ impl Sparkplug {
         let metrics = self.catalog.devices[device]
             .aliases
             .clone()
+            .into_iter()
             .map(|alias| {
                 // Not read yet: null, and marked as not to be trusted.
                 let current = self.current(alias).unwrap_or(Current {

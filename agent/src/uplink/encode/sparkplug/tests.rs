@@ -615,3 +615,46 @@ fn dcmd_writes_only_the_allowed_tags() {
     );
     assert!(unknown.writes.is_empty() && unknown.publish.is_empty());
 }
+
+#[test]
+fn an_asset_named_after_its_plc_joins_its_device() {
+    let text = std::fs::read_to_string(FIXTURE)
+        .expect("fixture")
+        .replace("id = \"P-1\"", "id = \"plc\"");
+    let plan = firmware_config::load_str(std::path::Path::new(FIXTURE), &text).expect("valid");
+    let config = plan
+        .mqtt
+        .as_ref()
+        .and_then(|m| m.formats.sparkplug.clone())
+        .expect("sparkplug");
+    let catalog = Catalog::new(&plan, &config);
+    let names: Vec<&str> = catalog.devices.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["plc", "ua"]);
+    let plc = &catalog.devices[0];
+    assert_eq!(plc.kind, DeviceKind::Modbus, "up and down with the PLC");
+    assert!(plc.by_name.contains_key("f32") && plc.by_name.contains_key("health"));
+    assert_eq!(plc.aliases.len(), 12 + catalog::ASSET_METRICS.len());
+    let ua = catalog.alias(1, "ua.temperature").expect("ua");
+    assert!(
+        plc.aliases.iter().all(|a| *a != ua),
+        "aliases stay unique: the asset's follow the OPC UA tag's"
+    );
+}
+
+#[test]
+fn the_figure_types_match_the_names_check_knows() {
+    assert_eq!(catalog::ASSET_METRICS.len(), catalog::ASSET_TYPES.len());
+    assert_eq!(catalog::LINE_METRICS.len(), catalog::LINE_TYPES.len());
+    assert_eq!(catalog::STATION_METRICS.len(), catalog::STATION_TYPES.len());
+    let figures = |report: Vec<(String, Option<Value>)>| -> Vec<String> {
+        report.into_iter().map(|(name, _)| name).collect()
+    };
+    let assessment: crate::health::assess::Assessment = serde_json::from_value(serde_json::json!({
+        "schema": 1, "asset": "P-1", "asset_type": "pump", "timestamp": "2026-01-01T00:00:00.000Z",
+        "health": {}, "overall_health": 0.9, "failure_probability": 0.1, "rule_probability": 0.1,
+        "model_probability": null, "action": "routine_monitoring", "priority": "low", "maintenance_due": null,
+        "remaining_life_hours": null, "remaining_life_note": null, "reasons": []
+    }))
+    .expect("an assessment");
+    assert_eq!(figures(figures::asset(&assessment)), catalog::ASSET_METRICS);
+}
