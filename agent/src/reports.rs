@@ -217,6 +217,8 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let every = plan.outbox.summary_interval;
+    // Tag summaries are UNS's: a Sparkplug-only node reports changes instead (`changes`).
+    let summarize = plan.mqtt.as_ref().is_none_or(|mqtt| mqtt.formats.uns);
     let mut summaries = TagSummaries::new(&plan, clock.now());
     let mut summary_tick = tokio::time::interval(every);
     summary_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -233,7 +235,12 @@ pub async fn run(
         tokio::select! {
             () = stop.cancelled() => break,
             _ = drain_tick.tick() => {
-                if !sources.samples.drain(|sample| summaries.observe(sample)) {
+                let open = if summarize {
+                    sources.samples.drain(|sample| summaries.observe(sample))
+                } else {
+                    sources.samples.drain(|_| {})
+                };
+                if !open {
                     break;
                 }
             }
@@ -269,9 +276,11 @@ pub async fn run(
                 // Up to the tick: samples polled before it belong to this summary.
                 sources.samples.drain(|sample| summaries.observe(sample));
                 let now = clock.now();
-                let flags: Vec<Option<bool>> = online.iter().map(|o| Some(o.unwrap_or(false))).collect();
-                for report in summaries.take(&flags, now) {
-                    append(&outbox, NewRecord::report(report, now));
+                if summarize {
+                    let flags: Vec<Option<bool>> = online.iter().map(|o| Some(o.unwrap_or(false))).collect();
+                    for report in summaries.take(&flags, now) {
+                        append(&outbox, NewRecord::report(report, now));
+                    }
                 }
                 if outbox.dropped() > reported_drops {
                     let stats = outbox.stats();
