@@ -287,8 +287,15 @@ impl Inflight {
         self.unsent.push_back((request, sent));
     }
 
-    /// Queues a message; QoS 0 ones are never acknowledged.
+    /// Queues a message; QoS 0 ones are never acknowledged. A message no broker can take (a
+    /// birth larger than a packet may be) is dropped with an error rather than handed to rumqttc,
+    /// which would end the connection on it, again after every reconnect. Records are checked
+    /// before they get here, and go to the dead letters.
     fn queue_message(&mut self, message: Message, sent: Sent) {
+        if let Some(why) = undeliverable(&message.topic, message.payload.len()) {
+            error!(topic = %message.topic.escape_debug(), reason = %why, "message dropped: no broker can take it");
+            return;
+        }
         let sent = if message.qos == QoS::AtMostOnce {
             Sent::Unacknowledged
         } else {
@@ -1189,6 +1196,17 @@ mod tests {
         assert!(undeliverable("e/s/a/l/plc/tags", MAX_PACKET)
             .expect("too large")
             .contains("larger than an MQTT packet may be"));
+    }
+
+    #[test]
+    fn a_message_no_broker_can_take_is_never_handed_over() {
+        let mut inflight = Inflight::default();
+        let mut huge = message(QoS::AtMostOnce);
+        huge.payload = vec![0; MAX_PACKET];
+        inflight.queue_message(huge, Sent::Other);
+        assert!(inflight.is_empty(), "it would end every connection");
+        inflight.queue_message(message(QoS::AtMostOnce), Sent::Other);
+        assert!(!inflight.is_empty());
     }
 
     #[test]
