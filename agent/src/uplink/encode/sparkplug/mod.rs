@@ -394,9 +394,10 @@ impl Sparkplug {
         report: &Report,
         at: SystemTime,
     ) -> Option<(usize, Vec<(usize, Current)>)> {
-        let (device_name, figures) = match report {
+        let device_name = device_of(report)?;
+        let figures = match report {
             Report::Changes(changes) => {
-                let device = *self.catalog.by_device.get(&changes.device)?;
+                let device = *self.catalog.by_device.get(device_name)?;
                 let values = changes
                     .changes
                     .iter()
@@ -414,10 +415,10 @@ impl Sparkplug {
                     .collect();
                 return Some((device, values));
             }
-            Report::Assessment(a) => (a.asset.as_str(), figures::asset(a)),
-            Report::Production(r) => (r.line.as_str(), figures::line(r)),
-            Report::Quality(q) => (q.station.as_str(), figures::station(q)),
-            Report::Part(p) => (p.station.as_str(), figures::part(p)),
+            Report::Assessment(a) => figures::asset(a),
+            Report::Production(r) => figures::line(r),
+            Report::Quality(q) => figures::station(q),
+            Report::Part(p) => figures::part(p),
             _ => return None,
         };
         let device = *self.catalog.by_device.get(device_name)?;
@@ -577,6 +578,18 @@ impl Sparkplug {
     }
 }
 
+/// The Sparkplug device a report is data of; `None` for what Sparkplug does not carry.
+fn device_of(report: &Report) -> Option<&str> {
+    match report {
+        Report::Changes(c) => Some(&c.device),
+        Report::Assessment(a) => Some(&a.asset),
+        Report::Production(r) => Some(&r.line),
+        Report::Quality(q) => Some(&q.station),
+        Report::Part(p) => Some(&p.station),
+        _ => None,
+    }
+}
+
 /// `{"online": bool, "timestamp": ms}` (3.0), or `ONLINE`/`OFFLINE` (2.2, taken as now).
 fn parse_state(payload: &[u8]) -> Option<(bool, u64)> {
     #[derive(Deserialize)]
@@ -646,12 +659,8 @@ impl Encoder for Sparkplug {
 
     fn topic(&self, record: &Record) -> String {
         let device = match &record.payload {
-            Stored::Report(Report::Changes(c)) => Some(c.device.as_str()),
-            Stored::Report(Report::Assessment(a)) => Some(a.asset.as_str()),
-            Stored::Report(Report::Production(r)) => Some(r.line.as_str()),
-            Stored::Report(Report::Quality(q)) => Some(q.station.as_str()),
-            Stored::Report(Report::Part(p)) => Some(p.station.as_str()),
-            _ => None,
+            Stored::Report(report) => device_of(report),
+            Stored::Raw { .. } => None,
         };
         self.topic("DDATA", device)
     }
