@@ -389,6 +389,11 @@ async fn reload_into(
                 }
                 None => {}
             }
+            if loaded.plan.http != local.http {
+                warn!(
+                    "[http] changed: the status page keeps its settings until the agent restarts"
+                );
+            }
             Generation::start(loaded, alerts, Arc::clone(clock), shutdown, upstream, local)
         }
     }
@@ -405,6 +410,8 @@ fn identity(loaded: &Loaded) -> Identity {
 /// What outlives a configuration reload locally: the alerts and the control socket.
 struct Local {
     commands: Arc<AgentCommands>,
+    /// The status server's settings: they apply from the agent's start.
+    http: Option<firmware_config::Http>,
     tasks: JoinSet<()>,
     stop: CancellationToken,
 }
@@ -416,15 +423,12 @@ impl Local {
         upstream: Option<&Upstream>,
         clock: &Arc<dyn Clock>,
     ) -> Local {
-        let commands = Arc::new(AgentCommands {
-            identity: std::sync::Mutex::new(identity(loaded)),
-            clock: Arc::clone(clock),
-            started: clock.elapsed(),
-            upstream: upstream.map(|u| (Arc::clone(&u.outbox), Arc::clone(&u.uplink_stats))),
-            alerts: std::sync::Mutex::new(alerts),
-            devices: std::sync::Mutex::new(Vec::new()),
-            quality: std::sync::Mutex::new(None),
-        });
+        let commands = Arc::new(AgentCommands::new(
+            identity(loaded),
+            Arc::clone(clock),
+            upstream.map(|u| (Arc::clone(&u.outbox), Arc::clone(&u.uplink_stats))),
+            alerts,
+        ));
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let handler: Arc<dyn crate::uplink::CommandHandler> = commands.clone();
@@ -434,25 +438,19 @@ impl Local {
             Arc::clone(clock),
             stop.clone(),
         ));
+        if let Some(http) = &loaded.plan.http {
+            tasks.spawn(crate::http::run(
+                http.clone(),
+                Arc::clone(&commands),
+                stop.clone(),
+            ));
+        }
         Local {
             commands,
             tasks,
             stop,
+            http: loaded.plan.http.clone(),
         }
-    }
-
-    fn set_generation(
-        &self,
-        devices: &[(String, Arc<DeviceStats>)],
-        loaded: &Loaded,
-        alerts: AlertDesk,
-        quality: crate::quality::Desk,
-    ) {
-        let commands = &self.commands;
-        *commands.quality.lock().unwrap_or_else(|e| e.into_inner()) = Some(quality);
-        *commands.devices.lock().unwrap_or_else(|e| e.into_inner()) = devices.to_vec();
-        *commands.identity.lock().unwrap_or_else(|e| e.into_inner()) = identity(loaded);
-        *commands.alerts.lock().unwrap_or_else(|e| e.into_inner()) = alerts;
     }
 
     async fn stop(mut self) {
@@ -637,6 +635,7 @@ impl Generation {
             bus,
             decisions,
             quality,
+            board,
             ..
         } = Pipeline::build(
             &loaded,
@@ -653,7 +652,12 @@ impl Generation {
                 }),
             },
         );
-        local.set_generation(&running.stats, &loaded, desk, quality);
+        local.commands.attach(control::Attached {
+            identity: identity(&loaded),
+            alerts: desk,
+            quality,
+            board,
+        });
         if tracing::enabled!(Level::DEBUG) {
             running.tasks.spawn(log_samples(
                 Arc::new(tag_catalog(plan)),

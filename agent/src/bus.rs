@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::sample::Sample;
+use crate::sample::{Quality, Sample};
 
 /// How often draining stages take what the bus holds. The default capacity (256 polls) then
 /// covers 2,560 polls a second before a drain falls behind, ten times the busiest plan measured.
@@ -84,17 +84,71 @@ pub struct SampleBus {
     /// Samples published so far; held while sending, so that batches go out in number order.
     published: Arc<Mutex<u64>>,
     dropped: Arc<AtomicU64>,
+    counts: Arc<SampleCounts>,
+}
+
+/// Samples published, by quality, and those subscribers fell behind on.
+#[derive(Debug, Default)]
+pub struct SampleCounts {
+    good: AtomicU64,
+    uncertain: AtomicU64,
+    bad: AtomicU64,
+    dropped: Arc<AtomicU64>,
+}
+
+impl SampleCounts {
+    fn count(&self, samples: &[Sample]) {
+        let (mut good, mut uncertain) = (0, 0);
+        for sample in samples {
+            match sample.quality {
+                Quality::Good => good += 1,
+                Quality::Uncertain(_) => uncertain += 1,
+                _ => {}
+            }
+        }
+        let bad = samples.len() as u64 - good - uncertain;
+        for (counter, n) in [
+            (&self.good, good),
+            (&self.uncertain, uncertain),
+            (&self.bad, bad),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn good(&self) -> u64 {
+        self.good.load(Ordering::Relaxed)
+    }
+
+    pub fn uncertain(&self) -> u64 {
+        self.uncertain.load(Ordering::Relaxed)
+    }
+
+    pub fn bad(&self) -> u64 {
+        self.bad.load(Ordering::Relaxed)
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
 }
 
 impl SampleBus {
     /// A bus that keeps up to `capacity` batches for a subscriber that falls behind.
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
         SampleBus {
             sender,
             pool: Arc::default(),
             published: Arc::default(),
-            dropped: Arc::new(AtomicU64::new(0)),
+            dropped: Arc::clone(&dropped),
+            counts: Arc::new(SampleCounts {
+                dropped,
+                ..SampleCounts::default()
+            }),
         }
     }
 
@@ -116,6 +170,7 @@ impl SampleBus {
             self.pool.give(samples);
             return;
         }
+        self.counts.count(&samples);
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
         let first = *published;
         *published += samples.len() as u64;
@@ -135,6 +190,11 @@ impl SampleBus {
             next: *published,
             dropped: Arc::clone(&self.dropped),
         }
+    }
+
+    /// The bus's counts, to read while it runs.
+    pub fn counts(&self) -> Arc<SampleCounts> {
+        Arc::clone(&self.counts)
     }
 
     /// Samples dropped across all subscribers because they fell behind.

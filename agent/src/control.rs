@@ -23,8 +23,7 @@ use tracing::{debug, warn};
 
 use crate::clock::Clock;
 use crate::decisions::alerts::{Acknowledged, AlertDesk};
-use crate::sources::DeviceStats;
-use crate::status::{DeviceStatus, Status};
+use crate::status::{Board, Status};
 use crate::store::Outbox;
 use crate::uplink::{
     answer, Answer, CommandError, CommandHandler, Identity, Refusing, UplinkStats,
@@ -64,7 +63,8 @@ pub struct AgentCommands {
     pub upstream: Option<(Arc<Outbox>, Arc<UplinkStats>)>,
     /// Where alert requests go to the decisions stage, which owns the alerts.
     pub alerts: std::sync::Mutex<AlertDesk>,
-    pub devices: std::sync::Mutex<Vec<(String, Arc<DeviceStats>)>>,
+    /// What the running configuration's stages show.
+    pub board: std::sync::Mutex<Board>,
     /// Where relearning requests go to the quality stage of the running configuration.
     pub quality: std::sync::Mutex<Option<crate::quality::Desk>>,
 }
@@ -81,25 +81,46 @@ fn alert_id<'a>(args: &'a serde_json::Value, command: &str) -> Result<&'a str, C
     })
 }
 
+/// What one configuration generation gives the commands.
+pub struct Attached {
+    pub identity: Identity,
+    pub alerts: AlertDesk,
+    pub quality: crate::quality::Desk,
+    pub board: Board,
+}
+
 impl AgentCommands {
+    /// Commands with nothing attached yet: no devices, no alerts.
+    pub fn new(
+        identity: Identity,
+        clock: Arc<dyn Clock>,
+        upstream: Option<(Arc<Outbox>, Arc<UplinkStats>)>,
+        alerts: AlertDesk,
+    ) -> AgentCommands {
+        AgentCommands {
+            identity: std::sync::Mutex::new(identity),
+            started: clock.elapsed(),
+            clock,
+            upstream,
+            alerts: std::sync::Mutex::new(alerts),
+            board: std::sync::Mutex::new(Board::default()),
+            quality: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Points the commands at a (new) configuration's stages.
+    pub fn attach(&self, generation: Attached) {
+        fn set<T>(slot: &std::sync::Mutex<T>, value: T) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = value;
+        }
+        set(&self.quality, Some(generation.quality));
+        set(&self.board, generation.board);
+        set(&self.identity, generation.identity);
+        set(&self.alerts, generation.alerts);
+    }
+
     pub fn status(&self) -> Status {
-        let devices = self
-            .devices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(name, stats)| {
-                let s = stats.snapshot();
-                DeviceStatus {
-                    device: name.clone(),
-                    online: s.online,
-                    requests: s.requests,
-                    errors: s.errors(),
-                    reconnects: s.reconnects,
-                    notifications: s.notifications,
-                }
-            })
-            .collect();
+        let board = self.board.lock().unwrap_or_else(|e| e.into_inner()).read();
         let uptime = self.clock.elapsed().saturating_sub(self.started);
         let identity = self
             .identity
@@ -107,15 +128,22 @@ impl AgentCommands {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         Status {
+            schema: crate::status::SCHEMA,
             agent: identity.agent,
             version: identity.version,
             config_hash: identity.config_hash,
             uptime_s: uptime.as_secs(),
-            devices,
+            time: crate::uplink::timestamp(self.clock.now()),
+            devices: board.devices,
+            samples: board.samples,
+            assets: board.assets,
+            alerts: self.desk().snapshot(),
+            lines: board.lines,
+            quality: board.quality,
             outbox: self.upstream.as_ref().map(|(outbox, _)| outbox.stats()),
             uplink: self.upstream.as_ref().map(|(_, uplink)| uplink.snapshot()),
-            alerts: self.desk().snapshot(),
             storage: crate::status::StorageStatus::of_this_process(uptime),
+            process: crate::status::ProcessStatus::of_this_process(),
         }
     }
 }

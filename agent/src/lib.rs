@@ -11,6 +11,7 @@ pub mod control;
 pub mod decisions;
 pub mod files;
 pub mod health;
+pub mod http;
 pub mod liveness;
 pub mod memory;
 pub mod outputs;

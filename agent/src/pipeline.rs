@@ -154,6 +154,29 @@ pub struct Pipeline {
     pub lines: watch::Receiver<production::LineView>,
     /// Where relearning requests reach the quality stage (closed without stations).
     pub quality: quality::Desk,
+    /// What the status snapshot reads.
+    pub board: crate::status::Board,
+}
+
+/// Keeps each asset's latest assessment in `view` until `stop`.
+async fn keep_assessments(
+    mut assessments: broadcast::Receiver<Assessment>,
+    view: watch::Sender<crate::status::AssetView>,
+    stop: CancellationToken,
+) {
+    loop {
+        let assessment = tokio::select! {
+            () = stop.cancelled() => break,
+            received = assessments.recv() => match received {
+                Ok(assessment) => assessment,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+        };
+        view.send_modify(|view| {
+            view.insert(assessment.asset.clone(), assessment);
+        });
+    }
 }
 
 impl Pipeline {
@@ -250,6 +273,7 @@ impl Pipeline {
             ));
         }
         let (quality_desk, relearn) = quality::Desk::new();
+        let (quality_view, quality_board) = watch::channel(quality::QualityView::new());
         let (camera_images, scored_images) = tokio::sync::mpsc::channel(64);
         for (i, (station, models)) in plan.quality.iter().zip(&loaded.quality_models).enumerate() {
             if let (Some(images), Some(model)) = (&station.images, &models.image) {
@@ -272,6 +296,7 @@ impl Pipeline {
                 quality::Sinks {
                     outbox: upstream.map(|u| Arc::clone(&u.outbox)),
                     alerts: Some(quality_alerts),
+                    view: quality_view,
                     diverts,
                     rejects: Some(rejects_to_lines),
                 },
@@ -281,7 +306,13 @@ impl Pipeline {
                 deps.stop.clone(),
             ));
         }
+        let (asset_view, assets_board) = watch::channel(crate::status::AssetView::new());
         if !plan.assets.is_empty() {
+            running.tasks.spawn(keep_assessments(
+                assessments.subscribe(),
+                asset_view,
+                deps.stop.clone(),
+            ));
             running.tasks.spawn(scorer::run(
                 scorer,
                 bus.subscribe(),
@@ -291,6 +322,13 @@ impl Pipeline {
                 deps.stop.clone(),
             ));
         }
+        let board = crate::status::Board {
+            devices: running.stats.clone(),
+            samples: bus.counts(),
+            assets: assets_board,
+            lines: lines.clone(),
+            quality: quality_board,
+        };
         Pipeline {
             running,
             bus,
@@ -298,6 +336,7 @@ impl Pipeline {
             decisions,
             lines,
             quality: quality_desk,
+            board,
         }
     }
 }

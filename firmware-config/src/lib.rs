@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod assets;
 pub mod calendar;
 pub mod duration;
+pub mod http;
 pub mod lines;
 pub mod modbus;
 pub mod names;
@@ -39,6 +40,7 @@ pub use assets::{
 };
 pub use calendar::{Calendar, Shift, ShiftInstance};
 pub use duration::HumanDuration;
+pub use http::{Http, HttpConfig, Users};
 pub use lines::{
     CounterSpec, Energy, Line, LineAlerts, LineConfig, MachineState, Material, StateSource,
 };
@@ -86,6 +88,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// The MQTT broker the agent forwards summaries, assessments, alerts and events to.
     pub mqtt: Option<MqttConfig>,
+    /// The local status page, `/api/status` and `/metrics` (off when absent).
+    pub http: Option<HttpConfig>,
     /// Local alerting: lifecycle, agent-health thresholds, acknowledge input, gateway profile.
     #[serde(default)]
     pub alerts: AlertsConfig,
@@ -167,6 +171,7 @@ pub struct Plan {
     pub assets: Vec<Asset>,
     pub outbox: Outbox,
     pub mqtt: Option<Mqtt>,
+    pub http: Option<Http>,
     pub alerting: Alerting,
     pub lines: Vec<Line>,
     pub quality: Vec<quality::Station>,
@@ -220,6 +225,14 @@ impl Plan {
                     e.name, e.url
                 )
             })
+            .chain(self.http.iter().filter_map(|http| {
+                (!http.listen.ip().is_loopback() && http.tls.is_none()).then(|| {
+                    format!(
+                        "http: {} is served without TLS: passwords and tokens cross the network in clear text (set tls_cert and tls_key)",
+                        http.listen
+                    )
+                })
+            }))
             .collect()
     }
 
@@ -247,6 +260,10 @@ impl Plan {
             if let Some((_, key)) = &endpoint.application_certificate {
                 files.push(key.clone());
             }
+        }
+        if let Some(http) = &self.http {
+            files.extend(http.users.as_ref().map(|u| u.file.clone()));
+            files.extend(http.tls.as_ref().map(|(_, key)| key.clone()));
         }
         files
     }
@@ -416,7 +433,11 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
             .mqtt
             .as_ref()
             .map(|mqtt| uplink::validate_mqtt(&mut check, mqtt, &root.agent.name, config_dir));
-        (outbox, mqtt)
+        let http = root
+            .http
+            .as_ref()
+            .map(|h| http::validate_http(&mut check, h, config_dir));
+        (outbox, mqtt, http)
     });
     let agent_name = root
         .as_ref()
@@ -476,7 +497,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
         }
     }
 
-    if let (Some((_, Some(Some(mqtt)))), Some(quality)) = (&uplink, &quality) {
+    if let (Some((_, Some(Some(mqtt)), _)), Some(quality)) = (&uplink, &quality) {
         if let Some(node) = &mqtt.formats.sparkplug {
             let names = sparkplug_names(node, &devices, &opcua, &assets, &lines, quality);
             sparkplug::validate_plan(&mut check, node, &names);
@@ -485,7 +506,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
 
     let mut errors = check.errors;
     match (root, scoring, uplink, alerting, quality) {
-        (Some(root), Some(scoring), Some((outbox, mqtt)), Some(alerting), Some(quality))
+        (Some(root), Some(scoring), Some((outbox, mqtt, http)), Some(alerting), Some(quality))
             if errors.is_empty() =>
         {
             Ok(Plan {
@@ -501,6 +522,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
                 assets,
                 outbox,
                 mqtt: mqtt.flatten(),
+                http: http.flatten(),
                 alerting,
                 lines,
                 quality,

@@ -268,6 +268,31 @@ impl Quality {
     }
 }
 
+/// Parts each station's view keeps.
+pub const LATEST_PARTS: usize = 10;
+
+/// A station as the status page shows it: its latest report and its latest parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StationView {
+    pub station: String,
+    pub line: Option<String>,
+    pub report: Option<station::QualityReport>,
+    /// Oldest first, at most [`LATEST_PARTS`].
+    pub latest: std::collections::VecDeque<station::PartDecision>,
+}
+
+impl StationView {
+    fn part(&mut self, part: &station::PartDecision) {
+        if self.latest.len() == LATEST_PARTS {
+            self.latest.pop_front();
+        }
+        self.latest.push_back(part.clone());
+    }
+}
+
+/// Every station's view, by name.
+pub type QualityView = BTreeMap<String, StationView>;
+
 /// The record an output is sent as (`None`: nothing to record).
 pub fn report_of(output: &Output) -> Option<Report> {
     match output {
@@ -336,6 +361,8 @@ pub fn forget_saved(data_dir: &Path, station: &str, name: &str) -> std::io::Resu
 /// Where the stage's outputs go.
 pub struct Sinks {
     pub outbox: Option<Arc<Outbox>>,
+    /// Each station's latest report and parts, for the status page.
+    pub view: tokio::sync::watch::Sender<QualityView>,
     pub alerts: Option<mpsc::Sender<Condition>>,
     /// Each station's divert output (by station index), when it has one.
     pub diverts: Vec<Option<divert::Divert>>,
@@ -349,6 +376,7 @@ impl Sinks {
             Output::Part(part) => {
                 self.divert(quality, station, part);
                 self.tell_line(quality, station, part);
+                self.show(quality, station, |view| view.part(part));
             }
             Output::Condition(condition) => {
                 if let Some(alerts) = &self.alerts {
@@ -363,7 +391,14 @@ impl Sinks {
                 info!(station = %config.name, characteristic = %name, center = limits.center, sigma = limits.sigma, "control limits learned and frozen");
                 quality.learned(station);
             }
-            Output::Report(report) => log_report(report),
+            Output::Report(report) => {
+                log_report(report);
+                if !report.closing || report.parts > 0 {
+                    self.show(quality, station, |view| {
+                        view.report = Some((**report).clone())
+                    });
+                }
+            }
             Output::MoveImage { file, to } => {
                 if let Err(error) = camera::move_image(file, to) {
                     warn!(%error, file = %file.display(), to, "cannot move the camera image");
@@ -371,6 +406,22 @@ impl Sinks {
             }
         }
         self.record(&output, now);
+    }
+
+    /// Updates station `station`'s view.
+    fn show(&self, quality: &Quality, station: usize, change: impl FnOnce(&mut StationView)) {
+        let config = quality.stations[station].station();
+        self.view.send_modify(|view| {
+            let entry = view
+                .entry(config.name.clone())
+                .or_insert_with(|| StationView {
+                    station: config.name.clone(),
+                    line: config.line.as_ref().map(|(line, _)| line.clone()),
+                    report: None,
+                    latest: std::collections::VecDeque::new(),
+                });
+            change(entry);
+        });
     }
 
     /// Pulses the station's divert output for a part it must not let through.

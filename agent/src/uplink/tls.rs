@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use firmware_config::Mqtt;
 
@@ -65,14 +65,28 @@ pub fn client_config(mqtt: &Mqtt) -> Result<Arc<ClientConfig>, TlsError> {
         .with_root_certificates(roots);
     let config = match &mqtt.client_auth {
         Some((cert, key)) => {
-            let chain = certificates(cert)?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
-                path: key.display().to_string(),
-                error: e.to_string(),
-            })?;
-            builder.with_client_auth_cert(chain, key)?
+            builder.with_client_auth_cert(certificates(cert)?, private_key(key)?)?
         }
         None => builder.with_no_client_auth(),
     };
+    Ok(Arc::new(config))
+}
+
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
+        path: path.display().to_string(),
+        error: e.to_string(),
+    })
+}
+
+/// The server configuration for HTTPS (the status page): a certificate chain and its key, no
+/// client certificates.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certificates(cert)?, private_key(key)?)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
