@@ -124,6 +124,11 @@ fn requirements() -> Vec<Requirement> {
             environmental: false,
         },
         Requirement {
+            name: "chromium",
+            missing: found(&[tool("chromium", "apt-get install chromium")]),
+            environmental: false,
+        },
+        Requirement {
             name: "aarch64_gateway",
             missing: found(&aarch64),
             environmental: false,

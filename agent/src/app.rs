@@ -399,7 +399,8 @@ async fn reload_into(
     }
 }
 
-fn identity(loaded: &Loaded) -> Identity {
+/// Who the agent says it is: its name, version and configuration hash.
+pub fn identity(loaded: &Loaded) -> Identity {
     Identity {
         agent: loaded.plan.agent.name.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),

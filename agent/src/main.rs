@@ -242,12 +242,15 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Self-contained demo: simulator and agent on loopback, printing live values.
+    /// Self-contained demo: simulator, agent and status page on loopback.
     #[cfg(feature = "sim")]
     Demo {
         /// Stop after this long (e.g. "30s"); default: until Ctrl-C.
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
+        /// Where to serve the status page (a port in use falls back to a free one).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: std::net::SocketAddr,
     },
 }
 
@@ -270,7 +273,12 @@ fn main() -> ExitCode {
             });
         }
     };
-    telemetry::init(cli.log_format, cli.verbose as i8 - cli.quiet as i8);
+    let verbosity = cli.verbose as i8 - cli.quiet as i8;
+    #[cfg(feature = "sim")]
+    if let Command::Demo { duration, http } = cli.command {
+        return demo(duration, http, cli.log_format, verbosity);
+    }
+    telemetry::init(cli.log_format, verbosity);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads())
         .enable_all()
@@ -283,6 +291,50 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(runtime.block_on(dispatch(cli.command)))
+}
+
+/// `millwright demo`: on a terminal the screen is redrawn in place and the log goes to a file in
+/// the run's private data directory.
+#[cfg(feature = "sim")]
+fn demo(
+    duration: Option<std::time::Duration>,
+    http: std::net::SocketAddr,
+    log_format: LogFormat,
+    verbosity: i8,
+) -> ExitCode {
+    use std::io::IsTerminal as _;
+    let dir = match commands::DemoDir::create() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("error: cannot create the demo's data directory: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let screen = std::io::stdout().is_terminal();
+    let log = screen
+        .then(|| std::fs::File::create(dir.log_path()).ok())
+        .flatten();
+    telemetry::init_into(log_format, verbosity, log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let options = commands::DemoOptions {
+        duration,
+        http,
+        screen,
+    };
+    let said =
+        runtime.block_on(async { commands::demo(options, &dir, shutdown_on_signal()).await });
+    // The screen's last frame stays; the summary goes under it.
+    ExitCode::from(printed(said).unwrap_or_else(|code| code))
 }
 
 /// Async worker threads: `MILLWRIGHT_WORKER_THREADS` (1 to 8), else the default.
@@ -473,11 +525,7 @@ async fn route(command: Command) -> Result<u8, Early> {
             dataset(&plan, &plant, &options, &out)
         }
         #[cfg(feature = "sim")]
-        Command::Demo { duration } => printed(
-            commands::demo(duration, shutdown_on_signal())
-                .await
-                .map(|()| String::new()),
-        ),
+        Command::Demo { .. } => unreachable!("the demo runs before the runtime's dispatch"),
     }
 }
 

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,6 +28,12 @@ const OPCUA_CRATES: [&str; 5] = [
 /// (the span and field filters of `EnvFilter` are not supported: its regex engine cost the gateway
 /// binary more than it gave).
 pub fn init(format: LogFormat, verbosity: i8) {
+    init_into(format, verbosity, None);
+}
+
+/// Like [`init`], with the log written to `file` instead of stderr (the demo's screen owns the
+/// terminal).
+pub fn init_into(format: LogFormat, verbosity: i8, file: Option<std::fs::File>) {
     let level = match verbosity {
         i8::MIN..=-2 => "error",
         -1 => "warn",
@@ -51,9 +58,13 @@ pub fn init(format: LogFormat, verbosity: i8) {
         .and_then(|v| v.parse().ok())
         .or_else(|| directives.parse().ok())
         .unwrap_or_default();
-    let terminal = std::io::stderr().is_terminal();
+    let terminal = file.is_none() && std::io::stderr().is_terminal();
+    let writer = match file {
+        Some(file) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false);
     let format = match format {
         LogFormat::Auto if terminal => LogFormat::Pretty,

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod http;
 pub mod mqtt;
 
 // `needs!`: a test that needs an outside tool, a kernel feature or root shows as ignored, with

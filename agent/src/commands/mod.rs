@@ -3,6 +3,8 @@
 
 mod agent;
 mod check;
+#[cfg(feature = "sim")]
+mod demo;
 mod opcua;
 mod read;
 mod replay;
@@ -11,6 +13,8 @@ mod sim;
 
 pub use agent::*;
 pub use check::*;
+#[cfg(feature = "sim")]
+pub use demo::*;
 pub use opcua::*;
 pub use read::*;
 pub use replay::*;

@@ -23,26 +23,47 @@ struct Scrape(Registry);
 
 impl Scrape {
     fn gauge(&mut self, name: &str, help: &str, unit: Option<Unit>, rows: Vec<(Labels, f64)>) {
+        if let [(labels, value)] = rows.as_slice() {
+            if labels.is_empty() {
+                let gauge = Gauge::<f64, AtomicU64>::default();
+                gauge.set(*value);
+                return self.register(name, help, unit, gauge);
+            }
+        }
         let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         for (labels, value) in rows {
             family.get_or_create(&labels).set(value);
         }
+        self.register(name, help, unit, family);
+    }
+
+    fn register(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
         match unit {
-            Some(unit) => self.0.register_with_unit(name, help, unit, family),
-            None => self.0.register(name, help, family),
+            Some(unit) => self.0.register_with_unit(name, help, unit, metric),
+            None => self.0.register(name, help, metric),
         }
     }
 
     /// A counter: the `_total` suffix is added by the encoder.
     fn counter(&mut self, name: &str, help: &str, unit: Option<Unit>, rows: Vec<(Labels, f64)>) {
+        if let [(labels, value)] = rows.as_slice() {
+            if labels.is_empty() {
+                let counter = Counter::<f64, AtomicU64>::default();
+                counter.inc_by(value.max(0.0));
+                return self.register(name, help, unit, counter);
+            }
+        }
         let family = Family::<Labels, Counter<f64, AtomicU64>>::default();
         for (labels, value) in rows {
             family.get_or_create(&labels).inc_by(value.max(0.0));
         }
-        match unit {
-            Some(unit) => self.0.register_with_unit(name, help, unit, family),
-            None => self.0.register(name, help, family),
-        }
+        self.register(name, help, unit, family);
     }
 }
 
@@ -70,7 +91,7 @@ pub fn render(status: &Status, server: &ServerCounts) -> String {
     let mut scrape = Scrape(Registry::with_prefix("millwright"));
     scrape.gauge(
         "build_info",
-        "The agent's version and configuration hash (always 1).",
+        "The agent's version and configuration hash (always 1)",
         None,
         vec![(
             vec![
@@ -83,7 +104,7 @@ pub fn render(status: &Status, server: &ServerCounts) -> String {
     );
     scrape.gauge(
         "uptime",
-        "Time since the agent started.",
+        "Time since the agent started",
         Some(Unit::Seconds),
         one(status.uptime_s as f64),
     );
@@ -108,25 +129,25 @@ fn devices(scrape: &mut Scrape, status: &Status) {
     };
     scrape.gauge(
         "device_up",
-        "1 while the device (Modbus device or OPC UA endpoint) answers.",
+        "1 while the device (Modbus device or OPC UA endpoint) answers",
         None,
         each(&|d| flag(d.online)),
     );
     scrape.counter(
         "device_requests",
-        "Requests sent to the device.",
+        "Requests sent to the device",
         None,
         each(&|d| d.requests as f64),
     );
     scrape.counter(
         "device_responses",
-        "Responses received from the device.",
+        "Responses received from the device",
         None,
         each(&|d| d.responses as f64),
     );
     scrape.counter(
         "device_response_time",
-        "Time spent waiting for the device's responses (divide by responses for the mean).",
+        "Time spent waiting for the device's responses (divide by responses for the mean)",
         Some(Unit::Seconds),
         each(&|d| d.response_seconds),
     );
@@ -148,20 +169,20 @@ fn devices(scrape: &mut Scrape, status: &Status) {
     scrape.counter("device_errors", "Failed requests by kind.", None, errors);
     scrape.counter(
         "device_reconnects",
-        "Reconnections after a lost connection.",
+        "Reconnections after a lost connection",
         None,
         each(&|d| d.reconnects as f64),
     );
     scrape.counter(
         "device_overruns",
-        "Polls skipped because the one before ran past its due time.",
+        "Polls skipped because the one before ran past its due time",
         None,
         each(&|d| d.overruns as f64),
     );
     let s = &status.samples;
     scrape.counter(
         "samples",
-        "Samples acquired, by quality.",
+        "Samples acquired, by quality",
         None,
         [("good", s.good), ("uncertain", s.uncertain), ("bad", s.bad)]
             .into_iter()
@@ -170,7 +191,7 @@ fn devices(scrape: &mut Scrape, status: &Status) {
     );
     scrape.counter(
         "samples_dropped",
-        "Samples a slow stage fell behind on.",
+        "Samples a slow stage fell behind on",
         None,
         one(s.dropped as f64),
     );
@@ -191,13 +212,13 @@ fn health(scrape: &mut Scrape, status: &Status) {
     };
     scrape.gauge(
         "asset_health",
-        "The asset's overall health, 0 (failed) to 1 (as new).",
+        "The asset's overall health, 0 (failed) to 1 (as new)",
         None,
         each(&|a| a.health),
     );
     scrape.gauge(
         "asset_failure_probability",
-        "The asset's probability of failure, 0 to 1.",
+        "The asset's probability of failure, 0 to 1",
         None,
         each(&|a| a.failure_probability),
     );
@@ -224,13 +245,13 @@ fn health(scrape: &mut Scrape, status: &Status) {
     }
     scrape.gauge(
         "alerts",
-        "Alerts that are not normal, by state and severity.",
+        "Alerts that are not normal, by state and severity",
         None,
         alerts,
     );
     scrape.gauge(
         "alerts_shelved",
-        "Alerts shelved (hidden from the outputs for a while).",
+        "Alerts shelved (hidden from the outputs for a while)",
         None,
         one(status
             .alerts
@@ -259,7 +280,7 @@ fn production(scrape: &mut Scrape, status: &Status) {
     }
     scrape.gauge(
         "line_oee",
-        "OEE and its factors this shift, 0 to 1 (absent while undefined).",
+        "OEE and its factors this shift, 0 to 1 (absent while undefined)",
         None,
         factors,
     );
@@ -303,13 +324,13 @@ fn production(scrape: &mut Scrape, status: &Status) {
     }
     scrape.gauge(
         "quality_parts",
-        "Parts decided over the station's current report interval, by decision.",
+        "Parts decided over the station's current report interval, by decision",
         None,
         decisions,
     );
     scrape.gauge(
         "quality_cpk",
-        "Process capability (Cpk) of each characteristic over the current report interval.",
+        "Process capability (Cpk) of each characteristic over the current report interval",
         None,
         cpk,
     );
@@ -324,7 +345,7 @@ fn upstream(scrape: &mut Scrape, status: &Status) {
         ];
         scrape.gauge(
             "outbox_depth",
-            "Records waiting to go upstream, by class.",
+            "Records waiting to go upstream, by class",
             None,
             classes
                 .iter()
@@ -333,13 +354,13 @@ fn upstream(scrape: &mut Scrape, status: &Status) {
         );
         scrape.gauge(
             "outbox",
-            "Bytes of records waiting to go upstream.",
+            "Bytes of records waiting to go upstream",
             Some(Unit::Bytes),
             one(outbox.bytes as f64),
         );
         scrape.gauge(
             "outbox_capacity",
-            "The outbox's size limit.",
+            "The outbox's size limit",
             Some(Unit::Bytes),
             one(outbox.max_bytes as f64),
         );
@@ -354,13 +375,13 @@ fn upstream(scrape: &mut Scrape, status: &Status) {
             });
         scrape.gauge(
             "outbox_oldest_age",
-            "Age of the oldest record waiting (0 when none waits).",
+            "Age of the oldest record waiting (0 when none waits)",
             Some(Unit::Seconds),
             one(age),
         );
         scrape.counter(
             "outbox_dropped",
-            "Records dropped because the outbox was full, by class.",
+            "Records dropped because the outbox was full, by class",
             None,
             classes
                 .iter()
@@ -371,37 +392,37 @@ fn upstream(scrape: &mut Scrape, status: &Status) {
     if let Some(uplink) = &status.uplink {
         scrape.gauge(
             "uplink_connected",
-            "1 while the MQTT session is up.",
+            "1 while the MQTT session is up",
             None,
             one(flag(uplink.connected)),
         );
         scrape.counter(
             "uplink_published",
-            "Messages published to the broker.",
+            "Messages published to the broker",
             None,
             one(uplink.published as f64),
         );
         scrape.counter(
             "uplink_delivered",
-            "Messages the broker acknowledged.",
+            "Messages the broker acknowledged",
             None,
             one(uplink.acknowledged as f64),
         );
         scrape.gauge(
             "uplink_in_flight",
-            "Messages published and not yet acknowledged.",
+            "Messages published and not yet acknowledged",
             None,
             one(uplink.published.saturating_sub(uplink.acknowledged) as f64),
         );
         scrape.counter(
             "uplink_connects",
-            "Sessions established with the broker.",
+            "Sessions established with the broker",
             None,
             one(uplink.connects as f64),
         );
         scrape.counter(
             "uplink_connection_losses",
-            "Sessions lost.",
+            "Sessions lost",
             None,
             one(uplink.connection_losses as f64),
         );
@@ -413,13 +434,13 @@ fn process(scrape: &mut Scrape, status: &Status, server: &ServerCounts) {
     if let Some(process) = &status.process {
         scrape.gauge(
             "process_resident_memory",
-            "Resident memory of the agent's process.",
+            "Resident memory of the agent's process",
             Some(Unit::Bytes),
             one(process.rss_bytes as f64),
         );
         scrape.counter(
             "process_cpu",
-            "CPU time the agent's process used.",
+            "CPU time the agent's process used",
             Some(Unit::Seconds),
             one(process.cpu_seconds),
         );
@@ -427,20 +448,20 @@ fn process(scrape: &mut Scrape, status: &Status, server: &ServerCounts) {
     if let Some(storage) = &status.storage {
         scrape.counter(
             "storage_written",
-            "Bytes the agent caused to be written to storage.",
+            "Bytes the agent caused to be written to storage",
             Some(Unit::Bytes),
             one(storage.bytes_written as f64),
         );
     }
     scrape.counter(
         "http_requests",
-        "Requests the status server answered.",
+        "Requests the status server answered",
         None,
         one(server.requests.load(Relaxed) as f64),
     );
     scrape.counter(
         "http_refused",
-        "Requests refused for missing or wrong credentials.",
+        "Requests refused for missing or wrong credentials",
         None,
         one(server.refused.load(Relaxed) as f64),
     );

@@ -1,0 +1,288 @@
+//! The status page, `/api/status`, `/metrics` and `/healthz` of `millwright run` against the
+//! simulated PLC: what a technician's browser and a Prometheus scraper get, with and without
+//! credentials, over HTTP and HTTPS, and in headless Chromium.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use millwright_tests::http::{get, request, Reply};
+use millwright_tests::{eventually, AgentProcess, Sim};
+
+const SIM: &str = include_str!("../fixtures/sparkplug-sim.toml");
+const AGENT: &str = include_str!("../fixtures/status-agent.toml");
+const SCHEMA: &str = include_str!("../../agent/src/http/status.schema.json");
+
+/// The agent of the fixture serving its page, with the simulator it polls.
+struct Served {
+    agent: AgentProcess,
+    addr: SocketAddr,
+    sim: Sim,
+    dir: tempfile::TempDir,
+}
+
+/// Starts the simulator and the agent with `[http]` on a free loopback port plus `http` lines.
+async fn serve(http: &str) -> Served {
+    let sim = Sim::start(SIM, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let text = AGENT
+        .replace(
+            "host = \"127.0.0.1\"",
+            &format!("host = \"127.0.0.1\"\nport = {}", sim.addr.port()),
+        )
+        .replace("[agent]\n", &format!("[agent]\ndata_dir = {data:?}\n"));
+    let text = format!("{text}\n[http]\nlisten = \"127.0.0.1:0\"\nrefresh = \"500ms\"\n{http}");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, text).expect("config");
+    let mut agent = AgentProcess::spawn(&path);
+    let served = agent
+        .wait_log(Duration::from_secs(30), "status page served")
+        .await
+        .expect("the agent logs where it serves the page");
+    let url = served["fields"]["url"].as_str().expect("url").to_string();
+    let addr = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("an address in {url}"));
+    Served {
+        agent,
+        addr,
+        sim,
+        dir,
+    }
+}
+
+/// `/api/status` once the PLC answers and the motor has been assessed.
+async fn settled_status(addr: SocketAddr, headers: &[(&str, &str)]) -> serde_json::Value {
+    eventually(Duration::from_secs(20), || async {
+        let status = get(addr, "/api/status", headers).await.json();
+        let ready = status["devices"][0]["online"] == true
+            && status["assets"].as_array().is_some_and(|a| !a.is_empty());
+        if ready {
+            Ok(status)
+        } else {
+            Err(status)
+        }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("the PLC did not come online with an assessment: {last}"))
+}
+
+/// Writes the setpoint past its `hi` limit of 1500 on the simulated PLC.
+async fn trip_the_limit(sim: SocketAddr) {
+    use tokio_modbus::client::Writer as _;
+    let mut plc = tokio_modbus::client::tcp::connect_slave(sim, tokio_modbus::Slave(1))
+        .await
+        .expect("connect to the simulator");
+    plc.write_single_register(4, 2000)
+        .await
+        .expect("transport")
+        .expect("the simulator takes the write");
+}
+
+fn basic(user: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_matches_its_schema_and_the_metrics_parse() {
+    let served = serve("").await;
+    let addr = served.addr;
+    let status = settled_status(addr, &[]).await;
+    let schema: serde_json::Value = serde_json::from_str(SCHEMA).expect("schema");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let problems: Vec<String> = validator
+        .iter_errors(&status)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}\n{status:#}");
+    assert_eq!(status["schema"], 1);
+    assert_eq!(status["agent"], "gw-page");
+    assert_eq!(status["assets"][0]["asset"], "M-7");
+    let served_schema = get(addr, "/api/status.schema.json", &[]).await;
+    assert_eq!(served_schema.body, SCHEMA);
+    // A schema that could not fail would prove nothing: a wrong type is caught.
+    let mut broken = status.clone();
+    broken["devices"][0]["online"] = serde_json::json!("yes");
+    assert!(!validator.is_valid(&broken));
+
+    let metrics = get(addr, "/metrics", &[]).await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+        "{:?}",
+        metrics.headers
+    );
+    assert!(metrics.body.trim_end().ends_with("# EOF"));
+    let scrape = prometheus_parse::Scrape::parse(
+        metrics
+            .body
+            .lines()
+            .map(|l| Ok::<_, std::io::Error>(l.to_string())),
+    )
+    .expect("the Prometheus parser reads /metrics");
+    let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("{name} {label:?} in\n{}", metrics.body));
+        match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: {other:?}"),
+        }
+    };
+    assert_eq!(value("millwright_device_up", Some(("device", "plc"))), 1.0);
+    assert!(value("millwright_device_requests_total", Some(("device", "plc"))) > 0.0);
+    let health = value("millwright_asset_health", Some(("asset", "M-7")));
+    assert!((0.0..=1.0).contains(&health), "{health}");
+    assert!(value("millwright_samples_total", Some(("quality", "good"))) > 0.0);
+    assert!(value("millwright_process_resident_memory_bytes", None) > 1e6);
+    assert_eq!(
+        value(
+            "millwright_alerts",
+            Some(("state", "active_unacknowledged"))
+        ),
+        0.0
+    );
+    for sample in &scrape.samples {
+        assert!(
+            sample.metric.starts_with("millwright_"),
+            "{}",
+            sample.metric
+        );
+    }
+
+    let health = get(addr, "/healthz", &[]).await;
+    assert_eq!((health.status, health.body.trim()), (200, "ok"));
+    let page = get(addr, "/", &[]).await;
+    assert_eq!(page.status, 200);
+    let policy = page.header("content-security-policy").expect("a CSP");
+    assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"));
+    assert!(page.body.len() + get(addr, "/page.js", &[]).await.body.len() < 64 * 1024);
+    assert_eq!(get(addr, "/nothing", &[]).await.status, 404);
+    let wrong_method = request(addr, "DELETE", "/api/status", &[], "").await;
+    assert_eq!(wrong_method.expect("answer").status, 405);
+    // Without credentials the page is read-only.
+    let ack = acknowledge(addr, &[], "setpoint/hi").await;
+    assert_eq!(ack.status, 403, "{}", ack.body);
+    assert!(ack.body.contains("read-only"), "{}", ack.body);
+    served.agent.terminate().await;
+    served.sim.stop().await;
+}
+
+async fn acknowledge(addr: SocketAddr, headers: &[(&str, &str)], id: &str) -> Reply {
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    let body = serde_json::json!({ "alert_id": id }).to_string();
+    request(addr, "POST", "/api/alerts/ack", &all, &body)
+        .await
+        .expect("answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_guard_everything_but_healthz_and_acknowledgements_name_the_user() {
+    let users = tempfile::NamedTempFile::new().expect("users file");
+    std::fs::write(
+        users.path(),
+        "# the technicians\nana:correct-horse-battery\nprom:scrape-token-0123\n",
+    )
+    .expect("write users");
+    let served = serve(&format!("users_file = {:?}\n", users.path())).await;
+    let addr = served.addr;
+    let ana = basic("ana", "correct-horse-battery");
+    let ana = [("Authorization", ana.as_str())];
+    settled_status(addr, &ana).await;
+
+    let anonymous = get(addr, "/api/status", &[]).await;
+    assert_eq!(anonymous.status, 401);
+    assert!(anonymous
+        .header("www-authenticate")
+        .is_some_and(|h| h.starts_with("Basic")));
+    assert!(!anonymous.body.contains("plc"), "{}", anonymous.body);
+    for wrong in [
+        basic("ana", "correct-horse-batter"),
+        basic("prom", "correct-horse-battery"),
+        "Bearer scrape-token-0124".to_string(),
+    ] {
+        for path in ["/", "/api/status", "/metrics", "/page.js"] {
+            let refused = get(addr, path, &[("Authorization", wrong.as_str())]).await;
+            assert_eq!(refused.status, 401, "{path} with {wrong}");
+        }
+    }
+    assert_eq!(get(addr, "/healthz", &[]).await.status, 200);
+    let scraper = [("Authorization", "Bearer scrape-token-0123")];
+    let metrics = get(addr, "/metrics", &scraper).await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("millwright_http_refused_total"));
+    let page = get(addr, "/api/page", &ana).await.json();
+    assert_eq!(page["can_acknowledge"], true);
+    assert_eq!(page["user"], "ana");
+
+    trip_the_limit(served.sim.addr).await;
+    eventually(Duration::from_secs(15), || async {
+        let status = get(addr, "/api/status", &ana).await.json();
+        let raised = status["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["alert_id"] == "setpoint/hi"));
+        if raised {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    })
+    .await
+    .unwrap_or_else(|status| panic!("setpoint/hi not raised: {status}"));
+    let foreign = acknowledge(
+        addr,
+        &[ana[0], ("Origin", "http://evil.example")],
+        "setpoint/hi",
+    )
+    .await;
+    assert_eq!(
+        foreign.status, 403,
+        "another site's page cannot acknowledge"
+    );
+    let form = request(
+        addr,
+        "POST",
+        "/api/alerts/ack",
+        &[
+            ana[0],
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        "alert_id=setpoint/hi",
+    )
+    .await
+    .expect("answer");
+    assert_eq!(form.status, 403, "a form cannot acknowledge");
+    let unknown = acknowledge(addr, &ana, "no-such-alert").await;
+    assert_eq!(unknown.status, 409, "{}", unknown.body);
+    let done = acknowledge(addr, &ana, "setpoint/hi").await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let status = get(addr, "/api/status", &ana).await.json();
+    let alert = status["alerts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["alert_id"] == "setpoint/hi"))
+        .expect("the alert")
+        .clone();
+    assert_eq!(alert["acknowledged_by"], "ana");
+    assert_eq!(alert["state"], "active_acknowledged");
+    let log = served.agent.terminate().await;
+    assert!(
+        !log.seen.iter().any(|l| l.contains("correct-horse")),
+        "a secret reached the log"
+    );
+    assert!(log.seen.iter().any(|l| l.contains("wrong credentials")));
+    served.sim.stop().await;
+    drop(served.dir);
+}
