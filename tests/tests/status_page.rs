@@ -3,6 +3,7 @@
 //! credentials, over HTTP and HTTPS, and in headless Chromium.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use millwright_tests::http::{get, request, Reply};
@@ -285,4 +286,242 @@ async fn credentials_guard_everything_but_healthz_and_acknowledgements_name_the_
     assert!(log.seen.iter().any(|l| l.contains("wrong credentials")));
     served.sim.stop().await;
     drop(served.dir);
+}
+
+/// A DevTools-protocol session with one headless Chromium tab, over its WebSocket. Every read
+/// is bounded by the socket's timeout; the browser is killed when dropped.
+struct Browser {
+    _process: std::process::Child,
+    socket: tungstenite::WebSocket<std::net::TcpStream>,
+    next_id: u64,
+    /// Every URL the page requested.
+    requested: Vec<String>,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self._process.kill();
+        let _ = self._process.wait();
+    }
+}
+
+impl Browser {
+    /// Starts Chromium headless and attaches to its first tab.
+    fn start() -> Browser {
+        use std::io::BufRead as _;
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut process = std::process::Command::new("chromium")
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-extensions",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-default-apps",
+                "--disable-sync",
+                "--window-size=1000,1400",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start chromium");
+        let stderr = process.stderr.take().expect("stderr");
+        let (found, endpoint) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(at) = line.find("ws://") {
+                    let _ = found.send(line[at..].trim().to_string());
+                }
+            }
+        });
+        let browser = endpoint
+            .recv_timeout(Duration::from_secs(30))
+            .expect("chromium prints its DevTools address within 30 s");
+        let port = browser
+            .trim_start_matches("ws://")
+            .split(['/', ':'])
+            .nth(1)
+            .expect("a port")
+            .to_string();
+        let http: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let target = Browser::first_page(http);
+        let stream = std::net::TcpStream::connect(http).expect("DevTools port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let (socket, _) =
+            tungstenite::client::client(target.as_str(), stream).expect("DevTools socket");
+        let mut browser = Browser {
+            _process: process,
+            socket,
+            next_id: 0,
+            requested: Vec::new(),
+            _profile: profile,
+        };
+        browser.call("Network.enable", serde_json::json!({}));
+        browser.call("Page.enable", serde_json::json!({}));
+        browser
+    }
+
+    /// The WebSocket address of the browser's first tab (`/json/list`).
+    fn first_page(http: SocketAddr) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let listed = std::net::TcpStream::connect(http).and_then(|mut stream| {
+                use std::io::{Read as _, Write as _};
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                write!(
+                    stream,
+                    "GET /json/list HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+                )?;
+                // Chromium keeps the connection open: read the head, then Content-Length bytes.
+                let mut raw = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = stream.read(&mut chunk)?;
+                    raw.extend_from_slice(&chunk[..n]);
+                    let reply = millwright_tests::http::parse(&raw);
+                    let complete = reply.as_ref().is_ok_and(|r| {
+                        r.header("content-length")
+                            .and_then(|l| l.parse::<usize>().ok())
+                            .is_some_and(|l| r.body.len() >= l)
+                    });
+                    if complete || n == 0 {
+                        return reply;
+                    }
+                }
+            });
+            if let Ok(reply) = listed {
+                let targets: serde_json::Value =
+                    serde_json::from_str(&reply.body).unwrap_or_default();
+                let page = targets.as_array().and_then(|list| {
+                    list.iter()
+                        .find(|t| t["type"] == "page")
+                        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+                });
+                if let Some(url) = page {
+                    return url.to_string();
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "no tab in chromium");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends one command and returns its result, noting the events that arrive meanwhile.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let message = serde_json::json!({ "id": id, "method": method, "params": params });
+        self.socket
+            .send(tungstenite::Message::text(message.to_string()))
+            .expect("send to chromium");
+        loop {
+            let message = self.socket.read().expect("chromium answers within 10 s");
+            let Ok(text) = message.to_text() else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(text) else {
+                continue;
+            };
+            if json["method"] == "Network.requestWillBeSent" {
+                if let Some(url) = json["params"]["request"]["url"].as_str() {
+                    self.requested.push(url.to_string());
+                }
+            }
+            if json["id"] == id {
+                assert!(json.get("error").is_none(), "{method}: {json}");
+                return json["result"].clone();
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression in the page.
+    fn evaluate(&mut self, expression: &str) -> serde_json::Value {
+        let result = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": expression, "returnByValue": true }),
+        );
+        result["result"]["value"].clone()
+    }
+
+    /// Waits (bounded) until the page's visible text contains every one of `wanted`.
+    fn wait_for_text(&mut self, wanted: &[&str], within: Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let text = self
+                .evaluate("document.body.innerText")
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if wanted.iter().all(|w| text.contains(w)) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{wanted:?} not on the page after {within:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+millwright_tests::needs! { chromium
+/// What a person sees: the page loads in Chromium, shows the PLC and the motor's health, shows
+/// an alert raised by the test without a reload, asks nothing of any other host, and says so
+/// when it loses the agent. A screenshot is kept in the target directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_shows_the_plant_and_a_new_alert_without_a_reload() {
+    let served = serve("").await;
+    let addr = served.addr;
+    settled_status(addr, &[]).await;
+    let origin = format!("http://{addr}/");
+    let mut browser = tokio::task::block_in_place(|| {
+        let mut browser = Browser::start();
+        browser.call("Page.navigate", serde_json::json!({ "url": origin }));
+        browser.wait_for_text(&["gw-page", "plc", "online", "M-7", "Health", "No alerts."], Duration::from_secs(20));
+        browser
+    });
+    let bar = tokio::task::block_in_place(|| {
+        browser.evaluate("document.querySelector('[data-asset=\"M-7\"] .bar > span').style.width")
+    });
+    assert!(bar.as_str().is_some_and(|w| w.ends_with('%')), "{bar}");
+    trip_the_limit(served.sim.addr).await;
+    let shot = tokio::task::block_in_place(|| {
+        let text = browser.wait_for_text(&["setpoint/hi", "active unacknowledged"], Duration::from_secs(20));
+        assert!(text.contains("above hi limit 1500"), "{text}");
+        let shot = browser.call("Page.captureScreenshot", serde_json::json!({ "format": "png" }));
+        let navigations = browser.evaluate("performance.getEntriesByType('navigation').length");
+        assert_eq!(navigations, 1, "the page was not reloaded");
+        shot
+    });
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().expect("screenshot"))
+        .expect("base64");
+    assert!(png.starts_with(b"\x89PNG"));
+    let artifact = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    std::fs::write(&artifact, &png).expect("save the screenshot");
+    println!("screenshot: {}", artifact.display());
+    assert!(!browser.requested.is_empty());
+    for url in &browser.requested {
+        assert!(url.starts_with(&origin) || url.starts_with("data:"), "the page asked {url}");
+    }
+    let Served { agent, sim, dir, .. } = served;
+    agent.terminate().await;
+    tokio::task::block_in_place(|| {
+        browser.wait_for_text(&["Lost the agent"], Duration::from_secs(10));
+    });
+    sim.stop().await;
+    drop(dir);
+}
 }
