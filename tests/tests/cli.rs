@@ -46,11 +46,17 @@ unit = "bar"
 }
 
 async fn output(args: &[&str]) -> std::process::Output {
-    let child = Command::new(millwright_bin())
-        .args(args)
-        .args(["--log-format", "compact"])
-        .stdin(Stdio::null())
-        .output();
+    output_of(
+        Command::new(millwright_bin())
+            .args(args)
+            .args(["--log-format", "compact"]),
+    )
+    .await
+}
+
+/// What `command` printed, within 30 s.
+async fn output_of(command: &mut Command) -> std::process::Output {
+    let child = command.stdin(Stdio::null()).kill_on_drop(true).output();
     tokio::time::timeout(Duration::from_secs(30), child)
         .await
         .expect("finishes")
@@ -257,39 +263,128 @@ async fn run_polls_logs_summaries_and_stops_cleanly_on_sigterm() {
     sim.stop().await;
 }
 
+/// The demo without a terminal: compact lines, the page served, an alert within the first minute
+/// with its reason following the value, and Ctrl-C ending it with a one-line summary and its
+/// private data directory removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_prints_live_good_values_for_every_tag() {
-    let out = output(&["demo", "--duration", "3500ms"]).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+async fn demo_serves_the_page_raises_an_alert_within_a_minute_and_sums_up_at_ctrl_c() {
+    let mut child = Command::new(millwright_bin())
+        .args(["demo", "--http", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the demo");
+    let mut out = millwright_tests::OutputLines::follow(child.stdout.take().expect("stdout"));
+    let page = out
+        .wait_for(Duration::from_secs(20), |l| l.starts_with("status page: "))
+        .await
+        .expect("the page's address");
+    let addr: std::net::SocketAddr = page
+        .trim_start_matches("status page: http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("an address");
+    let dir = out
+        .wait_for(Duration::from_secs(5), |l| {
+            l.starts_with("data directory: ")
+        })
+        .await
+        .expect("the data directory is printed");
+    let dir = std::path::PathBuf::from(
+        dir.trim_start_matches("data directory: ")
+            .split(" (")
+            .next()
+            .expect("a path"),
     );
-    let last_block = stdout.rsplit("── ").next().expect("a block");
-    for tag in [
-        "pump-1.discharge_pressure",
-        "pump-1.model",
-        "motor-1.current_l3",
-        "motor-1.running",
-        "conveyor-1.belt_speed",
+    assert!(
+        dir.starts_with(std::env::temp_dir())
+            && dir != std::path::Path::new("/tmp/millwright-demo")
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&dir)
+        .expect("data dir")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "private to the run");
+    let alert = out
+        .wait_for(Duration::from_secs(60), |l| l.contains("] alert "))
+        .await
+        .unwrap_or_else(|| panic!("no alert in the first minute:\n{}", out.transcript()));
+    assert!(
+        alert.contains("winding_temperature") && alert.contains("— now "),
+        "{alert}"
+    );
+    let status = millwright_tests::http::get(addr, "/api/status", &[])
+        .await
+        .json();
+    assert_eq!(
+        status["devices"].as_array().map(Vec::len),
+        Some(4),
+        "{status}"
+    );
+    assert!(status["alerts"].as_array().is_some_and(|a| !a.is_empty()));
+    assert!(
+        out.seen
+            .iter()
+            .any(|l| l.contains("4/4 devices online") && l.contains("M-101 health")),
+        "{}",
+        out.transcript()
+    );
+    let pid = child.id().expect("pid").to_string();
+    let _ = Command::new("kill").args(["-INT", &pid]).status().await;
+    let summary = out
+        .wait_for(Duration::from_secs(15), |l| {
+            l.starts_with("demo stopped after")
+        })
+        .await
+        .unwrap_or_else(|| panic!("no summary:\n{}", out.transcript()));
+    assert!(
+        summary.contains("alerts raised") && summary.contains("press-1 OEE"),
+        "{summary}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+    assert!(
+        !dir.exists(),
+        "the demo's data directory is removed at the end"
+    );
+}
+
+/// On a terminal the demo redraws one screen in place, and the log goes to a file, not between
+/// the screens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_on_a_terminal_redraws_one_screen_without_log_lines() {
+    let command = format!(
+        "{} demo --duration 5s --http 127.0.0.1:0",
+        millwright_bin().display()
+    );
+    // `script` gives the demo a pseudo-terminal as stdout.
+    let out = output_of(Command::new("script").args(["-qfec", &command, "/dev/null"])).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let frames = text.matches("\x1b[H\x1b[2J").count();
+    assert!(frames >= 3, "{frames} redraws in\n{text}");
+    let last = text.rsplit("\x1b[H\x1b[2J").next().expect("a frame");
+    for part in [
+        "ALERTS",
+        "ASSETS",
+        "DEVICES",
+        "LINES",
+        "P-101",
+        "pump-1",
+        "\"KSB-ETA\"",
     ] {
-        let line = last_block
-            .lines()
-            .find(|l| l.contains(tag))
-            .unwrap_or_else(|| panic!("{tag} missing in {last_block}"));
-        assert!(line.trim_end().ends_with("good"), "{line}");
+        assert!(last.contains(part), "{part} missing in\n{last}");
     }
-    assert!(last_block.contains("\"KSB-ETA\""), "{last_block}");
-    // The demo's assets are assessed (every 2 s) and their state printed under the table.
-    for asset in ["P-101 (pump): health", "M-101 (motor): health"] {
-        let line = last_block
-            .lines()
-            .find(|l| l.contains(asset))
-            .unwrap_or_else(|| panic!("{asset} missing in {last_block}"));
-        assert!(line.contains("routine_monitoring"), "{line}");
-    }
+    assert!(!text.contains(" INFO "), "log lines on the screen:\n{text}");
+    assert!(text.contains("log in "), "{text}");
+    assert!(text.contains("demo stopped after"), "{text}");
 }
 
 #[test]

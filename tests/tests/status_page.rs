@@ -525,3 +525,67 @@ async fn chromium_shows_the_plant_and_a_new_alert_without_a_reload() {
     drop(dir);
 }
 }
+
+/// `GET path` over TLS to `addr`, trusting `ca` (PEM) only.
+fn get_over_tls(addr: SocketAddr, path: &str, ca: &str) -> Result<Reply, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use std::io::{Read as _, Write as _};
+    let mut roots = rustls::RootCertStore::empty();
+    let cert = rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes())
+        .map_err(|e| e.to_string())?;
+    roots.add(cert).map_err(|e| e.to_string())?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    // A server may close without close_notify: what arrived before counts.
+    if let Err(error) = tls.read_to_end(&mut raw) {
+        if raw.is_empty() {
+            return Err(error.to_string());
+        }
+    }
+    millwright_tests::http::parse(&raw).map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_page_with_the_configured_certificate() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("a certificate");
+    let pki = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (pki.path().join("page.crt"), pki.path().join("page.key"));
+    std::fs::write(&cert, certified.cert.pem()).expect("cert");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("key");
+    let served = serve(&format!("tls_cert = {cert:?}\ntls_key = {key:?}\n")).await;
+    let addr = served.addr;
+    let ca = certified.cert.pem();
+    let healthz = tokio::task::block_in_place(|| get_over_tls(addr, "/healthz", &ca))
+        .expect("HTTPS with the configured certificate");
+    assert_eq!((healthz.status, healthz.body.trim()), (200, "ok"));
+    let status =
+        tokio::task::block_in_place(|| get_over_tls(addr, "/api/status", &ca)).expect("HTTPS");
+    assert_eq!(status.json()["agent"], "gw-page");
+    // Another certificate authority is not trusted, and plain HTTP gets no page.
+    let other =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("a certificate");
+    let refused = tokio::task::block_in_place(|| get_over_tls(addr, "/healthz", &other.cert.pem()));
+    assert!(refused.is_err(), "{refused:?}");
+    let plain = request(addr, "GET", "/healthz", &[], "").await;
+    assert!(plain.map_or(true, |r| r.status != 200));
+    served.agent.terminate().await;
+    served.sim.stop().await;
+}

@@ -142,11 +142,14 @@ pub async fn demo(
         screen: options.screen,
     };
     println!("{}", show.banner(catalog.len(), dir));
-    let mut redraw = tokio::time::interval(if options.screen {
+    let every = if options.screen {
         REDRAW
     } else {
         COMPACT_EVERY
-    });
+    };
+    // The first screen waits for the first polls; compact lines start a period in.
+    let mut redraw =
+        tokio::time::interval_at(started + every.min(Duration::from_millis(500)), every);
     let mut check_alerts = tokio::time::interval(REDRAW);
     let deadline = options.duration.map(|d| started + d);
     let mut last = commands.status();
@@ -309,7 +312,7 @@ impl Show {
         for line in &status.lines {
             let _ = write!(out, " · {} OEE {}", line.line, percent(line.oee));
         }
-        let _ = write!(out, " · {} alerts", status.alerts.len());
+        let _ = write!(out, " · {} open alerts", status.alerts.len());
         out
     }
 
@@ -396,7 +399,7 @@ impl Show {
     fn summary(&self, status: &Status, elapsed: Duration) -> String {
         let online = status.devices.iter().filter(|d| d.online).count();
         let mut out = format!(
-            "demo stopped after {}: {online}/{} devices online, {} samples ({} bad), {} alerts raised ({} open)",
+            "demo stopped after {}: {online}/{} devices online, {} samples ({} bad), alerts raised: {} ({} open)",
             clock(elapsed),
             status.devices.len(),
             status.samples.good + status.samples.uncertain + status.samples.bad,
