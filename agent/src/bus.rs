@@ -315,6 +315,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn samples_are_counted_by_quality_and_drops_beside_them() {
+        let bus = SampleBus::new(1);
+        let mut slow = bus.subscribe();
+        let with = |quality| Sample {
+            quality,
+            ..sample(0)
+        };
+        bus.publish_all(vec![
+            with(Quality::Good),
+            with(Quality::Uncertain(0x4000_0000)),
+            with(Quality::Timeout),
+        ]);
+        bus.publish_all(vec![with(Quality::Good), with(Quality::Bad(0x8000_0000))]);
+        let counts = bus.counts();
+        assert_eq!((counts.good(), counts.uncertain(), counts.bad()), (2, 1, 2));
+        let _ = slow.recv().await;
+        assert_eq!(counts.dropped(), bus.dropped());
+        assert_eq!(counts.dropped(), 3, "the first batch fell out of the queue");
+    }
+
+    #[tokio::test]
     async fn slow_subscriber_loses_oldest_batches_and_their_samples_are_counted() {
         let bus = SampleBus::new(4);
         let mut slow = bus.subscribe();

@@ -445,6 +445,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn process_figures_come_from_proc() {
+        let status = "Name:\tmillwright\nVmHWM:\t  9000 kB\nVmRSS:\t   8192 kB\n";
+        // A command name with a space and a parenthesis does not shift the fields.
+        let stat = "42 (mill (w) right) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
+        let process = ProcessStatus::from_proc(status, stat).expect("parsed");
+        assert_eq!(process.rss_bytes, 8192 * 1024);
+        assert!((process.cpu_seconds - 3.0).abs() < 1e-9, "{process:?}");
+        assert_eq!(ProcessStatus::from_proc("VmRSS: x kB", stat), None);
+        assert!(ProcessStatus::of_this_process().is_some_and(|p| p.rss_bytes > 0));
+    }
+
+    #[test]
     fn storage_figures_come_from_the_kernels_io_counters() {
         let io = "rchar: 10\nwchar: 999999\nwrite_bytes: 4096000\ncancelled_write_bytes: 96000\n";
         let young = StorageStatus::from_io(io, Duration::from_secs(30)).expect("parsed");

@@ -21,8 +21,30 @@ type Labels = Vec<(&'static str, String)>;
 /// The metrics of one scrape.
 struct Scrape(Registry);
 
+/// A label value as the text format needs it: the encoder writes values as they are, and a name
+/// from the configuration may hold a quote or a backslash.
+fn escaped(value: String) -> String {
+    if !value.contains(['\\', '"', '\n']) {
+        return value;
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_all(rows: Vec<(Labels, f64)>) -> Vec<(Labels, f64)> {
+    rows.into_iter()
+        .map(|(labels, value)| {
+            let labels = labels.into_iter().map(|(k, v)| (k, escaped(v))).collect();
+            (labels, value)
+        })
+        .collect()
+}
+
 impl Scrape {
     fn gauge(&mut self, name: &str, help: &str, unit: Option<Unit>, rows: Vec<(Labels, f64)>) {
+        let rows = escape_all(rows);
         if let [(labels, value)] = rows.as_slice() {
             if labels.is_empty() {
                 let gauge = Gauge::<f64, AtomicU64>::default();
@@ -52,6 +74,7 @@ impl Scrape {
 
     /// A counter: the `_total` suffix is added by the encoder.
     fn counter(&mut self, name: &str, help: &str, unit: Option<Unit>, rows: Vec<(Labels, f64)>) {
+        let rows = escape_all(rows);
         if let [(labels, value)] = rows.as_slice() {
             if labels.is_empty() {
                 let counter = Counter::<f64, AtomicU64>::default();
@@ -465,4 +488,85 @@ fn process(scrape: &mut Scrape, status: &Status, server: &ServerCounts) {
         None,
         one(server.refused.load(Relaxed) as f64),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::*;
+
+    fn status() -> Status {
+        Status {
+            schema: SCHEMA,
+            agent: "gw".into(),
+            version: "1".into(),
+            config_hash: "abc".into(),
+            uptime_s: 5,
+            time: "2026-01-01T00:00:10Z".into(),
+            devices: vec![DeviceStatus {
+                device: "odd \"name\" \\ here".into(),
+                online: true,
+                requests: 3,
+                responses: 2,
+                errors: 1,
+                errors_by_kind: ErrorCounts {
+                    exception: 0,
+                    timeout: 1,
+                    transport: 0,
+                    malformed: 0,
+                },
+                reconnects: 0,
+                overruns: 0,
+                notifications: 0,
+                response_seconds: 0.5,
+                latency_mean_ms: Some(250.0),
+            }],
+            samples: SampleStatus {
+                good: 7,
+                uncertain: 0,
+                bad: 1,
+                dropped: 0,
+            },
+            assets: Vec::new(),
+            alerts: Vec::new(),
+            lines: vec![LineStatus {
+                line: "press".into(),
+                shift: "day".into(),
+                state: None,
+                oee: None,
+                availability: Some(0.5),
+                performance: None,
+                quality: None,
+                total: 0.0,
+                good: 0.0,
+                reject: 0.0,
+                top_loss: None,
+            }],
+            quality: Vec::new(),
+            outbox: None,
+            uplink: None,
+            storage: None,
+            process: None,
+        }
+    }
+
+    #[test]
+    fn labels_are_escaped_and_undefined_figures_are_absent() {
+        let text = render(&status(), &ServerCounts::default());
+        assert!(
+            text.contains(
+                r#"millwright_device_errors_total{device="odd \"name\" \\ here",kind="timeout"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"millwright_line_oee{line="press",factor="availability"} 0.5"#));
+        assert!(
+            !text.contains(r#"factor="oee""#),
+            "an undefined OEE is not a 0"
+        );
+        assert!(text.contains("millwright_samples_total{quality=\"bad\"} 1"));
+        assert!(text.contains("millwright_uptime_seconds 5"), "{text}");
+        assert!(!text.contains("uplink"), "no uplink, no uplink metrics");
+        assert!(text.ends_with("# EOF\n"));
+    }
 }
