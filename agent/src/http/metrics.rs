@@ -569,4 +569,77 @@ mod tests {
         assert!(!text.contains("uplink"), "no uplink, no uplink metrics");
         assert!(text.ends_with("# EOF\n"));
     }
+
+    /// Every series the dashboard in the repository queries is one this module writes.
+    #[test]
+    fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+        let mut full = status();
+        full.assets.push(AssetStatus {
+            asset: "P-1".into(),
+            asset_type: "pump".into(),
+            timestamp: full.time.clone(),
+            health: 0.9,
+            failure_probability: 0.1,
+            action: crate::health::assess::Action::RoutineMonitoring,
+            priority: crate::health::assess::Priority::Low,
+            remaining_life_hours: None,
+            reasons: Vec::new(),
+        });
+        full.lines[0].oee = Some(0.4);
+        full.quality.push(StationStatus {
+            station: "gauge".into(),
+            line: None,
+            parts: 1,
+            pass: 1,
+            review: 0,
+            reject: 0,
+            reject_rate: Some(0.0),
+            capability: vec![CapabilityStatus {
+                characteristic: "bore".into(),
+                n: 30,
+                cpk: Some(1.4),
+                ppk: Some(1.3),
+            }],
+            latest: Vec::new(),
+        });
+        full.outbox = Some(crate::store::OutboxStats::default());
+        full.uplink = Some(UplinkStatus {
+            connected: true,
+            connects: 1,
+            connection_losses: 0,
+            published: 3,
+            acknowledged: 2,
+            commands: 0,
+            dead_lettered: 0,
+            last_error: None,
+        });
+        full.process = Some(ProcessStatus {
+            rss_bytes: 1,
+            cpu_seconds: 1.0,
+        });
+        let text = render(&full, &ServerCounts::default());
+        let written: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let dashboard = include_str!("../../../cross/grafana/millwright-dashboard.json");
+        let queried: std::collections::BTreeSet<&str> = dashboard
+            .match_indices("millwright_")
+            .map(|(at, _)| {
+                let rest = &dashboard[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .filter(|name| *name != "millwright_gateways")
+            .collect();
+        assert!(queried.len() > 15, "{queried:?}");
+        let missing: Vec<_> = queried.difference(&written).collect();
+        assert!(
+            missing.is_empty(),
+            "the dashboard queries {missing:?}; /metrics writes {written:?}"
+        );
+    }
 }
