@@ -202,7 +202,8 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30d")]
         horizon: std::time::Duration,
     },
-    /// Print the configuration's JSON Schema (for editor completion).
+    /// Print the configuration's JSON Schema (for editor completion; not in gateway builds).
+    #[cfg(feature = "schema")]
     Schema,
     /// Serve a simulated plant over Modbus TCP, Modbus RTU with --serial, and OPC UA with --opcua.
     #[cfg(feature = "sim")]
@@ -477,6 +478,7 @@ async fn route(command: Command) -> Result<u8, Early> {
                 .and_then(|result| result);
             printed(replayed)
         }
+        #[cfg(feature = "schema")]
         Command::Schema => printed(
             serde_json::to_string_pretty(&firmware_config::json_schema())
                 .map(|text| text + "\n")

@@ -10,7 +10,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::assets::TagDirectory;
@@ -19,9 +18,8 @@ use crate::source::Seg;
 use crate::{HumanDuration, TagIndex};
 
 /// ISA-18.2 style priority of an alert, lowest first.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Low,
@@ -49,7 +47,8 @@ impl Severity {
 }
 
 /// How an output shows an indication.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Pattern {
     Off,
@@ -88,7 +87,8 @@ impl Pattern {
 }
 
 /// `[alerts]` as written.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
     /// A built-in LED/GPIO profile whose outputs become available by name (see
@@ -154,7 +154,8 @@ fn default_led_class_dir() -> PathBuf {
 
 /// `[[limits]]` as written: alarm limits on one numeric tag, or a discrete alarm (`alarm_when`) on
 /// a bool tag.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LimitConfig {
     pub tag: String,
@@ -249,7 +250,8 @@ pub struct TagLimits {
 }
 
 /// `[[outputs]]` as written: exactly one of `led`, `gpio`, `modbus`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
     pub name: String,
@@ -270,7 +272,8 @@ fn off() -> Pattern {
 }
 
 /// A GPIO line, by chip and offset or by its line name.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GpioConfig {
     /// `/dev/gpiochipN` or `gpiochipN`; required with `line`.
@@ -284,7 +287,8 @@ pub struct GpioConfig {
 }
 
 /// A coil or holding register of a configured Modbus device.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ModbusOutputConfig {
     /// A `[[devices]]` name.
@@ -298,7 +302,8 @@ pub struct ModbusOutputConfig {
     pub values: Option<PatternValues>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PatternValues {
     pub off: u16,
@@ -364,7 +369,8 @@ pub enum GpioLine {
 }
 
 /// Which alerts an indication matches by state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StateFilter {
     /// Active or cleared, not yet acknowledged.
@@ -381,7 +387,8 @@ pub enum StateFilter {
 }
 
 /// `[[indications]]` as written.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct IndicationConfig {
     pub output: String,

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::duration::HumanDuration;
@@ -23,7 +22,8 @@ use crate::source::Seg;
 pub const MAX_WINDOW: usize = 256;
 
 /// How the agent scores assets.
-#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ScoringConfig {
     /// How often every asset is assessed.
@@ -79,7 +79,8 @@ fn default_hysteresis() -> f64 {
 }
 
 /// ISO 10816-3 machine group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(try_from = "u8")]
 pub enum IsoGroup {
     /// Large machines: 300 kW to 50 MW, or shaft height ≥ 315 mm.
@@ -110,7 +111,8 @@ impl IsoGroup {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Foundation {
     Rigid,
@@ -127,7 +129,8 @@ impl Foundation {
 }
 
 /// Motor insulation class (IEC 60085 / NEMA MG 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum InsulationClass {
     A,
     B,
@@ -148,7 +151,8 @@ impl InsulationClass {
 }
 
 /// An asset's signals by role; each value is a tag name.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignalsConfig {
     /// Broadband vibration velocity RMS on a bearing housing, mm/s.
@@ -171,7 +175,8 @@ pub struct SignalsConfig {
 }
 
 /// What the rules need to know about the machine.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NameplateConfig {
     /// ISO 10816-3 group: 1 (>300 kW) or 2 (15–300 kW). Needed for `vibration`.
@@ -188,7 +193,8 @@ pub struct NameplateConfig {
     pub bearing_temperature_limit: Option<f64>,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AssetConfig {
     /// Unique id, used in logs and topics.

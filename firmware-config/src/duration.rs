@@ -1,9 +1,9 @@
 //! Durations written the way people write them: `"100ms"`, `"1s"`, `"5m"`, `"1h 30m"`.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
+#[cfg(feature = "schema")]
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
 
@@ -96,8 +96,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+#[cfg(feature = "schema")]
 impl JsonSchema for HumanDuration {
-    fn schema_name() -> Cow<'static, str> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
         "Duration".into()
     }
 

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::modbus::Checker;
@@ -19,7 +18,8 @@ use crate::source::Seg;
 use crate::HumanDuration;
 
 /// The status page and metrics endpoint.
-#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// `ip:port` to listen on. Loopback (`127.0.0.1:8080`, the default) serves this gateway only;

@@ -26,7 +26,6 @@ pub mod words;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use alerts::{
@@ -64,9 +63,10 @@ use serde::de::DeserializeOwned;
 use source::{Document, Seg};
 
 /// The whole configuration file, as written.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "millwright configuration")]
+#[cfg_attr(feature = "schema", schemars(title = "millwright configuration"))]
 pub struct Config {
     #[serde(default)]
     pub agent: AgentConfig,
@@ -112,7 +112,8 @@ pub struct Config {
 }
 
 /// Settings of the agent itself.
-#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// Name of this gateway, used in logs and (later) topics.
@@ -225,14 +226,17 @@ impl Plan {
                     e.name, e.url
                 )
             })
-            .chain(self.http.iter().filter_map(|http| {
-                (!http.listen.ip().is_loopback() && http.tls.is_none()).then(|| {
-                    format!(
-                        "http: {} is served without TLS: passwords and tokens cross the network in clear text (set tls_cert and tls_key)",
-                        http.listen
-                    )
-                })
-            }))
+            .chain(
+                self.http
+                    .iter()
+                    .filter(|http| !http.listen.ip().is_loopback() && http.tls.is_none())
+                    .map(|http| {
+                        format!(
+                            "http: {} is served without TLS: passwords and tokens cross the network in clear text (set tls_cert and tls_key)",
+                            http.listen
+                        )
+                    }),
+            )
             .collect()
     }
 
@@ -633,6 +637,7 @@ fn element_name(
 }
 
 /// The JSON Schema of the configuration file, for editor completion (e.g. taplo, Even Better TOML).
+#[cfg(feature = "schema")]
 pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default()
 }

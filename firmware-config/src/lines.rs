@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::assets::{TagDirectory, TagIndex, TagShape};
@@ -22,7 +21,8 @@ use crate::names::{self, TopicUse};
 use crate::source::Seg;
 
 /// One production line as written.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LineConfig {
     /// The line's name: a topic level and the name in reports.
@@ -90,7 +90,8 @@ fn default_report_interval() -> HumanDuration {
     HumanDuration::from_millis(60_000)
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StateTagConfig {
     pub tag: String,
@@ -101,7 +102,8 @@ pub struct StateTagConfig {
     pub other: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReasonConfig {
     pub tag: String,
@@ -110,7 +112,8 @@ pub struct ReasonConfig {
     pub codes: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CounterConfig {
     pub tag: String,
@@ -124,14 +127,16 @@ pub struct CounterConfig {
     pub reset: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProductConfig {
     pub tag: String,
     pub ideal_cycle: BTreeMap<String, HumanDuration>,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnergyConfig {
     pub tag: String,
@@ -143,14 +148,16 @@ pub struct EnergyConfig {
     pub reset: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EnergyKindConfig {
     Counter,
     Power,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MaterialConfig {
     pub name: String,
@@ -163,7 +170,8 @@ pub struct MaterialConfig {
     pub reset: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ShiftConfig {
     pub name: String,
@@ -178,7 +186,8 @@ pub struct ShiftConfig {
     pub breaks: Vec<BreakConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BreakConfig {
     pub start: String,
@@ -186,7 +195,8 @@ pub struct BreakConfig {
 }
 
 /// Alerts about the line (through the alert lifecycle and its outputs).
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LineAlertsConfig {
     /// The line stopped (not planned) longer than this.

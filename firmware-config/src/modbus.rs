@@ -8,7 +8,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::duration::HumanDuration;
@@ -21,7 +20,8 @@ pub const MAX_REGISTERS_PER_READ: u16 = 125;
 pub const MAX_BITS_PER_READ: u16 = 2000;
 
 /// The four Modbus data tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
     /// FC 1 read, FC 5/15 write; Modicon 0xxxx.
@@ -64,7 +64,8 @@ impl Table {
 }
 
 /// How a value is laid out in registers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DataType {
     U16,
@@ -112,7 +113,8 @@ impl DataType {
 /// value `ABCD` arrive: `ABCD` big-endian, `CDAB` word-swapped, `BADC` byte-swapped, `DCBA`
 /// little-endian. For 64-bit values the same two switches apply to four words. A device's
 /// `word_order` applies only to such values; one register's bytes follow [`ByteOrder`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum WordOrder {
     #[default]
     ABCD,
@@ -135,7 +137,8 @@ impl WordOrder {
 
 /// Order of the two bytes inside one register, for values of one register (u16, i16), bits of a
 /// register and strings: `AB` as Modbus sends them (high byte first), `BA` swapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ByteOrder {
     #[default]
     AB,
@@ -155,7 +158,8 @@ impl ByteOrder {
 
 /// How the device's manual numbers its registers. There is no default: a wrong guess shifts
 /// every value by one register, so the user must say which.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Addressing {
     /// Protocol offsets as sent on the wire: the first holding register is 0.
@@ -167,7 +171,8 @@ pub enum Addressing {
     Modicon,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Parity {
     None,
@@ -178,7 +183,8 @@ pub enum Parity {
 }
 
 /// An RS-485/RS-232 line shared by the RTU devices that name it.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
     pub name: String,
@@ -198,7 +204,8 @@ pub struct BusConfig {
 }
 
 /// A forbidden address range, in the device's own addressing, inclusive at both ends.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ForbiddenConfig {
     /// Required unless the device uses Modicon addressing, where the leading digit says it.
@@ -207,7 +214,8 @@ pub struct ForbiddenConfig {
     pub to: u32,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BackoffConfig {
     #[serde(default = "default_backoff_initial")]
@@ -248,7 +256,8 @@ impl Default for BackoffConfig {
 }
 
 /// A Modbus device: either TCP (`host`, `port`) or a unit on a serial bus (`bus`).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     pub name: String,
@@ -300,7 +309,8 @@ pub struct DeviceConfig {
     pub tags: Vec<TagConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TagConfig {
     /// Unique across the whole configuration; letters, digits and `_ - . : /`.

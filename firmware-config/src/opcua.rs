@@ -11,7 +11,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::duration::HumanDuration;
@@ -22,7 +21,8 @@ use crate::uplink::{validate_password, PasswordSource};
 
 /// Message security policies the agent offers (OPC UA 1.04 profiles; the deprecated Basic128Rsa15
 /// and Basic256 are left out on purpose).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum SecurityPolicy {
     #[default]
     None,
@@ -45,7 +45,8 @@ impl SecurityPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum SecurityMode {
     #[default]
     None,
@@ -64,7 +65,8 @@ impl SecurityMode {
 }
 
 /// Who the agent logs in as. Without `[opcua.identity]` the session is anonymous.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     pub username: Option<String>,
@@ -78,7 +80,8 @@ pub struct IdentityConfig {
 }
 
 /// An OPC UA server the agent reads from.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// Unique across `[[devices]]` and `[[opcua]]`; used in topics, logs and `--endpoint`.
@@ -138,7 +141,8 @@ pub struct EndpointConfig {
 }
 
 /// How a tag's values are obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AcquisitionMode {
     /// A monitored item in a subscription: the server reports changes.
@@ -148,7 +152,8 @@ pub enum AcquisitionMode {
     Poll,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OpcuaTagConfig {
     /// Unique across the whole configuration; letters, digits and `_ - . : /`.

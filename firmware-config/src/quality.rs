@@ -8,7 +8,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::alerts::Output;
@@ -24,7 +23,8 @@ use crate::source::Seg;
 pub const MAX_SUBGROUP: u32 = 25;
 
 /// One quality station as written.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StationConfig {
     /// The station's name: a topic level and the name in records and alerts.
@@ -88,14 +88,16 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TriggerConfig {
     pub counter: Option<String>,
     pub part_done: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImagesConfig {
     /// Where the camera writes (FTP or SMB to the gateway). Relative to this file.
@@ -128,7 +130,8 @@ fn default_keep_days() -> u32 {
     30
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ImageLink {
     /// The file name holds the part id as a whole token.
@@ -152,7 +155,8 @@ pub struct Images {
     pub keep: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DivertConfig {
     /// An `[[outputs]]` entry (a coil, a register, a GPIO line or an LED) used for nothing else.
@@ -165,7 +169,8 @@ pub struct DivertConfig {
     pub review: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QualityAlertsConfig {
     /// Raise an alert for every run-rule violation on a characteristic's chart.
@@ -195,7 +200,8 @@ impl Default for QualityAlertsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CharacteristicConfig {
     /// A topic level and the name in records.
@@ -228,7 +234,8 @@ pub struct CharacteristicConfig {
     pub rules: Option<RulesConfig>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ChartKind {
     #[default]
@@ -239,14 +246,16 @@ pub enum ChartKind {
     Cusum,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     pub center: f64,
     pub sigma: f64,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RulesConfig {
     pub western_electric: Option<Vec<u8>>,

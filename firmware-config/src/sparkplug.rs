@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::modbus::Checker;
@@ -19,7 +18,8 @@ use crate::source::Seg;
 use crate::{words, HumanDuration, Table};
 
 /// `format = "uns"`, `"sparkplug"` or `["uns", "sparkplug"]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum FormatConfig {
     One(String),
@@ -33,7 +33,8 @@ impl Default for FormatConfig {
 }
 
 /// The Sparkplug B 3.0 edge node.
-#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SparkplugConfig {
     /// The Sparkplug group id (`spBv1.0/{group_id}/…`).

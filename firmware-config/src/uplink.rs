@@ -7,7 +7,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
 use crate::modbus::{BackoffConfig, Checker};
@@ -17,7 +16,8 @@ use crate::sparkplug::{validate_formats, FormatConfig, Formats, SparkplugConfig}
 use crate::{words, Backoff, HumanDuration};
 
 /// The durable store-and-forward buffer.
-#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
     /// Directory of the sled store. Relative paths are relative to `agent.data_dir`.
@@ -71,7 +71,8 @@ pub struct Outbox {
 }
 
 /// The MQTT broker connection and topic layout.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// `mqtt://host[:1883]` or `mqtts://host[:8883]` (TLS).
@@ -127,7 +128,8 @@ fn default_max_inflight() -> u16 {
 }
 
 /// The Unified Namespace prefix every topic starts with: `{enterprise}/{site}/{area}/{line}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TopicsConfig {
     #[serde(default = "default_enterprise")]
@@ -300,7 +302,8 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-impl JsonSchema for ByteSize {
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for ByteSize {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "ByteSize".into()
     }
