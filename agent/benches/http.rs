@@ -192,7 +192,13 @@ async fn start(
         if status.assets.len() == ASSETS && status.alerts.len() == ASSETS {
             return (addr, commands);
         }
-        assert!(Instant::now() < deadline, "not settled within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "not settled within 60 s: {} devices online, {} assets, {} alerts",
+            status.devices.iter().filter(|d| d.online).count(),
+            status.assets.len(),
+            status.alerts.len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

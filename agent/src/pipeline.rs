@@ -105,7 +105,8 @@ fn encoder(
     }
 }
 
-/// Assessments buffered per subscriber.
+/// Assessments buffered per subscriber, at least: a round sends one per asset at once, so the
+/// buffer holds two rounds (with fewer, a subscriber that runs after the scorer lost the oldest).
 const ASSESSMENT_CAPACITY: usize = 64;
 
 /// The stage cores of a configuration, without their loops.
@@ -186,7 +187,7 @@ impl Pipeline {
         let clock = &deps.clock;
         let bus = SampleBus::new(plan.agent.sample_bus_capacity);
         let (mut running, writers) = start_acquisition(plan, Arc::clone(clock), &bus, &deps.stop);
-        let (assessments, _) = broadcast::channel(ASSESSMENT_CAPACITY);
+        let (assessments, _) = broadcast::channel(ASSESSMENT_CAPACITY.max(2 * plan.assets.len()));
         let Cores { scorer, conditions } = cores(loaded);
         let mut book = deps.alerts;
         alerts::forget_unconfigured(&mut book, plan, clock.now());
