@@ -589,3 +589,30 @@ async fn https_serves_the_page_with_the_configured_certificate() {
     served.agent.terminate().await;
     served.sim.stop().await;
 }
+
+/// Clients that connect and say nothing (more of them than the server's slots) hold no slot: the
+/// page answers meanwhile, and they are cut off after the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_hold_no_slot_and_are_cut_off() {
+    use tokio::io::AsyncReadExt as _;
+    let served = serve("").await;
+    let addr = served.addr;
+    let mut silent = Vec::new();
+    for _ in 0..millwright::http::MAX_CONNECTIONS + 8 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let started = tokio::time::Instant::now();
+    // Silent clients hold no slot: the page answers at once.
+    let healthz = request(addr, "GET", "/healthz", &[], "").await;
+    let waited = started.elapsed();
+    assert_eq!(healthz.expect("answer").status, 200);
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    for mut stream in silent {
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut byte)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    }
+    assert!(started.elapsed() >= millwright::http::HEADER_TIMEOUT - Duration::from_secs(1));
+    served.agent.terminate().await;
+    served.sim.stop().await;
+}

@@ -12,8 +12,9 @@
 //!
 //! Invariants: with `users_file` every path but `/healthz` needs credentials; without it nothing
 //! changes state (acknowledging is refused). Everything is served from the one status snapshot.
-//! The server holds at most [`MAX_CONNECTIONS`] connections, gives a client [`HEADER_TIMEOUT`] to
-//! send its request head, and reads at most [`MAX_BODY`] of a body.
+//! The server serves at most [`MAX_CONNECTIONS`] connections at once and holds at most
+//! [`MAX_CLIENTS`], gives a client [`HEADER_TIMEOUT`] to send its request head (a silent one
+//! holds no slot meanwhile), and reads at most [`MAX_BODY`] of a body.
 
 pub mod auth;
 pub mod metrics;
@@ -39,8 +40,10 @@ use crate::control::AgentCommands;
 use crate::uplink::CommandHandler;
 use firmware_config::{Http, Users};
 
-/// Connections served at once; more wait in the kernel's backlog.
+/// Connections served at once; more wait for a slot.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Connections held at all (served, waiting for a slot, or not yet asking); more are closed.
+pub const MAX_CLIENTS: usize = 256;
 /// Time a client has to send a request's head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request body read (an acknowledgement is a few dozen bytes).
@@ -291,17 +294,40 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            break;
-        };
-        let (site, stop, tls) = (Arc::clone(&site), stop.clone(), tls.clone());
+        if connections.len() >= MAX_CLIENTS {
+            debug!(%peer, "status page: too many clients; connection closed");
+            continue;
+        }
+        let (site, stop, tls, slots) = (
+            Arc::clone(&site),
+            stop.clone(),
+            tls.clone(),
+            Arc::clone(&slots),
+        );
         connections.spawn(async move {
-            let _slot = slot;
+            // A client takes a slot once it has asked something: one that connects and stays
+            // silent (hyper's header timeout starts at the first byte) holds none.
             match tls {
-                None => connection(stream, site, peer, stop).await,
+                None => {
+                    let asked =
+                        tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut [0u8; 1])).await;
+                    if !matches!(asked, Ok(Ok(n)) if n > 0) {
+                        debug!(%peer, "status page: nothing asked within the header timeout");
+                        return;
+                    }
+                    let Ok(_slot) = slots.acquire_owned().await else {
+                        return;
+                    };
+                    connection(stream, site, peer, stop).await;
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => connection(stream, site, peer, stop).await,
+                        Ok(Ok(stream)) => {
+                            let Ok(_slot) = slots.acquire_owned().await else {
+                                return;
+                            };
+                            connection(stream, site, peer, stop).await;
+                        }
                         Ok(Err(error)) => {
                             debug!(%peer, %error, "status page: TLS handshake failed")
                         }
