@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use millwright::clock::{Clock, SystemClock};
-use millwright::control::{AgentCommands, Attached};
+use millwright::control::AgentCommands;
 use millwright::pipeline::{Deps, Pipeline};
 use tokio_util::sync::CancellationToken;
 
@@ -160,19 +160,7 @@ async fn start(
             upstream: None,
         },
     );
-    let identity = millwright::app::identity(&loaded);
-    let commands = Arc::new(AgentCommands::new(
-        identity.clone(),
-        clock,
-        None,
-        desk.clone(),
-    ));
-    commands.attach(Attached {
-        identity,
-        alerts: desk,
-        quality: pipeline.quality.clone(),
-        board: pipeline.board.clone(),
-    });
+    let commands = AgentCommands::of_pipeline(&loaded, clock, desk, &pipeline);
     // The stages run until the process ends.
     std::mem::forget(pipeline.running);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

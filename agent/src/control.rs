@@ -108,6 +108,24 @@ impl AgentCommands {
         }
     }
 
+    /// Commands for one pipeline without an uplink (the demo, benchmarks): its stages attached.
+    pub fn of_pipeline(
+        loaded: &crate::app::Loaded,
+        clock: Arc<dyn Clock>,
+        alerts: AlertDesk,
+        pipeline: &crate::pipeline::Pipeline,
+    ) -> Arc<AgentCommands> {
+        let identity = crate::app::identity(loaded);
+        let commands = AgentCommands::new(identity.clone(), clock, None, alerts.clone());
+        commands.attach(Attached {
+            identity,
+            alerts,
+            quality: pipeline.quality.clone(),
+            board: pipeline.board.clone(),
+        });
+        Arc::new(commands)
+    }
+
     /// Points the commands at a (new) configuration's stages.
     pub fn attach(&self, generation: Attached) {
         fn set<T>(slot: &std::sync::Mutex<T>, value: T) {

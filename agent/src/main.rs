@@ -280,16 +280,9 @@ fn main() -> ExitCode {
         return demo(duration, http, cli.log_format, verbosity);
     }
     telemetry::init(cli.log_format, verbosity);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads())
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(worker_threads()) {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::FAILURE);
-        }
+        Err(code) => return code,
     };
     ExitCode::from(runtime.block_on(dispatch(cli.command)))
 }
@@ -316,16 +309,9 @@ fn demo(
         .then(|| std::fs::File::create(dir.log_path()).ok())
         .flatten();
     telemetry::init_into(log_format, verbosity, log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(2) {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::FAILURE);
-        }
+        Err(code) => return code,
     };
     let options = commands::DemoOptions {
         duration,
@@ -336,6 +322,18 @@ fn demo(
         runtime.block_on(async { commands::demo(options, &dir, shutdown_on_signal()).await });
     // The screen's last frame stays; the summary goes under it.
     ExitCode::from(printed(said).unwrap_or_else(|code| code))
+}
+
+/// The async runtime with `workers` threads, or the exit code after saying why not.
+fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(exit::FAILURE)
+        })
 }
 
 /// Async worker threads: `MILLWRIGHT_WORKER_THREADS` (1 to 8), else the default.

@@ -115,18 +115,8 @@ pub async fn demo(
             upstream: None,
         },
     );
-    let commands = Arc::new(crate::control::AgentCommands::new(
-        crate::app::identity(&loaded),
-        Arc::clone(&clock),
-        None,
-        desk.clone(),
-    ));
-    commands.attach(crate::control::Attached {
-        identity: crate::app::identity(&loaded),
-        alerts: desk,
-        quality: pipeline.quality.clone(),
-        board: pipeline.board.clone(),
-    });
+    let commands =
+        crate::control::AgentCommands::of_pipeline(&loaded, Arc::clone(&clock), desk, &pipeline);
     let (page, server) = serve_page(options.http, &commands, &shutdown).await?;
     let mut samples = pipeline.bus.subscribe();
     let mut running = pipeline.running;
