@@ -512,6 +512,16 @@ async fn chromium_shows_the_plant_and_a_new_alert_without_a_reload() {
     let artifact = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     std::fs::write(&artifact, &png).expect("save the screenshot");
     println!("screenshot: {}", artifact.display());
+    // On a phone's width nothing runs off the side of the screen.
+    let overflow = tokio::task::block_in_place(|| {
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            serde_json::json!({ "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true }),
+        );
+        browser.wait_for_text(&["setpoint/hi"], Duration::from_secs(5));
+        browser.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    });
+    assert!(overflow.as_i64().is_some_and(|o| o <= 0), "wider than a phone by {overflow}px");
     assert!(!browser.requested.is_empty());
     for url in &browser.requested {
         assert!(url.starts_with(&origin) || url.starts_with("data:"), "the page asked {url}");
