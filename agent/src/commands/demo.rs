@@ -283,27 +283,10 @@ impl Show {
     }
 
     fn compact(&self, status: &Status, elapsed: Duration) -> String {
-        let online = status.devices.iter().filter(|d| d.online).count();
-        let mut out = format!(
-            "[{}] {online}/{} devices online · {} samples ({} bad)",
-            clock(elapsed),
-            status.devices.len(),
-            status.samples.good + status.samples.uncertain + status.samples.bad,
-            status.samples.bad
-        );
-        for asset in &status.assets {
-            let _ = write!(
-                out,
-                " · {} health {:.0} %",
-                asset.asset,
-                100.0 * asset.health
-            );
-        }
-        for line in &status.lines {
-            let _ = write!(out, " · {} OEE {}", line.line, percent(line.oee));
-        }
-        let _ = write!(out, " · {} open alerts", status.alerts.len());
-        out
+        let mut parts = vec![acquisition(status)];
+        parts.extend(plant(status));
+        parts.push(format!("{} open alerts", status.alerts.len()));
+        format!("[{}] {}", clock(elapsed), parts.join(" · "))
     }
 
     /// One screen: alerts, assets, devices, lines, values.
@@ -387,29 +370,46 @@ impl Show {
 
     /// The line printed at the end.
     fn summary(&self, status: &Status, elapsed: Duration) -> String {
-        let online = status.devices.iter().filter(|d| d.online).count();
-        let mut out = format!(
-            "demo stopped after {}: {online}/{} devices online, {} samples ({} bad), alerts raised: {} ({} open)",
+        let mut parts = vec![
+            acquisition(status),
+            format!(
+                "alerts raised: {} ({} open)",
+                self.seen.len(),
+                status.alerts.len()
+            ),
+        ];
+        parts.extend(plant(status));
+        format!(
+            "demo stopped after {}: {}",
             clock(elapsed),
-            status.devices.len(),
-            status.samples.good + status.samples.uncertain + status.samples.bad,
-            status.samples.bad,
-            self.seen.len(),
-            status.alerts.len()
-        );
-        for asset in &status.assets {
-            let _ = write!(
-                out,
-                ", {} health {:.0} %",
-                asset.asset,
-                100.0 * asset.health
-            );
-        }
-        for line in &status.lines {
-            let _ = write!(out, ", {} OEE {}", line.line, percent(line.oee));
-        }
-        out
+            parts.join(", ")
+        )
     }
+}
+
+/// Devices online and samples read.
+fn acquisition(status: &Status) -> String {
+    let online = status.devices.iter().filter(|d| d.online).count();
+    let s = &status.samples;
+    format!(
+        "{online}/{} devices online, {} samples ({} bad)",
+        status.devices.len(),
+        s.good + s.uncertain + s.bad,
+        s.bad
+    )
+}
+
+/// Each asset's health and each line's OEE.
+fn plant(status: &Status) -> Vec<String> {
+    let assets = status
+        .assets
+        .iter()
+        .map(|a| format!("{} health {:.0} %", a.asset, 100.0 * a.health));
+    let lines = status
+        .lines
+        .iter()
+        .map(|l| format!("{} OEE {}", l.line, percent(l.oee)));
+    assets.chain(lines).collect()
 }
 
 fn percent(value: Option<f64>) -> String {

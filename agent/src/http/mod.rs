@@ -61,6 +61,19 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'sel
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
 
+/// Every path served (`/healthz` aside).
+const PATHS: [&str; 9] = [
+    "/",
+    "/index.html",
+    "/page.js",
+    "/page.css",
+    "/api/status",
+    "/api/status.schema.json",
+    "/api/page",
+    "/api/alerts/ack",
+    "/metrics",
+];
+
 /// What the server answers from.
 pub struct Site {
     pub commands: Arc<AgentCommands>,
@@ -150,22 +163,26 @@ pub async fn handle(
             return Ok(refused());
         }
     };
-    let method = request.method().clone();
-    Ok(match (&method, path.as_str()) {
-        (&Method::GET | &Method::HEAD, "/" | "/index.html") => {
-            page("text/html; charset=utf-8", PAGE)
-        }
-        (&Method::GET | &Method::HEAD, "/page.js") => {
-            page("text/javascript; charset=utf-8", SCRIPT)
-        }
-        (&Method::GET | &Method::HEAD, "/page.css") => page("text/css; charset=utf-8", STYLE),
-        (&Method::GET | &Method::HEAD, "/api/status") => {
-            json(StatusCode::OK, &site.commands.status())
-        }
-        (&Method::GET | &Method::HEAD, "/api/status.schema.json") => {
-            reply(StatusCode::OK, "application/schema+json", SCHEMA)
-        }
-        (&Method::GET | &Method::HEAD, "/api/page") => json(
+    let (allowed, allow) = if path == "/api/alerts/ack" {
+        (request.method() == Method::POST, "POST")
+    } else {
+        let method = request.method();
+        (method == Method::GET || method == Method::HEAD, "GET, HEAD")
+    };
+    if !allowed && PATHS.contains(&path.as_str()) {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+        return Ok(response);
+    }
+    Ok(match path.as_str() {
+        "/" | "/index.html" => page("text/html; charset=utf-8", PAGE),
+        "/page.js" => page("text/javascript; charset=utf-8", SCRIPT),
+        "/page.css" => page("text/css; charset=utf-8", STYLE),
+        "/api/status" => json(StatusCode::OK, &site.commands.status()),
+        "/api/status.schema.json" => reply(StatusCode::OK, "application/schema+json", SCHEMA),
+        "/api/page" => json(
             StatusCode::OK,
             &serde_json::json!({
                 "refresh_ms": site.refresh.as_millis() as u64,
@@ -173,28 +190,12 @@ pub async fn handle(
                 "user": user,
             }),
         ),
-        (&Method::GET | &Method::HEAD, "/metrics") => {
-            let body = metrics::render(&site.commands.status(), &site.counts);
-            reply(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                body,
-            )
-        }
-        (&Method::POST, "/api/alerts/ack") => acknowledge(&site, user, request).await,
-        (_, "/" | "/index.html" | "/page.js" | "/page.css" | "/api/status" | "/api/page")
-        | (_, "/metrics" | "/api/status.schema.json" | "/api/alerts/ack") => {
-            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            let allow = if path == "/api/alerts/ack" {
-                "POST"
-            } else {
-                "GET, HEAD"
-            };
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
-            response
-        }
+        "/metrics" => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics::render(&site.commands.status(), &site.counts),
+        ),
+        "/api/alerts/ack" => acknowledge(&site, user, request).await,
         _ => text(StatusCode::NOT_FOUND, "not found"),
     })
 }
