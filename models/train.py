@@ -190,16 +190,8 @@ def lead_times(rows, probabilities, threshold):
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--millwright", default=str(ROOT / "target/debug/millwright"))
-    ap.add_argument("--runs-per-kind", type=int, default=12)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--out", default=str(HERE))
-    args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
+def simulated(args):
+    """Rows of the simulated fleet, run through the agent's scorer (`millwright dataset`), and its runs."""
     sim, agent, runs = fleet(args.runs_per_kind, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -226,6 +218,29 @@ def main():
             check=True,
         )
         rows = read_rows(data)
+    return rows, runs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--millwright", default=str(ROOT / "target/debug/millwright"))
+    ap.add_argument("--runs-per-kind", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--out", default=str(HERE))
+    ap.add_argument(
+        "--data",
+        help="train on this table (CSV: run, fault, label, hours_to_failure, rule_probability and the features; "
+        "`fleet training` writes it from a fleet's own history) instead of the simulated fleet",
+    )
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    if args.data:
+        rows = read_rows(Path(args.data))
+        runs = list(dict.fromkeys((r["run"], r["fault"]) for r in rows))
+    else:
+        rows, runs = simulated(args)
 
     held_out = {name for i, (name, _) in enumerate(runs) if i % 4 == 3}
     train = [r for r in rows if r["run"] not in held_out]
