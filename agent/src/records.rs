@@ -2,7 +2,7 @@
 //! outbox and the uplink.
 //!
 //! A report says what happened, never where it goes or how it is written: the outbox stores it
-//! (see [`crate::store`], format version 2), and the uplink session's encoder
+//! (see [`crate::store`], format version 3), and the uplink session's encoder
 //! ([`crate::uplink::encode`]) decides its topic and bytes when it is sent. A configuration reload
 //! that changes the topics therefore moves every record still queued as well.
 //!

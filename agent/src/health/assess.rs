@@ -114,6 +114,57 @@ pub struct Assessment {
     pub remaining_life_note: Option<String>,
     /// One sentence per rule finding, worst first.
     pub reasons: Vec<String>,
+    /// The model's inputs at this moment, so that a fleet can retrain the model on its own
+    /// run-to-failure history. Added last (records are stored with postcard): a record stored
+    /// before it existed reads with none (see [`without_features`]).
+    /// Boxed: the nine options would double the size of every report in flight.
+    #[serde(default, deserialize_with = "features_unless_stored_without")]
+    pub features: Box<Features>,
+}
+
+/// The model features (named as in the model manifests and `models/train.py`), `None` where the
+/// asset has no fresh data or no configuration for one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Features {
+    pub vibration_severity: Option<f64>,
+    pub vibration_trend: Option<f64>,
+    pub bearing_temperature_ratio: Option<f64>,
+    pub bearing_temperature_trend: Option<f64>,
+    pub winding_temperature_ratio: Option<f64>,
+    pub current_unbalance: Option<f64>,
+    pub current_load: Option<f64>,
+    pub pressure_deviation: Option<f64>,
+    pub pressure_fluctuation: Option<f64>,
+}
+
+thread_local! {
+    static STORED_WITHOUT_FEATURES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Reads assessments stored before `features` existed (store format 2, postcard, which has no
+/// field names to notice a missing one by): within `read`, an assessment's features are not read.
+pub fn without_features<T>(read: impl FnOnce() -> T) -> T {
+    STORED_WITHOUT_FEATURES.set(true);
+    let value = read();
+    STORED_WITHOUT_FEATURES.set(false);
+    value
+}
+
+fn features_unless_stored_without<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Box<Features>, D::Error> {
+    if STORED_WITHOUT_FEATURES.get() {
+        Ok(Box::default())
+    } else {
+        Features::deserialize(deserializer).map(Box::new)
+    }
+}
+
+/// What an assessment is made from: the rules' findings, the model's inputs and its output.
+pub struct Evidence {
+    pub found: Vec<Finding>,
+    pub features: Features,
+    pub model_probability: Option<f64>,
 }
 
 /// What an asset's windows show at one moment. `None`/empty where a signal is not mapped or has
@@ -190,13 +241,17 @@ impl Default for AssetState {
 /// `None` when there is nothing to judge yet.
 pub fn assess(
     asset: &Asset,
-    mut found: Vec<Finding>,
-    model_probability: Option<f64>,
+    evidence: Evidence,
     scoring: &Scoring,
     state: &mut AssetState,
     now: f64,
     timestamp: SystemTime,
 ) -> Option<Assessment> {
+    let Evidence {
+        mut found,
+        features,
+        model_probability,
+    } = evidence;
     if found.is_empty() {
         return None;
     }
@@ -251,6 +306,7 @@ pub fn assess(
         remaining_life_hours: life.remaining_hours,
         remaining_life_note: life.note,
         reasons: found.into_iter().map(|f| f.reason).collect(),
+        features: Box::new(features),
     })
 }
 
@@ -347,6 +403,7 @@ pub(crate) mod tests {
             remaining_life_hours: None,
             remaining_life_note: None,
             reasons: Vec::new(),
+            features: Box::default(),
         }
     }
 
@@ -395,8 +452,11 @@ pub(crate) mod tests {
     ) -> Assessment {
         assess(
             asset,
-            findings(asset, &observed(vibration)),
-            model,
+            Evidence {
+                found: findings(asset, &observed(vibration)),
+                features: Features::of(asset, &observed(vibration)),
+                model_probability: model,
+            },
             &scoring(),
             state,
             t,

@@ -17,7 +17,7 @@ use firmware_config::{Asset, Plan};
 use serde::Deserialize;
 use tract_onnx::prelude::*;
 
-use super::assess::Observed;
+use super::assess::{Features, Observed};
 use super::rules;
 
 /// The features a model can ask for, computed from an asset's windows and nameplate.
@@ -151,6 +151,24 @@ impl ModelFeature {
                 ))
             }
             ModelFeature::PressureFluctuation => observed.pressure_fluctuation,
+        }
+    }
+}
+
+impl Features {
+    /// Every model feature of `asset` as `observed` shows it now.
+    pub fn of(asset: &Asset, observed: &Observed) -> Features {
+        let value = |feature: ModelFeature| feature.value(asset, observed);
+        Features {
+            vibration_severity: value(ModelFeature::VibrationSeverity),
+            vibration_trend: value(ModelFeature::VibrationTrend),
+            bearing_temperature_ratio: value(ModelFeature::BearingTemperatureRatio),
+            bearing_temperature_trend: value(ModelFeature::BearingTemperatureTrend),
+            winding_temperature_ratio: value(ModelFeature::WindingTemperatureRatio),
+            current_unbalance: value(ModelFeature::CurrentUnbalance),
+            current_load: value(ModelFeature::CurrentLoad),
+            pressure_deviation: value(ModelFeature::PressureDeviation),
+            pressure_fluctuation: value(ModelFeature::PressureFluctuation),
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::assess::{self, Assessment, AssetState, Observed};
+use super::assess::{self, Assessment, AssetState, Evidence, Features, Observed};
 use super::features::{self, Point};
 use super::model::{Model, Models};
 use super::window::Window;
@@ -190,11 +190,14 @@ impl Scorer {
         let mut out = Vec::with_capacity(observations.len());
         for ((i, observed), model_probability) in observations.into_iter().zip(probabilities) {
             let runtime = &mut self.assets[i];
-            let found = assess::findings(&runtime.asset, &observed);
+            let evidence = Evidence {
+                found: assess::findings(&runtime.asset, &observed),
+                features: Features::of(&runtime.asset, &observed),
+                model_probability,
+            };
             if let Some(a) = assess::assess(
                 &runtime.asset,
-                found,
-                model_probability,
+                evidence,
                 &self.scoring,
                 &mut runtime.state,
                 t,

@@ -78,8 +78,12 @@ impl Class {
 
 /// What a record carries.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a record is made once and moved; boxing every report to shrink the rare raw one buys nothing"
+)]
 pub enum Payload {
-    /// A typed record (store format 2): the uplink's encoder decides its topic and bytes.
+    /// A typed record (store formats 2 and 3): the uplink's encoder decides its topic and bytes.
     Report(Report),
     /// A record that carries its own topic and JSON body: what releases before typed records
     /// wrote (store format 1). Still sent as before after an upgrade, byte for byte.
@@ -198,10 +202,13 @@ pub trait Store: Send + Sync {
 /// Store format 1: a topic and a JSON body (releases before typed records; still read, and
 /// written for [`Payload::Raw`]).
 const RAW_VERSION: u8 = 1;
-/// Store format 2: a [`Report`] in postcard.
-const REPORT_VERSION: u8 = 2;
+/// Store format 2: a [`Report`] in postcard, from before assessments carried their features
+/// (still read).
+const REPORT_VERSION_2: u8 = 2;
+/// Store format 3: a [`Report`] in postcard (assessments with `features`).
+const REPORT_VERSION: u8 = 3;
 
-/// Version, class, created (ms), then for format 1 kind, topic and body, for format 2 the report;
+/// Version, class, created (ms), then for format 1 kind, topic and body, for formats 2 and 3 the report;
 /// then a CRC-32 of all of it.
 pub fn encode(record: &Record) -> Vec<u8> {
     let mut out = Vec::new();
@@ -264,6 +271,10 @@ pub fn decode(id: u64, bytes: &[u8]) -> Result<Record, StoreError> {
     let payload = match version {
         REPORT_VERSION => Payload::Report(
             postcard::from_bytes(rest).map_err(|_| corrupt("the report cannot be read"))?,
+        ),
+        REPORT_VERSION_2 => Payload::Report(
+            crate::health::assess::without_features(|| postcard::from_bytes(rest))
+                .map_err(|_| corrupt("the report cannot be read"))?,
         ),
         RAW_VERSION => {
             let kind_len = take(1)?[0] as usize;
@@ -788,6 +799,48 @@ pub(crate) mod tests {
             ));
         }
         assert!(decode(1, &[1, 2]).is_err());
+    }
+
+    #[test]
+    fn an_assessment_stored_before_features_existed_still_reads() {
+        use crate::health::assess::{tests::assessment, Action, Features};
+        let mut with = assessment("P-101", Action::ScheduledMaintenance);
+        with.features.vibration_severity = Some(0.75);
+        let record = |a: crate::health::assess::Assessment| Record {
+            id: 9,
+            class: Class::Summary,
+            created_ms: 1_700_000_009_000,
+            payload: Payload::Report(Report::Assessment(a)),
+        };
+        let current = encode(&record(with.clone()));
+        assert_eq!(decode(9, &current).expect("format 3"), record(with.clone()));
+
+        // Format 2 was the same postcard without the nine trailing features (one byte each when
+        // absent, as they are in a record made without them).
+        let bare = crate::health::assess::Assessment {
+            features: Box::default(),
+            ..with.clone()
+        };
+        let mut legacy = encode(&record(bare));
+        legacy.truncate(legacy.len() - 4 - 9);
+        legacy[0] = REPORT_VERSION_2;
+        let crc = crc32fast::hash(&legacy);
+        legacy.extend_from_slice(&crc.to_be_bytes());
+        let read = decode(9, &legacy).expect("format 2");
+        let Payload::Report(Report::Assessment(old)) = read.payload else {
+            panic!("an assessment: {read:?}");
+        };
+        assert_eq!(*old.features, Features::default());
+        assert_eq!(
+            (old.asset.as_str(), old.reasons.len()),
+            ("P-101", with.reasons.len())
+        );
+        // The same bytes read as format 3 run short: the version decides.
+        legacy[0] = REPORT_VERSION;
+        let crc = crc32fast::hash(&legacy[..legacy.len() - 4]);
+        let n = legacy.len();
+        legacy[n - 4..].copy_from_slice(&crc.to_be_bytes());
+        assert!(decode(9, &legacy).is_err());
     }
 
     #[test]
