@@ -221,6 +221,22 @@ def simulated(args):
     return rows, runs
 
 
+def data_source(args, runs) -> str:
+    """The card's sentence on where the rows came from."""
+    if args.data:
+        faults = sorted({fault for _, fault in runs})
+        return (
+            f"A fleet's own history, `{args.data}`: {len(runs)} runs ({', '.join(faults)}), cut at the maintenance "
+            "history's failures by `fleet analyze`."
+        )
+    return (
+        f"Simulated only: {len(runs)} runs ({args.runs_per_kind} per kind: {', '.join(KINDS)}), 16 simulated days "
+        "each, one row per asset and 10 minutes, computed by the agent's own scorer (`millwright dataset`). Faults "
+        "start on day 1–6 and end in failure 4–10 days later with random severity and shape; healthy runs vary "
+        "load. Rows after a failure are dropped."
+    )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--millwright", default=str(ROOT / "target/debug/millwright"))
@@ -352,15 +368,17 @@ Written by `models/train.py` (seed {args.seed}); rebuild with the commands at th
   `failure_probability` [N, 1]. Normalisation `(x - mean) / scale` is applied by the agent from `default.toml`.
 - **Inputs.** {", ".join(n for n, _ in FEATURES)} (units in `default.toml`). Missing signals take the healthy
   median recorded as `missing`.
-- **Data.** Simulated only: {len(runs)} runs ({args.runs_per_kind} per kind: {", ".join(KINDS)}), 16 simulated days each,
-  one row per asset and 10 minutes, computed by the agent's own scorer (`millwright dataset`). Faults start on
-  day 1–6 and end in failure 4–10 days later with random severity and shape; healthy runs vary load. Rows after
-  a failure are dropped. Train: {len(train)} rows; held out (every 4th run of each kind): {len(test)} rows,
+- **Data.** {data_source(args, runs)} Train: {len(train)} rows; held out (every 4th run): {len(test)} rows,
   positive rate {base_rate:.3f}.
 - **Limits.** Trained on the simulator's fault models, not on field data: treat it as a baseline that shows the
   plumbing works and gives smooth early warnings; the ISO/NEMA rules stay in charge of damaging conditions (a
   rule in zone D is never overruled). Retrain on your own run-to-failure history when you have it, keeping
   the manifest's feature names.
+- **Retraining on a fleet's own history.** Every assessment the agents publish carries these features; the
+  fleet side joins them with the maintenance history's failures (`fleet analyze --history …` writes
+  `training.parquet`, see `fleet/README.md`). Convert it to CSV and run
+  `python3 models/train.py --data training.csv --out DIR`; ship DIR's model only if its held-out figures
+  below beat this card's.
 
 ## Held-out metrics (measured)
 

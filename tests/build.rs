@@ -124,6 +124,19 @@ fn requirements() -> Vec<Requirement> {
             environmental: false,
         },
         Requirement {
+            name: "fleet",
+            missing: found(&[
+                tool("mosquitto", "apt-get install mosquitto"),
+                python_module("ray.data", "pip install -r fleet/requirements.txt"),
+                python_module("pyarrow", "pip install -r fleet/requirements.txt"),
+                python_module("paho.mqtt", "pip install -r fleet/requirements.txt"),
+                python_module("matplotlib", "pip install -r fleet/requirements.txt"),
+                python_module("google.protobuf", "pip install -r fleet/requirements.txt"),
+                python_module("pytest", "pip install -r fleet/requirements.txt"),
+            ]),
+            environmental: false,
+        },
+        Requirement {
             name: "chromium",
             missing: found(&[tool("chromium", "apt-get install chromium")]),
             environmental: false,

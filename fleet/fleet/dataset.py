@@ -45,7 +45,8 @@ def _partition(path: str, key: str) -> str:
 
 
 def read(uri: str, kind: str, selection: Selection | None = None) -> Read:
-    """The table `kind` as a Ray dataset (None when no file matches)."""
+    """The table `kind` as a Ray dataset (None when no file matches), with `site` and `date` (text)
+    from the partition directories."""
     selection = selection or Selection()
     fs, root = dataset_fs(uri)
     base = f"{root}/kind={kind}"
@@ -65,8 +66,11 @@ def read(uri: str, kind: str, selection: Selection | None = None) -> Read:
         files.append(info.path)
     if not files:
         return Read(None, 0, skipped)
-    # The rows carry their site already; the directories only choose the files.
-    dataset = ray.data.read_parquet(files, filesystem=fs, partitioning=None)
+    dataset = ray.data.read_parquet(
+        files,
+        filesystem=fs,
+        partitioning=ray.data.datasource.Partitioning("hive", base_dir=base, filesystem=fs),
+    )
     return Read(dataset, len(files), skipped)
 
 

@@ -114,7 +114,9 @@ class Store:
         self.fs.create_dir(directory, recursive=True)
         name = f"part-{uuid.uuid4().hex}.parquet"
         tmp, final = f"{directory}/.{name}", f"{directory}/{name}"
-        table = records.table(kind, rows)
+        # The site and the date are the partition's: readers with hive partitioning (Ray, pyarrow,
+        # DuckDB, Spark) add them from the path, and a column of the same name would clash.
+        table = records.table(kind, rows).drop_columns(["site"])
         with self.fs.open_output_stream(tmp) as out:
             pq.write_table(table, out, compression="zstd")
         self.fs.move(tmp, final)

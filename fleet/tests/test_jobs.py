@@ -1,5 +1,6 @@
 """The jobs on a local Ray against figures worked out here from the records written."""
 
+import sqlite3
 from datetime import timedelta
 
 import numpy as np
@@ -215,15 +216,22 @@ def test_every_job_gives_the_figures_worked_out_by_hand(ray_local, inputs):
     assert result["skipped"] == []
 
 
-def test_a_damaged_file_is_left_out_and_reported(ray_local, inputs):
+def test_a_damaged_file_is_left_out_and_reported_and_the_registry_may_be_sql(ray_local, inputs, tmp_path):
     root = inputs.dataset
     from pathlib import Path
 
+    db = tmp_path / "registry.sqlite"
+    with sqlite3.connect(db) as connection:
+        pd.read_csv(inputs.registry).assign(criticality=[3, 3, 5]).to_sql("registry", connection, index=False)
+    inputs.registry = f"sqlite:///{db}"
     victim = next(Path(root).glob("kind=health/**/*.parquet"))
     victim.write_bytes(victim.read_bytes()[:100])
     result = run(inputs)
     assert len(result["skipped"]) == 1 and str(victim) in result["skipped"][0]
     assert "unreadable file" in (inputs.out / "report.html").read_text()
+    # Read through ray.data.read_sql: M-3 at criticality 5 now weighs 0.5 × 5/3 and leads the list.
+    assets = pd.read_parquet(inputs.out / "maintenance_assets.parquet")
+    assert assets["asset"].iloc[0] == "M-3" and assets["risk"].iloc[0] == pytest.approx(0.5 * 5 / 3)
 
 
 def test_croston_sba_matches_the_recursion_by_hand():

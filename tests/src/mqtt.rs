@@ -283,10 +283,22 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts mosquitto with the configuration `conf(port)` written into `dir`.
     pub async fn start(dir: &std::path::Path, conf: impl Fn(u16) -> String) -> Mosquitto {
-        let port = free_port();
+        Mosquitto::start_on(dir, free_port(), conf).await
+    }
+
+    /// Starts mosquitto on `port` (a restart: the port of the broker stopped before).
+    pub async fn start_on(
+        dir: &std::path::Path,
+        port: u16,
+        conf: impl Fn(u16) -> String,
+    ) -> Mosquitto {
         let path = dir.join("mosquitto.conf");
         std::fs::write(&path, conf(port)).expect("write mosquitto.conf");
-        let log = std::fs::File::create(dir.join("mosquitto.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("mosquitto.log"))
+            .expect("log file");
         let child = std::process::Command::new("mosquitto")
             .arg("-c")
             .arg(&path)
@@ -297,6 +309,16 @@ impl Mosquitto {
         let broker = Mosquitto { port, child };
         wait_listening(port, Duration::from_secs(10)).await;
         broker
+    }
+}
+
+impl Mosquitto {
+    /// SIGTERM, as a service manager stops it: mosquitto saves its persistent sessions first.
+    pub fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 }
 

@@ -17,12 +17,14 @@ import json
 
 import pandas as pd
 
-SHIFT_KEY = ["site", "agent", "line", "shift", "shift_start"]
+SHIFT_KEY = ["site", "agent", "line", "shift", "shift_start", "shift_end"]
 
 
 def closing(oee) -> pd.DataFrame:
     """The closing report of every line and shift (the last one if an agent sent it twice)."""
-    frame = oee.filter(lambda r: bool(r["closing"])).to_pandas()
+    # A pandas filter per block keeps the columns' types in blocks left empty (a row filter would
+    # infer them again, and differently).
+    frame = oee.map_batches(lambda b: b[b["closing"].astype(bool)], batch_format="pandas").to_pandas()
     if frame.empty:
         return frame
     frame = frame.sort_values("record_id").drop_duplicates(SHIFT_KEY, keep="last")
