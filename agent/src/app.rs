@@ -616,6 +616,8 @@ struct Generation {
     running: Running,
     /// The decisions stage, which owns the alert book until the generation stops.
     decisions: JoinHandle<Alerts>,
+    /// The MQTT session, stopped after everything else.
+    uplink: Option<crate::pipeline::UplinkTask>,
     stop: CancellationToken,
 }
 
@@ -637,6 +639,7 @@ impl Generation {
             decisions,
             quality,
             board,
+            uplink,
             ..
         } = Pipeline::build(
             &loaded,
@@ -676,6 +679,7 @@ impl Generation {
             loaded,
             running,
             decisions,
+            uplink,
             stop,
         }
     }
@@ -707,7 +711,12 @@ impl Generation {
         if drained.is_err() {
             self.running.tasks.abort_all();
         }
-        match tokio::time::timeout(Duration::from_secs(5), &mut self.decisions).await {
+        let decided = tokio::time::timeout(Duration::from_secs(5), &mut self.decisions).await;
+        // Last, once nothing appends any more: the session delivers what the stop queued.
+        if let Some(uplink) = self.uplink.take() {
+            uplink.stop().await;
+        }
+        match decided {
             Ok(Ok(alerts)) => alerts,
             failed => {
                 // The book was saved at its last change; what is lost is a change whose save

@@ -12,10 +12,13 @@
 //! Invariants: stages meet only on the bus, the assessment channel, the outbox and channels (the
 //! outputs' and the uplink's health, the outbox's level, people's alert requests); the decisions
 //! stage alone owns the alert book and hands it back when it stops ([`Pipeline::decisions`]);
-//! every task ends when `Deps::stop` is cancelled; nothing here reads the time but through
+//! every task ends when `Deps::stop` is cancelled, except the MQTT session ([`Pipeline::uplink`]),
+//! which is stopped last, so that what the stopping stages and the agent append on their way out
+//! (`agent_stopping`, closing reports) is still delivered; nothing here reads the time but through
 //! `Deps::clock`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -157,6 +160,30 @@ pub struct Pipeline {
     pub quality: quality::Desk,
     /// What the status snapshot reads.
     pub board: crate::status::Board,
+    /// The MQTT session, when there is an uplink: it outlives `Deps::stop` (see the module docs).
+    pub uplink: Option<UplinkTask>,
+}
+
+/// A running MQTT session with its own stop.
+pub struct UplinkTask {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl UplinkTask {
+    /// Stops the session once the other stages have stopped: it delivers what is queued (within
+    /// the uplink's shutdown grace) and says goodbye.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let task = self.task;
+        tokio::pin!(task);
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
 }
 
 /// Keeps each asset's latest assessment in `view` until `stop`.
@@ -227,6 +254,7 @@ impl Pipeline {
                 deps.shutdown.clone(),
             ));
         }
+        let mut uplink_task = None;
         if let (Some(upstream), Some(mqtt)) = (upstream, &plan.mqtt) {
             running.tasks.spawn(reports::run(
                 Arc::new(plan.clone()),
@@ -250,10 +278,12 @@ impl Pipeline {
                 Uplink::with_encoder(mqtt.clone(), upstream.identity.clone(), parts, encoder);
             uplink.writers = uplink_writers;
             let span = tracing::info_span!("uplink");
-            running.tasks.spawn(tracing::Instrument::instrument(
-                uplink.run(deps.stop.clone()),
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(tracing::Instrument::instrument(
+                uplink.run(stop.clone()),
                 span,
             ));
+            uplink_task = Some(UplinkTask { stop, task });
         }
         let (line_view, lines) = watch::channel(production::LineView::new());
         // Rejects decided by quality stations, for lines without a reject counter.
@@ -338,6 +368,7 @@ impl Pipeline {
             lines,
             quality: quality_desk,
             board,
+            uplink: uplink_task,
         }
     }
 }

@@ -83,6 +83,15 @@ def shifts(dataset: Path, results: Path) -> list[dict]:
     return out
 
 
+def events(dataset: Path) -> list:
+    """The agent events in the dataset, in record order."""
+    frames = [pd.read_parquet(p) for p in dataset.glob("kind=event/**/*.parquet")]
+    if not frames:
+        return []
+    rows = pd.concat(frames).sort_values("record_id")
+    return [[int(r.record_id), r.event] for r in rows.itertuples()]
+
+
 def ranking(results: Path) -> list:
     path = results / "maintenance_assets.parquet"
     if not path.exists():
@@ -103,6 +112,7 @@ def main() -> int:
         "rows": sum(have.values()),
         "shifts": shifts(dataset, results),
         "ranking": ranking(results),
+        "events": events(dataset),
     }
     print(json.dumps(report, default=str))
     return 0

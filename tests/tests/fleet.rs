@@ -38,9 +38,13 @@ fn python(module: &str, args: &[&str]) -> tokio::process::Command {
     command
 }
 
+/// The two tests each start a local Ray on both cores: one at a time.
+static RAY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 millwright_tests::needs! { fleet
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_python_tests_pass() {
+    let _ray = RAY.lock().await;
     let output = tokio::time::timeout(
         Duration::from_secs(600),
         python("pytest", &["-q", "-p", "no:cacheprovider", "tests"]).output(),
@@ -203,6 +207,7 @@ fn closing_reports(messages: &[Message]) -> usize {
 millwright_tests::needs! { fleet
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_to_broker_to_parquet_to_ray_jobs_through_an_ingest_kill_and_a_broker_restart() {
+    let _ray = RAY.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let broker_dir = dir.path().join("broker");
     std::fs::create_dir_all(&broker_dir).expect("broker dir");
@@ -271,15 +276,12 @@ async fn agent_to_broker_to_parquet_to_ray_jobs_through_an_ingest_kill_and_a_bro
     );
     let agent_log = agent.terminate().await;
     // What the agent queued at its stop reaches both subscribers.
-    assert!(
-        reference
-            .wait_until(Duration::from_secs(20), |m| m
-                .iter()
-                .any(|m| m.json()["data"]["event"] == "agent_stopping"))
-            .await,
-        "agent_stopping delivered:\n{}",
-        agent_log.transcript()
-    );
+    let stopping = reference
+        .wait_until(Duration::from_secs(20), |m| {
+            m.iter()
+                .any(|m| m.json()["data"]["event"] == "agent_stopping")
+        })
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ingest_log = ingest.stop("TERM").await;
     let capture_path = dir.path().join("capture.jsonl");
@@ -332,6 +334,19 @@ async fn agent_to_broker_to_parquet_to_ray_jobs_through_an_ingest_kill_and_a_bro
         panic!("check output ({e}):\n{}", String::from_utf8_lossy(&check.stderr))
     });
     let context = format!("{report:#}\ningest before the kill:\n{killed}\ningest after:\n{ingest_log}");
+    assert!(
+        stopping,
+        "agent_stopping delivered: {context}\nagent:\n{}",
+        agent_log
+            .seen
+            .iter()
+            .filter(|l| !l.contains("\"sample\""))
+            .rev()
+            .take(30)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(report["captured"].as_u64().unwrap_or(0) > 50, "{context}");
     for what in ["missing", "duplicated", "extra"] {
         assert_eq!(report[what], serde_json::json!([]), "{what}: {context}");

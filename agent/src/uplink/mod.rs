@@ -1010,7 +1010,14 @@ impl Uplink {
                     Ok(event) => {
                         self.on_event(event, inflight, suspects, &tx).await;
                     }
-                    Err(_) => return false,
+                    Err(error) => {
+                        warn!(
+                            %error,
+                            queued = self.outbox.depth(),
+                            "stopping: the connection ended before everything queued was delivered; the rest stays in the outbox"
+                        );
+                        return false;
+                    }
                 }
             }
         })
