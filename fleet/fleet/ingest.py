@@ -118,6 +118,7 @@ class Ingest:
         self.batch: list[records.Parsed] = []
         self.unacked: list[int] = []
         self.stopping = False
+        self.complained = float("-inf")
         self.client = self._client()
 
     def _client(self) -> mqtt.Client:
@@ -141,8 +142,25 @@ class Ingest:
             client.tls_set_context(context)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
+
+    def _complain(self, text: str) -> None:
+        """Connection trouble, at most every 10 s (paho retries every 1–10 s)."""
+        now = time.monotonic()
+        if now - self.complained >= 10:
+            self.complained = now
+            print(f"ingest: {text}", file=sys.stderr, flush=True)
+
+    def _on_connect_fail(self, _client, _userdata):
+        why = sys.exc_info()[1]
+        self._complain(f"cannot connect to {self.options.broker}: {why or 'refused'}; retrying")
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason, _properties):
+        if not self.stopping:
+            self._complain(f"connection to {self.options.broker} lost ({reason}); reconnecting")
 
     def _on_connect(self, client, _userdata, _flags, reason, _properties):
         if reason.is_failure:
@@ -229,6 +247,7 @@ class Ingest:
                 if o.duration is not None and now - started >= o.duration:
                     break
         finally:
+            self.stopping = True
             self._commit()
             self.client.disconnect()
             self.client.loop_stop()

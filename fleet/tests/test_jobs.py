@@ -242,3 +242,15 @@ def test_croston_sba_matches_the_recursion_by_hand():
     size, interval = size + alpha * (1 - size), interval + alpha * (2 - interval)
     assert croston_sba(demand, alpha) == pytest.approx((1 - alpha / 2) * size / interval)
     assert croston_sba(np.zeros(5)) == 0.0
+
+
+def test_a_selection_reads_only_its_sites_and_dates(ray_local, fleet):
+    from fleet.dataset import Selection, read
+
+    uri = plant(fleet)
+    site_b = read(uri, "health", Selection(sites=["site-b"]))
+    assert set(site_b.dataset.unique("asset")) == {"M-3"} and set(site_b.dataset.unique("site")) == {"site-b"}
+    first_day = read(uri, "health", Selection(start="2026-11-02", end="2026-11-02"))
+    assert set(first_day.dataset.unique("date")) == {"2026-11-02"}
+    assert first_day.dataset.count() == 3 * 3  # three assets, 06:00, 12:00 and 18:00
+    assert read(uri, "health", Selection(sites=["nowhere"])).dataset is None
