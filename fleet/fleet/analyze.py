@@ -19,11 +19,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs as pafs
 import ray
 
 from . import report
 from .dataset import Read, Selection, pandas, read
 from .jobs import maintenance, production, quality, supply, training
+from .store import dataset_fs
 
 
 @dataclass
@@ -62,8 +64,16 @@ def load(path: str | None) -> pd.DataFrame | None:
     return pd.read_csv(path)
 
 
+def require_dataset(uri: str) -> None:
+    """A clear error for a dataset that is not there (a typo would otherwise give empty results)."""
+    fs, root = dataset_fs(uri)
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        raise ValueError(f"no dataset at {uri} (fleet ingest --dataset writes one)")
+
+
 def run(inputs: Inputs) -> dict:
     """Runs every job; returns {table name: rows} and writes `out/<table>.parquet` and `out/report.html`."""
+    require_dataset(inputs.dataset)
     inputs.out.mkdir(parents=True, exist_ok=True)
     start = inputs.start or datetime.now(UTC).date()
     registry, history = load(inputs.registry), load(inputs.history)

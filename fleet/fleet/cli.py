@@ -38,9 +38,10 @@ def _ingest(args) -> int:
 def _analyze(args) -> int:
     import ray
 
-    from .analyze import Inputs, run
+    from .analyze import Inputs, require_dataset, run
     from .dataset import Selection
 
+    require_dataset(args.dataset)
     ray.init(address=args.ray_address, num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     inputs = Inputs(
         dataset=args.dataset,

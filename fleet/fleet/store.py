@@ -39,19 +39,21 @@ CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, rows INTEGER NOT NULL, 
 """
 
 
-def dataset_fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    """A dataset URI (`file:///…`, `s3://…`, or a plain path) as a filesystem and its root path."""
+def dataset_fs(uri: str, create: bool = False) -> tuple[pafs.FileSystem, str]:
+    """A dataset URI (`file:///…`, `s3://…`, or a plain path) as a filesystem and its root path;
+    the writer (`create`) makes the root, readers need nothing but read access."""
     if "://" not in uri:
         uri = Path(uri).resolve().as_uri()
     fs, root = pafs.FileSystem.from_uri(uri)
-    fs.create_dir(root, recursive=True)
+    if create:
+        fs.create_dir(root, recursive=True)
     return fs, root.rstrip("/")
 
 
 class Store:
     def __init__(self, uri: str, state_dir: Path, dedup_days: float = 7.0):
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.fs, self.root = dataset_fs(uri)
+        self.fs, self.root = dataset_fs(uri, create=True)
         self.db = sqlite3.connect(state_dir / "ledger.sqlite", isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
