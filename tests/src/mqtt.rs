@@ -310,9 +310,7 @@ impl Mosquitto {
         wait_listening(port, Duration::from_secs(10)).await;
         broker
     }
-}
 
-impl Mosquitto {
     /// SIGTERM, as a service manager stops it: mosquitto saves its persistent sessions first.
     pub fn stop(mut self) {
         let _ = std::process::Command::new("kill")

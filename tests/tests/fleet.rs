@@ -62,10 +62,15 @@ async fn the_fleet_python_tests_pass() {
 }
 }
 
-/// Minutes since midnight UTC, now.
-fn utc_minute() -> u64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock");
-    now.as_secs() % 86_400 / 60
+/// The first shift's start in minutes since midnight UTC: the next whole minute, or the one after
+/// when fewer than 20 s are left to start everything.
+fn first_shift_minute() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let wait = if now % 60 > 40 { 2 } else { 1 };
+    (now % 86_400 / 60 + wait) % 1440
 }
 
 fn hhmm(minute: u64) -> String {
@@ -220,8 +225,7 @@ async fn agent_to_broker_to_parquet_to_ray_jobs_through_an_ingest_kill_and_a_bro
     // The demo's motor overheats towards failure in 3 minutes rather than 20, within the test.
     let demo = Sim::start(&DEMO_SIM.replace("fails = \"20m\"", "fails = \"3m\""), 0).await;
     let gauge = Sim::start(GAUGE_SIM, 0).await;
-    // Shifts from the next whole minute, with at least 20 s to start everything before it.
-    let first = (utc_minute() + if SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() % 60 > 40 { 2 } else { 1 }) % 1440;
+    let first = first_shift_minute();
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,
