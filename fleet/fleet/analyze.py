@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 import ray
 
 from . import report
-from .dataset import Read, Selection, pandas, read
+from .dataset import Read, Selection, read, read_frame
 from .jobs import maintenance, production, quality, supply, training
 from .store import dataset_fs
 
@@ -87,9 +87,11 @@ def run(inputs: Inputs) -> dict:
         return result
 
     health = source("health")
+    riskiest = pd.DataFrame()
     if health.dataset is not None:
         assets = maintenance.assets(health.dataset, registry, history)
         tables["maintenance_assets"] = assets
+        riskiest = maintenance.history_of_riskiest(health.dataset, assets)
         tables["work_list"] = maintenance.work_list(assets, load(inputs.crews), start)
         if history is not None and "kind" in history:
             tables["training"] = training.table(health.dataset, history)
@@ -104,8 +106,8 @@ def run(inputs: Inputs) -> dict:
         tables.update(production.run(oee.dataset, inputs.threshold))
         closing = production.closing(oee.dataset)
 
-    reports, _ = pandas(inputs.dataset, "quality", inputs.selection)
-    characteristics, _ = pandas(inputs.dataset, "characteristic", inputs.selection)
+    reports, _ = read_frame(inputs.dataset, "quality", inputs.selection)
+    characteristics, _ = read_frame(inputs.dataset, "characteristic", inputs.selection)
     if not reports.empty:
         tables.update(quality.run(reports, characteristics))
 
@@ -131,12 +133,11 @@ def run(inputs: Inputs) -> dict:
             frame.to_parquet(inputs.out / f"{name}.parquet", index=False)
     if skipped:
         notes.append(f"{len(skipped)} unreadable file(s) left out: " + "; ".join(skipped[:5]))
-    _report(inputs, tables, characteristics, used, notes)
+    _report(inputs, tables, riskiest, characteristics, used, notes)
     return {"tables": {k: len(v) for k, v in tables.items() if v is not None}, "skipped": skipped, "notes": notes}
 
 
-def _report(inputs: Inputs, tables: dict, characteristics: pd.DataFrame, used, notes: list[str]) -> None:
-    health_rows, _ = pandas(inputs.dataset, "health", inputs.selection)
+def _report(inputs: Inputs, tables: dict, riskiest, characteristics, used, notes: list[str]) -> None:
     cpk = tables.get("quality_cpk")
     worst = None
     if cpk is not None and not cpk.empty:
@@ -144,7 +145,7 @@ def _report(inputs: Inputs, tables: dict, characteristics: pd.DataFrame, used, n
     sections = [
         (
             "Maintenance: the work list",
-            report.health_trends(health_rows, tables.get("maintenance_assets", pd.DataFrame())),
+            report.health_trends(riskiest, tables.get("maintenance_assets", pd.DataFrame())),
             tables.get("work_list"),
         ),
         ("Production: OEE by line and shift", report.oee_by_shift(tables.get("oee_by_shift")), tables.get("oee_lines")),

@@ -103,8 +103,7 @@ def jobs(dataset: str, cpus: int) -> dict:
     """Each job's input rows per second with a local Ray of `cpus` CPUs."""
     import ray
 
-    from .dataset import pandas as read_pandas
-    from .dataset import read
+    from .dataset import read, read_frame
     from .jobs import maintenance, production, quality
 
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
@@ -121,8 +120,8 @@ def jobs(dataset: str, cpus: int) -> dict:
         production.run(oee)
         out["production"] = {"rows": rows, "rows_per_second": round(rows / _since(started))}
         started = time.perf_counter()
-        reports, _ = read_pandas(dataset, "quality")
-        characteristics, _ = read_pandas(dataset, "characteristic")
+        reports, _ = read_frame(dataset, "quality")
+        characteristics, _ = read_frame(dataset, "characteristic")
         quality.run(reports, characteristics)
         rows = len(reports) + len(characteristics)
         out["quality"] = {"rows": rows, "rows_per_second": round(rows / _since(started))}

@@ -74,7 +74,7 @@ def read(uri: str, kind: str, selection: Selection | None = None) -> Read:
     return Read(dataset, len(files), skipped)
 
 
-def pandas(uri: str, kind: str, selection: Selection | None = None):
+def read_frame(uri: str, kind: str, selection: Selection | None = None):
     """The table as one pandas frame (small tables: closing reports, quality reports), and the Read."""
     import pandas as pd
 

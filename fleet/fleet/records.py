@@ -239,8 +239,9 @@ def timestamp(text) -> datetime | None:
 
 
 def _num(v) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None if v is None else float(v)
+    """A JSON number (a bool counts as 0/1) as float; None stays None."""
+    if v is None:
+        return None
     if isinstance(v, (int, float)):
         return float(v)
     raise Rejected("malformed", f"{v!r} is not a number")

@@ -84,6 +84,19 @@ def assets(health, registry: pd.DataFrame | None, history: pd.DataFrame | None, 
     return frame.sort_values(["risk", "maintenance_due"], ascending=[False, True]).reset_index(drop=True)
 
 
+def history_of_riskiest(health, assets_table: pd.DataFrame, n: int = 5) -> pd.DataFrame:
+    """The assessments of the `n` riskiest assets only (for the report's trend charts): filtered
+    block by block, so the driver never holds the fleet's whole history."""
+    if assets_table.empty:
+        return pd.DataFrame()
+    keys = set(zip(assets_table["agent"].head(n), assets_table["asset"].head(n), strict=True))
+
+    def keep(batch: pd.DataFrame) -> pd.DataFrame:
+        return batch[[k in keys for k in zip(batch["agent"], batch["asset"], strict=True)]]
+
+    return health.map_batches(keep, batch_format="pandas").to_pandas()
+
+
 def work_list(assets_table: pd.DataFrame, crews: pd.DataFrame | None, start: date, horizon_days: int = 28):
     """The ranked work list, levelled against crew hours when `crews` (site, date, hours) is given."""
     if assets_table.empty:
