@@ -30,3 +30,4 @@ pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod uplink;
+pub mod vibration;

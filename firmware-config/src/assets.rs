@@ -17,6 +17,7 @@ use crate::modbus::{Checker, DataType, Device};
 use crate::names::{self, TopicUse};
 use crate::opcua::OpcuaEndpoint;
 use crate::source::Seg;
+use crate::vibration::{self, Bearing, BearingConfig, Waveform, WaveformConfig};
 
 /// The most samples a signal window can hold; windows are fixed-capacity arrays of this size.
 pub const MAX_WINDOW: usize = 256;
@@ -205,6 +206,11 @@ pub struct AssetConfig {
     pub signals: SignalsConfig,
     #[serde(default)]
     pub nameplate: NameplateConfig,
+    /// Acceleration waveforms for spectra, envelope and bearing diagnosis.
+    pub waveform: Option<WaveformConfig>,
+    /// Rolling bearings whose defect frequencies the diagnosis looks for.
+    #[serde(default)]
+    pub bearings: Vec<BearingConfig>,
 }
 
 /// Asset types millwright knows; others are accepted and scored by the default model and the rules.
@@ -241,6 +247,8 @@ pub struct Asset {
     pub kind: String,
     pub signals: Signals,
     pub nameplate: Nameplate,
+    pub waveform: Option<Waveform>,
+    pub bearings: Vec<Bearing>,
 }
 
 /// The validated `[scoring]` table.
@@ -567,12 +575,13 @@ pub(crate) fn validate_assets(
             || s.bearing_temperature.is_some()
             || s.winding_temperature.is_some()
             || !s.currents.is_empty()
-            || s.pressure.is_some();
+            || s.pressure.is_some()
+            || config.waveform.is_some();
         if !any_signal {
             check.err_key(
                 &signals_path,
                 &component,
-                "no signal to score: map at least one of vibration, bearing_temperature, winding_temperature, currents or pressure",
+                "no signal to score: map at least one of vibration, bearing_temperature, winding_temperature, currents or pressure, or give [assets.waveform]",
             );
         }
         if !matches!(s.currents.len(), 0 | 1 | 3) {
@@ -625,6 +634,24 @@ pub(crate) fn validate_assets(
             ),
             _ => {}
         }
+        let speed = signals.speed.zip(s.speed.as_deref()).map(|(index, name)| {
+            let unit = tags.lookup(name).ok().and_then(|(_, unit, _)| unit);
+            (
+                index,
+                unit.is_none_or(|u| !u.trim().eq_ignore_ascii_case("Hz")),
+            )
+        });
+        let under = |keys: &[Seg<'static>]| -> Vec<Seg<'static>> {
+            base.iter().cloned().chain(keys.iter().cloned()).collect()
+        };
+        let (waveform, bearings) = vibration::validate(
+            check,
+            tags,
+            &component,
+            &under,
+            (config.waveform.as_ref(), &config.bearings),
+            speed,
+        );
         if check.errors.len() == before {
             valid.push(Asset {
                 id: config.id.clone(),
@@ -637,6 +664,8 @@ pub(crate) fn validate_assets(
                     pressure_range,
                     bearing_temperature_limit: plate.bearing_temperature_limit.unwrap_or(95.0),
                 },
+                waveform,
+                bearings,
             });
         }
     }

@@ -21,6 +21,7 @@ pub mod quality;
 pub mod source;
 pub mod sparkplug;
 pub mod uplink;
+pub mod vibration;
 pub mod words;
 
 use std::collections::HashSet;
@@ -56,6 +57,9 @@ pub use source::{ConfigError, ConfigErrors};
 pub use sparkplug::{Formats, Sparkplug};
 pub use uplink::{
     ByteSize, Mqtt, MqttConfig, Outbox, OutboxConfig, PasswordSource, Secret, TopicsConfig,
+};
+pub use vibration::{
+    AccelerationUnit, Bearing, BearingConfig, DefectFactors, ShaftSpeed, Waveform, WaveformConfig,
 };
 
 use modbus::{Checker, DeviceParts};

@@ -430,6 +430,8 @@ pub(crate) mod tests {
                 pressure_range: Some((3.0, 6.0)),
                 bearing_temperature_limit: 95.0,
             },
+            waveform: None,
+            bearings: Vec::new(),
         }
     }
 

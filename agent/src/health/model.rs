@@ -596,6 +596,8 @@ pub(crate) mod tests {
                 pressure_range: None,
                 bearing_temperature_limit: 95.0,
             },
+            waveform: None,
+            bearings: Vec::new(),
         };
         let problems = model.cannot_feed(&asset);
         assert_eq!(problems.len(), 7, "{problems:#?}");
