@@ -602,6 +602,13 @@ pub(crate) fn validate_assets(
                 "vibration needs nameplate.iso_group (1 or 2) and nameplate.foundation (rigid or flexible) to judge ISO 10816-3 zones",
             );
         }
+        if config.waveform.is_some() && vibration_class.is_none() {
+            check.err(
+                &at(&["waveform"]),
+                &component,
+                "a waveform needs nameplate.iso_group (1 or 2) and nameplate.foundation (rigid or flexible): its velocity is judged in ISO 10816-3 zones",
+            );
+        }
         if s.winding_temperature.is_some() && plate.insulation_class.is_none() {
             check.err(
                 &at(&["signals", "winding_temperature"]),

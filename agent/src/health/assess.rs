@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::features::{self, Point};
 use super::rules::{self, Dimension, Finding, CRITICAL_HEALTH};
+use crate::vibration::VibrationReport;
 
 /// Version of the [`Assessment`] JSON; bumped on any incompatible change.
 pub const ASSESSMENT_SCHEMA: u32 = 1;
@@ -116,10 +117,14 @@ pub struct Assessment {
     pub reasons: Vec<String>,
     /// The model's inputs at this moment, so that a fleet can retrain the model on its own
     /// run-to-failure history. Added last (records are stored with postcard): a record stored
-    /// before it existed reads with none (see [`without_features`]).
+    /// before it existed reads with none (see [`stored_without`]).
     /// Boxed: the nine options would double the size of every report in flight.
     #[serde(default, deserialize_with = "features_unless_stored_without")]
     pub features: Box<Features>,
+    /// What the asset's latest waveform showed (assets with `[assets.waveform]`): time features,
+    /// ISO velocity, the peak table and the diagnoses. Added after `features`, the same way.
+    #[serde(default, deserialize_with = "vibration_unless_stored_without")]
+    pub vibration: Option<Box<VibrationReport>>,
 }
 
 /// The model features (named as in the model manifests and `models/train.py`), `None` where the
@@ -137,26 +142,49 @@ pub struct Features {
     pub pressure_fluctuation: Option<f64>,
 }
 
-thread_local! {
-    static STORED_WITHOUT_FEATURES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+/// What an assessment read from the store lacks because it was stored by an older release:
+/// postcard has no field names, so the reader is told by the store format's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StoredWithout {
+    /// The current format.
+    Nothing,
+    /// Store format 3: before `vibration`.
+    Vibration,
+    /// Store format 2: before `features` (and `vibration`).
+    Features,
 }
 
-/// Reads assessments stored before `features` existed (store format 2, postcard, which has no
-/// field names to notice a missing one by): within `read`, an assessment's features are not read.
-pub fn without_features<T>(read: impl FnOnce() -> T) -> T {
-    STORED_WITHOUT_FEATURES.set(true);
+thread_local! {
+    static STORED_WITHOUT: std::cell::Cell<StoredWithout> =
+        const { std::cell::Cell::new(StoredWithout::Nothing) };
+}
+
+/// Reads assessments stored by an older release: within `read`, the fields `missing` names (and
+/// the ones added after them) are not read but left empty.
+pub fn stored_without<T>(missing: StoredWithout, read: impl FnOnce() -> T) -> T {
+    STORED_WITHOUT.set(missing);
     let value = read();
-    STORED_WITHOUT_FEATURES.set(false);
+    STORED_WITHOUT.set(StoredWithout::Nothing);
     value
 }
 
 fn features_unless_stored_without<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Box<Features>, D::Error> {
-    if STORED_WITHOUT_FEATURES.get() {
+    if STORED_WITHOUT.get() >= StoredWithout::Features {
         Ok(Box::default())
     } else {
         Features::deserialize(deserializer).map(Box::new)
+    }
+}
+
+fn vibration_unless_stored_without<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Box<VibrationReport>>, D::Error> {
+    if STORED_WITHOUT.get() >= StoredWithout::Vibration {
+        Ok(None)
+    } else {
+        Option::<Box<VibrationReport>>::deserialize(deserializer)
     }
 }
 
@@ -165,6 +193,7 @@ pub struct Evidence {
     pub found: Vec<Finding>,
     pub features: Features,
     pub model_probability: Option<f64>,
+    pub vibration: Option<Box<VibrationReport>>,
 }
 
 /// What an asset's windows show at one moment. `None`/empty where a signal is not mapped or has
@@ -185,6 +214,8 @@ pub struct Observed {
     pub pressure_mean: Option<f64>,
     /// Standard deviation over mean.
     pub pressure_fluctuation: Option<f64>,
+    /// The latest waveform's analysis, while fresh.
+    pub waveform: Option<std::sync::Arc<VibrationReport>>,
 }
 
 impl Observed {
@@ -216,6 +247,13 @@ pub fn findings(asset: &Asset, observed: &Observed) -> Vec<Finding> {
     }
     if let (Some(p), Some((low, high))) = (observed.pressure_mean, plate.pressure_range) {
         found.push(rules::pressure(p, observed.pressure_fluctuation, low, high));
+    }
+    if let Some(report) = &observed.waveform {
+        found.extend(report.diagnoses.iter().map(|d| Finding {
+            dimension: Dimension::Vibration,
+            health: d.health,
+            reason: d.reason.clone(),
+        }));
     }
     found
 }
@@ -251,6 +289,7 @@ pub fn assess(
         mut found,
         features,
         model_probability,
+        vibration,
     } = evidence;
     if found.is_empty() {
         return None;
@@ -307,6 +346,7 @@ pub fn assess(
         remaining_life_note: life.note,
         reasons: found.into_iter().map(|f| f.reason).collect(),
         features: Box::new(features),
+        vibration,
     })
 }
 
@@ -404,6 +444,7 @@ pub(crate) mod tests {
             remaining_life_note: None,
             reasons: Vec::new(),
             features: Box::default(),
+            vibration: None,
         }
     }
 
@@ -458,6 +499,7 @@ pub(crate) mod tests {
                 found: findings(asset, &observed(vibration)),
                 features: Features::of(asset, &observed(vibration)),
                 model_probability: model,
+                vibration: None,
             },
             &scoring(),
             state,

@@ -5,12 +5,15 @@
 //! - Only good samples enter a window; a signal whose newest point is older than
 //!   [`Scorer::stale_after`] is left out of the assessment rather than judged on old data.
 //! - Windows and trend buffers are fixed-capacity (see `window` and `assess`); the scorer's memory
-//!   is set when it is built and does not grow with uptime.
+//!   is set when it is built and does not grow with uptime. Waveform assets add one buffer of
+//!   `max_samples` each and the analyzer's buffers, sized by the longest waveform received.
+//! - A waveform is analysed once, in the assessment round after it arrived (on the blocking pool);
+//!   its report counts as fresh for as long as a window's newest point would.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use firmware_config::{Asset, Plan, Scoring};
+use firmware_config::{Asset, Plan, Scoring, ShaftSpeed};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -21,7 +24,8 @@ use super::model::{Model, Models};
 use super::window::Window;
 use crate::bus::Subscriber;
 use crate::clock::Clock;
-use crate::sample::Sample;
+use crate::sample::{Sample, Value};
+use crate::vibration::{self, dsp::Analyzer, SpectrumBook, VibrationReport, WaveformSlot};
 
 /// The signal slots an asset's windows hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +36,22 @@ enum Slot {
     AmbientTemperature,
     Current(u8),
     Pressure,
+    /// The shaft speed for the waveform analysis (`signals.speed`).
+    Speed,
 }
 
 struct AssetRuntime {
     asset: Asset,
     windows: Vec<(Slot, Window)>,
     state: AssetState,
+    waveform: Option<WaveformRuntime>,
+}
+
+struct WaveformRuntime {
+    slot: WaveformSlot,
+    /// The latest analysis and when (scorer time) its waveform arrived.
+    latest: Option<(f64, Arc<VibrationReport>)>,
+    arrived: f64,
 }
 
 type Batch = (Arc<Model>, Vec<usize>, Vec<Vec<f32>>);
@@ -49,6 +63,10 @@ pub struct Scorer {
     routes: Vec<Vec<(usize, usize)>>,
     scoring: Scoring,
     scratch: Vec<Point>,
+    /// For each waveform tag: the assets it feeds.
+    waveform_routes: Vec<(u32, usize)>,
+    analyzer: Analyzer,
+    spectra: SpectrumBook,
 }
 
 impl Scorer {
@@ -67,6 +85,7 @@ impl Scorer {
                     (Slot::WindingTemperature, s.winding_temperature),
                     (Slot::AmbientTemperature, s.ambient_temperature),
                     (Slot::Pressure, s.pressure),
+                    (Slot::Speed, speed_tag(asset)),
                 ]
                 .into_iter()
                 .filter_map(|(slot, tag)| tag.map(|t| (slot, t)))
@@ -91,8 +110,19 @@ impl Scorer {
                     asset: asset.clone(),
                     windows,
                     state: AssetState::default(),
+                    waveform: asset.waveform.as_ref().map(|w| WaveformRuntime {
+                        slot: WaveformSlot::new(w.max_samples),
+                        latest: None,
+                        arrived: 0.0,
+                    }),
                 }
             })
+            .collect();
+        let waveform_routes = plan
+            .assets
+            .iter()
+            .enumerate()
+            .filter_map(|(a, asset)| Some((asset.waveform.as_ref()?.tag, a)))
             .collect();
         Scorer {
             assets,
@@ -100,7 +130,15 @@ impl Scorer {
             routes,
             scoring: plan.scoring.clone(),
             scratch: Vec::with_capacity(firmware_config::MAX_WINDOW),
+            waveform_routes,
+            analyzer: Analyzer::new(),
+            spectra: SpectrumBook::default(),
         }
+    }
+
+    /// Where the latest spectra of every waveform asset can be read while the scorer runs.
+    pub fn spectra(&self) -> SpectrumBook {
+        self.spectra.clone()
     }
 
     pub fn asset_count(&self) -> usize {
@@ -114,6 +152,12 @@ impl Scorer {
 
     /// Feeds one sample; `t` is seconds on the scorer's monotonic time line.
     pub fn observe(&mut self, sample: &Sample, t: f64) {
+        if let Some(array @ Value::Array(_)) = sample.value.as_ref() {
+            if sample.quality.is_good() {
+                self.take_waveform(sample.tag.0, array, t);
+            }
+            return;
+        }
         let Some(value) = sample
             .value
             .as_ref()
@@ -128,6 +172,66 @@ impl Scorer {
         };
         for &(a, w) in routes {
             self.assets[a].windows[w].1.push(Point { t, value });
+        }
+    }
+
+    fn take_waveform(&mut self, tag: u32, array: &Value, t: f64) {
+        for &(route_tag, a) in &self.waveform_routes {
+            let runtime = &mut self.assets[a];
+            let (Some(w), Some(settings)) = (&mut runtime.waveform, &runtime.asset.waveform) else {
+                continue;
+            };
+            if route_tag != tag {
+                continue;
+            }
+            match w.slot.accept(array, settings.to_m_s2) {
+                Ok(()) => w.arrived = t,
+                // The first, then every hundredth: a misconfigured sensor sends one per second.
+                Err(error) if w.slot.rejected % 100 == 1 => {
+                    warn!(asset = %runtime.asset.id, %error, rejected = w.slot.rejected, "waveform rejected");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Analyses each waveform that arrived since the last round, keeping its report for the
+    /// assessment and its spectra for `millwright spectrum`.
+    fn analyze_waveforms(&mut self, timestamp: SystemTime) {
+        let stamp = humantime::format_rfc3339_millis(timestamp).to_string();
+        for runtime in &mut self.assets {
+            let (Some(w), Some(settings)) = (&mut runtime.waveform, &runtime.asset.waveform) else {
+                continue;
+            };
+            let shaft_hz = match settings.shaft {
+                Some(ShaftSpeed::Fixed { hz }) => Some(hz),
+                Some(ShaftSpeed::Tag { per_minute, .. }) => runtime
+                    .windows
+                    .iter()
+                    .find(|(slot, _)| *slot == Slot::Speed)
+                    .and_then(|(_, window)| window.last())
+                    .map(|p| if per_minute { p.value / 60.0 } else { p.value }),
+                None => None,
+            };
+            let Some(samples) = w.slot.take_fresh() else {
+                continue;
+            };
+            let class = runtime.asset.nameplate.vibration_class;
+            let bearings = &runtime.asset.bearings;
+            let analysis = vibration::analyze(
+                &mut self.analyzer,
+                samples,
+                settings,
+                bearings,
+                shaft_hz,
+                class,
+            );
+            if let Some(mut analysis) = analysis {
+                analysis.report.waveforms_rejected = w.slot.rejected;
+                w.latest = Some((w.arrived, Arc::new(analysis.report.clone())));
+                self.spectra
+                    .record(&runtime.asset.id, stamp.clone(), analysis);
+            }
         }
     }
 
@@ -155,6 +259,7 @@ impl Scorer {
     /// Assesses every asset with enough data. Each model runs once for all its assets (a batch).
     /// A model that fails is logged and its assets are judged by the rules alone.
     pub fn assess_all(&mut self, t: f64, timestamp: SystemTime) -> Vec<Assessment> {
+        self.analyze_waveforms(timestamp);
         let observations = self.observations(t);
         let mut probabilities: Vec<Option<f64>> = vec![None; observations.len()];
         // Per model: which observations it scores, and their input rows.
@@ -194,6 +299,7 @@ impl Scorer {
                 found: assess::findings(&runtime.asset, &observed),
                 features: Features::of(&runtime.asset, &observed),
                 model_probability,
+                vibration: observed.waveform.as_deref().cloned().map(Box::new),
             };
             if let Some(a) = assess::assess(
                 &runtime.asset,
@@ -231,6 +337,7 @@ fn observe(runtime: &mut AssetRuntime, horizon: f64, scratch: &mut Vec<Point>) -
             Slot::WindingTemperature => observed.winding_temperature = mean,
             Slot::AmbientTemperature => observed.ambient_temperature = mean,
             Slot::Current(phase) => currents[usize::from(*phase)] = mean,
+            Slot::Speed => {}
             Slot::Pressure => {
                 observed.pressure_mean = mean;
                 let values: Vec<f64> = window.values().collect();
@@ -241,11 +348,28 @@ fn observe(runtime: &mut AssetRuntime, horizon: f64, scratch: &mut Vec<Point>) -
             }
         }
     }
+    if let Some((arrived, report)) = runtime.waveform.as_ref().and_then(|w| w.latest.as_ref()) {
+        if *arrived >= horizon {
+            // A raw accelerometer feeds the ISO zone rule when no velocity tag does.
+            if runtime.asset.signals.vibration.is_none() {
+                observed.vibration = Some(report.velocity_rms);
+            }
+            observed.waveform = Some(Arc::clone(report));
+        }
+    }
     let phases = runtime.asset.signals.currents.len();
     if phases > 0 && currents[..phases].iter().all(Option::is_some) {
         observed.currents = currents[..phases].iter().flatten().copied().collect();
     }
     observed
+}
+
+/// `signals.speed` when the waveform analysis takes the shaft speed from it.
+fn speed_tag(asset: &Asset) -> Option<u32> {
+    match asset.waveform.as_ref()?.shaft? {
+        ShaftSpeed::Tag { tag, .. } => Some(tag),
+        ShaftSpeed::Fixed { .. } => None,
+    }
 }
 
 /// Slope per hour, when the window spans at least ten minutes (a shorter trend is noise).

@@ -11,6 +11,7 @@ pub mod opcua;
 pub mod plant;
 pub mod server;
 pub mod signal;
+pub mod waveform;
 
 use std::path::Path;
 use std::time::Duration;
@@ -91,6 +92,8 @@ pub struct MachineConfig {
     /// A gauging station's parts and measurements, served by points with `signal = { gauge =
     /// "count" | "part_id" | { measurement = N } }`.
     pub gauge: Option<gauge::GaugeSimConfig>,
+    /// An accelerometer's waveforms, served over OPC UA only (as `<name>.waveform`, a Float array).
+    pub waveform: Option<waveform::WaveformSimConfig>,
 }
 
 fn default_listen() -> String {
@@ -144,6 +147,13 @@ pub fn load_str(file: &Path, text: &str) -> Result<(SimConfig, Plant), ConfigErr
                 &[Seg::Key("machines"), Seg::Index(i), Seg::Key("unit_id")],
                 &component,
                 "another machine has this unit_id",
+            ));
+        }
+        if let Some(problem) = machine.waveform.as_ref().and_then(|w| w.check().err()) {
+            errors.push(doc.error(
+                &[Seg::Key("machines"), Seg::Index(i), Seg::Key("waveform")],
+                &component,
+                problem,
             ));
         }
         let context = TagContext {

@@ -176,6 +176,7 @@ pub async fn serve(
         .map(|(index, _)| *index)
         .context("the simulator's namespace is missing")?;
     let served = add_points(&nodes, namespace, &plant);
+    let waveforms = add_waveforms(&nodes, namespace, &plant);
     tokio::spawn(async move {
         if let Err(error) = server.run_with(listener).await {
             tracing::warn!(%error, "OPC UA simulator stopped");
@@ -192,8 +193,81 @@ pub async fn serve(
         Arc::clone(&server.nodes),
         Arc::clone(&plant),
     );
-    tokio::spawn(update_points(updates, served, shutdown));
+    tokio::spawn(update_points(updates, served, shutdown.clone()));
+    for (node, machine) in waveforms {
+        let updates = (
+            server.handle.clone(),
+            Arc::clone(&server.nodes),
+            Arc::clone(&plant),
+        );
+        tokio::spawn(update_waveform(updates, node, machine, shutdown.clone()));
+    }
     Ok(server)
+}
+
+/// A Float array variable `<machine>.waveform` for every machine with a waveform.
+fn add_waveforms(nodes: &SimpleNodeManager, namespace: u16, plant: &Plant) -> Vec<(NodeId, usize)> {
+    let mut space = nodes.address_space().write();
+    let mut served = Vec::new();
+    for (m, machine) in plant.machines().iter().enumerate() {
+        let Some(config) = &machine.config.waveform else {
+            continue;
+        };
+        let name = node_name(&machine.config.name, "waveform");
+        let id = NodeId::new(namespace, name.as_str());
+        let folder = NodeId::new(namespace, machine.config.name.as_str());
+        let first = float_array(&config.generate(Duration::ZERO, 0));
+        let variable =
+            ::opcua::server::address_space::Variable::new(&id, name.as_str(), name.as_str(), first);
+        space.add_variables(vec![variable], &folder);
+        served.push((id, m));
+    }
+    served
+}
+
+fn float_array(values: &[f32]) -> Variant {
+    let items: Vec<Variant> = values.iter().map(|&v| Variant::Float(v)).collect();
+    match ::opcua::types::Array::new(::opcua::types::VariantScalarTypeId::Float, items) {
+        Ok(array) => Variant::Array(Box::new(array)),
+        Err(_) => Variant::Empty,
+    }
+}
+
+/// Renews a machine's waveform every `every`, generated off the executor.
+async fn update_waveform(
+    (handle, nodes, plant): (ServerHandle, Arc<SimpleNodeManager>, Arc<Plant>),
+    node: NodeId,
+    machine: usize,
+    shutdown: CancellationToken,
+) {
+    let Some(config) = plant.machines()[machine].config.waveform.clone() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(config.every.get());
+    for seed in 1u64.. {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let elapsed = plant.elapsed();
+        let config = config.clone();
+        let Ok(values) = tokio::task::spawn_blocking(move || config.generate(elapsed, seed)).await
+        else {
+            break;
+        };
+        let now = DateTime::now();
+        let value = DataValue {
+            value: Some(float_array(&values)),
+            status: Some(::opcua::types::StatusCode::Good),
+            source_timestamp: Some(now),
+            server_timestamp: Some(now),
+            ..Default::default()
+        };
+        let _ = nodes.set_values(
+            handle.subscriptions(),
+            std::iter::once((&node, None, value)),
+        );
+    }
 }
 
 /// Folders and variables for every machine's points; returns each point's NodeId.

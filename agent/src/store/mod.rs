@@ -40,6 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
+use crate::health::assess::{stored_without, StoredWithout};
 use crate::records::Report;
 
 pub use dead_letters::{DeadLetter, DeadLetterStats};
@@ -205,10 +206,13 @@ const RAW_VERSION: u8 = 1;
 /// Store format 2: a [`Report`] in postcard, from before assessments carried their features
 /// (still read).
 const REPORT_VERSION_2: u8 = 2;
-/// Store format 3: a [`Report`] in postcard (assessments with `features`).
-const REPORT_VERSION: u8 = 3;
+/// Store format 3: a [`Report`] in postcard, assessments with `features` but before `vibration`
+/// (still read).
+const REPORT_VERSION_3: u8 = 3;
+/// Store format 4: a [`Report`] in postcard (assessments with `features` and `vibration`).
+const REPORT_VERSION: u8 = 4;
 
-/// Version, class, created (ms), then for format 1 kind, topic and body, for formats 2 and 3 the report;
+/// Version, class, created (ms), then for format 1 kind, topic and body, for formats 2 to 4 the report;
 /// then a CRC-32 of all of it.
 pub fn encode(record: &Record) -> Vec<u8> {
     let mut out = Vec::new();
@@ -272,10 +276,17 @@ pub fn decode(id: u64, bytes: &[u8]) -> Result<Record, StoreError> {
         REPORT_VERSION => Payload::Report(
             postcard::from_bytes(rest).map_err(|_| corrupt("the report cannot be read"))?,
         ),
-        REPORT_VERSION_2 => Payload::Report(
-            crate::health::assess::without_features(|| postcard::from_bytes(rest))
-                .map_err(|_| corrupt("the report cannot be read"))?,
-        ),
+        REPORT_VERSION_3 | REPORT_VERSION_2 => {
+            let missing = if version == REPORT_VERSION_2 {
+                StoredWithout::Features
+            } else {
+                StoredWithout::Vibration
+            };
+            Payload::Report(
+                stored_without(missing, || postcard::from_bytes(rest))
+                    .map_err(|_| corrupt("the report cannot be read"))?,
+            )
+        }
         RAW_VERSION => {
             let kind_len = take(1)?[0] as usize;
             let kind = String::from_utf8(take(kind_len)?.to_vec()).map_err(|_| corrupt("kind"))?;
@@ -802,7 +813,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn an_assessment_stored_before_features_existed_still_reads() {
+    fn assessments_stored_by_older_releases_still_read() {
         use crate::health::assess::{tests::assessment, Action, Features};
         let mut with = assessment("P-101", Action::ScheduledMaintenance);
         with.features.vibration_severity = Some(0.75);
@@ -813,34 +824,47 @@ pub(crate) mod tests {
             payload: Payload::Report(Report::Assessment(a)),
         };
         let current = encode(&record(with.clone()));
-        assert_eq!(decode(9, &current).expect("format 3"), record(with.clone()));
+        assert_eq!(decode(9, &current).expect("format 4"), record(with.clone()));
 
-        // Format 2 was the same postcard without the nine trailing features (one byte each when
-        // absent, as they are in a record made without them).
+        // An older format is the same postcard without the trailing fields added since (one byte
+        // each when absent, as they are in a record made without them), under its version.
+        let older = |a, dropped: usize, version: u8| {
+            let mut bytes = encode(&record(a));
+            bytes.truncate(bytes.len() - 4 - dropped);
+            bytes[0] = version;
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_be_bytes());
+            bytes
+        };
+        let assessment_of = |bytes: &[u8]| match decode(9, bytes).map(|r| r.payload) {
+            Ok(Payload::Report(Report::Assessment(a))) => Some(a),
+            _ => None,
+        };
+        // Format 3: features, no `vibration`.
+        let format_3 = older(with.clone(), 1, REPORT_VERSION_3);
+        let read = assessment_of(&format_3).expect("format 3");
+        assert_eq!(
+            (read.features.clone(), read.vibration.clone()),
+            (with.features.clone(), None)
+        );
+        // Format 2: neither features nor `vibration`.
         let bare = crate::health::assess::Assessment {
             features: Box::default(),
             ..with.clone()
         };
-        let mut legacy = encode(&record(bare));
-        legacy.truncate(legacy.len() - 4 - 9);
-        legacy[0] = REPORT_VERSION_2;
-        let crc = crc32fast::hash(&legacy);
-        legacy.extend_from_slice(&crc.to_be_bytes());
-        let read = decode(9, &legacy).expect("format 2");
-        let Payload::Report(Report::Assessment(old)) = read.payload else {
-            panic!("an assessment: {read:?}");
-        };
+        let mut format_2 = older(bare, 1 + 9, REPORT_VERSION_2);
+        let old = assessment_of(&format_2).expect("format 2");
         assert_eq!(*old.features, Features::default());
         assert_eq!(
             (old.asset.as_str(), old.reasons.len()),
             ("P-101", with.reasons.len())
         );
-        // The same bytes read as format 3 run short: the version decides.
-        legacy[0] = REPORT_VERSION;
-        let crc = crc32fast::hash(&legacy[..legacy.len() - 4]);
-        let n = legacy.len();
-        legacy[n - 4..].copy_from_slice(&crc.to_be_bytes());
-        assert!(decode(9, &legacy).is_err());
+        // The same bytes read as the current format run short: the version decides.
+        format_2[0] = REPORT_VERSION;
+        let n = format_2.len();
+        let crc = crc32fast::hash(&format_2[..n - 4]);
+        format_2[n - 4..].copy_from_slice(&crc.to_be_bytes());
+        assert!(decode(9, &format_2).is_err());
     }
 
     #[test]

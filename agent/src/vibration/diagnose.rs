@@ -9,7 +9,7 @@ use firmware_config::{Bearing, Foundation, IsoGroup, Waveform};
 use serde::{Deserialize, Serialize};
 
 use super::dsp::{self, Analyzer, Band, Spectrum};
-use crate::health::rules::{self, Dimension, Finding};
+use crate::health::rules;
 
 /// A bearing family is a defect when its fundamental stands this far above the floor…
 const DEFECT_DB: f64 = 8.0;
@@ -105,6 +105,9 @@ pub struct VibrationReport {
     pub envelope_band_choice: BandChoice,
     pub diagnoses: Vec<Diagnosis>,
     pub peaks: Vec<Peak>,
+    /// Waveforms of this asset rejected since the agent started (too long, too short, not
+    /// numbers, not finite).
+    pub waveforms_rejected: u64,
 }
 
 impl VibrationReport {
@@ -127,21 +130,6 @@ pub struct Analysis {
     pub envelope: Spectrum,
 }
 
-impl Analysis {
-    /// The diagnoses as rule findings (vibration dimension), worst first.
-    pub fn findings(&self) -> Vec<Finding> {
-        self.report
-            .diagnoses
-            .iter()
-            .map(|d| Finding {
-                dimension: Dimension::Vibration,
-                health: d.health,
-                reason: d.reason.clone(),
-            })
-            .collect()
-    }
-}
-
 /// Analyses one waveform in m/s². `shaft_hz` is the speed now (`None`: no order or bearing
 /// analysis); `class` the asset's ISO 10816-3 class, which sets when a shaft-order pattern matters.
 pub fn analyze(
@@ -155,10 +143,14 @@ pub fn analyze(
     let time = dsp::time_features(x)?;
     let fs = waveform.sample_rate;
     let shaft_hz = shaft_hz.filter(|f| f.is_finite() && *f > 0.0 && *f < fs / 8.0);
+    // Lines of a shaft order 8 bins apart where the waveform allows, but at least 4 averages
+    // (7 with the overlap): a single FFT's noise floor is too ragged to judge a line against.
     let segment = match shaft_hz {
         Some(fr) => ((fs * 8.0 / fr).ceil() as usize).next_power_of_two(),
         None => 8192,
-    };
+    }
+    .min((x.len() / 4).next_power_of_two())
+    .max(64);
     let acceleration = analyzer.averaged_spectrum(x, fs, segment);
     let [low, high] = waveform.velocity_band;
     let velocity_rms = acceleration.band_rms(low, high, dsp::integrate) * 1000.0;
@@ -193,6 +185,7 @@ pub fn analyze(
         envelope_band_choice: choice,
         diagnoses: Vec::new(),
         peaks: Vec::new(),
+        waveforms_rejected: 0,
     };
     if let Some(fr) = shaft_hz {
         let tolerance = waveform.speed_tolerance;

@@ -299,7 +299,8 @@ impl Analyzer {
             .extend(self.work.iter().map(Complex32::norm_sqr));
         let m = self.envelope.len();
         let want = (rate / resolution.max(1e-6)).ceil() as usize;
-        let segment = want.next_power_of_two().clamp(8, m);
+        // At least 4 averages, as for the acceleration spectrum.
+        let segment = want.next_power_of_two().min(m / 4).max(8);
         let envelope = std::mem::take(&mut self.envelope);
         let mut spectrum = self.averaged_spectrum(&envelope, rate, segment);
         self.envelope = envelope;
@@ -413,7 +414,7 @@ mod tests {
             e.hz(k),
             e.df
         );
-        assert!(e.df <= 1.0);
+        assert!(e.df <= 1.6, "resolution {} Hz", e.df);
     }
 
     #[test]

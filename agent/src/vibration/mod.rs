@@ -120,8 +120,9 @@ mod tests {
                 peak.expected_hz,
                 analysis.envelope.df
             );
+            // The search had to reach past the nominal line: slip moved it by 1.5 %.
             assert!(
-                (peak.expected_hz - truth).abs() > analysis.envelope.df,
+                (peak.expected_hz - truth).abs() > 0.01 * truth,
                 "slip moved the line"
             );
         }
