@@ -30,7 +30,7 @@ use crate::uplink::{
 };
 
 /// The commands every agent answers.
-pub const COMMANDS: [&str; 8] = [
+pub const COMMANDS: [&str; 9] = [
     "status",
     "ack-alert",
     "shelve-alert",
@@ -39,6 +39,7 @@ pub const COMMANDS: [&str; 8] = [
     "retry-dead-letters",
     "drop-dead-letters",
     "quality-relearn",
+    "spectrum",
 ];
 
 /// Dead letters listed by one `dead-letters` command.
@@ -176,6 +177,7 @@ impl CommandHandler for AgentCommands {
                     self.alert_command(name, args).await
                 }
                 "quality-relearn" => self.relearn(args).await,
+                "spectrum" => self.spectrum(args),
                 "dead-letters" | "retry-dead-letters" | "drop-dead-letters" => {
                     let (outbox, _) = self.upstream.as_ref().ok_or_else(|| {
                         CommandError::Refused("there is no outbox: [mqtt] is not configured".into())
@@ -192,6 +194,41 @@ impl CommandHandler for AgentCommands {
 }
 
 impl AgentCommands {
+    /// The latest spectra of one asset: `{"asset": "<id>", "envelope_max_hz": <Hz>}` (the
+    /// envelope spectrum is cut at 1 kHz unless asked otherwise: the defect lines and their
+    /// harmonics sit below it on most machines).
+    fn spectrum(&self, args: &serde_json::Value) -> Result<serde_json::Value, CommandError> {
+        let book = self
+            .board
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spectra
+            .clone();
+        let known = || {
+            let assets = book.assets();
+            if assets.is_empty() {
+                "no asset has had a waveform analysed yet".to_string()
+            } else {
+                format!("assets with spectra: {}", assets.join(", "))
+            }
+        };
+        let asset = text(args, "asset").ok_or_else(|| {
+            CommandError::Arguments(format!(
+                "spectrum needs {{\"asset\": \"<id>\"}} ({})",
+                known()
+            ))
+        })?;
+        let envelope_max_hz = args
+            .get("envelope_max_hz")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|hz| hz.is_finite() && *hz > 0.0)
+            .unwrap_or(1000.0);
+        let latest = book.get(asset).ok_or_else(|| {
+            CommandError::Refused(format!("no spectrum for asset {asset:?} ({})", known()))
+        })?;
+        Ok(latest.to_json(asset, envelope_max_hz))
+    }
+
     async fn relearn(&self, args: &serde_json::Value) -> Result<serde_json::Value, CommandError> {
         let (Some(station), Some(characteristic)) =
             (text(args, "station"), text(args, "characteristic"))

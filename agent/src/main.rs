@@ -135,6 +135,27 @@ enum Command {
         #[arg(long, default_value = "local")]
         by: String,
     },
+    /// An asset's latest vibration spectra and diagnosis, from the running agent; or, with --file,
+    /// the same analysis of a recorded waveform (WAV, or CSV with one value per line) using the
+    /// asset's [assets.waveform] and bearings.
+    Spectrum {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The asset's id.
+        asset: String,
+        /// Analyse this recording instead of asking the running agent.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Shaft speed of the recording, rpm (when the configuration takes it from a tag).
+        #[arg(long, requires = "file")]
+        rpm: Option<f64>,
+        /// Print the reply as JSON: the report and both spectra.
+        #[arg(long)]
+        json: bool,
+        /// Show the envelope spectrum up to this frequency (JSON).
+        #[arg(long, default_value_t = commands::ENVELOPE_MAX_HZ)]
+        envelope_max_hz: f64,
+    },
     /// Quality stations: relearn a characteristic's control limits.
     Quality {
         #[command(subcommand)]
@@ -413,6 +434,36 @@ async fn route(command: Command) -> Result<u8, Early> {
                 format!("unshelved {alert_id}\n")
             })
             .await
+        }
+        Command::Spectrum {
+            config,
+            asset,
+            file,
+            rpm,
+            json,
+            envelope_max_hz,
+        } => {
+            let say = move |reply: &serde_json::Value| {
+                if json {
+                    format!("{reply}\n")
+                } else {
+                    commands::format_spectrum(reply)
+                }
+            };
+            match file {
+                Some(file) => {
+                    let plan = plan(&config)?;
+                    printed(
+                        commands::waveform_asset(&plan, &asset)
+                            .and_then(|a| commands::analyze_file(a, &file, rpm))
+                            .map(|latest| say(&latest.to_json(&asset, envelope_max_hz))),
+                    )
+                }
+                None => {
+                    let args = json!({ "asset": asset, "envelope_max_hz": envelope_max_hz });
+                    ask_agent(&config, "spectrum", args, say).await
+                }
+            }
         }
         Command::Leds {
             action: LedsAction::Test { config, hold },

@@ -337,6 +337,7 @@ impl Pipeline {
                 deps.stop.clone(),
             ));
         }
+        let spectra = scorer.spectra();
         let (asset_view, assets_board) = watch::channel(crate::status::AssetView::new());
         if !plan.assets.is_empty() {
             running.tasks.spawn(keep_assessments(
@@ -359,6 +360,7 @@ impl Pipeline {
             assets: assets_board,
             lines: lines.clone(),
             quality: quality_board,
+            spectra,
         };
         Pipeline {
             running,

@@ -62,6 +62,8 @@ pub struct Board {
     pub assets: watch::Receiver<AssetView>,
     pub lines: watch::Receiver<LineView>,
     pub quality: watch::Receiver<QualityView>,
+    /// The latest spectra of waveform assets (read by the `spectrum` command, not the snapshot).
+    pub spectra: crate::vibration::SpectrumBook,
 }
 
 /// Each asset's latest assessment, by asset id.
@@ -75,6 +77,7 @@ impl Default for Board {
             assets: watch::channel(AssetView::new()).1,
             lines: watch::channel(LineView::new()).1,
             quality: watch::channel(QualityView::new()).1,
+            spectra: crate::vibration::SpectrumBook::default(),
         }
     }
 }

@@ -203,6 +203,7 @@ pub struct AssetConfig {
     /// pump, motor, compressor, conveyor, fan, gearbox, or your own (lowercase) type; selects the model.
     #[serde(rename = "type")]
     pub kind: String,
+    #[serde(default)]
     pub signals: SignalsConfig,
     #[serde(default)]
     pub nameplate: NameplateConfig,

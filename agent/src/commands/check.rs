@@ -107,6 +107,12 @@ pub fn check_report(loaded: &crate::app::Loaded) -> String {
         .filter(|(_, mapped)| *mapped)
         .map(|(role, _)| role.to_string())
         .chain((!s.currents.is_empty()).then(|| format!("{} current(s)", s.currents.len())))
+        .chain(
+            asset
+                .waveform
+                .as_ref()
+                .map(|w| waveform_line(w, &asset.bearings)),
+        )
         .collect();
         let model = loaded.models.for_type(&asset.kind).map_or_else(
             || "rules only".to_string(),
@@ -520,4 +526,21 @@ fn short_table(table: Table) -> &'static str {
         Table::InputRegister => "input",
         Table::HoldingRegister => "holding",
     }
+}
+
+/// `waveform at 25600 Hz (up to 65536 samples), bearing DE: BPFO 3.59×, BPFI 5.41×, …`
+fn waveform_line(w: &firmware_config::Waveform, bearings: &[firmware_config::Bearing]) -> String {
+    let mut line = format!(
+        "waveform at {} Hz (up to {} samples)",
+        w.sample_rate, w.max_samples
+    );
+    for b in bearings {
+        let f = b.factors;
+        let _ = write!(
+            line,
+            ", bearing {}: BPFO {:.2}×, BPFI {:.2}×, BSF {:.2}×, FTF {:.3}×",
+            b.name, f.bpfo, f.bpfi, f.bsf, f.ftf
+        );
+    }
+    line
 }

@@ -10,6 +10,7 @@ mod read;
 mod replay;
 #[cfg(feature = "sim")]
 mod sim;
+mod spectrum;
 
 pub use agent::*;
 pub use check::*;
@@ -20,6 +21,7 @@ pub use read::*;
 pub use replay::*;
 #[cfg(feature = "sim")]
 pub use sim::*;
+pub use spectrum::*;
 
 /// Process exit codes (documented in the README).
 pub mod exit {

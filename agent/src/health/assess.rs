@@ -325,9 +325,11 @@ pub fn assess(
     });
     let life = remaining_life(&state.trend, state.action);
 
+    // Checked: a date past what the clock can say is no date (never a panic in the scorer).
     let at = |hours: f64| {
-        humantime::format_rfc3339_millis(timestamp + Duration::from_secs_f64(hours * 3600.0))
-            .to_string()
+        let ahead = Duration::try_from_secs_f64(hours * 3600.0).ok()?;
+        let due = timestamp.checked_add(ahead)?;
+        Some(humantime::format_rfc3339_millis(due).to_string())
     };
     Some(Assessment {
         schema: ASSESSMENT_SCHEMA,
@@ -341,7 +343,7 @@ pub fn assess(
         model_probability,
         action: state.action,
         priority: state.action.priority(),
-        maintenance_due: life.due_in_hours.map(at),
+        maintenance_due: life.due_in_hours.and_then(at),
         remaining_life_hours: life.remaining_hours,
         remaining_life_note: life.note,
         reasons: found.into_iter().map(|f| f.reason).collect(),
@@ -403,8 +405,13 @@ fn remaining_life(trend: &Deque<Point, TREND_CAPACITY>, action: Action) -> Life 
         };
     }
     let current = points.last().map_or(1.0, |p| p.value);
+    // A fall so slow it reaches the critical level only after this many hours is no fall: a flat
+    // health's rounding noise gives slopes of 1e-17 per second, and dates centuries away.
+    const HORIZON_HOURS: f64 = 10.0 * 8760.0;
     match features::trend_slope(&points) {
-        Some(slope) if slope < 0.0 => {
+        Some(slope)
+            if slope < 0.0 && (current - CRITICAL_HEALTH).max(0.0) / -slope / 3600.0 < HORIZON_HOURS =>
+        {
             let hours = |target: f64| ((current - target).max(0.0) / -slope) / 3600.0;
             Life {
                 due_in_hours: now_due.or(Some(hours(CRITICAL_HEALTH))),
@@ -415,7 +422,10 @@ fn remaining_life(trend: &Deque<Point, TREND_CAPACITY>, action: Action) -> Life 
         _ => Life {
             due_in_hours: now_due,
             remaining_hours: None,
-            note: Some("health is not falling: no end of life in sight from the trend".into()),
+            note: Some(
+                "health is not falling (or reaches the critical level only after 10 years at this rate): no end of life in sight from the trend"
+                    .into(),
+            ),
         },
     }
 }
@@ -596,6 +606,23 @@ pub(crate) mod tests {
         assert!(flat
             .remaining_life_note
             .is_some_and(|n| n.contains("not falling")));
+    }
+
+    #[test]
+    fn a_flat_health_with_rounding_noise_has_no_end_of_life() {
+        // Found end to end: a constant health's trend had a slope of about -1e-15 per second,
+        // a due date millions of years away, and the date's conversion panicked the scorer.
+        let mut trend = Deque::new();
+        for i in 0..TREND_CAPACITY.min(20) {
+            let i = i as f64;
+            let _ = trend.push_back(Point {
+                t: i * 2.0,
+                value: 0.59 - i * 1e-15,
+            });
+        }
+        let life = remaining_life(&trend, Action::ScheduledMaintenance);
+        assert_eq!((life.due_in_hours, life.remaining_hours), (None, None));
+        assert!(life.note.is_some_and(|n| n.contains("not falling")));
     }
 
     #[test]

@@ -251,6 +251,8 @@ async fn update_waveform(
         }
         let elapsed = plant.elapsed();
         let config = config.clone();
+        // Each machine its own noise.
+        let seed = seed ^ ((machine as u64) << 32);
         let Ok(values) = tokio::task::spawn_blocking(move || config.generate(elapsed, seed)).await
         else {
             break;

@@ -411,10 +411,14 @@ fn bearing_families(
             Some((what, m, n)) if n > 0 => format!(", with {what} sidebands (±{m:.1} Hz)"),
             _ => String::new(),
         };
+        // Early (a line and a harmonic just above the floor): watch it. Developed (clear lines or
+        // several harmonics): plan the replacement — a health whose failure probability passes
+        // the scheduled-maintenance threshold. Advanced: sooner, but the envelope alone never
+        // makes it critical; the ISO zone rule leads on overall severity.
         let health = match (fundamental.db, strong) {
-            (db, s) if db >= 20.0 && s >= 3 => 0.45,
-            (db, s) if db >= 12.0 || s >= 2 => 0.6,
-            _ => 0.75,
+            (db, s) if db >= 20.0 && s >= 3 => 0.35,
+            (db, s) if db >= 12.0 || s >= 2 => 0.45,
+            _ => 0.7,
         };
         report.diagnoses.push(Diagnosis {
             fault,

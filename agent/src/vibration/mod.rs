@@ -165,6 +165,17 @@ mod tests {
     }
 
     #[test]
+    fn a_developed_bearing_defect_asks_for_planned_maintenance_but_is_not_critical() {
+        let analysis = diagnose(&Machine::motor(Fault::InnerRace, 4));
+        let health = analysis.report.diagnoses[0].health;
+        assert!(
+            health < 0.5,
+            "failure probability above the scheduled threshold: {health}"
+        );
+        assert!(health > crate::health::rules::CRITICAL_HEALTH, "{health}");
+    }
+
+    #[test]
     fn a_fault_too_faint_to_see_is_not_reported() {
         let mut machine = Machine::motor(Fault::OuterRace, 9);
         machine.severity = 0.05;

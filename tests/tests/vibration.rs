@@ -1,0 +1,148 @@
+//! Waveform diagnosis end to end: the simulator serves acceleration waveforms as OPC UA Float
+//! arrays, the agent binary reads them over a real OPC UA session, diagnoses the bearing, and
+//! `millwright spectrum` returns the latest spectra through the control socket.
+
+use std::time::Duration;
+
+use millwright_tests::{millwright_bin, mqtt::free_port, AgentProcess, OutputLines};
+
+const SIM: &str = include_str!("../fixtures/vibration-sim.toml");
+const AGENT: &str = include_str!("../fixtures/vibration-agent.toml");
+
+/// The last `assessment` log line of `asset` seen within `within`.
+async fn assessment_of(
+    agent: &mut AgentProcess,
+    asset: &str,
+    within: Duration,
+) -> serde_json::Value {
+    let line = agent
+        .log
+        .wait_for(within, |line| {
+            line.contains("\"assessment\"") && line.contains(&format!("\"asset\":\"{asset}\""))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no assessment of {asset}:\n{}", agent.log.transcript()));
+    serde_json::from_str(&line).expect("JSON log line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearing_defect_is_diagnosed_from_opc_ua_waveforms_and_its_spectrum_is_served() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = dir.path().join("sim.toml");
+    std::fs::write(&sim, SIM).expect("sim config");
+    let port = free_port();
+    let mut simulator = tokio::process::Command::new(millwright_bin())
+        .args(["simulate", "-c"])
+        .arg(&sim)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--opcua", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("simulator");
+    let mut output = OutputLines::follow(simulator.stdout.take().expect("stdout"));
+    assert!(
+        output
+            .wait_for(Duration::from_secs(30), |l| l.starts_with("OPC UA:"))
+            .await
+            .is_some(),
+        "{}",
+        output.transcript()
+    );
+    let config = dir.path().join("agent.toml");
+    let text = AGENT
+        .replace("127.0.0.1:4840", &format!("127.0.0.1:{port}"))
+        .replace("[agent]\n", "[agent]\ndata_dir = \"state\"\n");
+    std::fs::write(&config, text).expect("agent config");
+    let mut agent = AgentProcess::spawn(&config);
+
+    // G-1's buffer is too small for the fan's waveforms: the first is rejected and said at once
+    // (then every hundredth).
+    let rejected = agent
+        .wait_log(Duration::from_secs(30), "waveform rejected")
+        .await
+        .unwrap_or_else(|| panic!("{}", agent.log.transcript()));
+    assert_eq!(rejected["fields"]["asset"], "G-1", "{rejected}");
+    assert!(
+        rejected["fields"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("longer than max_samples = 4096")),
+        "{rejected}"
+    );
+
+    // The motor: an outer-race defect named with its frequency, in the reasons and the report.
+    let motor = assessment_of(&mut agent, "M-1", Duration::from_secs(60)).await;
+    let reasons = motor["fields"]["reasons"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let motor = loop {
+        if reasons.contains("outer race defect suspected on bearing DE: BPFO") {
+            break motor;
+        }
+        let next = assessment_of(&mut agent, "M-1", Duration::from_secs(30)).await;
+        let reasons = next["fields"]["reasons"].as_str().unwrap_or_default();
+        if reasons.contains("outer race defect suspected on bearing DE: BPFO") {
+            break next;
+        }
+    };
+    assert_ne!(motor["fields"]["action"], "routine_monitoring", "{motor}");
+
+    // The healthy fan: assessed from its waveform's velocity (ISO zone A), nothing suspected.
+    let fan = assessment_of(&mut agent, "F-1", Duration::from_secs(30)).await;
+    let fan_reasons = fan["fields"]["reasons"].as_str().unwrap_or_default();
+    assert!(
+        fan_reasons.contains("in zone A") && !fan_reasons.contains("suspected"),
+        "{fan}"
+    );
+
+    // The spectrum through the control socket: the BPFO line where the slipping shaft puts it.
+    let reply = tokio::process::Command::new(millwright_bin())
+        .args(["spectrum", "M-1", "--json", "-c"])
+        .arg(&config)
+        .output()
+        .await
+        .expect("spectrum");
+    assert!(
+        reply.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reply.stderr)
+    );
+    let spectrum: serde_json::Value = serde_json::from_slice(&reply.stdout).expect("JSON");
+    let df = spectrum["envelope"]["df_hz"].as_f64().expect("resolution");
+    let amplitudes = spectrum["envelope"]["amplitude"]
+        .as_array()
+        .expect("envelope");
+    assert!(
+        amplitudes.len() as f64 * df >= 990.0,
+        "up to 1 kHz: {}",
+        amplitudes.len()
+    );
+    let bpfo = spectrum["report"]["peaks"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["label"] == "BPFO"))
+        .unwrap_or_else(|| panic!("{spectrum}"));
+    // 1480 rpm less 1.5 % slip, times the 6205's 3.585.
+    let truth = 1480.0 / 60.0 * 0.985 * 3.5847;
+    let found = bpfo["hz"].as_f64().expect("hz");
+    assert!(
+        (found - truth).abs() <= 1.5 * df,
+        "BPFO at {found} Hz, true {truth} Hz, df {df}"
+    );
+
+    let refused = tokio::process::Command::new(millwright_bin())
+        .args(["spectrum", "NOPE", "-c"])
+        .arg(&config)
+        .output()
+        .await
+        .expect("spectrum");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && said.contains("no spectrum for asset \"NOPE\"")
+            && said.contains("M-1"),
+        "{said}"
+    );
+    agent.terminate().await;
+}
