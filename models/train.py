@@ -41,6 +41,13 @@ FEATURES = [
     ("pressure_deviation", "fraction of the operating range"),
     ("pressure_fluctuation", "standard deviation / mean"),
 ]
+# Features of an asset's acceleration waveform ([assets.waveform]); the simulated fleet has none, so
+# a model takes them only when trained on a fleet's own table (`--data` with `--features`).
+WAVEFORM_FEATURES = [
+    ("acceleration_kurtosis", "fourth moment / variance squared (3 for Gaussian vibration)"),
+    ("acceleration_crest_factor", "peak / RMS of the acceleration"),
+    ("bearing_defect_db", "strongest bearing defect line, dB above the envelope noise floor"),
+]
 KINDS = ["healthy", "bearing_wear", "thermal_overload", "phase_unbalance", "cavitation"]
 HORIZON_HOURS = 48
 
@@ -126,6 +133,21 @@ def fleet(runs_per_kind: int, seed: int):
                 f"rated_current = 45.0, pressure_range = [3.0, 6.0] }}\n"
             )
     return "".join(sim), "".join(agent), runs
+
+
+def select_features(names, have_data: bool):
+    """Narrows or extends FEATURES (in place: every step below reads it) to the names asked for."""
+    if not names:
+        return
+    known = dict(FEATURES + WAVEFORM_FEATURES)
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown feature(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    waveform = [n for n in wanted if n in dict(WAVEFORM_FEATURES)]
+    if waveform and not have_data:
+        raise SystemExit(f"{', '.join(waveform)} need --data: the simulated fleet has no waveforms")
+    FEATURES[:] = [(n, known[n]) for n in wanted]
 
 
 def read_rows(path: Path):
@@ -248,7 +270,14 @@ def main():
         help="train on this table (CSV: run, fault, label, hours_to_failure, rule_probability and the features; "
         "`fleet training` writes it from a fleet's own history) instead of the simulated fleet",
     )
+    ap.add_argument(
+        "--features",
+        help="comma-separated model inputs, from the nine defaults and "
+        + ", ".join(n for n, _ in WAVEFORM_FEATURES)
+        + " (these need --data with those columns)",
+    )
     args = ap.parse_args()
+    select_features(args.features, bool(args.data))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

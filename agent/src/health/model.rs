@@ -42,10 +42,16 @@ pub enum ModelFeature {
     PressureDeviation,
     /// Pressure standard deviation over mean.
     PressureFluctuation,
+    /// Kurtosis of the latest acceleration waveform (3 for Gaussian vibration; impacts raise it).
+    AccelerationKurtosis,
+    /// Peak over RMS of the latest acceleration waveform.
+    AccelerationCrestFactor,
+    /// The strongest bearing defect line in the envelope spectrum, dB above its noise floor.
+    BearingDefectDb,
 }
 
 impl ModelFeature {
-    pub const ALL: [ModelFeature; 9] = [
+    pub const ALL: [ModelFeature; 12] = [
         ModelFeature::VibrationSeverity,
         ModelFeature::VibrationTrend,
         ModelFeature::BearingTemperatureRatio,
@@ -55,6 +61,9 @@ impl ModelFeature {
         ModelFeature::CurrentLoad,
         ModelFeature::PressureDeviation,
         ModelFeature::PressureFluctuation,
+        ModelFeature::AccelerationKurtosis,
+        ModelFeature::AccelerationCrestFactor,
+        ModelFeature::BearingDefectDb,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +77,9 @@ impl ModelFeature {
             ModelFeature::CurrentLoad => "current_load",
             ModelFeature::PressureDeviation => "pressure_deviation",
             ModelFeature::PressureFluctuation => "pressure_fluctuation",
+            ModelFeature::AccelerationKurtosis => "acceleration_kurtosis",
+            ModelFeature::AccelerationCrestFactor => "acceleration_crest_factor",
+            ModelFeature::BearingDefectDb => "bearing_defect_db",
         }
     }
 
@@ -88,6 +100,10 @@ impl ModelFeature {
             ModelFeature::PressureDeviation | ModelFeature::PressureFluctuation => {
                 "signals.pressure with nameplate.pressure_range"
             }
+            ModelFeature::AccelerationKurtosis | ModelFeature::AccelerationCrestFactor => {
+                "[assets.waveform]"
+            }
+            ModelFeature::BearingDefectDb => "[assets.waveform] with [[assets.bearings]]",
         }
     }
 
@@ -110,6 +126,10 @@ impl ModelFeature {
             ModelFeature::PressureDeviation | ModelFeature::PressureFluctuation => {
                 s.pressure.is_some() && plate.pressure_range.is_some()
             }
+            ModelFeature::AccelerationKurtosis | ModelFeature::AccelerationCrestFactor => {
+                asset.waveform.is_some()
+            }
+            ModelFeature::BearingDefectDb => asset.waveform.is_some() && !asset.bearings.is_empty(),
         }
     }
 
@@ -151,6 +171,9 @@ impl ModelFeature {
                 ))
             }
             ModelFeature::PressureFluctuation => observed.pressure_fluctuation,
+            ModelFeature::AccelerationKurtosis => Some(observed.waveform.as_ref()?.kurtosis),
+            ModelFeature::AccelerationCrestFactor => Some(observed.waveform.as_ref()?.crest_factor),
+            ModelFeature::BearingDefectDb => observed.waveform.as_ref()?.bearing_defect_db(),
         }
     }
 }
@@ -605,5 +628,77 @@ pub(crate) mod tests {
         // The shipped manifest says what to assume for every input, so any asset can use it.
         let shipped = Model::load(&shipped()).unwrap_or_else(|e| panic!("{e}"));
         assert!(shipped.cannot_feed(&asset).is_empty());
+    }
+
+    #[test]
+    fn waveform_features_come_from_the_latest_waveform_report() {
+        use crate::vibration::dsp::Analyzer;
+        use crate::vibration::synth::{Fault, Machine};
+        let machine = Machine::motor(Fault::OuterRace, 2);
+        let waveform = firmware_config::Waveform {
+            tag: 0,
+            sample_rate: machine.sample_rate,
+            to_m_s2: 1.0,
+            max_samples: machine.samples,
+            shaft: Some(firmware_config::ShaftSpeed::Fixed {
+                hz: machine.shaft_hz,
+            }),
+            velocity_band: [10.0, 1000.0],
+            envelope_band: None,
+            speed_tolerance: 0.02,
+        };
+        let bearings = vec![firmware_config::Bearing {
+            name: "DE".into(),
+            factors: machine.bearing,
+        }];
+        let report = crate::vibration::analyze(
+            &mut Analyzer::new(),
+            &machine.waveform(),
+            &waveform,
+            &bearings,
+            Some(machine.shaft_hz),
+            None,
+        )
+        .expect("analysis")
+        .report;
+        let mut asset = Asset {
+            id: "M-1".into(),
+            kind: "motor".into(),
+            signals: firmware_config::Signals::default(),
+            nameplate: firmware_config::Nameplate {
+                vibration_class: None,
+                insulation_class: None,
+                rated_current: None,
+                pressure_range: None,
+                bearing_temperature_limit: 95.0,
+            },
+            waveform: Some(waveform),
+            bearings: Vec::new(),
+        };
+        assert!(ModelFeature::AccelerationKurtosis.feedable(&asset));
+        assert!(
+            !ModelFeature::BearingDefectDb.feedable(&asset),
+            "no bearings"
+        );
+        asset.bearings = bearings;
+        let observed = Observed {
+            waveform: Some(Arc::new(report.clone())),
+            ..Observed::default()
+        };
+        let db = ModelFeature::BearingDefectDb.value(&asset, &observed);
+        assert!(db.is_some_and(|db| db > 15.0), "{db:?}");
+        assert_eq!(
+            ModelFeature::AccelerationKurtosis.value(&asset, &observed),
+            Some(report.kurtosis)
+        );
+        assert!(
+            report.kurtosis > 3.5,
+            "impacts raise the kurtosis: {}",
+            report.kurtosis
+        );
+        assert_eq!(
+            ModelFeature::AccelerationCrestFactor.value(&asset, &Observed::default()),
+            None
+        );
     }
 }
