@@ -400,7 +400,7 @@ impl Sinks {
                 }
             }
             Output::MoveImage { file, to } => {
-                if let Err(error) = camera::move_image(file, to) {
+                if let Err(error) = crate::sources::folder::move_into(file, to) {
                     warn!(%error, file = %file.display(), to, "cannot move the camera image");
                 }
             }

@@ -1,5 +1,6 @@
 //! Acquisition: protocol clients that turn devices into [`Sample`](crate::sample::Sample)s.
 
+pub mod folder;
 pub mod modbus;
 pub mod opcua;
 pub mod stats;
