@@ -35,7 +35,7 @@ fn main() {
     let machine = Machine::motor(Fault::InnerRace, 1);
     let x = machine.waveform();
     let settings = |envelope_band| Waveform {
-        tag: 0,
+        source: firmware_config::WaveformSource::Tag(0),
         sample_rate: machine.sample_rate,
         to_m_s2: 1.0,
         max_samples: x.len(),

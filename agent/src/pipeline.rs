@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +37,36 @@ use crate::uplink::encode::sparkplug::{LiveTags, NodeParts};
 use crate::uplink::encode::{Both, Encoder, Sparkplug, Topics, UnsJson};
 use crate::uplink::{CommandHandler, Identity, Uplink, UplinkParts, UplinkStats};
 use crate::{changes, outputs, production, quality, reports};
+
+/// Starts a watcher for each waveform asset's recordings folder; what they read reaches the
+/// scorer on the receiver (closed at once without such assets).
+fn recordings_folders(
+    plan: &firmware_config::Plan,
+    clock: &Arc<dyn Clock>,
+    stop: &CancellationToken,
+    running: &mut Running,
+) -> mpsc::Receiver<crate::vibration::Recorded> {
+    let (found, recordings) = mpsc::channel(4);
+    for (asset, a) in plan.assets.iter().enumerate() {
+        let Some(w) = &a.waveform else { continue };
+        if let firmware_config::WaveformSource::Folder { path, poll, keep } = &w.source {
+            let folder = crate::sources::recordings::RecordingsFolder {
+                asset,
+                path: path.clone(),
+                poll: *poll,
+                keep: *keep,
+                max_samples: w.max_samples,
+            };
+            running.tasks.spawn(crate::sources::recordings::watch(
+                folder,
+                found.clone(),
+                Arc::clone(clock),
+                stop.clone(),
+            ));
+        }
+    }
+    recordings
+}
 
 /// Starts each quality station's divert output (`None` for a station without one).
 fn quality_diverts(
@@ -345,9 +375,11 @@ impl Pipeline {
                 asset_view,
                 deps.stop.clone(),
             ));
+            let recordings = recordings_folders(plan, clock, &deps.stop, &mut running);
             running.tasks.spawn(scorer::run(
                 scorer,
                 bus.subscribe(),
+                recordings,
                 Arc::clone(clock),
                 plan.scoring.assess_interval,
                 assessments.clone(),

@@ -479,6 +479,7 @@ pub(crate) fn validate_assets(
     check: &mut Checker<'_, '_>,
     tags: &TagDirectory<'_>,
     assets: &[(usize, AssetConfig)],
+    config_dir: &Path,
 ) -> Vec<Asset> {
     let mut seen = HashSet::new();
     let mut valid = Vec::new();
@@ -659,6 +660,7 @@ pub(crate) fn validate_assets(
             &under,
             (config.waveform.as_ref(), &config.bearings),
             speed,
+            config_dir,
         );
         if check.errors.len() == before {
             valid.push(Asset {

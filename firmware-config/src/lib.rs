@@ -60,6 +60,7 @@ pub use uplink::{
 };
 pub use vibration::{
     AccelerationUnit, Bearing, BearingConfig, DefectFactors, ShaftSpeed, Waveform, WaveformConfig,
+    WaveformSource,
 };
 
 use modbus::{Checker, DeviceParts};
@@ -461,7 +462,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Plan, ConfigErrors> {
         config_dir,
     );
     let directory = assets::TagDirectory::new(&devices, &opcua, tag_names);
-    let assets = assets::validate_assets(&mut check, &directory, &assets);
+    let assets = assets::validate_assets(&mut check, &directory, &assets, config_dir);
     let line_names: HashSet<String> = lines.iter().map(|(_, l)| l.name.clone()).collect();
     let inspected: HashSet<String> = stations
         .iter()

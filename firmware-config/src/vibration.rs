@@ -5,9 +5,13 @@
 //! Validation turns bearing geometry into defect frequency factors (orders of shaft speed), so the
 //! agent works with factors only, whether they came from geometry or a catalogue.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use crate::assets::{TagDirectory, TagIndex};
+use crate::duration::HumanDuration;
 use crate::modbus::Checker;
 use crate::source::Seg;
 
@@ -32,9 +36,19 @@ pub enum AccelerationUnit {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WaveformConfig {
-    /// The tag whose values are waveforms: an OPC UA array node.
-    pub tag: String,
-    /// Samples per second of every waveform.
+    /// The tag whose values are waveforms: an OPC UA array node. Or `folder`.
+    pub tag: Option<String>,
+    /// A folder that recordings are dropped into (WAV, or CSV with one value per line), relative
+    /// to this file: each finished file is analysed once, then moved to `done/` (or `rejected/`),
+    /// where files older than `keep` are deleted. Or `tag`.
+    pub folder: Option<PathBuf>,
+    /// How often the folder is listed besides inotify's announcements (default 5s).
+    #[serde(default = "default_poll")]
+    pub poll: HumanDuration,
+    /// How long analysed recordings stay in `done/` and `rejected/` (default 7d).
+    #[serde(default = "default_keep")]
+    pub keep: HumanDuration,
+    /// Samples per second of every waveform (a WAV file's own rate wins).
     pub sample_rate: f64,
     /// Unit of the samples after `scale`: "g" (default) or "m/s²".
     #[serde(default)]
@@ -60,6 +74,12 @@ pub struct WaveformConfig {
     pub speed_tolerance: f64,
 }
 
+fn default_poll() -> HumanDuration {
+    HumanDuration::from_millis(5_000)
+}
+fn default_keep() -> HumanDuration {
+    HumanDuration::from_millis(7 * 86_400_000)
+}
 fn one() -> f64 {
     1.0
 }
@@ -135,10 +155,23 @@ pub enum ShaftSpeed {
     },
 }
 
+/// Where an asset's waveforms come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WaveformSource {
+    /// A tag whose values are arrays.
+    Tag(TagIndex),
+    /// Recordings dropped into a folder.
+    Folder {
+        path: PathBuf,
+        poll: Duration,
+        keep: Duration,
+    },
+}
+
 /// The validated `[assets.waveform]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Waveform {
-    pub tag: TagIndex,
+    pub source: WaveformSource,
     pub sample_rate: f64,
     /// Multiplies a sample into m/s².
     pub to_m_s2: f64,
@@ -158,6 +191,7 @@ pub(crate) fn validate(
     at: &dyn Fn(&[Seg<'static>]) -> Vec<Seg<'static>>,
     config: (Option<&WaveformConfig>, &[BearingConfig]),
     speed: Option<(TagIndex, bool)>,
+    config_dir: &Path,
 ) -> (Option<Waveform>, Vec<Bearing>) {
     let (waveform, bearings) = config;
     let bearings: Vec<Bearing> = bearings
@@ -183,22 +217,7 @@ pub(crate) fn validate(
         return (None, bearings);
     };
     let key = |k: &'static str| at(&[Seg::Key("waveform"), Seg::Key(k)]);
-    let tag = match tags.lookup(&w.tag) {
-        Ok((index, _, None)) => Some(index),
-        Ok((_, _, Some(kind))) => {
-            check.err(
-                &key("tag"),
-                component,
-                format!("tag {:?} is {kind}, not a waveform", w.tag),
-            );
-            None
-        }
-        Err(Some(message)) => {
-            check.err(&key("tag"), component, message);
-            None
-        }
-        Err(None) => None,
-    };
+    let source = source(check, tags, component, &key, w, config_dir);
     let nyquist = w.sample_rate / 2.0;
     if !(w.sample_rate.is_finite() && w.sample_rate >= 100.0) {
         check.err(
@@ -251,8 +270,8 @@ pub(crate) fn validate(
             "bearing defect frequencies need the shaft speed: set shaft_rpm here or map signals.speed",
         );
     }
-    let waveform = tag.map(|tag| Waveform {
-        tag,
+    let waveform = source.map(|source| Waveform {
+        source,
         sample_rate: w.sample_rate,
         to_m_s2: w.scale
             * match w.unit {
@@ -266,6 +285,56 @@ pub(crate) fn validate(
         speed_tolerance: w.speed_tolerance,
     });
     (waveform, bearings)
+}
+
+/// The waveform's tag or folder: exactly one of them.
+fn source(
+    check: &mut Checker<'_, '_>,
+    tags: &TagDirectory<'_>,
+    component: &str,
+    key: &dyn Fn(&'static str) -> Vec<Seg<'static>>,
+    w: &WaveformConfig,
+    config_dir: &Path,
+) -> Option<WaveformSource> {
+    match (&w.tag, &w.folder) {
+        (Some(tag), None) => match tags.lookup(tag) {
+            Ok((index, _, None)) => Some(WaveformSource::Tag(index)),
+            Ok((_, _, Some(kind))) => {
+                check.err(
+                    &key("tag"),
+                    component,
+                    format!("tag {tag:?} is {kind}, not a waveform"),
+                );
+                None
+            }
+            Err(Some(message)) => {
+                check.err(&key("tag"), component, message);
+                None
+            }
+            Err(None) => None,
+        },
+        (None, Some(folder)) => {
+            if w.poll.get() < Duration::from_millis(100) {
+                check.err(&key("poll"), component, "poll must be at least 100ms");
+                return None;
+            }
+            Some(WaveformSource::Folder {
+                path: config_dir.join(folder),
+                poll: w.poll.get(),
+                keep: w.keep.get(),
+            })
+        }
+        _ => {
+            let mut table = key("tag");
+            table.pop();
+            check.err(
+                &table,
+                component,
+                "a waveform comes from a tag (an OPC UA array) or a folder of recordings: give one of tag and folder",
+            );
+            None
+        }
+    }
 }
 
 fn band(

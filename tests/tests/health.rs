@@ -146,6 +146,8 @@ async fn a_healthy_pump_stays_in_routine_monitoring_and_a_rough_one_needs_immedi
     let task = tokio::spawn(scorer::run(
         Scorer::new(&plan, Default::default()),
         agent.bus.subscribe(),
+        // No recordings folder: the scorer takes samples only.
+        tokio::sync::mpsc::channel(1).1,
         clock,
         plan.scoring.assess_interval,
         sender,

@@ -146,3 +146,71 @@ async fn a_bearing_defect_is_diagnosed_from_opc_ua_waveforms_and_its_spectrum_is
     );
     agent.terminate().await;
 }
+
+const FOLDER_AGENT: &str = include_str!("../fixtures/vibration-folder-agent.toml");
+
+/// Writes `samples` as a 32-bit float WAV the way an uploader should: under a temporary name,
+/// then renamed into place.
+fn drop_wav(folder: &std::path::Path, name: &str, samples: &[f32], rate: u32) {
+    let temporary = folder.join(format!(".{name}.tmp"));
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut writer = hound::WavWriter::create(&temporary, spec).expect("wav");
+    for &s in samples {
+        writer.write_sample(s).expect("sample");
+    }
+    writer.finalize().expect("finalize");
+    std::fs::rename(&temporary, folder.join(name)).expect("rename");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_dropped_into_a_folder_are_diagnosed_and_a_bad_one_is_set_aside() {
+    use millwright::vibration::synth::{Fault, Machine};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("agent.toml");
+    let text = FOLDER_AGENT.replace("[agent]\n", "[agent]\ndata_dir = \"state\"\n");
+    std::fs::write(&config, text).expect("agent config");
+    let mut agent = AgentProcess::spawn(&config);
+    assert!(
+        agent
+            .wait_log(Duration::from_secs(30), "watching for waveform recordings")
+            .await
+            .is_some(),
+        "{}",
+        agent.log.transcript()
+    );
+    let folder = dir.path().join("recordings");
+
+    // A corrupt recording: set aside under rejected/, with the reason said.
+    std::fs::write(folder.join("bad.wav"), b"RIFF\x10\0\0\0WAVEjunk").expect("write");
+    let rejected = agent
+        .wait_log(Duration::from_secs(30), "recording rejected")
+        .await
+        .unwrap_or_else(|| panic!("{}", agent.log.transcript()));
+    assert!(
+        rejected["fields"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot read the waveform")),
+        "{rejected}"
+    );
+    assert!(folder.join("rejected/bad.wav").exists());
+
+    // An inner-race recording at its own sample rate (12.8 kHz, not the configured 25.6 kHz).
+    let mut machine = Machine::motor(Fault::InnerRace, 21);
+    machine.sample_rate = 12_800.0;
+    machine.resonance_hz = 3_000.0;
+    drop_wav(&folder, "rec-1.wav", &machine.waveform(), 12_800);
+    let motor = assessment_of(&mut agent, "M-2", Duration::from_secs(30)).await;
+    let reasons = motor["fields"]["reasons"].as_str().unwrap_or_default();
+    assert!(
+        reasons.contains("inner race defect suspected on bearing DE: BPFI"),
+        "{motor}"
+    );
+    assert!(folder.join("done/rec-1.wav").exists(), "moved to done/");
+    assert!(!folder.join("rec-1.wav").exists());
+    agent.terminate().await;
+}

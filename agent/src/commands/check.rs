@@ -530,8 +530,14 @@ fn short_table(table: Table) -> &'static str {
 
 /// `waveform at 25600 Hz (up to 65536 samples), bearing DE: BPFO 3.59×, BPFI 5.41×, …`
 fn waveform_line(w: &firmware_config::Waveform, bearings: &[firmware_config::Bearing]) -> String {
+    let from = match &w.source {
+        firmware_config::WaveformSource::Tag(_) => String::new(),
+        firmware_config::WaveformSource::Folder { path, .. } => {
+            format!(" from recordings in {}", path.display())
+        }
+    };
     let mut line = format!(
-        "waveform at {} Hz (up to {} samples)",
+        "waveform at {} Hz (up to {} samples){from}",
         w.sample_rate, w.max_samples
     );
     for b in bearings {

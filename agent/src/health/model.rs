@@ -636,7 +636,7 @@ pub(crate) mod tests {
         use crate::vibration::synth::{Fault, Machine};
         let machine = Machine::motor(Fault::OuterRace, 2);
         let waveform = firmware_config::Waveform {
-            tag: 0,
+            source: firmware_config::WaveformSource::Tag(0),
             sample_rate: machine.sample_rate,
             to_m_s2: 1.0,
             max_samples: machine.samples,

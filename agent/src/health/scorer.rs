@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use firmware_config::{Asset, Plan, Scoring, ShaftSpeed};
-use tokio::sync::broadcast;
+use firmware_config::{Asset, Plan, Scoring, ShaftSpeed, WaveformSource};
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -25,7 +25,9 @@ use super::window::Window;
 use crate::bus::Subscriber;
 use crate::clock::Clock;
 use crate::sample::{Sample, Value};
-use crate::vibration::{self, dsp::Analyzer, SpectrumBook, VibrationReport, WaveformSlot};
+use crate::vibration::{
+    self, dsp::Analyzer, Recorded, SpectrumBook, VibrationReport, WaveformSlot,
+};
 
 /// The signal slots an asset's windows hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +124,10 @@ impl Scorer {
             .assets
             .iter()
             .enumerate()
-            .filter_map(|(a, asset)| Some((asset.waveform.as_ref()?.tag, a)))
+            .filter_map(|(a, asset)| match asset.waveform.as_ref()?.source {
+                WaveformSource::Tag(tag) => Some((tag, a)),
+                WaveformSource::Folder { .. } => None,
+            })
             .collect();
         Scorer {
             assets,
@@ -195,6 +200,28 @@ impl Scorer {
         }
     }
 
+    /// Takes a recording from the asset's folder (`Err`: the file could not be read as one).
+    pub fn take_recording(&mut self, recorded: Recorded, t: f64) {
+        let Some(runtime) = self.assets.get_mut(recorded.asset) else {
+            return;
+        };
+        let (Some(w), Some(settings)) = (&mut runtime.waveform, &runtime.asset.waveform) else {
+            return;
+        };
+        let outcome = recorded.recording.and_then(|r| {
+            w.slot
+                .accept_samples(&r.samples, settings.to_m_s2, r.sample_rate)
+                .map_err(|e| e.to_string())
+        });
+        match outcome {
+            Ok(()) => w.arrived = t,
+            Err(error) => {
+                w.slot.count_rejected();
+                warn!(asset = %runtime.asset.id, file = %recorded.file.display(), %error, rejected = w.slot.rejected, "recording rejected");
+            }
+        }
+    }
+
     /// Analyses each waveform that arrived since the last round, keeping its report for the
     /// assessment and its spectra for `millwright spectrum`.
     fn analyze_waveforms(&mut self, timestamp: SystemTime) {
@@ -213,11 +240,23 @@ impl Scorer {
                     .map(|p| if per_minute { p.value / 60.0 } else { p.value }),
                 None => None,
             };
-            let Some(samples) = w.slot.take_fresh() else {
+            let Some((samples, rate)) = w.slot.take_fresh() else {
                 continue;
             };
             let class = runtime.asset.nameplate.vibration_class;
             let bearings = &runtime.asset.bearings;
+            // A recording's own sample rate (a WAV file's) wins over the configured one.
+            let own_rate;
+            let settings = match rate {
+                Some(rate) if rate != settings.sample_rate => {
+                    own_rate = firmware_config::Waveform {
+                        sample_rate: rate,
+                        ..settings.clone()
+                    };
+                    &own_rate
+                }
+                _ => settings,
+            };
             let analysis = vibration::analyze(
                 &mut self.analyzer,
                 samples,
@@ -388,6 +427,7 @@ fn hourly_trend(window: &Window, scratch: &mut Vec<Point>) -> Option<f64> {
 pub async fn run(
     mut scorer: Scorer,
     mut samples: Subscriber,
+    mut recordings: mpsc::Receiver<Recorded>,
     clock: Arc<dyn Clock>,
     every: Duration,
     out: broadcast::Sender<Assessment>,
@@ -401,9 +441,15 @@ pub async fn run(
     // The first round one interval after the start, when the windows have something in them.
     tick.tick().await;
     let mut drain = crate::clock::ticker(crate::bus::DRAIN_EVERY);
+    // Closed at once when no asset has a recordings folder.
+    let mut folders_open = true;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
+            recorded = recordings.recv(), if folders_open => match recorded {
+                Some(recorded) => scorer.take_recording(recorded, t()),
+                None => folders_open = false,
+            },
             // Drained rather than awaited: a sample's time on the scorer's line is late by up to
             // DRAIN_EVERY (100 ms; assessments are 10 s apart by default, 100 ms at the least).
             _ = drain.tick() => {

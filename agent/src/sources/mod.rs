@@ -3,6 +3,7 @@
 pub mod folder;
 pub mod modbus;
 pub mod opcua;
+pub mod recordings;
 pub mod stats;
 
 pub use stats::{DeviceStats, StatsSnapshot};

@@ -11,10 +11,12 @@
 
 pub mod diagnose;
 pub mod dsp;
+pub mod recordings;
 pub mod synth;
 pub mod waveforms;
 
 pub use diagnose::{analyze, Analysis, Diagnosis, FaultKind, Peak, VibrationReport};
+pub use recordings::{read_recording, Recorded, Recording};
 pub use waveforms::{Latest, Rejected, SpectrumBook, WaveformSlot};
 
 #[cfg(test)]
@@ -27,7 +29,7 @@ mod tests {
 
     fn settings(machine: &Machine) -> (Waveform, Vec<Bearing>) {
         let waveform = Waveform {
-            tag: 0,
+            source: firmware_config::WaveformSource::Tag(0),
             sample_rate: machine.sample_rate,
             to_m_s2: 1.0,
             max_samples: machine.samples,

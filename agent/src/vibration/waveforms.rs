@@ -28,6 +28,8 @@ pub enum Rejected {
 pub struct WaveformSlot {
     buffer: Vec<f32>,
     len: usize,
+    /// The waveform's own sample rate, when its source said (a WAV file).
+    rate: Option<f64>,
     fresh: bool,
     pub accepted: u64,
     pub rejected: u64,
@@ -38,6 +40,7 @@ impl WaveformSlot {
         WaveformSlot {
             buffer: vec![0.0; max_samples],
             len: 0,
+            rate: None,
             fresh: false,
             accepted: 0,
             rejected: 0,
@@ -77,16 +80,53 @@ impl WaveformSlot {
             *slot = (item.as_f64().unwrap_or(0.0) * to_m_s2) as f32;
         }
         self.len = len;
+        self.rate = None;
         self.fresh = true;
         Ok(())
     }
 
-    /// The waveform received since the last call, if any.
-    pub fn take_fresh(&mut self) -> Option<&[f32]> {
+    /// Copies in a recording's samples, scaled by `to_m_s2`, with its own sample rate if it has
+    /// one. A rejected recording is counted by the caller (with the files it could not read).
+    pub fn accept_samples(
+        &mut self,
+        samples: &[f32],
+        to_m_s2: f64,
+        rate: Option<f64>,
+    ) -> Result<(), Rejected> {
+        let (len, max) = (samples.len(), self.buffer.len());
+        if len > max {
+            return Err(Rejected::TooLong { len, max });
+        }
+        let min = firmware_config::vibration::MIN_WAVEFORM;
+        if len < min {
+            return Err(Rejected::TooShort { len, min });
+        }
+        if samples
+            .iter()
+            .any(|v| !(f64::from(*v) * to_m_s2).is_finite())
+        {
+            return Err(Rejected::NotFinite);
+        }
+        for (slot, &v) in self.buffer.iter_mut().zip(samples) {
+            *slot = (f64::from(v) * to_m_s2) as f32;
+        }
+        self.len = len;
+        self.rate = rate;
+        self.fresh = true;
+        self.accepted += 1;
+        Ok(())
+    }
+
+    pub fn count_rejected(&mut self) {
+        self.rejected += 1;
+    }
+
+    /// The waveform received since the last call, if any, with its own sample rate if it had one.
+    pub fn take_fresh(&mut self) -> Option<(&[f32], Option<f64>)> {
         if !std::mem::take(&mut self.fresh) {
             return None;
         }
-        Some(&self.buffer[..self.len])
+        Some((&self.buffer[..self.len], self.rate))
     }
 }
 
@@ -179,7 +219,8 @@ mod tests {
         let mut slot = WaveformSlot::new(1024);
         slot.accept(&array((0..512).map(f64::from)), 2.0)
             .expect("accepted");
-        let wave = slot.take_fresh().expect("fresh");
+        let (wave, rate) = slot.take_fresh().expect("fresh");
+        assert_eq!(rate, None, "an array carries no rate of its own");
         assert_eq!(wave.len(), 512);
         assert_eq!(wave[10], 20.0);
         assert!(slot.take_fresh().is_none(), "taken once");
@@ -211,7 +252,7 @@ mod tests {
         let text = Value::Array(vec![Value::Text("x".into()); 300].into());
         assert_eq!(slot.accept(&text, 1.0), Err(Rejected::NotNumeric));
         assert_eq!((slot.accepted, slot.rejected), (1, 5));
-        let wave = slot.take_fresh().expect("the good one is still there");
+        let (wave, _) = slot.take_fresh().expect("the good one is still there");
         assert_eq!((wave.len(), wave[299]), (300, 299.0));
     }
 

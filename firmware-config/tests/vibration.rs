@@ -1,0 +1,145 @@
+//! `[assets.waveform]` and `[[assets.bearings]]`: geometry becomes defect factors, the waveform's
+//! source, bands and shaft speed are checked, and each mistake is reported at its line.
+
+mod common;
+
+use std::path::Path;
+
+use common::one_error;
+use firmware_config::{load_str, ShaftSpeed, WaveformSource};
+
+const TAGS: &str = r#"
+[[opcua]]
+name = "sensors"
+url = "opc.tcp://127.0.0.1:4840"
+security_policy = "None"
+security_mode = "None"
+
+[[opcua.tags]]
+name = "accel"
+node = "ns=2;s=accel"
+
+[[opcua.tags]]
+name = "speed"
+node = "ns=2;s=speed"
+unit = "rpm"
+"#;
+
+fn asset(waveform: &str, bearings: &str) -> String {
+    format!(
+        "{TAGS}\n[[assets]]\nid = \"M-1\"\ntype = \"motor\"\nsignals = {{ speed = \"speed\" }}\nnameplate = {{ iso_group = 2, foundation = \"rigid\" }}\n{waveform}\n{bearings}"
+    )
+}
+
+const WAVEFORM: &str = "[assets.waveform]\ntag = \"accel\"\nsample_rate = 25600\n";
+const BEARING: &str = "[[assets.bearings]]\nname = \"DE\"\nrolling_elements = 9\nball_diameter = 7.94\npitch_diameter = 39.04\n";
+
+#[test]
+fn a_waveform_with_a_bearing_resolves_its_tag_speed_and_factors() {
+    let plan = load_str(
+        Path::new("/etc/millwright/plant.toml"),
+        &asset(WAVEFORM, BEARING),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let a = &plan.assets[0];
+    let w = a.waveform.as_ref().expect("waveform");
+    assert_eq!(w.source, WaveformSource::Tag(0));
+    assert_eq!(
+        w.shaft,
+        Some(ShaftSpeed::Tag {
+            tag: 1,
+            per_minute: true
+        })
+    );
+    assert!((w.to_m_s2 - 9.80665).abs() < 1e-9, "g by default");
+    assert_eq!((w.max_samples, w.velocity_band), (65_536, [10.0, 1000.0]));
+    assert!((a.bearings[0].factors.bpfo - 3.585).abs() < 0.001);
+}
+
+#[test]
+fn a_folder_is_relative_to_the_configuration() {
+    let waveform =
+        "[assets.waveform]\nfolder = \"recordings/m1\"\nsample_rate = 25600\nshaft_rpm = 1480\n";
+    let plan = load_str(
+        Path::new("/etc/millwright/plant.toml"),
+        &asset(waveform, ""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let w = plan.assets[0].waveform.as_ref().expect("waveform");
+    let WaveformSource::Folder { path, .. } = &w.source else {
+        panic!("{:?}", w.source);
+    };
+    assert_eq!(path, Path::new("/etc/millwright/recordings/m1"));
+    assert_eq!(
+        w.shaft,
+        Some(ShaftSpeed::Fixed { hz: 1480.0 / 60.0 }),
+        "fixed wins over the tag"
+    );
+}
+
+#[test]
+fn each_mistake_is_named_at_its_line() {
+    let both = "[assets.waveform]\ntag = \"accel\"\nfolder = \"x\"\nsample_rate = 25600\n";
+    one_error(
+        &asset(both, ""),
+        "give one of tag and folder",
+        "[assets.waveform]",
+    );
+    let nyquist =
+        "[assets.waveform]\ntag = \"accel\"\nsample_rate = 1000\nvelocity_band = [10, 1000]\n";
+    one_error(
+        &asset(nyquist, ""),
+        "above half the sample rate",
+        "velocity_band",
+    );
+    let long = "[assets.waveform]\ntag = \"accel\"\nsample_rate = 25600\nmax_samples = 4000000\n";
+    one_error(
+        &asset(long, ""),
+        "max_samples must be between",
+        "max_samples",
+    );
+    let unknown = "[assets.waveform]\ntag = \"nope\"\nsample_rate = 25600\n";
+    one_error(
+        &asset(unknown, ""),
+        "no tag named \"nope\"",
+        "tag = \"nope\"",
+    );
+    let partial = "[[assets.bearings]]\nname = \"DE\"\nrolling_elements = 9\nbpfo = 3.1\n";
+    one_error(
+        &asset(WAVEFORM, partial),
+        "not parts of both",
+        "[[assets.bearings]]",
+    );
+    let inverted = "[[assets.bearings]]\nname = \"DE\"\nrolling_elements = 9\nball_diameter = 40\npitch_diameter = 39\n";
+    one_error(
+        &asset(WAVEFORM, inverted),
+        "0 < ball_diameter < pitch_diameter",
+        "[[assets.bearings]]",
+    );
+    // (and, with nothing else mapped, "no signal to score" as well)
+    let errors = common::errors_at(&asset("", BEARING));
+    assert!(
+        errors
+            .iter()
+            .any(|(_, m)| m.contains("bearings need [assets.waveform]")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn bearings_need_a_shaft_speed_and_a_waveform_needs_the_iso_class() {
+    let no_speed = format!(
+        "{TAGS}\n[[assets]]\nid = \"M-1\"\ntype = \"motor\"\nnameplate = {{ iso_group = 2, foundation = \"rigid\" }}\n{WAVEFORM}\n{BEARING}"
+    );
+    let errors = common::errors_at(&no_speed);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].1.contains("need the shaft speed"), "{errors:?}");
+    let no_class = format!("{TAGS}\n[[assets]]\nid = \"M-1\"\ntype = \"motor\"\n{WAVEFORM}");
+    let errors = common::errors_at(&no_class);
+    assert!(
+        errors
+            .iter()
+            .any(|(_, m)| m.contains("a waveform needs nameplate.iso_group")),
+        "{errors:?}"
+    );
+}
