@@ -126,6 +126,9 @@ pub struct Analyzer {
     scratch: Vec<Complex32>,
     power: Vec<f64>,
     envelope: Vec<f32>,
+    window: Vec<f32>,
+    /// The window's sum and sum of squares.
+    window_sums: (f64, f64),
 }
 
 impl Default for Analyzer {
@@ -143,6 +146,8 @@ impl Analyzer {
             scratch: Vec::new(),
             power: Vec::new(),
             envelope: Vec::new(),
+            window: Vec::new(),
+            window_sums: (0.0, 0.0),
         }
     }
 
@@ -169,7 +174,8 @@ impl Analyzer {
     pub fn averaged_spectrum(&mut self, x: &[f32], sample_rate: f64, segment: usize) -> Spectrum {
         let segment = segment.min(x.len()).max(2);
         let step = (segment / 2).max(1);
-        let window: f64 = (0..segment).map(|i| hann(i, segment)).sum();
+        self.make_window(segment);
+        let (window, window_squares) = self.window_sums;
         let bins = segment / 2 + 1;
         self.power.clear();
         self.power.resize(bins, 0.0);
@@ -179,9 +185,12 @@ impl Analyzer {
             let part = &x[start..start + segment];
             let mean = part.iter().map(|&v| f64::from(v)).sum::<f64>() / segment as f64;
             self.work.clear();
-            self.work.extend(part.iter().enumerate().map(|(i, &v)| {
-                Complex32::new(((f64::from(v) - mean) * hann(i, segment)) as f32, 0.0)
-            }));
+            let mean = mean as f32;
+            self.work.extend(
+                part.iter()
+                    .zip(&self.window)
+                    .map(|(&v, &w)| Complex32::new((v - mean) * w, 0.0)),
+            );
             self.fft(false, Buffer::Work);
             for (p, c) in self.power.iter_mut().zip(&self.work) {
                 *p += f64::from(c.norm_sqr());
@@ -198,9 +207,20 @@ impl Analyzer {
         Spectrum {
             df: sample_rate / segment as f64,
             amplitude,
-            enbw: segment as f64 * (0..segment).map(|i| hann(i, segment).powi(2)).sum::<f64>()
-                / (window * window),
+            enbw: segment as f64 * window_squares / (window * window),
         }
+    }
+
+    /// The Hann window of `n` points and its sums, made once per length.
+    fn make_window(&mut self, n: usize) {
+        if self.window.len() == n {
+            return;
+        }
+        self.window.clear();
+        self.window.extend((0..n).map(|i| hann(i, n) as f32));
+        let sum = self.window.iter().map(|&w| f64::from(w)).sum();
+        let squares = self.window.iter().map(|&w| f64::from(w).powi(2)).sum();
+        self.window_sums = (sum, squares);
     }
 
     /// Takes the whole waveform's spectrum (mean removed), which the band methods below use.
