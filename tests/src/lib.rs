@@ -302,6 +302,36 @@ pub fn millwright_bin() -> PathBuf {
     bin
 }
 
+/// `millwright simulate -c SIM` serving its plant over OPC UA (and Modbus) on free ports, killed
+/// when dropped; returned once the OPC UA server listens, with that port.
+pub async fn simulate_opcua(sim: &Path) -> (tokio::process::Child, u16) {
+    let port = mqtt::free_port();
+    let mut simulator = tokio::process::Command::new(millwright_bin())
+        .args(["simulate", "-c"])
+        .arg(sim)
+        .args(["--listen", &format!("127.0.0.1:{}", mqtt::free_port())])
+        .args(["--opcua", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        // The server's own log (tens of lines at start) stays out of the test output; it is
+        // shown if the simulator does not come up.
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("simulator");
+    let mut output = OutputLines::follow(simulator.stdout.take().expect("stdout"));
+    let log = OutputLines::follow(simulator.stderr.take().expect("stderr"));
+    assert!(
+        output
+            .wait_for(Duration::from_secs(30), |l| l.starts_with("OPC UA:"))
+            .await
+            .is_some(),
+        "{}\n{}",
+        output.transcript(),
+        log.transcript()
+    );
+    (simulator, port)
+}
+
 /// Runs `millwright ARGS -c CONFIG` to completion (at most 20 s): whether it succeeded, and its
 /// stdout and stderr together.
 pub async fn run_cli(config: &Path, args: &[&str]) -> (bool, String) {

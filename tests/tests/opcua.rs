@@ -734,34 +734,11 @@ async fn browse_lists_node_ids_names_and_types() {
 /// (refused without a terminal or --yes), `browse`, `read`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_trust_browse_read_and_check_from_the_command_line() {
-    use millwright_tests::{millwright_bin, mqtt::free_port, OutputLines};
+    use millwright_tests::{millwright_bin, simulate_opcua};
     let dir = tempfile::tempdir().expect("temp dir");
     let sim = dir.path().join("sim.toml");
     std::fs::write(&sim, SIM).expect("sim config");
-    let port = free_port();
-    let mut simulator = tokio::process::Command::new(millwright_bin())
-        .args(["simulate", "-c"])
-        .arg(&sim)
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--opcua", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::piped())
-        // The server's own log (tens of lines at start) stays out of the test output; it is
-        // shown if the simulator does not come up.
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("simulator");
-    let mut output = OutputLines::follow(simulator.stdout.take().expect("stdout"));
-    let log = OutputLines::follow(simulator.stderr.take().expect("stderr"));
-    assert!(
-        output
-            .wait_for(Duration::from_secs(30), |l| l.starts_with("OPC UA:"))
-            .await
-            .is_some(),
-        "{}\n{}",
-        output.transcript(),
-        log.transcript()
-    );
+    let (mut simulator, port) = simulate_opcua(&sim).await;
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,

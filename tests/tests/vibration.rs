@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use millwright_tests::{millwright_bin, mqtt::free_port, AgentProcess, OutputLines};
+use millwright_tests::{millwright_bin, simulate_opcua, AgentProcess};
 
 const SIM: &str = include_str!("../fixtures/vibration-sim.toml");
 const AGENT: &str = include_str!("../fixtures/vibration-agent.toml");
@@ -25,31 +25,27 @@ async fn assessment_of(
     serde_json::from_str(&line).expect("JSON log line")
 }
 
+/// `millwright spectrum ARGS -c CONFIG`, within 20 s.
+async fn run_spectrum(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(millwright_bin())
+        .arg("spectrum")
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .output();
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("spectrum answers within 20 s")
+        .expect("spectrum runs")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bearing_defect_is_diagnosed_from_opc_ua_waveforms_and_its_spectrum_is_served() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sim = dir.path().join("sim.toml");
     std::fs::write(&sim, SIM).expect("sim config");
-    let port = free_port();
-    let mut simulator = tokio::process::Command::new(millwright_bin())
-        .args(["simulate", "-c"])
-        .arg(&sim)
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--opcua", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("simulator");
-    let mut output = OutputLines::follow(simulator.stdout.take().expect("stdout"));
-    assert!(
-        output
-            .wait_for(Duration::from_secs(30), |l| l.starts_with("OPC UA:"))
-            .await
-            .is_some(),
-        "{}",
-        output.transcript()
-    );
+    let (_simulator, port) = simulate_opcua(&sim).await;
     let config = dir.path().join("agent.toml");
     let text = AGENT
         .replace("127.0.0.1:4840", &format!("127.0.0.1:{port}"))
@@ -98,12 +94,7 @@ async fn a_bearing_defect_is_diagnosed_from_opc_ua_waveforms_and_its_spectrum_is
     );
 
     // The spectrum through the control socket: the BPFO line where the slipping shaft puts it.
-    let reply = tokio::process::Command::new(millwright_bin())
-        .args(["spectrum", "M-1", "--json", "-c"])
-        .arg(&config)
-        .output()
-        .await
-        .expect("spectrum");
+    let reply = run_spectrum(&config, &["M-1", "--json"]).await;
     assert!(
         reply.status.success(),
         "{}",
@@ -131,12 +122,7 @@ async fn a_bearing_defect_is_diagnosed_from_opc_ua_waveforms_and_its_spectrum_is
         "BPFO at {found} Hz, true {truth} Hz, df {df}"
     );
 
-    let refused = tokio::process::Command::new(millwright_bin())
-        .args(["spectrum", "NOPE", "-c"])
-        .arg(&config)
-        .output()
-        .await
-        .expect("spectrum");
+    let refused = run_spectrum(&config, &["NOPE"]).await;
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(
         !refused.status.success()

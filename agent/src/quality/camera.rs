@@ -12,10 +12,8 @@
 //! (its part goes to review), never dropped or retried forever; at most [`MAX_IMAGE_BYTES`] are
 //! read per file; scoring runs on the blocking pool, so a slow model never holds up decisions.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use firmware_config::quality::Images;
 use tokio::sync::mpsc;
@@ -24,7 +22,7 @@ use tracing::{info, warn};
 
 use super::image::ImageModel;
 use super::station::ImageVerdict;
-use crate::sources::folder::{self, Announcements, Seen};
+use crate::sources::folder;
 
 /// The largest image file read.
 pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
@@ -40,9 +38,6 @@ pub fn is_image_name(name: &str) -> bool {
 /// Where decided images go, below the camera folder.
 pub const SUBFOLDERS: [&str; 4] = ["pass", "review", "reject", "unmatched"];
 
-/// How often old images are looked for.
-const SWEEP_EVERY: Duration = Duration::from_secs(3600);
-
 /// Watches the station's camera folder until `stop`, handing each scored image on as
 /// `(station, verdict)`.
 pub async fn watch(
@@ -53,46 +48,18 @@ pub async fn watch(
     clock: Arc<dyn crate::clock::Clock>,
     stop: CancellationToken,
 ) {
-    for sub in SUBFOLDERS {
-        if let Err(error) = std::fs::create_dir_all(images.folder.join(sub)) {
-            warn!(%error, folder = %images.folder.display(), "cannot make the camera folder's subfolders");
-        }
-    }
     info!(folder = %images.folder.display(), model = %model.path.display(), "watching for camera images");
-    let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
-    let mut announced = Announcements::open(&images.folder, "camera folder");
-    let mut look = tokio::time::interval(images.poll);
-    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sweep_tick = tokio::time::interval(SWEEP_EVERY);
-    loop {
-        let finished = tokio::select! {
-            () = stop.cancelled() => break,
-            _ = sweep_tick.tick() => {
-                let (folder, keep, now) = (images.folder.clone(), images.keep, clock.now());
-                let deleted = tokio::task::spawn_blocking(move || folder::sweep(&folder, &SUBFOLDERS, keep, now)).await.unwrap_or(0);
-                if deleted > 0 {
-                    info!(deleted, folder = %images.folder.display(), "old camera images deleted");
-                }
-                continue;
-            }
-            finished = announced.next() => {
-                if finished.is_empty() {
-                    continue;
-                }
-                finished
-            }
-            _ = look.tick() => Default::default(),
-        };
-        let folder = images.folder.clone();
-        let mut listed = std::mem::take(&mut seen);
-        let (found, listed) = tokio::task::spawn_blocking(move || {
-            let found = folder::ready(&folder, &mut listed, &finished, &is_image_name);
-            (found, listed)
-        })
-        .await
-        .unwrap_or_default();
-        seen = listed;
-        if !hand_on(found, &mut seen, &model, station, &out).await {
+    let watched = folder::Watched {
+        path: images.folder.clone(),
+        what: "camera folder",
+        subfolders: &SUBFOLDERS,
+        keep: images.keep,
+        poll: images.poll,
+        accept: is_image_name,
+    };
+    let mut watcher = folder::Watcher::new(watched, clock);
+    while let Some(found) = watcher.next(&stop).await {
+        if !hand_on(found, &model, station, &out).await {
             return;
         }
     }
@@ -101,15 +68,11 @@ pub async fn watch(
 /// Scores the files found and hands them on; false when the stage is gone.
 async fn hand_on(
     found: Vec<(PathBuf, u64)>,
-    seen: &mut HashMap<PathBuf, Seen>,
     model: &Arc<ImageModel>,
     station: usize,
     out: &mpsc::Sender<(usize, ImageVerdict)>,
 ) -> bool {
     for (file, size) in found {
-        if let Some(s) = seen.get_mut(&file) {
-            s.sent = true;
-        }
         let verdict = score(Arc::clone(model), file, size).await;
         if out.send((station, verdict)).await.is_err() {
             return false;

@@ -11,9 +11,13 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::clock::Clock;
 
 /// Whether `name` is a finished file with one of `extensions` (lowercase), by its name: not a
 /// dotfile or an upload in progress.
@@ -154,6 +158,113 @@ impl Announcements {
 }
 
 /// Reads and scores one image on the blocking pool.
+/// How often a watched folder's subfolders are swept of old files.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// One watched folder: announcements, periodic listings and sweeps, and the memory of what went on.
+pub struct Watcher {
+    path: PathBuf,
+    what: &'static str,
+    subfolders: &'static [&'static str],
+    keep: Duration,
+    accept: fn(&str) -> bool,
+    seen: HashMap<PathBuf, Seen>,
+    announced: Announcements,
+    look: tokio::time::Interval,
+    sweep: tokio::time::Interval,
+    clock: Arc<dyn Clock>,
+}
+
+/// What a [`Watcher`] watches and how.
+pub struct Watched {
+    pub path: PathBuf,
+    /// For logs: "camera folder", "recordings folder".
+    pub what: &'static str,
+    /// Where handled files go, swept of files older than `keep`.
+    pub subfolders: &'static [&'static str],
+    pub keep: Duration,
+    pub poll: Duration,
+    /// Which finished names to take.
+    pub accept: fn(&str) -> bool,
+}
+
+impl Watcher {
+    /// Makes the subfolders and starts watching.
+    pub fn new(watched: Watched, clock: Arc<dyn Clock>) -> Watcher {
+        for sub in watched.subfolders {
+            if let Err(error) = std::fs::create_dir_all(watched.path.join(sub)) {
+                warn!(%error, folder = %watched.path.display(), what = watched.what, "cannot make the folder's subfolders");
+            }
+        }
+        let mut look = tokio::time::interval(watched.poll);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Watcher {
+            announced: Announcements::open(&watched.path, watched.what),
+            path: watched.path,
+            what: watched.what,
+            subfolders: watched.subfolders,
+            keep: watched.keep,
+            accept: watched.accept,
+            seen: HashMap::new(),
+            look,
+            sweep: tokio::time::interval(SWEEP_EVERY),
+            clock,
+        }
+    }
+
+    /// The next files ready, each handed out once (in name order); `None` once `stop` fires.
+    pub async fn next(&mut self, stop: &CancellationToken) -> Option<Vec<(PathBuf, u64)>> {
+        loop {
+            let finished = tokio::select! {
+                () = stop.cancelled() => return None,
+                _ = self.sweep.tick() => {
+                    self.sweep_old().await;
+                    continue;
+                }
+                finished = self.announced.next() => {
+                    if finished.is_empty() {
+                        continue;
+                    }
+                    finished
+                }
+                _ = self.look.tick() => HashSet::new(),
+            };
+            let (path, accept) = (self.path.clone(), self.accept);
+            let mut listed = std::mem::take(&mut self.seen);
+            let (found, listed) = tokio::task::spawn_blocking(move || {
+                let found = ready(&path, &mut listed, &finished, &accept);
+                (found, listed)
+            })
+            .await
+            .unwrap_or_default();
+            self.seen = listed;
+            for (file, _) in &found {
+                if let Some(s) = self.seen.get_mut(file) {
+                    s.sent = true;
+                }
+            }
+            if !found.is_empty() {
+                return Some(found);
+            }
+        }
+    }
+
+    async fn sweep_old(&mut self) {
+        let (path, subfolders, keep, now) = (
+            self.path.clone(),
+            self.subfolders,
+            self.keep,
+            self.clock.now(),
+        );
+        let deleted = tokio::task::spawn_blocking(move || sweep(&path, subfolders, keep, now))
+            .await
+            .unwrap_or(0);
+        if deleted > 0 {
+            info!(deleted, folder = %self.path.display(), what = self.what, "old files deleted");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,6 @@
 //! handed on with its error, never retried forever; a file that cannot be moved away is still
 //! handed on once while the agent runs (and logged).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::folder::{self, Announcements, Seen};
+use super::folder;
 use crate::clock::Clock;
 use crate::vibration::{read_recording, Recorded};
 
@@ -26,8 +25,6 @@ const EXTENSIONS: [&str; 2] = ["wav", "csv"];
 /// Where handled recordings go, below the folder.
 pub const DONE: &str = "done";
 pub const REJECTED: &str = "rejected";
-/// How often old recordings are looked for.
-const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 fn is_recording(name: &str) -> bool {
     folder::is_finished_name(name, &EXTENSIONS)
@@ -50,55 +47,19 @@ pub async fn watch(
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
 ) {
-    for sub in [DONE, REJECTED] {
-        if let Err(error) = std::fs::create_dir_all(folder.path.join(sub)) {
-            warn!(%error, folder = %folder.path.display(), "cannot make the recordings folder's subfolders");
-        }
-    }
     info!(folder = %folder.path.display(), "watching for waveform recordings");
-    let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
-    let mut announced = Announcements::open(&folder.path, "recordings folder");
-    let mut look = tokio::time::interval(folder.poll);
-    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sweep_tick = tokio::time::interval(SWEEP_EVERY);
-    loop {
-        let finished = tokio::select! {
-            () = stop.cancelled() => break,
-            _ = sweep_tick.tick() => {
-                let (path, keep, now) = (folder.path.clone(), folder.keep, clock.now());
-                let deleted = tokio::task::spawn_blocking(move || {
-                    folder::sweep(&path, &[DONE, REJECTED], keep, now)
-                })
-                .await
-                .unwrap_or(0);
-                if deleted > 0 {
-                    info!(deleted, folder = %folder.path.display(), "old recordings deleted");
-                }
-                continue;
-            }
-            finished = announced.next() => {
-                if finished.is_empty() {
-                    continue;
-                }
-                finished
-            }
-            _ = look.tick() => Default::default(),
-        };
-        let path = folder.path.clone();
-        let mut listed = std::mem::take(&mut seen);
-        let (found, listed) = tokio::task::spawn_blocking(move || {
-            let found = folder::ready(&path, &mut listed, &finished, &is_recording);
-            (found, listed)
-        })
-        .await
-        .unwrap_or_default();
-        seen = listed;
+    let watched = folder::Watched {
+        path: folder.path.clone(),
+        what: "recordings folder",
+        subfolders: &[DONE, REJECTED],
+        keep: folder.keep,
+        poll: folder.poll,
+        accept: is_recording,
+    };
+    let mut watcher = folder::Watcher::new(watched, clock);
+    while let Some(found) = watcher.next(&stop).await {
         for (file, _) in found {
-            if let Some(s) = seen.get_mut(&file) {
-                s.sent = true;
-            }
-            let recorded = take(&folder, file).await;
-            if out.send(recorded).await.is_err() {
+            if out.send(take(&folder, file).await).await.is_err() {
                 return;
             }
         }
