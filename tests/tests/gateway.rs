@@ -211,7 +211,11 @@ unit = "bar"
 /// (31 KB), and the page, its script and the status schema embedded (28 KB). Cut for it: the
 /// `schema` command in gateway builds (schemars and the configuration's derived schema code,
 /// about 200 KB of symbols; it stays in development builds), −262,144 bytes, so 13,518,728 bytes
-/// and 13 MiB still holds.
+/// and 13 MiB still holds. Vibration diagnostics (waveform analysis, the recordings folder,
+/// `millwright spectrum`) took it to 13,650,000 bytes (+131,200; rustfft was in the binary already
+/// through tract-core, hound is below cargo-bloat's top 25, the rest is the vibration module and its
+/// configuration) — over 13 MiB. Cut for it: the configuration crate built for size (`opt-level =
+/// "z"`, like the dependencies; it runs at load only), −327,680 bytes, so 13,322,320 bytes.
 const MAX_BINARY_BYTES: u64 = 13 * 1024 * 1024;
 
 /// A gateway target as `cross/build.sh` names it, and how qemu-user runs its binaries.
@@ -379,7 +383,10 @@ async fn armv7_binary_needs_only_glibc_2_17_and_polls_correctly_under_qemu() {
 /// service (`run` under a notify socket, reload, stop).
 async fn smoke(target: &Target, binary: &Path) {
     let size = std::fs::metadata(binary).expect("binary").len();
-    assert!(size <= MAX_BINARY_BYTES, "{size} bytes > 12 MiB");
+    assert!(
+        size <= MAX_BINARY_BYTES,
+        "{size} bytes > the budget of {MAX_BINARY_BYTES}"
+    );
     let elf = std::fs::read(binary).expect("read binary");
     assert_eq!(&elf[..4], b"\x7fELF");
     assert_eq!(
