@@ -368,74 +368,114 @@ fn bearing_families(
         (FaultKind::Cage, "FTF", f.ftf, None),
     ];
     for (fault, label, factor, modulation) in families {
-        let expected = factor * fr;
-        let near = 1.5 * envelope.df;
-        let Some(fundamental) = line_near(envelope, expected, tolerance * expected + near) else {
+        let Some(found) = family(envelope, label, factor * fr, tolerance, modulation) else {
             continue;
         };
-        let mut strong = 0;
-        let mut lines = vec![(label.to_string(), expected, fundamental)];
-        for h in 2..=HARMONICS {
-            let width = near + h as f64 * envelope.df / 2.0;
-            if let Some(line) = line_near(envelope, fundamental.hz * h as f64, width) {
-                strong += usize::from(line.db >= HARMONIC_DB);
-                lines.push((format!("{h}x{label}"), expected * h as f64, line));
-            }
-        }
-        let sidebands = modulation
-            .filter(|(_, m)| *m > 2.0 * envelope.df)
-            .map(|(what, m)| {
-                let found = [-1.0, 1.0]
-                    .into_iter()
-                    .filter_map(|side| line_near(envelope, fundamental.hz + side * m, near))
-                    .filter(|l| l.db >= HARMONIC_DB)
-                    .count();
-                (what, m, found)
-            });
-        for (label, expected_hz, line) in lines {
+        for (label, expected_hz, line) in &found.lines {
             report.peaks.push(Peak {
-                label,
+                label: label.clone(),
                 bearing: Some(bearing.name.clone()),
                 spectrum: SpectrumKind::Envelope,
-                expected_hz,
+                expected_hz: *expected_hz,
                 hz: line.hz,
                 amplitude: line.amplitude,
                 db_above_floor: line.db,
             });
         }
-        let found = fundamental.db >= DEFECT_DB && (strong >= 1 || fundamental.db >= CLEAR_DB);
-        if !found {
-            continue;
+        if let Some(diagnosis) = bearing_diagnosis(fault, label, &found, bearing, band) {
+            report.diagnoses.push(diagnosis);
         }
-        let sideband_note = match sidebands {
-            Some((what, m, n)) if n > 0 => format!(", with {what} sidebands (±{m:.1} Hz)"),
-            _ => String::new(),
-        };
-        // Early (a line and a harmonic just above the floor): watch it. Developed (clear lines or
-        // several harmonics): plan the replacement — a health whose failure probability passes
-        // the scheduled-maintenance threshold. Advanced: sooner, but the envelope alone never
-        // makes it critical; the ISO zone rule leads on overall severity.
-        let health = match (fundamental.db, strong) {
-            (db, s) if db >= 20.0 && s >= 3 => 0.35,
-            (db, s) if db >= 12.0 || s >= 2 => 0.45,
-            _ => 0.7,
-        };
-        report.diagnoses.push(Diagnosis {
-            fault,
-            bearing: Some(bearing.name.clone()),
-            health,
-            reason: format!(
-                "{} defect suspected on bearing {}: {label} {:.1} Hz and {strong} harmonic{} {:.0} dB above the noise floor{sideband_note} in the envelope spectrum ({:.1}–{:.1} kHz)",
-                describe(fault),
-                bearing.name,
-                fundamental.hz,
-                if strong == 1 { "" } else { "s" },
-                fundamental.db,
-                band.low / 1000.0,
-                band.high / 1000.0,
-            ),
-        });
     }
+}
+
+/// One defect family as the envelope spectrum shows it.
+struct Family {
+    fundamental: Line,
+    /// The fundamental and its harmonics: label, nominal frequency, the line found.
+    lines: Vec<(String, f64, Line)>,
+    /// Harmonics at least [`HARMONIC_DB`] above their floor.
+    strong: usize,
+    /// What modulates it, how fast, and how many of its two sidebands stand out.
+    sidebands: Option<(&'static str, f64, usize)>,
+}
+
+/// The family at `expected` Hz (searched within the slip tolerance), its harmonics and sidebands.
+fn family(
+    envelope: &Spectrum,
+    label: &str,
+    expected: f64,
+    tolerance: f64,
+    modulation: Option<(&'static str, f64)>,
+) -> Option<Family> {
+    let near = 1.5 * envelope.df;
+    let fundamental = line_near(envelope, expected, tolerance * expected + near)?;
+    let mut strong = 0;
+    let mut lines = vec![(label.to_string(), expected, fundamental)];
+    for h in 2..=HARMONICS {
+        let width = near + h as f64 * envelope.df / 2.0;
+        if let Some(line) = line_near(envelope, fundamental.hz * h as f64, width) {
+            strong += usize::from(line.db >= HARMONIC_DB);
+            lines.push((format!("{h}x{label}"), expected * h as f64, line));
+        }
+    }
+    let sidebands = modulation
+        .filter(|(_, m)| *m > 2.0 * envelope.df)
+        .map(|(what, m)| {
+            let found = [-1.0, 1.0]
+                .into_iter()
+                .filter_map(|side| line_near(envelope, fundamental.hz + side * m, near))
+                .filter(|l| l.db >= HARMONIC_DB)
+                .count();
+            (what, m, found)
+        });
+    Some(Family {
+        fundamental,
+        lines,
+        strong,
+        sidebands,
+    })
+}
+
+/// The diagnosis a family supports, if it stands out enough.
+fn bearing_diagnosis(
+    fault: FaultKind,
+    label: &str,
+    family: &Family,
+    bearing: &Bearing,
+    band: Band,
+) -> Option<Diagnosis> {
+    let (fundamental, strong) = (family.fundamental, family.strong);
+    if fundamental.db < DEFECT_DB || (strong == 0 && fundamental.db < CLEAR_DB) {
+        return None;
+    }
+    let sideband_note = match family.sidebands {
+        Some((what, m, n)) if n > 0 => format!(", with {what} sidebands (±{m:.1} Hz)"),
+        _ => String::new(),
+    };
+    // Early (a line and a harmonic just above the floor): watch it. Developed (clear lines or
+    // several harmonics): plan the replacement — a health whose failure probability passes
+    // the scheduled-maintenance threshold. Advanced: sooner, but the envelope alone never
+    // makes it critical; the ISO zone rule leads on overall severity.
+    let health = match (fundamental.db, strong) {
+        (db, s) if db >= 20.0 && s >= 3 => 0.35,
+        (db, s) if db >= 12.0 || s >= 2 => 0.45,
+        _ => 0.7,
+    };
+    Some(Diagnosis {
+        fault,
+        bearing: Some(bearing.name.clone()),
+        health,
+        reason: format!(
+            "{} defect suspected on bearing {}: {label} {:.1} Hz and {strong} harmonic{} {:.0} dB above the noise floor{sideband_note} in the envelope spectrum ({:.1}–{:.1} kHz)",
+            describe(fault),
+            bearing.name,
+            fundamental.hz,
+            if strong == 1 { "" } else { "s" },
+            fundamental.db,
+            band.low / 1000.0,
+            band.high / 1000.0,
+        ),
+    })
 }
 
 fn describe(fault: FaultKind) -> &'static str {
