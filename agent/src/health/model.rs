@@ -601,17 +601,12 @@ pub(crate) mod tests {
             .contains("must be positive"));
     }
 
-    #[test]
-    fn an_asset_that_cannot_feed_a_required_input_is_named() {
-        let (_dir, path) = with_manifest(&manifest_with_inputs(9, false));
-        let model = Model::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let asset = Asset {
+    /// A motor with `signals`, an empty nameplate, no waveform.
+    fn bare_motor(signals: firmware_config::Signals) -> Asset {
+        Asset {
             id: "M-1".into(),
             kind: "motor".into(),
-            signals: firmware_config::Signals {
-                bearing_temperature: Some(0),
-                ..Default::default()
-            },
+            signals,
             nameplate: firmware_config::Nameplate {
                 vibration_class: None,
                 insulation_class: None,
@@ -621,7 +616,17 @@ pub(crate) mod tests {
             },
             waveform: None,
             bearings: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn an_asset_that_cannot_feed_a_required_input_is_named() {
+        let (_dir, path) = with_manifest(&manifest_with_inputs(9, false));
+        let model = Model::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let asset = bare_motor(firmware_config::Signals {
+            bearing_temperature: Some(0),
+            ..Default::default()
+        });
         let problems = model.cannot_feed(&asset);
         assert_eq!(problems.len(), 7, "{problems:#?}");
         assert!(problems[0].contains("input vibration_severity needs signals.vibration"));
@@ -662,18 +667,8 @@ pub(crate) mod tests {
         .expect("analysis")
         .report;
         let mut asset = Asset {
-            id: "M-1".into(),
-            kind: "motor".into(),
-            signals: firmware_config::Signals::default(),
-            nameplate: firmware_config::Nameplate {
-                vibration_class: None,
-                insulation_class: None,
-                rated_current: None,
-                pressure_range: None,
-                bearing_temperature_limit: 95.0,
-            },
             waveform: Some(waveform),
-            bearings: Vec::new(),
+            ..bare_motor(firmware_config::Signals::default())
         };
         assert!(ModelFeature::AccelerationKurtosis.feedable(&asset));
         assert!(

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use firmware_config::{Asset, Plan, Scoring, ShaftSpeed, WaveformSource};
+use humantime::format_rfc3339_millis;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -225,7 +226,6 @@ impl Scorer {
     /// Analyses each waveform that arrived since the last round, keeping its report for the
     /// assessment and its spectra for `millwright spectrum`.
     fn analyze_waveforms(&mut self, timestamp: SystemTime) {
-        let stamp = humantime::format_rfc3339_millis(timestamp).to_string();
         for runtime in &mut self.assets {
             let (Some(w), Some(settings)) = (&mut runtime.waveform, &runtime.asset.waveform) else {
                 continue;
@@ -268,8 +268,11 @@ impl Scorer {
             if let Some(mut analysis) = analysis {
                 analysis.report.waveforms_rejected = w.slot.rejected;
                 w.latest = Some((w.arrived, Arc::new(analysis.report.clone())));
-                self.spectra
-                    .record(&runtime.asset.id, stamp.clone(), analysis);
+                self.spectra.record(
+                    &runtime.asset.id,
+                    format_rfc3339_millis(timestamp).to_string(),
+                    analysis,
+                );
             }
         }
     }

@@ -257,14 +257,7 @@ async fn update_waveform(
         else {
             break;
         };
-        let now = DateTime::now();
-        let value = DataValue {
-            value: Some(float_array(&values)),
-            status: Some(::opcua::types::StatusCode::Good),
-            source_timestamp: Some(now),
-            server_timestamp: Some(now),
-            ..Default::default()
-        };
+        let value = good(float_array(&values), DateTime::now());
         let _ = nodes.set_values(
             handle.subscriptions(),
             std::iter::once((&node, None, value)),
@@ -331,22 +324,24 @@ async fn update_points(
         for (machine, ids) in plant.machines().iter().zip(&ids) {
             for (i, point) in machine.points.iter().enumerate() {
                 let value = plant.value(machine, i, elapsed, wall);
-                values.push((
-                    &ids[i],
-                    DataValue {
-                        value: Some(variant(&value, point.tag.data_type)),
-                        status: Some(::opcua::types::StatusCode::Good),
-                        source_timestamp: Some(now),
-                        server_timestamp: Some(now),
-                        ..Default::default()
-                    },
-                ));
+                values.push((&ids[i], good(variant(&value, point.tag.data_type), now)));
             }
         }
         let _ = nodes.set_values(
             handle.subscriptions(),
             values.into_iter().map(|(id, v)| (id, None, v)),
         );
+    }
+}
+
+/// A good value stamped `now` by source and server.
+fn good(value: Variant, now: DateTime) -> DataValue {
+    DataValue {
+        value: Some(value),
+        status: Some(::opcua::types::StatusCode::Good),
+        source_timestamp: Some(now),
+        server_timestamp: Some(now),
+        ..Default::default()
     }
 }
 
