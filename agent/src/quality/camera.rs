@@ -48,7 +48,6 @@ pub async fn watch(
     clock: Arc<dyn crate::clock::Clock>,
     stop: CancellationToken,
 ) {
-    info!(folder = %images.folder.display(), model = %model.path.display(), "watching for camera images");
     let watched = folder::Watched {
         path: images.folder.clone(),
         what: "camera folder",
@@ -58,6 +57,8 @@ pub async fn watch(
         accept: is_image_name,
     };
     let mut watcher = folder::Watcher::new(watched, clock);
+    // Said once the folder and its subfolders exist and inotify is open: files may be dropped now.
+    info!(folder = %images.folder.display(), model = %model.path.display(), "watching for camera images");
     while let Some(found) = watcher.next(&stop).await {
         if !hand_on(found, &model, station, &out).await {
             return;

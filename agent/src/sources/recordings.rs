@@ -47,7 +47,6 @@ pub async fn watch(
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
 ) {
-    info!(folder = %folder.path.display(), "watching for waveform recordings");
     let watched = folder::Watched {
         path: folder.path.clone(),
         what: "recordings folder",
@@ -57,6 +56,8 @@ pub async fn watch(
         accept: is_recording,
     };
     let mut watcher = folder::Watcher::new(watched, clock);
+    // Said once the folder and its subfolders exist and inotify is open: files may be dropped now.
+    info!(folder = %folder.path.display(), "watching for waveform recordings");
     while let Some(found) = watcher.next(&stop).await {
         for (file, _) in found {
             if out.send(take(&folder, file).await).await.is_err() {
