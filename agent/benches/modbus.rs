@@ -49,6 +49,7 @@ fn tags(n: usize) -> Vec<Tag> {
                 }),
                 unit: None,
                 poll_interval: Duration::from_millis(if i % 5 == 0 { 100 } else { 1000 }),
+                count: 1,
             }
         })
         .collect()

@@ -12,7 +12,7 @@ mod counting;
 use std::time::Instant;
 
 use common::{median, percentile};
-use firmware_config::{Bearing, Foundation, IsoGroup, ShaftSpeed, Waveform};
+use firmware_config::{Foundation, IsoGroup, Waveform};
 use millwright::vibration::dsp::{Analyzer, Band};
 use millwright::vibration::synth::{Fault, Machine};
 use millwright::vibration::{analyze, WaveformSlot};
@@ -34,22 +34,11 @@ fn timed(mut run: impl FnMut()) -> (f64, f64) {
 fn main() {
     let machine = Machine::motor(Fault::InnerRace, 1);
     let x = machine.waveform();
+    let (nominal, bearings) = machine.settings();
     let settings = |envelope_band| Waveform {
-        source: firmware_config::WaveformSource::Tag(0),
-        sample_rate: machine.sample_rate,
-        to_m_s2: 1.0,
-        max_samples: x.len(),
-        shaft: Some(ShaftSpeed::Fixed {
-            hz: machine.shaft_hz,
-        }),
-        velocity_band: [10.0, 1000.0],
         envelope_band,
-        speed_tolerance: 0.02,
+        ..nominal.clone()
     };
-    let bearings = vec![Bearing {
-        name: "DE".into(),
-        factors: machine.bearing,
-    }];
     let class = Some((IsoGroup::Group2, Foundation::Rigid));
     println!(
         "waveform: {} samples at {} Hz (inner-race defect)",
@@ -78,7 +67,7 @@ fn main() {
         kept as f64 / 1048576.0
     );
     let before_slot = counting::live();
-    let slot = WaveformSlot::new(65_536);
+    let slot = WaveformSlot::new(65_536, 1000.0);
     println!(
         "per waveform asset: {:.2} MiB buffer (max_samples 65,536 × f32)",
         (counting::live() - before_slot) as f64 / 1048576.0

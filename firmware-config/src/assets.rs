@@ -331,6 +331,7 @@ impl<'p> TagDirectory<'p> {
             for tag in &device.tags {
                 shapes.insert(tag.name.as_str(), TagShape::of(tag));
                 let not_numeric = match tag.data_type {
+                    _ if tag.is_block() => Some("a block of values"),
                     _ if tag.bit.is_some() => Some("bool"),
                     DataType::Bool | DataType::String => Some(tag.data_type.name()),
                     _ => None,
@@ -364,6 +365,8 @@ pub(crate) enum TagShape {
     Integer,
     Real,
     Text,
+    /// A Modbus block (`count`): an array of numbers, a waveform or a spectrum.
+    Block,
     /// An OPC UA node: its type is known at run time only.
     Untyped,
 }
@@ -371,6 +374,7 @@ pub(crate) enum TagShape {
 impl TagShape {
     fn of(tag: &crate::modbus::Tag) -> TagShape {
         match tag.data_type {
+            _ if tag.is_block() => TagShape::Block,
             _ if tag.bit.is_some() => TagShape::Bool,
             DataType::Bool => TagShape::Bool,
             DataType::String => TagShape::Text,
@@ -386,6 +390,7 @@ impl TagShape {
             TagShape::Integer => "an integer",
             TagShape::Real => "a real number (a float type or scaled)",
             TagShape::Text => "a string",
+            TagShape::Block => "a block of values",
             TagShape::Untyped => "untyped",
         }
     }

@@ -658,7 +658,7 @@ impl<'c, 'a, 'b, 't> SectionCheck<'c, 'a, 'b, 't> {
                 "tag {name:?} is {} but must be a bool or an integer flag",
                 other.describe()
             )),
-            (Need::Number, TagShape::Text | TagShape::Bool) => Some(format!(
+            (Need::Number, TagShape::Text | TagShape::Bool | TagShape::Block) => Some(format!(
                 "tag {name:?} is {} but must be numeric",
                 shape.describe()
             )),

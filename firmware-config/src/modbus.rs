@@ -337,6 +337,10 @@ pub struct TagConfig {
     pub unit: Option<String>,
     /// Overrides the device's `poll_interval`.
     pub poll_interval: Option<HumanDuration>,
+    /// A block of `count` values of `type` in consecutive registers (a waveform or a spectrum),
+    /// read as one array sample; a block longer than `max_registers_per_request` is read in
+    /// several requests, one after the other.
+    pub count: Option<u32>,
 }
 
 fn default_baud() -> u32 {
@@ -458,9 +462,28 @@ pub struct Tag {
     pub scaling: Option<Scaling>,
     pub unit: Option<String>,
     pub poll_interval: Duration,
+    /// Values in the tag: 1, or a block's `count`.
+    pub count: u16,
 }
 
 impl Tag {
+    /// Whether the tag is a block of values (an array sample), not one value.
+    pub fn is_block(&self) -> bool {
+        self.count > 1
+    }
+
+    /// Registers one value of the tag occupies (a block's element).
+    pub fn element_width(&self) -> u16 {
+        if self.table.is_bits() {
+            return 1;
+        }
+        match self.data_type {
+            DataType::Bool => 1,
+            DataType::String => self.length.div_ceil(2),
+            numeric => numeric.registers().unwrap_or(1),
+        }
+    }
+
     /// Whether the tag's value spans two or more registers (and so follows a word order).
     pub fn spans_registers(&self) -> bool {
         !self.table.is_bits() && self.data_type.registers().is_some_and(|n| n > 1)
@@ -484,14 +507,7 @@ impl Tag {
 
     /// Registers (or bits, for coils and discrete inputs) this tag occupies.
     pub fn width(&self) -> u16 {
-        if self.table.is_bits() {
-            return 1;
-        }
-        match self.data_type {
-            DataType::Bool => 1,
-            DataType::String => self.length.div_ceil(2),
-            numeric => numeric.registers().unwrap_or(1),
-        }
+        self.element_width() * self.count
     }
 
     /// Last address occupied (inclusive).
@@ -1028,6 +1044,7 @@ pub fn resolve_tag(context: &TagContext<'_>, tag: &TagConfig) -> Result<Tag, Vec
     } else {
         None
     };
+    let count = block_count(tag, table, data_type, &mut issues);
     let poll_interval = tag
         .poll_interval
         .map_or(context.poll_interval, HumanDuration::get);
@@ -1052,6 +1069,7 @@ pub fn resolve_tag(context: &TagContext<'_>, tag: &TagConfig) -> Result<Tag, Vec
         scaling,
         unit: tag.unit.clone(),
         poll_interval,
+        count,
     };
     if u32::from(resolved.address) + u32::from(resolved.width()) > 65_536 {
         return Err(vec![TagIssue::value(
@@ -1069,7 +1087,8 @@ pub fn resolve_tag(context: &TagContext<'_>, tag: &TagConfig) -> Result<Tag, Vec
     } else {
         context.max_registers_per_request
     };
-    if resolved.width() > limit {
+    // A block may take several requests; one value must fit in one.
+    if !resolved.is_block() && resolved.width() > limit {
         return Err(vec![TagIssue::value(
             "length",
             format!(
@@ -1092,6 +1111,45 @@ pub fn resolve_tag(context: &TagContext<'_>, tag: &TagConfig) -> Result<Tag, Vec
         )]);
     }
     Ok(resolved)
+}
+
+/// A tag's number of values: 1, or a block's `count` (2 or more numbers in registers, at most
+/// 65,535 registers in all).
+fn block_count(
+    tag: &TagConfig,
+    table: Table,
+    data_type: DataType,
+    issues: &mut Vec<TagIssue>,
+) -> u16 {
+    let Some(count) = tag.count else { return 1 };
+    let problem = if table.is_bits() {
+        Some(format!(
+            "count makes a block of registers; a {} holds single bits",
+            table.name()
+        ))
+    } else if matches!(data_type, DataType::Bool | DataType::String) {
+        Some(format!(
+            "a block (count) holds numbers, not {}",
+            data_type.name()
+        ))
+    } else if count < 2 {
+        Some("count must be 2 or more (one value needs no count)".to_string())
+    } else {
+        let width = u32::from(data_type.registers().unwrap_or(1)) * count;
+        (width > u32::from(u16::MAX)).then(|| {
+            format!(
+                "{count} values of {} take {width} registers; a block takes at most 65535",
+                data_type.name()
+            )
+        })
+    };
+    match problem {
+        Some(message) => {
+            issues.push(TagIssue::value("count", message));
+            1
+        }
+        None => count as u16,
+    }
 }
 
 /// Turns an address in the device's convention into a table and a 0-based wire offset.

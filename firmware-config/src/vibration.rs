@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::assets::{TagDirectory, TagIndex};
+use crate::assets::{TagDirectory, TagIndex, TagShape};
 use crate::duration::HumanDuration;
 use crate::modbus::Checker;
 use crate::source::Seg;
@@ -48,8 +48,12 @@ pub struct WaveformConfig {
     /// How long analysed recordings stay in `done/` and `rejected/` (default 7d).
     #[serde(default = "default_keep")]
     pub keep: HumanDuration,
-    /// Samples per second of every waveform (a WAV file's own rate wins).
+    /// Samples per second of every waveform (a WAV file's own rate wins). With
+    /// `sample_rate_tag`, the nominal rate the bands are checked against.
     pub sample_rate: f64,
+    /// A tag that gives the sample rate of the waveforms from `tag`, in Hz (a transmitter whose
+    /// rate follows its settings): each waveform is analysed at the tag's latest good value.
+    pub sample_rate_tag: Option<String>,
     /// Unit of the samples after `scale`: "g" (default) or "m/s²".
     #[serde(default)]
     pub unit: AccelerationUnit,
@@ -173,6 +177,8 @@ pub enum WaveformSource {
 pub struct Waveform {
     pub source: WaveformSource,
     pub sample_rate: f64,
+    /// The tag that gives each waveform's sample rate (Hz), when the rate is not fixed.
+    pub sample_rate_tag: Option<TagIndex>,
     /// Multiplies a sample into m/s².
     pub to_m_s2: f64,
     pub max_samples: usize,
@@ -180,6 +186,14 @@ pub struct Waveform {
     pub velocity_band: [f64; 2],
     pub envelope_band: Option<[f64; 2]>,
     pub speed_tolerance: f64,
+}
+
+impl Waveform {
+    /// The highest frequency the bands reach: a sample rate must be at least twice it.
+    pub fn top_hz(&self) -> f64 {
+        let envelope = self.envelope_band.map_or(0.0, |[_, high]| high);
+        self.velocity_band[1].max(envelope)
+    }
 }
 
 /// Validates an asset's waveform and bearings. `at` builds a path under the asset; `speed` is
@@ -270,9 +284,11 @@ pub(crate) fn validate(
             "bearing defect frequencies need the shaft speed: set shaft_rpm here or map signals.speed",
         );
     }
+    let sample_rate_tag = rate_tag(check, tags, component, &key, w);
     let waveform = source.map(|source| Waveform {
         source,
         sample_rate: w.sample_rate,
+        sample_rate_tag,
         to_m_s2: w.scale
             * match w.unit {
                 AccelerationUnit::G => 9.806_65,
@@ -297,13 +313,16 @@ fn source(
     config_dir: &Path,
 ) -> Option<WaveformSource> {
     match (&w.tag, &w.folder) {
-        (Some(tag), None) => match tags.lookup(tag) {
-            Ok((index, _, None)) => Some(WaveformSource::Tag(index)),
-            Ok((_, _, Some(kind))) => {
+        (Some(tag), None) => match tags.shape(tag) {
+            Ok((index, TagShape::Block | TagShape::Untyped)) => Some(WaveformSource::Tag(index)),
+            Ok((_, shape)) => {
                 check.err(
                     &key("tag"),
                     component,
-                    format!("tag {tag:?} is {kind}, not a waveform"),
+                    format!(
+                        "tag {tag:?} is {}, not a waveform: an OPC UA array, or a Modbus block of registers (count = number of samples)",
+                        shape.describe()
+                    ),
                 );
                 None
             }
@@ -330,8 +349,47 @@ fn source(
             check.err(
                 &table,
                 component,
-                "a waveform comes from a tag (an OPC UA array) or a folder of recordings: give one of tag and folder",
+                "a waveform comes from a tag (an OPC UA array or a Modbus block) or a folder of recordings: give one of tag and folder",
             );
+            None
+        }
+    }
+}
+
+/// `sample_rate_tag`: a number, for waveforms from a tag (a recording carries its own rate).
+fn rate_tag(
+    check: &mut Checker<'_, '_>,
+    tags: &TagDirectory<'_>,
+    component: &str,
+    key: &dyn Fn(&'static str) -> Vec<Seg<'static>>,
+    w: &WaveformConfig,
+) -> Option<TagIndex> {
+    let name = w.sample_rate_tag.as_ref()?;
+    if w.tag.is_none() {
+        check.err(
+            &key("sample_rate_tag"),
+            component,
+            "sample_rate_tag is for waveforms from a tag; a recording carries its own rate (a WAV file) or takes sample_rate",
+        );
+        return None;
+    }
+    match tags.shape(name) {
+        Ok((index, TagShape::Integer | TagShape::Real | TagShape::Untyped)) => Some(index),
+        Ok((_, shape)) => {
+            check.err(
+                &key("sample_rate_tag"),
+                component,
+                format!(
+                    "tag {name:?} is {}; the sample rate is a number (Hz)",
+                    shape.describe()
+                ),
+            );
+            None
+        }
+        Err(message) => {
+            if let Some(message) = message {
+                check.err(&key("sample_rate_tag"), component, message);
+            }
             None
         }
     }

@@ -143,3 +143,109 @@ fn bearings_need_a_shaft_speed_and_a_waveform_needs_the_iso_class() {
         "{errors:?}"
     );
 }
+
+const DEVICE: &str = r#"
+[[devices]]
+name = "vib-tx"
+host = "127.0.0.1"
+unit_id = 3
+addressing = "zero_based"
+
+[[devices.tags]]
+name = "rate"
+table = "input"
+address = 999
+unit = "Hz"
+
+[[devices.tags]]
+name = "block"
+table = "input"
+address = 1000
+type = "i16"
+count = 4096
+scale = 0.001
+"#;
+
+fn modbus_asset(waveform: &str, extra: &str) -> String {
+    format!(
+        "{DEVICE}{extra}\n[[assets]]\nid = \"P-1\"\ntype = \"pump\"\nnameplate = {{ iso_group = 2, foundation = \"rigid\" }}\n{waveform}"
+    )
+}
+
+#[test]
+fn a_modbus_block_longer_than_one_request_feeds_a_waveform_at_its_tagged_rate() {
+    let waveform = "[assets.waveform]\ntag = \"block\"\nsample_rate = 25600\nsample_rate_tag = \"rate\"\nshaft_rpm = 1480\n";
+    let plan = load_str(
+        Path::new("/etc/millwright/plant.toml"),
+        &modbus_asset(waveform, ""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let block = &plan.devices[0].tags[1];
+    assert!(block.is_block());
+    assert_eq!(
+        (block.count, block.width(), block.last_address()),
+        (4096, 4096, 5095)
+    );
+    let w = plan.assets[0].waveform.as_ref().expect("waveform");
+    assert_eq!(w.source, WaveformSource::Tag(1));
+    assert_eq!(w.sample_rate_tag, Some(0));
+}
+
+#[test]
+fn blocks_and_rate_tags_are_checked() {
+    let bad_block = |line: &str| {
+        let text = DEVICE.replace("type = \"i16\"\ncount = 4096", line);
+        common::errors_at(&text)
+    };
+    for (line, needle) in [
+        ("count = 1", "count must be 2 or more"),
+        (
+            "count = 40000\ntype = \"f32\"",
+            "a block takes at most 65535",
+        ),
+        ("count = 65000", "runs past 65535"),
+    ] {
+        let errors = bad_block(line);
+        assert!(
+            errors.iter().any(|(_, m)| m.contains(needle)),
+            "{line}: {errors:?}"
+        );
+    }
+    let text = DEVICE.replace("type = \"i16\"", "type = \"string\"\nlength = 4");
+    let errors = common::errors_at(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|(_, m)| m.contains("holds numbers, not string")),
+        "{errors:?}"
+    );
+
+    let scalar = "[assets.waveform]\ntag = \"rate\"\nsample_rate = 25600\n";
+    one_error(
+        &modbus_asset(scalar, ""),
+        "not a waveform",
+        "tag = \"rate\"",
+    );
+    let block_as_rate =
+        "[assets.waveform]\ntag = \"block\"\nsample_rate = 25600\nsample_rate_tag = \"block\"\n";
+    one_error(
+        &modbus_asset(block_as_rate, ""),
+        "is a block of values; the sample rate is a number",
+        "sample_rate_tag",
+    );
+    let folder_rate =
+        "[assets.waveform]\nfolder = \"rec\"\nsample_rate = 25600\nsample_rate_tag = \"rate\"\n";
+    one_error(
+        &modbus_asset(folder_rate, ""),
+        "a recording carries its own rate",
+        "sample_rate_tag",
+    );
+    let as_signal = format!(
+        "{DEVICE}\n[[assets]]\nid = \"P-1\"\ntype = \"pump\"\nsignals = {{ vibration = \"block\" }}\nnameplate = {{ iso_group = 2, foundation = \"rigid\" }}\n"
+    );
+    let errors = common::errors_at(&as_signal);
+    assert!(
+        errors.iter().any(|(_, m)| m.contains("a block of values")),
+        "{errors:?}"
+    );
+}

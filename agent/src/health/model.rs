@@ -640,22 +640,7 @@ pub(crate) mod tests {
         use crate::vibration::dsp::Analyzer;
         use crate::vibration::synth::{Fault, Machine};
         let machine = Machine::motor(Fault::OuterRace, 2);
-        let waveform = firmware_config::Waveform {
-            source: firmware_config::WaveformSource::Tag(0),
-            sample_rate: machine.sample_rate,
-            to_m_s2: 1.0,
-            max_samples: machine.samples,
-            shaft: Some(firmware_config::ShaftSpeed::Fixed {
-                hz: machine.shaft_hz,
-            }),
-            velocity_band: [10.0, 1000.0],
-            envelope_band: None,
-            speed_tolerance: 0.02,
-        };
-        let bearings = vec![firmware_config::Bearing {
-            name: "DE".into(),
-            factors: machine.bearing,
-        }];
+        let (waveform, bearings) = machine.settings();
         let report = crate::vibration::analyze(
             &mut Analyzer::new(),
             &machine.waveform(),

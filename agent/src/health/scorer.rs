@@ -27,7 +27,7 @@ use crate::bus::Subscriber;
 use crate::clock::Clock;
 use crate::sample::{Sample, Value};
 use crate::vibration::{
-    self, dsp::Analyzer, Recorded, SpectrumBook, VibrationReport, WaveformSlot,
+    self, dsp::Analyzer, Recorded, Rejected, SpectrumBook, VibrationReport, WaveformSlot,
 };
 
 /// The signal slots an asset's windows hold.
@@ -41,6 +41,8 @@ enum Slot {
     Pressure,
     /// The shaft speed for the waveform analysis (`signals.speed`).
     Speed,
+    /// The waveforms' sample rate (`waveform.sample_rate_tag`).
+    SampleRate,
 }
 
 struct AssetRuntime {
@@ -89,6 +91,10 @@ impl Scorer {
                     (Slot::AmbientTemperature, s.ambient_temperature),
                     (Slot::Pressure, s.pressure),
                     (Slot::Speed, speed_tag(asset)),
+                    (
+                        Slot::SampleRate,
+                        asset.waveform.as_ref().and_then(|w| w.sample_rate_tag),
+                    ),
                 ]
                 .into_iter()
                 .filter_map(|(slot, tag)| tag.map(|t| (slot, t)))
@@ -114,7 +120,7 @@ impl Scorer {
                     windows,
                     state: AssetState::default(),
                     waveform: asset.waveform.as_ref().map(|w| WaveformRuntime {
-                        slot: WaveformSlot::new(w.max_samples),
+                        slot: WaveformSlot::new(w.max_samples, w.top_hz()),
                         latest: None,
                         arrived: 0.0,
                     }),
@@ -190,7 +196,17 @@ impl Scorer {
             if route_tag != tag {
                 continue;
             }
-            match w.slot.accept(array, settings.to_m_s2) {
+            let outcome = match settings.sample_rate_tag {
+                None => w.slot.accept(array, settings.to_m_s2, None),
+                Some(_) => match latest(&runtime.windows, Slot::SampleRate) {
+                    Some(rate) => w.slot.accept(array, settings.to_m_s2, Some(rate)),
+                    None => {
+                        w.slot.count_rejected();
+                        Err(Rejected::NoSampleRate)
+                    }
+                },
+            };
+            match outcome {
                 Ok(()) => w.arrived = t,
                 // The first, then every hundredth: a misconfigured sensor sends one per second.
                 Err(error) if w.slot.rejected % 100 == 1 => {
@@ -232,12 +248,8 @@ impl Scorer {
             };
             let shaft_hz = match settings.shaft {
                 Some(ShaftSpeed::Fixed { hz }) => Some(hz),
-                Some(ShaftSpeed::Tag { per_minute, .. }) => runtime
-                    .windows
-                    .iter()
-                    .find(|(slot, _)| *slot == Slot::Speed)
-                    .and_then(|(_, window)| window.last())
-                    .map(|p| if per_minute { p.value / 60.0 } else { p.value }),
+                Some(ShaftSpeed::Tag { per_minute, .. }) => latest(&runtime.windows, Slot::Speed)
+                    .map(|v| if per_minute { v / 60.0 } else { v }),
                 None => None,
             };
             let Some((samples, rate)) = w.slot.take_fresh() else {
@@ -379,7 +391,7 @@ fn observe(runtime: &mut AssetRuntime, horizon: f64, scratch: &mut Vec<Point>) -
             Slot::WindingTemperature => observed.winding_temperature = mean,
             Slot::AmbientTemperature => observed.ambient_temperature = mean,
             Slot::Current(phase) => currents[usize::from(*phase)] = mean,
-            Slot::Speed => {}
+            Slot::Speed | Slot::SampleRate => {}
             Slot::Pressure => {
                 observed.pressure_mean = mean;
                 let values: Vec<f64> = window.values().collect();
@@ -404,6 +416,12 @@ fn observe(runtime: &mut AssetRuntime, horizon: f64, scratch: &mut Vec<Point>) -
         observed.currents = currents[..phases].iter().flatten().copied().collect();
     }
     observed
+}
+
+/// The newest value of an asset's signal.
+fn latest(windows: &[(Slot, Window)], slot: Slot) -> Option<f64> {
+    let (_, window) = windows.iter().find(|(s, _)| *s == slot)?;
+    window.last().map(|p| p.value)
 }
 
 /// `signals.speed` when the waveform analysis takes the shaft speed from it.

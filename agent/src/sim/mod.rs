@@ -92,7 +92,8 @@ pub struct MachineConfig {
     /// A gauging station's parts and measurements, served by points with `signal = { gauge =
     /// "count" | "part_id" | { measurement = N } }`.
     pub gauge: Option<gauge::GaugeSimConfig>,
-    /// An accelerometer's waveforms, served over OPC UA only (as `<name>.waveform`, a Float array).
+    /// An accelerometer's waveforms, served over OPC UA (as `<name>.waveform`, a Float array) and,
+    /// with `registers`, over Modbus as a block of i16 input registers.
     pub waveform: Option<waveform::WaveformSimConfig>,
 }
 

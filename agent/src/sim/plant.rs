@@ -35,6 +35,8 @@ pub struct Machine {
     gauge: Option<GaugeSim>,
     /// Every value written, with its table and address, oldest first (at most [`WRITE_LOG`]).
     writes: Mutex<std::collections::VecDeque<(Table, u16, u16, Instant)>>,
+    /// The waveform's Modbus block, when it has one.
+    waveform_block: super::waveform::RegisterBlock,
 }
 
 /// Writes a machine remembers for [`Machine::writes`].
@@ -88,6 +90,7 @@ impl Plant {
                     .clone()
                     .map(|gauge| GaugeSim::new(gauge, seed ^ (u64::from(config.unit_id) << 16))),
                 writes: Mutex::new(std::collections::VecDeque::new()),
+                waveform_block: Default::default(),
                 config,
                 points,
                 written: Mutex::new(HashMap::new()),
@@ -227,6 +230,16 @@ impl Plant {
                     mapped[slot] = true;
                 }
             }
+        }
+        if let (Table::InputRegister, Some(waveform)) = (table, &machine.config.waveform) {
+            let seed = self.seed ^ u64::from(machine.config.unit_id) << 32;
+            machine.waveform_block.overlay(
+                waveform,
+                (elapsed, seed),
+                first,
+                &mut words,
+                &mut mapped,
+            );
         }
         apply_written(machine, table, first, &mut words, &mut mapped);
         if machine.config.strict && mapped.contains(&false) {

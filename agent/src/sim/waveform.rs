@@ -1,7 +1,9 @@
 //! A simulated accelerometer: a machine's acceleration waveform, served over OPC UA as a Float
-//! array (`<machine>.waveform`) and renewed every `every`. A bearing or shaft fault grows from
-//! nothing at `starts` to its full size over `grows`.
+//! array (`<machine>.waveform`) and, with `registers`, over Modbus as a block of i16 input
+//! registers (a vibration transmitter's waveform buffer), renewed every `every`. A bearing or
+//! shaft fault grows from nothing at `starts` to its full size over `grows`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use firmware_config::{DefectFactors, HumanDuration};
@@ -30,6 +32,17 @@ pub struct WaveformSimConfig {
     /// How long it takes to reach full size.
     #[serde(default = "default_grows")]
     pub grows: HumanDuration,
+    /// Input register where the waveform's block of i16 samples starts (Modbus).
+    pub registers: Option<u16>,
+    /// m/s² per count of the Modbus block (default 0.001).
+    #[serde(default = "default_register_scale")]
+    pub register_scale: f64,
+    /// Input register that holds the sample rate in Hz (u16).
+    pub rate_register: Option<u16>,
+}
+
+fn default_register_scale() -> f64 {
+    0.001
 }
 
 fn healthy() -> String {
@@ -74,6 +87,17 @@ impl WaveformSimConfig {
         if !(60.0..=30_000.0).contains(&self.rpm) {
             return Err("waveform: rpm between 60 and 30000".into());
         }
+        if let Some(start) = self.registers {
+            if usize::from(start) + self.samples > 65_536 {
+                return Err("waveform: the register block runs past 65535".into());
+            }
+            if !(self.register_scale.is_finite() && self.register_scale > 0.0) {
+                return Err("waveform: register_scale must be positive".into());
+            }
+        }
+        if self.rate_register.is_some() && self.sample_rate > 65_535.0 {
+            return Err("waveform: rate_register holds a u16: sample_rate up to 65535".into());
+        }
         Ok(())
     }
 
@@ -92,5 +116,64 @@ impl WaveformSimConfig {
             / self.grows.get().as_secs_f64().max(1e-3);
         machine.severity *= grown.clamp(0.0, 1.0);
         machine.waveform()
+    }
+}
+
+/// The waveform as Modbus input registers: one block per `every`, the same for every read in
+/// that period (a transmitter's double buffer), made on the first read.
+#[derive(Debug, Default)]
+pub struct RegisterBlock {
+    made: Mutex<Option<(u128, Arc<[u16]>)>>,
+}
+
+impl RegisterBlock {
+    /// Fills `words[k]` (address `first + k`) that fall in the block or on the rate register,
+    /// marking them mapped.
+    pub fn overlay(
+        &self,
+        config: &WaveformSimConfig,
+        (elapsed, seed): (Duration, u64),
+        first: u32,
+        words: &mut [u16],
+        mapped: &mut [bool],
+    ) {
+        let end = first + words.len() as u32;
+        if let Some(at) = config.rate_register.map(u32::from) {
+            if (first..end).contains(&at) {
+                words[(at - first) as usize] = config.sample_rate.round() as u16;
+                mapped[(at - first) as usize] = true;
+            }
+        }
+        let Some(start) = config.registers.map(u32::from) else {
+            return;
+        };
+        let stop = start + config.samples as u32;
+        if stop <= first || end <= start {
+            return;
+        }
+        let block = self.block(config, elapsed, seed);
+        for address in start.max(first)..stop.min(end) {
+            words[(address - first) as usize] = block[(address - start) as usize];
+            mapped[(address - first) as usize] = true;
+        }
+    }
+
+    fn block(&self, config: &WaveformSimConfig, elapsed: Duration, seed: u64) -> Arc<[u16]> {
+        let period = elapsed.as_millis() / config.every.get().as_millis().max(1);
+        let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, block)) = made.as_ref().filter(|(at, _)| *at == period) {
+            return Arc::clone(block);
+        }
+        let counts: Arc<[u16]> = config
+            .generate(elapsed, seed ^ period as u64)
+            .iter()
+            .map(|v| {
+                (f64::from(*v) / config.register_scale)
+                    .round()
+                    .clamp(-32768.0, 32767.0) as i16 as u16
+            })
+            .collect();
+        *made = Some((period, Arc::clone(&counts)));
+        counts
     }
 }

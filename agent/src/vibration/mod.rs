@@ -21,34 +21,14 @@ pub use waveforms::{Latest, Rejected, SpectrumBook, WaveformSlot};
 
 #[cfg(test)]
 mod tests {
-    use firmware_config::{Bearing, Foundation, IsoGroup, ShaftSpeed, Waveform};
+    use firmware_config::{Foundation, IsoGroup};
 
     use super::dsp::Analyzer;
     use super::synth::{Fault, Machine};
     use super::*;
 
-    fn settings(machine: &Machine) -> (Waveform, Vec<Bearing>) {
-        let waveform = Waveform {
-            source: firmware_config::WaveformSource::Tag(0),
-            sample_rate: machine.sample_rate,
-            to_m_s2: 1.0,
-            max_samples: machine.samples,
-            shaft: Some(ShaftSpeed::Fixed {
-                hz: machine.shaft_hz,
-            }),
-            velocity_band: [10.0, 1000.0],
-            envelope_band: None,
-            speed_tolerance: 0.02,
-        };
-        let bearing = Bearing {
-            name: "DE".into(),
-            factors: machine.bearing,
-        };
-        (waveform, vec![bearing])
-    }
-
     fn diagnose(machine: &Machine) -> Analysis {
-        let (waveform, bearings) = settings(machine);
+        let (waveform, bearings) = machine.settings();
         let class = Some((IsoGroup::Group2, Foundation::Rigid));
         analyze(
             &mut Analyzer::new(),

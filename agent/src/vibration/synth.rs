@@ -99,6 +99,27 @@ impl Machine {
         }
     }
 
+    /// The analysis settings that match the machine (m/s², its rate and shaft speed, kurtogram
+    /// band) and its bearing, named "DE".
+    pub fn settings(&self) -> (firmware_config::Waveform, Vec<firmware_config::Bearing>) {
+        let waveform = firmware_config::Waveform {
+            source: firmware_config::WaveformSource::Tag(0),
+            sample_rate: self.sample_rate,
+            sample_rate_tag: None,
+            to_m_s2: 1.0,
+            max_samples: self.samples,
+            shaft: Some(firmware_config::ShaftSpeed::Fixed { hz: self.shaft_hz }),
+            velocity_band: [10.0, 1000.0],
+            envelope_band: None,
+            speed_tolerance: 0.02,
+        };
+        let bearing = firmware_config::Bearing {
+            name: "DE".into(),
+            factors: self.bearing,
+        };
+        (waveform, vec![bearing])
+    }
+
     pub fn waveform(&self) -> Vec<f32> {
         let mut rng = fastrand::Rng::with_seed(self.seed);
         let fs = self.sample_rate;

@@ -11,7 +11,7 @@ use super::dsp::Spectrum;
 use crate::sample::Value;
 
 /// Why a waveform was not taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 pub enum Rejected {
     #[error("waveform of {len} samples is longer than max_samples = {max}")]
     TooLong { len: usize, max: usize },
@@ -21,6 +21,10 @@ pub enum Rejected {
     NotNumeric,
     #[error("the waveform holds a NaN or infinite sample")]
     NotFinite,
+    #[error("sample rate {rate} Hz cannot carry the bands up to {top} Hz (it must be at least twice that)")]
+    SampleRate { rate: f64, top: f64 },
+    #[error("no sample rate yet: sample_rate_tag has no good value")]
+    NoSampleRate,
 }
 
 /// One asset's waveform buffer: `max_samples` long from the start, refilled by each waveform.
@@ -31,15 +35,19 @@ pub struct WaveformSlot {
     /// The waveform's own sample rate, when its source said (a WAV file).
     rate: Option<f64>,
     fresh: bool,
+    /// The highest frequency the asset's bands reach: a waveform's own rate must carry it.
+    top_hz: f64,
     pub accepted: u64,
     pub rejected: u64,
 }
 
 impl WaveformSlot {
-    pub fn new(max_samples: usize) -> WaveformSlot {
+    /// A slot for waveforms of up to `max_samples`, analysed in bands up to `top_hz`.
+    pub fn new(max_samples: usize, top_hz: f64) -> WaveformSlot {
         WaveformSlot {
             buffer: vec![0.0; max_samples],
             len: 0,
+            top_hz,
             rate: None,
             fresh: false,
             accepted: 0,
@@ -47,9 +55,17 @@ impl WaveformSlot {
         }
     }
 
-    /// Copies a waveform in, scaled by `to_m_s2`. A rejected one leaves the previous waveform.
-    pub fn accept(&mut self, value: &Value, to_m_s2: f64) -> Result<(), Rejected> {
-        let outcome = self.fill(value, to_m_s2);
+    /// Copies a waveform in, scaled by `to_m_s2`, with its sample rate when its source gives one.
+    /// A rejected one leaves the previous waveform.
+    pub fn accept(
+        &mut self,
+        value: &Value,
+        to_m_s2: f64,
+        rate: Option<f64>,
+    ) -> Result<(), Rejected> {
+        let outcome = self
+            .check_rate(rate)
+            .and_then(|()| self.fill(value, to_m_s2, rate));
         match outcome {
             Ok(()) => self.accepted += 1,
             Err(_) => self.rejected += 1,
@@ -57,7 +73,19 @@ impl WaveformSlot {
         outcome
     }
 
-    fn fill(&mut self, value: &Value, to_m_s2: f64) -> Result<(), Rejected> {
+    fn check_rate(&self, rate: Option<f64>) -> Result<(), Rejected> {
+        match rate {
+            Some(rate) if !(rate.is_finite() && rate >= 2.0 * self.top_hz) => {
+                Err(Rejected::SampleRate {
+                    rate,
+                    top: self.top_hz,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn fill(&mut self, value: &Value, to_m_s2: f64, rate: Option<f64>) -> Result<(), Rejected> {
         let Value::Array(items) = value else {
             return Err(Rejected::NotNumeric);
         };
@@ -80,7 +108,7 @@ impl WaveformSlot {
             *slot = (item.as_f64().unwrap_or(0.0) * to_m_s2) as f32;
         }
         self.len = len;
-        self.rate = None;
+        self.rate = rate;
         self.fresh = true;
         Ok(())
     }
@@ -93,6 +121,7 @@ impl WaveformSlot {
         to_m_s2: f64,
         rate: Option<f64>,
     ) -> Result<(), Rejected> {
+        self.check_rate(rate)?;
         let (len, max) = (samples.len(), self.buffer.len());
         if len > max {
             return Err(Rejected::TooLong { len, max });
@@ -216,8 +245,8 @@ mod tests {
 
     #[test]
     fn a_waveform_is_scaled_in_and_taken_once() {
-        let mut slot = WaveformSlot::new(1024);
-        slot.accept(&array((0..512).map(f64::from)), 2.0)
+        let mut slot = WaveformSlot::new(1024, 100.0);
+        slot.accept(&array((0..512).map(f64::from)), 2.0, None)
             .expect("accepted");
         let (wave, rate) = slot.take_fresh().expect("fresh");
         assert_eq!(rate, None, "an array carries no rate of its own");
@@ -228,10 +257,10 @@ mod tests {
 
     #[test]
     fn bad_waveforms_are_rejected_counted_and_leave_the_last_good_one() {
-        let mut slot = WaveformSlot::new(1024);
-        slot.accept(&array((0..300).map(f64::from)), 1.0)
+        let mut slot = WaveformSlot::new(1024, 100.0);
+        slot.accept(&array((0..300).map(f64::from)), 1.0, None)
             .expect("accepted");
-        let long = slot.accept(&array((0..2000).map(f64::from)), 1.0);
+        let long = slot.accept(&array((0..2000).map(f64::from)), 1.0, None);
         assert_eq!(
             long,
             Err(Rejected::TooLong {
@@ -240,20 +269,41 @@ mod tests {
             })
         );
         assert!(matches!(
-            slot.accept(&array((0..10).map(f64::from)), 1.0),
+            slot.accept(&array((0..10).map(f64::from)), 1.0, None),
             Err(Rejected::TooShort { .. })
         ));
         let nan = array((0..300).map(|i| if i == 7 { f64::NAN } else { 1.0 }));
-        assert_eq!(slot.accept(&nan, 1.0), Err(Rejected::NotFinite));
+        assert_eq!(slot.accept(&nan, 1.0, None), Err(Rejected::NotFinite));
         assert_eq!(
-            slot.accept(&Value::F64(1.0), 1.0),
+            slot.accept(&Value::F64(1.0), 1.0, None),
             Err(Rejected::NotNumeric)
         );
         let text = Value::Array(vec![Value::Text("x".into()); 300].into());
-        assert_eq!(slot.accept(&text, 1.0), Err(Rejected::NotNumeric));
+        assert_eq!(slot.accept(&text, 1.0, None), Err(Rejected::NotNumeric));
         assert_eq!((slot.accepted, slot.rejected), (1, 5));
         let (wave, _) = slot.take_fresh().expect("the good one is still there");
         assert_eq!((wave.len(), wave[299]), (300, 299.0));
+    }
+
+    #[test]
+    fn a_sample_rate_that_cannot_carry_the_bands_is_rejected() {
+        let mut slot = WaveformSlot::new(1024, 1000.0);
+        let wave = array((0..512).map(f64::from));
+        assert_eq!(
+            slot.accept(&wave, 1.0, Some(1500.0)),
+            Err(Rejected::SampleRate {
+                rate: 1500.0,
+                top: 1000.0
+            })
+        );
+        assert!(matches!(
+            slot.accept_samples(&[0.5; 512], 1.0, Some(f64::NAN)),
+            Err(Rejected::SampleRate { .. })
+        ));
+        assert!(slot.take_fresh().is_none(), "nothing taken");
+        slot.accept(&wave, 1.0, Some(2000.0))
+            .expect("at twice the top");
+        assert_eq!(slot.take_fresh().map(|(_, rate)| rate), Some(Some(2000.0)));
     }
 
     #[test]

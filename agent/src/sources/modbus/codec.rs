@@ -30,6 +30,8 @@ pub enum CodecError {
         "one bit of a register cannot be written on its own (FC 5/6/15/16 write whole registers)"
     )]
     RegisterBit,
+    #[error("a block of {count} values (count) is read-only")]
+    Block { count: u16 },
 }
 
 /// Decodes a register tag from the registers it occupies (`words.len() >= tag.width()`).
@@ -39,14 +41,26 @@ pub fn decode_registers(tag: &Tag, words: &[u16]) -> Result<Value, CodecError> {
         needed: width,
         got: words.len(),
     })?;
+    if tag.is_block() {
+        let items = words
+            .chunks_exact(usize::from(tag.element_width()))
+            .map(|element| decode_one(tag, element))
+            .collect();
+        return Ok(Value::Array(items));
+    }
+    Ok(decode_one(tag, words))
+}
+
+/// Decodes one value from exactly its registers.
+fn decode_one(tag: &Tag, words: &[u16]) -> Value {
     let value = match tag.data_type {
         DataType::Bool => {
             // Bit n of the register's value, read in the tag's byte order like a u16.
             let word = u16::from_be_bytes(register_bytes(words[0], tag.order));
             let bit = tag.bit.unwrap_or(0);
-            return Ok(Value::Bool(word >> bit & 1 == 1));
+            return Value::Bool(word >> bit & 1 == 1);
         }
-        DataType::String => return Ok(Value::Text(decode_text(words, tag.order, tag.length))),
+        DataType::String => return Value::Text(decode_text(words, tag.order, tag.length)),
         DataType::U16 => Raw::Unsigned(u64::from(u16::from_be_bytes(be_bytes::<2>(
             words, tag.order,
         )))),
@@ -66,7 +80,7 @@ pub fn decode_registers(tag: &Tag, words: &[u16]) -> Result<Value, CodecError> {
         )))),
         DataType::F64 => Raw::Float(f64::from_be_bytes(be_bytes::<8>(words, tag.order))),
     };
-    Ok(value.scaled(tag.scaling))
+    value.scaled(tag.scaling)
 }
 
 /// Decodes a coil or discrete input.
@@ -83,6 +97,9 @@ pub fn encode_registers(tag: &Tag, value: &Value) -> Result<Vec<u16>, CodecError
         tag_type: tag.data_type.name(),
         value: value.to_string(),
     };
+    if tag.is_block() {
+        return Err(CodecError::Block { count: tag.count });
+    }
     match (tag.data_type, value) {
         (DataType::Bool, _) => return Err(CodecError::RegisterBit),
         (DataType::String, Value::Text(text)) => {
@@ -250,6 +267,7 @@ mod tests {
             scaling: None,
             unit: None,
             poll_interval: Duration::from_secs(1),
+            count: 1,
         }
     }
 
@@ -258,6 +276,42 @@ mod tests {
     }
 
     /// Each case: type, order, registers as they arrive on the wire (hand-computed), value.
+    #[test]
+    fn a_block_decodes_to_an_array_of_scaled_values_in_the_tag_order() {
+        let mut t = tag(DataType::I16, ABCD);
+        t.count = 3;
+        t.scaling = Some(Scaling {
+            scale: 0.001,
+            offset: 0.0,
+        });
+        let values = decode_registers(&t, &[1000, (-250i16) as u16, 0, 77]).expect("decodes");
+        assert_eq!(
+            values,
+            Value::Array(vec![Value::F64(1.0), Value::F64(-0.25), Value::F64(0.0)].into())
+        );
+        let mut t = tag(DataType::F32, CDAB);
+        t.count = 2;
+        let words: Vec<u16> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| {
+                let bits = v.to_bits();
+                [bits as u16, (bits >> 16) as u16]
+            })
+            .collect();
+        assert_eq!(
+            decode_registers(&t, &words).expect("decodes"),
+            Value::Array(vec![Value::F64(1.5), Value::F64(-2.0)].into())
+        );
+        assert_eq!(
+            decode_registers(&t, &words[..3]),
+            Err(CodecError::ShortAnswer { needed: 4, got: 3 })
+        );
+        assert_eq!(
+            encode_registers(&t, &Value::F64(1.0)),
+            Err(CodecError::Block { count: 2 })
+        );
+    }
+
     #[test]
     fn every_type_in_every_order_against_hand_computed_registers() {
         // 16-bit: 0x1234 = 4660; byte-swapped orders see 0x3412.

@@ -4,6 +4,9 @@
 //! merged greedily. A request may span unmapped addresses only up to `max_gap` in a row, may not
 //! exceed the device's (and the protocol's) size limit, and may never touch a forbidden range.
 //!
+//! A block (`count`) is read on its own, in one request that the link splits into reads of at
+//! most the device's limit: it is large, and a torn block is worse than one more request.
+//!
 //! Why greedy is minimal: every feasible request covers a run of consecutive tags in address order,
 //! and shrinking a feasible run from either end keeps it feasible (the gaps inside stay the same,
 //! the span only shrinks). For such a monotone property, taking the longest feasible run each time
@@ -93,10 +96,20 @@ pub fn plan_reads<'t>(
     tags: impl IntoIterator<Item = (usize, &'t Tag)>,
     limits: Limits<'_>,
 ) -> Vec<ReadRequest> {
-    let mut sorted: Vec<(usize, &Tag)> = tags.into_iter().collect();
+    let (blocks, mut sorted): (Vec<_>, Vec<_>) = tags
+        .into_iter()
+        .partition(|(_, t): &(usize, &Tag)| t.is_block());
     sorted.sort_by_key(|(i, t)| (t.table, t.address, t.last_address(), *i));
 
-    let mut requests = Vec::new();
+    let mut requests: Vec<ReadRequest> = blocks
+        .into_iter()
+        .map(|(index, tag)| ReadRequest {
+            table: tag.table,
+            start: tag.address,
+            count: tag.width(),
+            tags: vec![index],
+        })
+        .collect();
     // Current run: table, first and last address (inclusive, u32 to avoid overflow), tags.
     let mut run: Option<(Table, u32, u32, Vec<usize>)> = None;
     for (index, tag) in sorted {
@@ -165,6 +178,7 @@ mod tests {
             scaling: None,
             unit: None,
             poll_interval: Duration::from_secs(1),
+            count: 1,
         }
     }
 
@@ -180,6 +194,26 @@ mod tests {
 
     fn plan(tags: &[Tag], limits: Limits<'_>) -> Vec<ReadRequest> {
         plan_reads(tags.iter().enumerate(), limits)
+    }
+
+    #[test]
+    fn a_block_is_read_alone_whatever_its_length() {
+        use DataType::*;
+        let mut block = tag(Table::InputRegister, 10, I16);
+        block.count = 4096;
+        let tags = [
+            tag(Table::InputRegister, 9, U16),
+            block,
+            tag(Table::InputRegister, 4106, U16),
+        ];
+        let requests = plan(&tags, limits(125, 10, &[]));
+        assert_eq!(requests.len(), 3, "{requests:?}");
+        assert!(requests.contains(&ReadRequest {
+            table: Table::InputRegister,
+            start: 10,
+            count: 4096,
+            tags: vec![1],
+        }));
     }
 
     #[test]

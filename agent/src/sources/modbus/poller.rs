@@ -486,13 +486,12 @@ impl Line {
 
         let mut i = 0;
         while i < unit.groups[g].group.requests.len() {
-            frame_gap(self.last_transaction, self.inter_frame_delay).await;
             let request = &unit.groups[g].group.requests[i];
             let started = Instant::now();
-            let outcome = link::read(ctx, request, unit.device.timeout)
+            let gap = (self.inter_frame_delay, &mut self.last_transaction);
+            let outcome = read_all(ctx, request, &unit.device, gap)
                 .await
                 .map_err(|fault| classify(self.wire.as_deref(), fault));
-            self.last_transaction = Some(Instant::now());
             let quality = outcome
                 .as_ref()
                 .map_or_else(Fault::quality, |_| Quality::Good);
@@ -542,6 +541,45 @@ impl Line {
                 }
             }
             i += 1;
+        }
+    }
+}
+
+/// Reads a request after the line's frame gap; a block longer than the device's limit is read
+/// in parts, one after the other (the gap before each), and joined.
+async fn read_all(
+    ctx: &mut Context,
+    request: &ReadRequest,
+    device: &Device,
+    (gap, last): (Duration, &mut Option<Instant>),
+) -> Result<Data, Fault> {
+    let most = if request.table.is_bits() {
+        u32::MAX
+    } else {
+        u32::from(device.max_registers_per_request.max(1))
+    };
+    let end = u32::from(request.start) + u32::from(request.count);
+    let mut at = u32::from(request.start);
+    let mut joined: Vec<u16> = Vec::new();
+    loop {
+        // Addresses fit in u16: validation keeps every tag inside 0..=65535.
+        let part = ReadRequest {
+            table: request.table,
+            start: at as u16,
+            count: (end - at).min(most) as u16,
+            tags: Vec::new(),
+        };
+        frame_gap(*last, gap).await;
+        let outcome = link::read(ctx, &part, device.timeout).await;
+        *last = Some(Instant::now());
+        at += u32::from(part.count);
+        match outcome? {
+            data if at >= end && joined.is_empty() => return Ok(data),
+            Data::Registers(words) => joined.extend_from_slice(&words),
+            bits @ Data::Bits(_) => return Ok(bits),
+        }
+        if at >= end {
+            return Ok(Data::Registers(joined));
         }
     }
 }

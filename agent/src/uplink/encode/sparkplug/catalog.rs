@@ -242,7 +242,9 @@ fn figures(names: &[&str], types: &[DataType]) -> Vec<MetricDef> {
 }
 
 fn modbus_metric(tag: &Tag, id: TagId, write: Option<(usize, Box<Tag>)>) -> MetricDef {
-    let datatype = if tag.scaling.is_some() {
+    let datatype = if tag.is_block() {
+        DataType::DoubleArray
+    } else if tag.scaling.is_some() {
         DataType::Double
     } else {
         match tag.data_type {
