@@ -38,9 +38,10 @@ use crate::uplink::encode::{Both, Encoder, Sparkplug, Topics, UnsJson};
 use crate::uplink::{CommandHandler, Identity, Uplink, UplinkParts, UplinkStats};
 use crate::{changes, outputs, production, quality, reports};
 
-/// Starts a watcher for each waveform asset's recordings folder; what they read reaches the
-/// scorer on the receiver (closed at once without such assets).
-fn recordings_folders(
+/// Starts a watcher for each waveform asset's recordings folder and a capture for each IIO
+/// accelerometer; what they read reaches the scorer on the receiver (closed at once without
+/// such assets).
+fn local_waveforms(
     plan: &firmware_config::Plan,
     clock: &Arc<dyn Clock>,
     stop: &CancellationToken,
@@ -49,20 +50,38 @@ fn recordings_folders(
     let (found, recordings) = mpsc::channel(4);
     for (asset, a) in plan.assets.iter().enumerate() {
         let Some(w) = &a.waveform else { continue };
-        if let firmware_config::WaveformSource::Folder { path, poll, keep } = &w.source {
-            let folder = crate::sources::recordings::RecordingsFolder {
-                asset,
-                path: path.clone(),
-                poll: *poll,
-                keep: *keep,
-                max_samples: w.max_samples,
-            };
-            running.tasks.spawn(crate::sources::recordings::watch(
-                folder,
-                found.clone(),
-                Arc::clone(clock),
-                stop.clone(),
-            ));
+        match &w.source {
+            firmware_config::WaveformSource::Folder { path, poll, keep } => {
+                let folder = crate::sources::recordings::RecordingsFolder {
+                    asset,
+                    path: path.clone(),
+                    poll: *poll,
+                    keep: *keep,
+                    max_samples: w.max_samples,
+                };
+                running.tasks.spawn(crate::sources::recordings::watch(
+                    folder,
+                    found.clone(),
+                    Arc::clone(clock),
+                    stop.clone(),
+                ));
+            }
+            firmware_config::WaveformSource::Iio(source) => {
+                let capture = crate::sources::iio::IioCapture {
+                    asset,
+                    source: source.clone(),
+                    samples: w.max_samples,
+                    sample_rate: w.sample_rate,
+                    sysfs: crate::sources::iio::SYSFS.into(),
+                    grace: Duration::from_secs(5),
+                };
+                running.tasks.spawn(crate::sources::iio::run(
+                    capture,
+                    found.clone(),
+                    stop.clone(),
+                ));
+            }
+            firmware_config::WaveformSource::Tag(_) => {}
         }
     }
     recordings
@@ -375,7 +394,7 @@ impl Pipeline {
                 asset_view,
                 deps.stop.clone(),
             ));
-            let recordings = recordings_folders(plan, clock, &deps.stop, &mut running);
+            let recordings = local_waveforms(plan, clock, &deps.stop, &mut running);
             running.tasks.spawn(scorer::run(
                 scorer,
                 bus.subscribe(),

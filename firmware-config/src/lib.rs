@@ -59,8 +59,8 @@ pub use uplink::{
     ByteSize, Mqtt, MqttConfig, Outbox, OutboxConfig, PasswordSource, Secret, TopicsConfig,
 };
 pub use vibration::{
-    AccelerationUnit, Bearing, BearingConfig, DefectFactors, ShaftSpeed, Waveform, WaveformConfig,
-    WaveformSource,
+    AccelerationUnit, Bearing, BearingConfig, DefectFactors, IioSource, ShaftSpeed, Waveform,
+    WaveformConfig, WaveformSource,
 };
 
 use modbus::{Checker, DeviceParts};

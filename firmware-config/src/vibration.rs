@@ -48,15 +48,25 @@ pub struct WaveformConfig {
     /// How long analysed recordings stay in `done/` and `rejected/` (default 7d).
     #[serde(default = "default_keep")]
     pub keep: HumanDuration,
+    /// A Linux IIO device with a buffer (an SPI accelerometer on the gateway): its name (the
+    /// `name` file), `iio:deviceN`, or its directory under /sys/bus/iio/devices. Or `tag`/`folder`.
+    pub iio: Option<String>,
+    /// The IIO channel captured, e.g. "accel_z" (`in_accel_z` in scan_elements) or "voltage0".
+    pub channel: Option<String>,
+    /// The IIO device's character device (default /dev/iio:deviceN).
+    pub device_node: Option<PathBuf>,
+    /// How often an IIO capture of `max_samples` samples is taken (default 60s).
+    #[serde(default = "default_every")]
+    pub every: HumanDuration,
     /// Samples per second of every waveform (a WAV file's own rate wins). With
     /// `sample_rate_tag`, the nominal rate the bands are checked against.
     pub sample_rate: f64,
     /// A tag that gives the sample rate of the waveforms from `tag`, in Hz (a transmitter whose
     /// rate follows its settings): each waveform is analysed at the tag's latest good value.
     pub sample_rate_tag: Option<String>,
-    /// Unit of the samples after `scale`: "g" (default) or "m/s²".
-    #[serde(default)]
-    pub unit: AccelerationUnit,
+    /// Unit of the samples after `scale`: "g" or "m/s²". Default: g, and m/s² for `iio` (the
+    /// kernel's unit for acceleration, after the channel's own scale and offset).
+    pub unit: Option<AccelerationUnit>,
     /// Factor applied to every sample (a raw integer block from a transmitter), default 1.
     #[serde(default = "one")]
     pub scale: f64,
@@ -80,6 +90,9 @@ pub struct WaveformConfig {
 
 fn default_poll() -> HumanDuration {
     HumanDuration::from_millis(5_000)
+}
+fn default_every() -> HumanDuration {
+    HumanDuration::from_millis(60_000)
 }
 fn default_keep() -> HumanDuration {
     HumanDuration::from_millis(7 * 86_400_000)
@@ -170,6 +183,19 @@ pub enum WaveformSource {
         poll: Duration,
         keep: Duration,
     },
+    /// Captures from a Linux IIO buffered device.
+    Iio(IioSource),
+}
+
+/// A Linux IIO device's channel, captured every `every`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IioSource {
+    /// As configured: a name, `iio:deviceN` or a sysfs directory.
+    pub device: String,
+    /// The scan element's name, with its `in_` prefix (`in_accel_z`).
+    pub channel: String,
+    pub device_node: Option<PathBuf>,
+    pub every: Duration,
 }
 
 /// The validated `[assets.waveform]`.
@@ -290,7 +316,11 @@ pub(crate) fn validate(
         sample_rate: w.sample_rate,
         sample_rate_tag,
         to_m_s2: w.scale
-            * match w.unit {
+            * match w.unit.unwrap_or(if w.iio.is_some() {
+                AccelerationUnit::MetresPerSecondSquared
+            } else {
+                AccelerationUnit::G
+            }) {
                 AccelerationUnit::G => 9.806_65,
                 AccelerationUnit::MetresPerSecondSquared => 1.0,
             },
@@ -312,8 +342,23 @@ fn source(
     w: &WaveformConfig,
     config_dir: &Path,
 ) -> Option<WaveformSource> {
-    match (&w.tag, &w.folder) {
-        (Some(tag), None) => match tags.shape(tag) {
+    if w.iio.is_none() {
+        for (field, given) in [
+            ("channel", w.channel.is_some()),
+            ("device_node", w.device_node.is_some()),
+        ] {
+            if given {
+                check.err(
+                    &key(field),
+                    component,
+                    format!("{field} is for iio captures"),
+                );
+            }
+        }
+    }
+    match (&w.tag, &w.folder, &w.iio) {
+        (None, None, Some(device)) => iio_source(check, component, key, w, device),
+        (Some(tag), None, None) => match tags.shape(tag) {
             Ok((index, TagShape::Block | TagShape::Untyped)) => Some(WaveformSource::Tag(index)),
             Ok((_, shape)) => {
                 check.err(
@@ -332,7 +377,7 @@ fn source(
             }
             Err(None) => None,
         },
-        (None, Some(folder)) => {
+        (None, Some(folder), None) => {
             if w.poll.get() < Duration::from_millis(100) {
                 check.err(&key("poll"), component, "poll must be at least 100ms");
                 return None;
@@ -349,11 +394,53 @@ fn source(
             check.err(
                 &table,
                 component,
-                "a waveform comes from a tag (an OPC UA array or a Modbus block) or a folder of recordings: give one of tag and folder",
+                "a waveform comes from a tag (an OPC UA array or a Modbus block), a folder of recordings or an IIO device: give one of tag, folder and iio",
             );
             None
         }
     }
+}
+
+/// `iio` with its `channel` (named with or without the `in_` prefix).
+fn iio_source(
+    check: &mut Checker<'_, '_>,
+    component: &str,
+    key: &dyn Fn(&'static str) -> Vec<Seg<'static>>,
+    w: &WaveformConfig,
+    device: &str,
+) -> Option<WaveformSource> {
+    let Some(channel) = &w.channel else {
+        check.err(
+            &key("iio"),
+            component,
+            "an IIO capture needs channel = the scan element to read, e.g. \"accel_z\"",
+        );
+        return None;
+    };
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    if device.is_empty() || channel.is_empty() || !channel.chars().all(valid) {
+        check.err(
+            &key("channel"),
+            component,
+            "channel is a scan element's name: letters, digits and _ (e.g. \"accel_z\")",
+        );
+        return None;
+    }
+    if w.every.get() < Duration::from_secs(1) {
+        check.err(&key("every"), component, "every must be at least 1s");
+        return None;
+    }
+    let channel = if channel.starts_with("in_") {
+        channel.clone()
+    } else {
+        format!("in_{channel}")
+    };
+    Some(WaveformSource::Iio(IioSource {
+        device: device.to_string(),
+        channel,
+        device_node: w.device_node.clone(),
+        every: w.every.get(),
+    }))
 }
 
 /// `sample_rate_tag`: a number, for waveforms from a tag (a recording carries its own rate).

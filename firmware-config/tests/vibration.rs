@@ -82,7 +82,7 @@ fn each_mistake_is_named_at_its_line() {
     let both = "[assets.waveform]\ntag = \"accel\"\nfolder = \"x\"\nsample_rate = 25600\n";
     one_error(
         &asset(both, ""),
-        "give one of tag and folder",
+        "give one of tag, folder and iio",
         "[assets.waveform]",
     );
     let nyquist =
@@ -247,5 +247,36 @@ fn blocks_and_rate_tags_are_checked() {
     assert!(
         errors.iter().any(|(_, m)| m.contains("a block of values")),
         "{errors:?}"
+    );
+}
+
+#[test]
+fn an_iio_capture_takes_its_channel_in_metres_per_second_squared() {
+    let iio = "[assets.waveform]\niio = \"adxl355\"\nchannel = \"accel_z\"\nevery = \"30s\"\nsample_rate = 4000\nvelocity_band = [10, 1000]\n";
+    let plan = load_str(Path::new("/etc/millwright/plant.toml"), &asset(iio, ""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let w = plan.assets[0].waveform.as_ref().expect("waveform");
+    let WaveformSource::Iio(source) = &w.source else {
+        panic!("{:?}", w.source)
+    };
+    assert_eq!(
+        (source.device.as_str(), source.channel.as_str()),
+        ("adxl355", "in_accel_z")
+    );
+    assert_eq!(
+        (source.every.as_secs(), source.device_node.as_ref()),
+        (30, None)
+    );
+    assert_eq!(w.to_m_s2, 1.0, "the kernel's unit for acceleration");
+
+    let no_channel = "[assets.waveform]\niio = \"adxl355\"\nsample_rate = 4000\n";
+    one_error(&asset(no_channel, ""), "needs channel", "iio");
+    let stray = "[assets.waveform]\ntag = \"accel\"\nchannel = \"accel_z\"\nsample_rate = 4000\n";
+    one_error(&asset(stray, ""), "channel is for iio captures", "channel");
+    let two = "[assets.waveform]\ntag = \"accel\"\niio = \"adxl355\"\nchannel = \"accel_z\"\nsample_rate = 4000\n";
+    one_error(
+        &asset(two, ""),
+        "give one of tag, folder and iio",
+        "[assets.waveform]",
     );
 }

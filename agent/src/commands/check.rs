@@ -535,6 +535,12 @@ fn waveform_line(w: &firmware_config::Waveform, bearings: &[firmware_config::Bea
         firmware_config::WaveformSource::Folder { path, .. } => {
             format!(" from recordings in {}", path.display())
         }
+        firmware_config::WaveformSource::Iio(iio) => format!(
+            " captured from IIO {} {} every {}",
+            iio.device,
+            iio.channel,
+            humantime::format_duration(iio.every)
+        ),
     };
     let mut line = format!(
         "waveform at {} Hz (up to {} samples){from}",

@@ -133,7 +133,7 @@ impl Scorer {
             .enumerate()
             .filter_map(|(a, asset)| match asset.waveform.as_ref()?.source {
                 WaveformSource::Tag(tag) => Some((tag, a)),
-                WaveformSource::Folder { .. } => None,
+                WaveformSource::Folder { .. } | WaveformSource::Iio(_) => None,
             })
             .collect();
         Scorer {
