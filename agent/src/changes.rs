@@ -9,7 +9,10 @@
 //!   dropped); text, time and array values change on any difference;
 //! - a device that is down reports nothing (its DDEATH says it); what changed meanwhile is
 //!   reported once it is back, compared with what was reported before;
-//! - every sample updates the latest values births carry ([`LiveTags`]).
+//! - every sample updates the latest values births carry ([`LiveTags`]);
+//! - a waveform (an array longer than [`SUMMARY_ARRAY_LIMIT`]) is neither reported nor carried
+//!   by births: it stays on the gateway, where it is analysed; its asset's vibration figures go
+//!   up instead (hundreds of kilobytes a waveform would wear the outbox's flash and the link).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Subscriber;
 use crate::clock::Clock;
-use crate::records::{Change, DeviceChanges, Report};
+use crate::records::{Change, DeviceChanges, Report, SUMMARY_ARRAY_LIMIT};
 use crate::sample::{Quality, Sample, Value};
 use crate::sources::DeviceStats;
 use crate::store::{NewRecord, Outbox};
@@ -68,6 +71,9 @@ impl Changes {
 
     /// Takes one sample: pending when it differs from what was last reported.
     pub fn sample(&mut self, sample: &Sample) {
+        if is_waveform(sample) {
+            return;
+        }
         let Some(tag) = self.tags.get_mut(sample.tag.0 as usize) else {
             return;
         };
@@ -180,7 +186,8 @@ pub async fn run(
                 for sample in batch.iter() {
                     core.sample(sample);
                 }
-                parts.live.update(batch.iter().map(|s| (s.tag, current(s))));
+                let kept = batch.iter().filter(|s| !is_waveform(s));
+                parts.live.update(kept.map(|s| (s.tag, current(s))));
             }
             _ = tick.tick() => {
                 let now: SystemTime = clock.now();
@@ -191,6 +198,11 @@ pub async fn run(
             }
         }
     }
+}
+
+/// An array too long to report by exception.
+fn is_waveform(sample: &Sample) -> bool {
+    matches!(&sample.value, Some(Value::Array(items)) if items.len() > SUMMARY_ARRAY_LIMIT)
 }
 
 fn current(sample: &Sample) -> Current {
@@ -291,6 +303,20 @@ mod tests {
         // Back to good with the same value: the quality alone is reported.
         core.sample(&sample(0, 1.0, Quality::Good));
         assert_eq!(core.due(|_| true)[0].changes[0].quality, Quality::Good);
+    }
+
+    #[test]
+    fn a_waveform_is_not_reported_but_a_short_array_is() {
+        let mut core = core(0.0);
+        let array = |n: usize| {
+            let mut s = sample(0, 0.0, Quality::Good);
+            s.value = Some(Value::Array(vec![Value::F64(1.0); n].into()));
+            s
+        };
+        core.sample(&array(SUMMARY_ARRAY_LIMIT + 1));
+        assert!(core.due(|_| true).is_empty(), "a waveform stays here");
+        core.sample(&array(3));
+        assert_eq!(core.due(|_| true)[0].changes.len(), 1);
     }
 
     #[test]

@@ -296,7 +296,9 @@ fn sparkplug_names<'a>(
     lines: &'a [Line],
     stations: &'a [quality::Station],
 ) -> sparkplug::DeviceNames<'a> {
-    use sparkplug::{DeviceName, ASSET_METRICS, COMMAND_RESULT, LINE_METRICS, STATION_METRICS};
+    use sparkplug::{
+        DeviceName, ASSET_METRICS, COMMAND_RESULT, LINE_METRICS, STATION_METRICS, VIBRATION_METRICS,
+    };
     let names = |list: &[&str]| list.iter().map(|m| m.to_string()).collect::<Vec<_>>();
     let entry = |kind, table, index, name, metrics| DeviceName {
         kind,
@@ -330,13 +332,11 @@ fn sparkplug_names<'a>(
         ));
     }
     for (i, a) in assets.iter().enumerate() {
-        all.push(entry(
-            "asset",
-            "assets",
-            i,
-            a.id.as_str(),
-            names(&ASSET_METRICS),
-        ));
+        let mut metrics = names(&ASSET_METRICS);
+        if a.waveform.is_some() {
+            metrics.extend(names(&VIBRATION_METRICS));
+        }
+        all.push(entry("asset", "assets", i, a.id.as_str(), metrics));
     }
     for (i, l) in lines.iter().enumerate() {
         all.push(entry(

@@ -73,6 +73,18 @@ pub const ASSET_METRICS: [&str; 6] = [
     "reason",
 ];
 
+/// The metrics an asset with a waveform adds, from its assessments' vibration report: velocity
+/// (mm/s) and acceleration (m/s²) RMS, crest factor, kurtosis, the strongest bearing defect's dB
+/// above its noise floor, and the first diagnosis (empty when nothing is suspected).
+pub const VIBRATION_METRICS: [&str; 6] = [
+    "vibration/velocity_rms",
+    "vibration/acceleration_rms",
+    "vibration/crest_factor",
+    "vibration/kurtosis",
+    "vibration/bearing_defect_db",
+    "vibration/diagnosis",
+];
+
 /// The metrics of a production line, from its running reports.
 pub const LINE_METRICS: [&str; 9] = [
     "oee",

@@ -36,6 +36,9 @@ FEATURES = (
     "current_load",
     "pressure_deviation",
     "pressure_fluctuation",
+    "acceleration_kurtosis",
+    "acceleration_crest_factor",
+    "bearing_defect_db",
 )
 
 TS = pa.timestamp("ms", tz="UTC")
@@ -92,6 +95,10 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("remaining_life_note", STR),
         ("reasons", pa.list_(STR)),
         *[(f"feature_{name}", F64) for name in FEATURES],
+        # From the waveform analysis (`vibration`), for assets with an accelerometer.
+        ("vibration_velocity_rms", F64),
+        ("vibration_faults", pa.list_(STR)),
+        ("vibration_diagnoses", pa.list_(STR)),
     ),
     "alert": _schema(
         ("alert_id", STR),
@@ -327,8 +334,24 @@ def _health(data: dict) -> list[dict]:
         "remaining_life_note": data.get("remaining_life_note"),
         "reasons": [str(r) for r in reasons],
         **{f"feature_{f}": _num(features.get(f)) for f in FEATURES},
+        **_vibration(data.get("vibration")),
     }
     return [row]
+
+
+def _vibration(report) -> dict:
+    """The waveform analysis's velocity and diagnoses (empty for assets without a waveform)."""
+    if report is None:
+        return {"vibration_velocity_rms": None, "vibration_faults": [], "vibration_diagnoses": []}
+    report = _object(report, "vibration")
+    diagnoses = report.get("diagnoses") or []
+    if not isinstance(diagnoses, list) or not all(isinstance(d, dict) for d in diagnoses):
+        raise Rejected("malformed", "vibration.diagnoses is not a list of objects")
+    return {
+        "vibration_velocity_rms": _num(report.get("velocity_rms")),
+        "vibration_faults": [str(d.get("fault")) for d in diagnoses],
+        "vibration_diagnoses": [str(d.get("reason")) for d in diagnoses],
+    }
 
 
 def _alert(data: dict) -> list[dict]:

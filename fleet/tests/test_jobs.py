@@ -254,3 +254,31 @@ def test_a_selection_reads_only_its_sites_and_dates(ray_local, fleet):
     assert set(first_day.dataset.unique("date")) == {"2026-11-02"}
     assert first_day.dataset.count() == 3 * 3  # three assets, 06:00, 12:00 and 18:00
     assert read(uri, "health", Selection(sites=["nowhere"])).dataset is None
+
+
+def test_an_assets_row_names_the_latest_waveform_diagnosis():
+    from fleet.jobs.maintenance import per_asset
+
+    def row(hours, diagnoses):
+        return {
+            "site": "site-a",
+            "agent": "gw-1",
+            "asset": "M-1",
+            "asset_type": "motor",
+            "record_id": hours,
+            "assessed_at": pd.Timestamp(T0) + pd.Timedelta(hours=hours),
+            "overall_health": 0.5,
+            "failure_probability": 0.5,
+            "action": "scheduled_maintenance",
+            "priority": "medium",
+            "maintenance_due": None,
+            "remaining_life_hours": None,
+            "reasons": ["r"],
+            "vibration_diagnoses": diagnoses,
+        }
+
+    bearing = "outer race defect suspected on bearing DE: BPFO 87.5 Hz"
+    group = pd.DataFrame([row(0, []), row(6, [bearing, "unbalance suspected: 1x dominant"])])
+    assert per_asset(group)["vibration_diagnosis"].tolist() == [bearing]
+    older = pd.DataFrame([row(0, [bearing]), row(6, [])]).drop(columns="vibration_diagnoses")
+    assert per_asset(older)["vibration_diagnosis"].tolist() == [None], "files from before the column"

@@ -53,6 +53,36 @@ def test_a_tag_summary_becomes_one_row_per_tag_with_its_place_in_the_uns():
     assert table.column("time").to_pylist()[0].microsecond == 946000
 
 
+def test_an_assessment_carries_its_waveform_diagnoses_into_the_health_table():
+    from tests.plant import T0, assessment
+
+    data = assessment("M-1", T0, 0.45, 0.55, "scheduled_maintenance", features={"bearing_defect_db": 23.0})
+    data["vibration"] = {
+        "velocity_rms": 2.4,
+        "kurtosis": 5.1,
+        "diagnoses": [
+            {
+                "fault": "outer_race",
+                "bearing": "DE",
+                "health": 0.45,
+                "reason": "outer race defect suspected on bearing DE: BPFO 87.5 Hz and 3 harmonics",
+            }
+        ],
+        "peaks": [],
+    }
+    parsed = records.parse_uns(TOPIC, envelope(kind="health", data=data))
+    row = parsed.tables["health"][0]
+    assert row["vibration_velocity_rms"] == 2.4 and row["feature_bearing_defect_db"] == 23.0
+    assert row["vibration_faults"] == ["outer_race"]
+    assert row["vibration_diagnoses"][0].startswith("outer race defect suspected on bearing DE")
+    assert records.table("health", parsed.tables["health"]).schema == records.SCHEMAS["health"]
+    plain = records.parse_uns(TOPIC, envelope(kind="health", data=assessment("P-1", T0, 0.1, 0.9)))
+    assert plain.tables["health"][0]["vibration_faults"] == []
+    data["vibration"] = {"diagnoses": ["outer race"]}
+    with pytest.raises(records.Rejected, match="vibration.diagnoses"):
+        records.parse_uns(TOPIC, envelope(kind="health", data=data))
+
+
 @pytest.mark.parametrize(
     "payload, reason",
     [

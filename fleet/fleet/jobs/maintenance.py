@@ -34,6 +34,12 @@ def _slope_per_day(times: pd.Series, values: pd.Series) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
+def _listed(row: pd.Series, column: str):
+    """A list column's value; empty where older files lack the column or hold null."""
+    value = row.get(column)
+    return [] if value is None or (isinstance(value, float) and np.isnan(value)) else value
+
+
 def per_asset(group: pd.DataFrame, trend_days: float = 7.0) -> pd.DataFrame:
     """One asset's assessments → its one row (a Ray Data `map_groups` function)."""
     group = group.sort_values(["assessed_at", "record_id"])
@@ -59,6 +65,8 @@ def per_asset(group: pd.DataFrame, trend_days: float = 7.0) -> pd.DataFrame:
                 "maintenance_due": last["maintenance_due"],
                 "remaining_life_hours": last["remaining_life_hours"],
                 "reason": (list(last["reasons"]) or [None])[0],
+                # What the waveform analysis suspects (the bearing and its defect), if anything.
+                "vibration_diagnosis": (list(_listed(last, "vibration_diagnoses")) or [None])[0],
             }
         ]
     )

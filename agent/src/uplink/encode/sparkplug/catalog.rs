@@ -18,7 +18,7 @@ pub const REBIRTH: &str = "Node Control/Rebirth";
 pub const VERSION: &str = "Properties/Version";
 pub const CONFIG_HASH: &str = "Properties/Config Hash";
 pub use firmware_config::sparkplug::{
-    ASSET_METRICS, COMMAND_RESULT, LINE_METRICS, STATION_METRICS,
+    ASSET_METRICS, COMMAND_RESULT, LINE_METRICS, STATION_METRICS, VIBRATION_METRICS,
 };
 
 /// The datatypes of the figures named in `firmware_config::sparkplug`: an asset's, from its
@@ -28,6 +28,16 @@ pub const ASSET_TYPES: [DataType; 6] = [
     DataType::Double,
     DataType::String,
     DataType::String,
+    DataType::Double,
+    DataType::String,
+];
+
+/// … an asset's vibration figures, when it has a waveform …
+pub const VIBRATION_TYPES: [DataType; 6] = [
+    DataType::Double,
+    DataType::Double,
+    DataType::Double,
+    DataType::Double,
     DataType::Double,
     DataType::String,
 ];
@@ -170,11 +180,11 @@ impl Catalog {
             catalog.add(&endpoint.name, DeviceKind::Opcua, metrics);
         }
         for asset in &plan.assets {
-            catalog.add(
-                &asset.id,
-                DeviceKind::Asset,
-                figures(&ASSET_METRICS, &ASSET_TYPES),
-            );
+            let mut metrics = figures(&ASSET_METRICS, &ASSET_TYPES);
+            if asset.waveform.is_some() {
+                metrics.extend(figures(&VIBRATION_METRICS, &VIBRATION_TYPES));
+            }
+            catalog.add(&asset.id, DeviceKind::Asset, metrics);
         }
         for line in &plan.lines {
             catalog.add(

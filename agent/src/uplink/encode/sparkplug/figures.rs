@@ -26,7 +26,7 @@ fn named(list: Vec<(&str, Option<Value>)>) -> Figures {
 }
 
 pub fn asset(a: &Assessment) -> Figures {
-    named(vec![
+    let mut figures = named(vec![
         ("health", number(Some(a.overall_health))),
         ("failure_probability", number(Some(a.failure_probability))),
         ("action", name_of(&a.action)),
@@ -36,7 +36,25 @@ pub fn asset(a: &Assessment) -> Figures {
             "reason",
             Some(Value::Text(a.reasons.first().cloned().unwrap_or_default())),
         ),
-    ])
+    ]);
+    if let Some(v) = &a.vibration {
+        let diagnosis = v.diagnoses.first().map(|d| d.reason.clone());
+        figures.extend(named(vec![
+            ("vibration/velocity_rms", number(Some(v.velocity_rms))),
+            (
+                "vibration/acceleration_rms",
+                number(Some(v.acceleration_rms)),
+            ),
+            ("vibration/crest_factor", number(Some(v.crest_factor))),
+            ("vibration/kurtosis", number(Some(v.kurtosis))),
+            ("vibration/bearing_defect_db", number(v.bearing_defect_db())),
+            (
+                "vibration/diagnosis",
+                Some(Value::Text(diagnosis.unwrap_or_default())),
+            ),
+        ]));
+    }
+    figures
 }
 
 pub fn line(r: &LineReport) -> Figures {

@@ -657,4 +657,54 @@ fn the_figure_types_match_the_names_check_knows() {
     }))
     .expect("an assessment");
     assert_eq!(figures(figures::asset(&assessment)), catalog::ASSET_METRICS);
+    assert_eq!(
+        catalog::VIBRATION_METRICS.len(),
+        catalog::VIBRATION_TYPES.len()
+    );
+}
+
+#[test]
+fn an_asset_with_a_waveform_publishes_its_vibration_figures_and_diagnosis() {
+    use crate::vibration::synth::{Fault, Machine};
+    let machine = Machine::motor(Fault::OuterRace, 3);
+    let (settings, bearings) = machine.settings();
+    let analysis = crate::vibration::analyze(
+        &mut crate::vibration::dsp::Analyzer::new(),
+        &machine.waveform(),
+        &settings,
+        &bearings,
+        Some(machine.shaft_hz),
+        None,
+    )
+    .expect("analysed");
+    let mut assessment: crate::health::assess::Assessment = serde_json::from_value(serde_json::json!({
+        "schema": 1, "asset": "M-1", "asset_type": "motor", "timestamp": "2026-01-01T00:00:00.000Z",
+        "health": {}, "overall_health": 0.6, "failure_probability": 0.4, "rule_probability": 0.4,
+        "model_probability": null, "action": "scheduled_maintenance", "priority": "medium",
+        "maintenance_due": null, "remaining_life_hours": null, "remaining_life_note": null, "reasons": []
+    }))
+    .expect("an assessment");
+    assessment.vibration = Some(Box::new(analysis.report));
+    let published = figures::asset(&assessment);
+    let names: Vec<&str> = published.iter().map(|(n, _)| n.as_str()).collect();
+    let expected: Vec<&str> = catalog::ASSET_METRICS
+        .iter()
+        .chain(&catalog::VIBRATION_METRICS)
+        .copied()
+        .collect();
+    assert_eq!(names, expected);
+    let value = |name: &str| {
+        published
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.clone())
+    };
+    assert!(
+        matches!(value("vibration/diagnosis"), Some(Value::Text(t)) if t.starts_with("outer race defect suspected")),
+        "{published:?}"
+    );
+    assert!(
+        matches!(value("vibration/bearing_defect_db"), Some(Value::F64(db)) if db >= 8.0),
+        "{published:?}"
+    );
 }
