@@ -333,7 +333,7 @@ pub(crate) fn validate(
     (waveform, bearings)
 }
 
-/// The waveform's tag or folder: exactly one of them.
+/// The waveform's tag, folder or IIO device: exactly one of them.
 fn source(
     check: &mut Checker<'_, '_>,
     tags: &TagDirectory<'_>,

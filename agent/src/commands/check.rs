@@ -16,7 +16,8 @@ pub fn check_report(loaded: &crate::app::Loaded) -> String {
         .map(|d| {
             plan::plan_device(d)
                 .iter()
-                .map(|g| g.requests.len())
+                .flat_map(|g| &g.requests)
+                .map(|r| r.reads(d.max_registers_per_request))
                 .sum::<usize>()
         })
         .sum();
@@ -75,19 +76,29 @@ pub fn check_report(loaded: &crate::app::Loaded) -> String {
                 .requests
                 .iter()
                 .map(|r| {
+                    let reads = r.reads(device.max_registers_per_request);
+                    let parts = if reads > 1 {
+                        format!(" (a block, in {reads} requests)")
+                    } else {
+                        String::new()
+                    };
                     format!(
-                        "{} {}..{}",
+                        "{} {}..{}{parts}",
                         short_table(r.table),
                         r.start,
                         u32::from(r.start) + u32::from(r.count) - 1
                     )
                 })
                 .collect();
+            let reads: usize = group
+                .requests
+                .iter()
+                .map(|r| r.reads(device.max_registers_per_request))
+                .sum();
             let _ = writeln!(
                 out,
-                "  every {}: {} request(s): {}",
+                "  every {}: {reads} request(s): {}",
                 humantime::format_duration(group.interval),
-                group.requests.len(),
                 spans.join(", ")
             );
         }
@@ -542,8 +553,13 @@ fn waveform_line(w: &firmware_config::Waveform, bearings: &[firmware_config::Bea
             humantime::format_duration(iio.every)
         ),
     };
+    let rate = if w.sample_rate_tag.is_some() {
+        " (nominal; each waveform's from sample_rate_tag)"
+    } else {
+        ""
+    };
     let mut line = format!(
-        "waveform at {} Hz (up to {} samples){from}",
+        "waveform at {} Hz{rate} (up to {} samples){from}",
         w.sample_rate, w.max_samples
     );
     for b in bearings {

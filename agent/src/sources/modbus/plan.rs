@@ -26,6 +26,16 @@ pub struct ReadRequest {
     pub tags: Vec<usize>,
 }
 
+impl ReadRequest {
+    /// Requests on the wire: a block longer than the device's limit takes several.
+    pub fn reads(&self, max_registers: u16) -> usize {
+        if self.table.is_bits() {
+            return 1;
+        }
+        usize::from(self.count).div_ceil(usize::from(max_registers.max(1)))
+    }
+}
+
 /// The requests that run together at one poll interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollGroup {
@@ -208,12 +218,17 @@ mod tests {
         ];
         let requests = plan(&tags, limits(125, 10, &[]));
         assert_eq!(requests.len(), 3, "{requests:?}");
-        assert!(requests.contains(&ReadRequest {
+        let block = ReadRequest {
             table: Table::InputRegister,
             start: 10,
             count: 4096,
             tags: vec![1],
-        }));
+        };
+        assert!(requests.contains(&block));
+        assert_eq!(
+            (block.reads(125), block.reads(4096), block.reads(0)),
+            (33, 1, 4096)
+        );
     }
 
     #[test]
