@@ -407,6 +407,9 @@ async fn commands_are_answered_and_bad_ones_get_a_clear_error() {
     publish(command("ack-alert"), br#"{"alert_id": "nope"}"#).await;
     publish(command("ack-alert"), b"{not json").await;
     publish(command("reboot"), b"{}").await;
+    // The MQTT path of `spectrum` reaches the same handler as `millwright spectrum`: P-1 has no
+    // waveform, so it is refused with what there is.
+    publish(command("spectrum"), br#"{"asset": "P-1"}"#).await;
     publish(
         command("ack-alert"),
         br#"{"alert_id": "P-1/maintenance", "by": "night shift"}"#,
@@ -428,9 +431,9 @@ async fn commands_are_answered_and_bad_ones_get_a_clear_error() {
                 .iter()
                 .filter(|m| m.topic.contains("/reply/"))
                 .count()
-                >= 5)
+                >= 6)
             .await,
-        "five replies"
+        "six replies"
     );
     let status = reply("status", 0).expect("status reply");
     assert_eq!(status["ok"], true);
@@ -457,6 +460,14 @@ async fn commands_are_answered_and_bad_ones_get_a_clear_error() {
         .expect("error")
         .contains("known: status, ack-alert"));
     assert_eq!(reply("ack-alert", 2).expect("reply")["ok"], true);
+    let spectrum = reply("spectrum", 0).expect("spectrum reply");
+    assert!(
+        spectrum["ok"] == false
+            && spectrum["error"].as_str().is_some_and(|e| e.contains(
+                "no spectrum for asset \"P-1\" (no asset has had a waveform analysed yet)"
+            )),
+        "{spectrum}"
+    );
     assert!(
         consumer
             .wait_until(Duration::from_secs(5), |m| records(m).iter().any(|r| {
