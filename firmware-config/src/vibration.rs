@@ -55,6 +55,9 @@ pub struct WaveformConfig {
     pub channel: Option<String>,
     /// The IIO device's character device (default /dev/iio:deviceN).
     pub device_node: Option<PathBuf>,
+    /// The IIO trigger that paces the captures (its `name`, e.g. "adxl355-dev0" or an hrtimer
+    /// trigger's). Default: the one set already, else the device's own (a trigger named after it).
+    pub trigger: Option<String>,
     /// How often an IIO capture of `max_samples` samples is taken (default 60s).
     #[serde(default = "default_every")]
     pub every: HumanDuration,
@@ -195,6 +198,7 @@ pub struct IioSource {
     /// The scan element's name, with its `in_` prefix (`in_accel_z`).
     pub channel: String,
     pub device_node: Option<PathBuf>,
+    pub trigger: Option<String>,
     pub every: Duration,
 }
 
@@ -346,6 +350,7 @@ fn source(
         for (field, given) in [
             ("channel", w.channel.is_some()),
             ("device_node", w.device_node.is_some()),
+            ("trigger", w.trigger.is_some()),
         ] {
             if given {
                 check.err(
@@ -439,6 +444,7 @@ fn iio_source(
         device: device.to_string(),
         channel,
         device_node: w.device_node.clone(),
+        trigger: w.trigger.clone(),
         every: w.every.get(),
     }))
 }

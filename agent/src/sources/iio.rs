@@ -167,6 +167,13 @@ pub fn find_device(sysfs: &Path, wanted: &str) -> Result<PathBuf, String> {
     let mut seen = Vec::new();
     let mut found = Vec::new();
     for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("iio:device")
+        {
+            continue;
+        }
         let name = std::fs::read_to_string(entry.path().join("name")).unwrap_or_default();
         let name = name.trim().to_string();
         if name == wanted {
@@ -243,6 +250,47 @@ impl Attributes<'_> {
         self.number("sampling_frequency")
     }
 
+    /// Sets the trigger that paces the buffer: `wanted`, else the one set already, else the
+    /// device's own (a trigger whose name starts with the device's). A device without
+    /// `trigger/current_trigger` fills its buffer from its own FIFO.
+    fn trigger(&self, sysfs: &Path, wanted: Option<&str>) -> Result<(), String> {
+        let Some(current) = self.read("trigger/current_trigger") else {
+            return match wanted {
+                Some(t) => Err(format!(
+                    "trigger = {t:?}, but the device takes no trigger (no trigger/current_trigger)"
+                )),
+                None => Ok(()),
+            };
+        };
+        let triggers = trigger_names(sysfs);
+        let name = match wanted {
+            Some(t) if !triggers.iter().any(|n| n == t) => {
+                return Err(format!(
+                    "no IIO trigger named {t:?} (triggers: {})",
+                    if triggers.is_empty() {
+                        "none".to_string()
+                    } else {
+                        triggers.join(", ")
+                    }
+                ))
+            }
+            Some(t) => t.to_string(),
+            None if !current.is_empty() => return Ok(()),
+            None => {
+                let device = self.read("name").unwrap_or_default();
+                let own = triggers
+                    .into_iter()
+                    .find(|n| !device.is_empty() && n.starts_with(&device));
+                let Some(own) = own else { return Ok(()) };
+                own
+            }
+        };
+        if name != current {
+            self.write("trigger/current_trigger", &name)?;
+        }
+        Ok(())
+    }
+
     /// Enables `channel` alone; the scan layout that follows.
     fn select(&self, channel: &str) -> Result<Layout, String> {
         let elements = self.0.join("scan_elements");
@@ -284,6 +332,22 @@ impl Attributes<'_> {
     }
 }
 
+/// The names of the IIO triggers (`triggerN/name`), sorted.
+fn trigger_names(sysfs: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(sysfs)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("trigger"))
+                .filter_map(|e| std::fs::read_to_string(e.path().join("name")).ok())
+                .map(|n| n.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// Takes one capture of `c.samples` samples.
 pub async fn capture(c: &IioCapture) -> Result<Recording, String> {
     let dir = find_device(&c.sysfs, &c.source.device)?;
@@ -291,6 +355,7 @@ pub async fn capture(c: &IioCapture) -> Result<Recording, String> {
     device.write("buffer/enable", "0")?;
     let rate = device.sample_rate(c.sample_rate).unwrap_or(c.sample_rate);
     let layout = device.select(&c.source.channel)?;
+    device.trigger(&c.sysfs, c.source.trigger.as_deref())?;
     let scale = device
         .channel_number(&c.source.channel, "scale")
         .unwrap_or(1.0);

@@ -68,14 +68,24 @@ fn channels_are_laid_out_in_index_order_each_aligned_to_its_size() {
 /// An accelerometer as sysfs shows it: x, z and a timestamp, 0.01 m/s² per count, at 4 kHz.
 fn device_tree(root: &Path) -> (PathBuf, PathBuf) {
     let dir = root.join("sys/iio:device0");
-    for sub in ["scan_elements", "buffer"] {
+    for sub in ["scan_elements", "buffer", "trigger"] {
         std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    // The driver's own data-ready trigger, and a timer trigger.
+    for (trigger, name) in [("trigger0", "testaccel-dev0"), ("trigger1", "timer-1")] {
+        std::fs::create_dir_all(root.join("sys").join(trigger)).expect("mkdir");
+        std::fs::write(
+            root.join("sys").join(trigger).join("name"),
+            format!("{name}\n"),
+        )
+        .expect("write");
     }
     let files = [
         ("name", "testaccel"),
         ("sampling_frequency", "4000"),
         ("in_accel_scale", "0.01"),
         ("buffer/enable", "0"),
+        ("trigger/current_trigger", ""),
         ("buffer/length", "128"),
         ("scan_elements/in_accel_x_en", "1"),
         ("scan_elements/in_accel_x_index", "0"),
@@ -107,6 +117,7 @@ fn capture_of(root: &Path, node: &Path, samples: usize, grace: Duration) -> IioC
             device: "testaccel".into(),
             channel: "in_accel_z".into(),
             device_node: Some(node.to_path_buf()),
+            trigger: None,
             every: Duration::from_secs(60),
         },
         samples,
@@ -169,6 +180,30 @@ async fn a_capture_enables_the_channel_alone_reads_its_scans_and_disables_the_bu
     assert_eq!(read("scan_elements/in_accel_z_en").trim(), "1");
     assert_eq!(read("buffer/length").trim(), "1024");
     assert_eq!(read("sampling_frequency").trim(), "3200");
+    assert_eq!(
+        read("trigger/current_trigger").trim(),
+        "testaccel-dev0",
+        "the device's own trigger"
+    );
+}
+
+#[tokio::test]
+async fn a_configured_trigger_is_set_and_an_unknown_one_named_with_those_there_are() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (dir, node) = device_tree(root.path());
+    let mut c = capture_of(root.path(), &node, 256, Duration::from_millis(100));
+    c.source.trigger = Some("timer-9".into());
+    let error = capture(&c).await.expect_err("no such trigger");
+    assert!(
+        error.contains("no IIO trigger named \"timer-9\" (triggers: testaccel-dev0, timer-1)"),
+        "{error}"
+    );
+    c.source.trigger = Some("timer-1".into());
+    let playing = kernel(dir.clone(), node.clone(), vec![7; 256]);
+    capture(&c).await.expect("captured");
+    playing.join().expect("kernel thread");
+    let current = std::fs::read_to_string(dir.join("trigger/current_trigger")).expect("read");
+    assert_eq!(current.trim(), "timer-1");
 }
 
 #[tokio::test]
