@@ -17,7 +17,7 @@ use crate::modbus::{Checker, DataType, Device};
 use crate::names::{self, TopicUse};
 use crate::opcua::OpcuaEndpoint;
 use crate::source::Seg;
-use crate::vibration::{self, Bearing, BearingConfig, Waveform, WaveformConfig};
+use crate::vibration::{self, Bearing, BearingConfig, Waveform, WaveformConfig, WaveformSource};
 
 /// The most samples a signal window can hold; windows are fixed-capacity arrays of this size.
 pub const MAX_WINDOW: usize = 256;
@@ -487,6 +487,7 @@ pub(crate) fn validate_assets(
     config_dir: &Path,
 ) -> Vec<Asset> {
     let mut seen = HashSet::new();
+    let mut captured = HashSet::new();
     let mut valid = Vec::new();
     for (index, config) in assets {
         let before = check.errors.len();
@@ -667,6 +668,15 @@ pub(crate) fn validate_assets(
             speed,
             config_dir,
         );
+        if let Some(WaveformSource::Iio(iio)) = waveform.as_ref().map(|w| &w.source) {
+            if !captured.insert(iio.device.clone()) {
+                check.err(
+                    &at(&["waveform", "iio"]),
+                    &component,
+                    "another asset captures this IIO device: one capture at a time per device",
+                );
+            }
+        }
         if check.errors.len() == before {
             valid.push(Asset {
                 id: config.id.clone(),

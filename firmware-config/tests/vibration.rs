@@ -273,6 +273,18 @@ fn an_iio_capture_takes_its_channel_in_metres_per_second_squared() {
     one_error(&asset(no_channel, ""), "needs channel", "iio");
     let stray = "[assets.waveform]\ntag = \"accel\"\nchannel = \"accel_z\"\nsample_rate = 4000\n";
     one_error(&asset(stray, ""), "channel is for iio captures", "channel");
+    let twice = format!(
+        "{}\n[[assets]]\nid = \"M-2\"\ntype = \"motor\"\nnameplate = {{ iso_group = 2, foundation = \"rigid\" }}\nwaveform = {{ iio = \"adxl355\", channel = \"accel_x\", sample_rate = 4000 }}\n",
+        asset(iio, "")
+    );
+    let errors = common::errors_at(&twice);
+    assert!(
+        errors.len() == 1
+            && errors[0]
+                .1
+                .contains("another asset captures this IIO device"),
+        "{errors:?}"
+    );
     let two = "[assets.waveform]\ntag = \"accel\"\niio = \"adxl355\"\nchannel = \"accel_z\"\nsample_rate = 4000\n";
     one_error(
         &asset(two, ""),
