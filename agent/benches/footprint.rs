@@ -1,12 +1,15 @@
 //! The whole agent's footprint: the agent binary (the static musl build by default) polling a
 //! simulated plant and forwarding to a local mosquitto, measured from outside through /proc.
 //!
-//!   cargo bench -p millwright --bench footprint -- [--load reference|10k|both] [--seconds 60]
+//!   cargo bench -p millwright --bench footprint -- [--load reference|demo|10k|both] [--seconds 60]
 //!       [--minutes N] [--agent PATH]... [--format uns|sparkplug|both]
 //!
 //! Loads:
-//! - `reference`: 1,000 holding registers every 100 ms (ten units of 100) beside the demo plant,
-//!   whose two assets are scored with the shipped model; `[mqtt]` on; summaries every 1 s.
+//! - `reference`: issue 15's load, measured beside Node-RED: 1,000 holding registers every 100 ms
+//!   (ten units of 100), one asset among them scored with the shipped model every second, summaries
+//!   every 1 s, `[mqtt]` on (`agent/tests/fixtures/footprint-reference.toml`).
+//! - `demo`: the same 1,000 registers beside the whole demo plant (three more devices, two assets
+//!   scored with the model, limits, a production line saving its state every 10 s).
 //! - `10k`: 10,000 registers at 1 s (ten units of 1,000), summaries every 10 s, no model.
 //!
 //! Each `--agent` is measured in turn (default: `target/x86_64-unknown-linux-musl/release/millwright`,
@@ -32,22 +35,38 @@ use common::{free_port, median, mosquitto};
 #[derive(Clone, Copy, PartialEq)]
 enum Load {
     Reference,
+    Demo,
     TenThousand,
 }
+
+/// The reference load's agent configuration, without the registers, the model's path and `[mqtt]`.
+const REFERENCE: &str = include_str!("../tests/fixtures/footprint-reference.toml");
+
+/// The reference asset's signals among the bulk registers: (tag, unit, scale).
+/// The simulator serves register r at (r % 100) × 10 with a noise of 3: a healthy pump at 2 mm/s,
+/// 5 bar and 60 °C.
+const REFERENCE_SIGNALS: [(&str, &str, f64); 3] = [
+    ("b101.r20", "mm/s", 0.01),
+    ("b101.r50", "bar", 0.01),
+    ("b101.r6", "°C", 1.0),
+];
 
 impl Load {
     fn name(self) -> &'static str {
         match self {
-            Load::Reference => "1,000 registers at 100 ms, 2 assets with the model, summaries 1 s",
+            Load::Reference => "1,000 registers at 100 ms, 1 asset with the model, summaries 1 s",
+            Load::Demo => {
+                "the demo plant and 1,000 registers at 100 ms, 2 assets with the model, summaries 1 s"
+            }
             Load::TenThousand => "10,000 registers at 1 s, summaries 10 s",
         }
     }
 
-    /// (units, registers per unit, poll interval, summary interval, the model on)
-    fn shape(self) -> (u32, u32, &'static str, &'static str, bool) {
+    /// (units, registers per unit, poll interval, summary interval)
+    fn shape(self) -> (u32, u32, &'static str, &'static str) {
         match self {
-            Load::Reference => (10, 100, "100ms", "1s", true),
-            Load::TenThousand => (10, 1000, "1s", "10s", false),
+            Load::Reference | Load::Demo => (10, 100, "100ms", "1s"),
+            Load::TenThousand => (10, 1000, "1s", "10s"),
         }
     }
 }
@@ -97,6 +116,7 @@ fn options() -> Options {
             "--load" => {
                 loads = match value().as_str() {
                     "reference" => vec![Load::Reference],
+                    "demo" => vec![Load::Demo],
                     "10k" => vec![Load::TenThousand],
                     _ => vec![Load::Reference, Load::TenThousand],
                 }
@@ -156,7 +176,8 @@ fn simulator_config(load: Load, port: u16) -> String {
     text
 }
 
-/// The agent: the demo plant (with the model for the reference load) and the bulk devices.
+/// The agent: the reference fixture or the demo plant (with the model for the demo load), and the
+/// bulk devices.
 fn agent_config(
     load: Load,
     format: Format,
@@ -165,21 +186,25 @@ fn agent_config(
     data_dir: &Path,
 ) -> String {
     let root = workspace();
-    let demo = std::fs::read_to_string(root.join("firmware-config/examples/demo-plant.toml"))
-        .expect("demo plant config");
-    let (units, registers, poll, summaries, model) = load.shape();
-    let mut text = demo
-        .replace("127.0.0.1:5020", &format!("127.0.0.1:{sim_port}"))
-        .replace("port = 5020", &format!("port = {sim_port}"))
-        .replace(
-            "data_dir = \"/tmp/millwright-demo\"",
-            &format!("data_dir = {:?}", data_dir.display().to_string()),
-        );
-    if model {
-        let models = format!(
-            "[scoring]\nmodels = {{ default = {:?} }}",
-            root.join("models/default.onnx").display().to_string()
-        );
+    let model_path = root.join("models/default.onnx").display().to_string();
+    let data_dir = data_dir.display().to_string();
+    let (units, registers, poll, summaries) = load.shape();
+    let mut text = if load == Load::Reference {
+        REFERENCE
+            .replace("\"DATA_DIR\"", &format!("{data_dir:?}"))
+            .replace("\"MODEL\"", &format!("{model_path:?}"))
+    } else {
+        std::fs::read_to_string(root.join("firmware-config/examples/demo-plant.toml"))
+            .expect("demo plant config")
+            .replace("127.0.0.1:5020", &format!("127.0.0.1:{sim_port}"))
+            .replace("port = 5020", &format!("port = {sim_port}"))
+            .replace(
+                "data_dir = \"/tmp/millwright-demo\"",
+                &format!("data_dir = {data_dir:?}"),
+            )
+    };
+    if load == Load::Demo {
+        let models = format!("[scoring]\nmodels = {{ default = {model_path:?} }}");
         text = text.replacen("[scoring]", &models, 1);
     }
     text += &format!(
@@ -191,9 +216,14 @@ fn agent_config(
             "\n[[devices]]\nname = \"bulk-{unit}\"\nhost = \"127.0.0.1\"\nport = {sim_port}\nunit_id = {unit}\naddressing = \"zero_based\"\npoll_interval = \"{poll}\"\n"
         );
         for r in 0..registers {
+            let name = format!("b{unit}.r{r}");
             text += &format!(
-                "[[devices.tags]]\nname = \"b{unit}.r{r}\"\ntable = \"holding\"\naddress = {r}\n"
+                "[[devices.tags]]\nname = \"{name}\"\ntable = \"holding\"\naddress = {r}\n"
             );
+            if let Some((_, unit, scale)) = REFERENCE_SIGNALS.iter().find(|(tag, ..)| *tag == name)
+            {
+                text += &format!("unit = \"{unit}\"\nscale = {scale}\n");
+            }
         }
     }
     text

@@ -76,7 +76,7 @@ fn device(tags: Vec<Tag>) -> Device {
             initial: Duration::from_secs(1),
             max: Duration::from_secs(60),
         },
-        tags,
+        tags: tags.into(),
     }
 }
 

@@ -306,7 +306,7 @@ impl Pipeline {
         let mut uplink_task = None;
         if let (Some(upstream), Some(mqtt)) = (upstream, &plan.mqtt) {
             running.tasks.spawn(reports::run(
-                Arc::new(plan.clone()),
+                reports::Settings::new(plan, clock.now()),
                 Arc::clone(&upstream.outbox),
                 reports::Sources {
                     samples: bus.subscribe(),

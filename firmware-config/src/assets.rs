@@ -328,7 +328,7 @@ impl<'p> TagDirectory<'p> {
         let mut shapes = HashMap::new();
         let mut index = 0;
         for device in devices {
-            for tag in &device.tags {
+            for tag in device.tags.iter() {
                 shapes.insert(tag.name.as_str(), TagShape::of(tag));
                 let not_numeric = match tag.data_type {
                     _ if tag.is_block() => Some("a block of values"),

@@ -6,6 +6,7 @@
 //! per-request limits are within the protocol's (125 registers, 2000 bits).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -431,7 +432,9 @@ pub struct Device {
     pub one_request_per_tag: bool,
     pub split_rejected_reads: bool,
     pub backoff: Backoff,
-    pub tags: Vec<Tag>,
+    /// Shared by the plan and the line that polls the device: one copy of each tag's
+    /// configuration however many parts of the agent hold the device.
+    pub tags: Arc<[Tag]>,
 }
 
 /// Linear conversion from the raw value to engineering units.
@@ -838,7 +841,7 @@ pub(crate) fn validate_devices(
                 one_request_per_tag: device.one_request_per_tag,
                 split_rejected_reads: device.split_rejected_reads,
                 backoff: device.backoff.to_backoff(DEVICE_BACKOFF_MAX),
-                tags,
+                tags: tags.into(),
             });
         }
     }

@@ -167,7 +167,7 @@ async fn read_modbus_once(plan: &Plan, only: &[String]) -> Vec<ReadRow> {
     }
     let catalog: Vec<(TagInfo, &firmware_config::Tag)> = tag_catalog(&plan)
         .into_iter()
-        .zip(plan.devices.iter().flat_map(|d| &d.tags))
+        .zip(plan.devices.iter().flat_map(|d| d.tags.iter()))
         .collect();
     let bus = SampleBus::new(catalog.len() + 1);
     let mut subscriber = bus.subscribe();

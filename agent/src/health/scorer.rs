@@ -61,6 +61,9 @@ struct WaveformRuntime {
 
 type Batch = (Arc<Model>, Vec<usize>, Vec<Vec<f32>>);
 
+/// The most assets whose rounds run on the async worker (at most about 0.3 ms there).
+const INLINE_ASSETS: usize = 16;
+
 pub struct Scorer {
     assets: Vec<AssetRuntime>,
     models: Models,
@@ -310,6 +313,14 @@ impl Scorer {
             .collect()
     }
 
+    /// Whether a round is cheap enough to run on the async worker: a few assets and no waveform
+    /// to analyse (a round costs about 10 µs per asset; a waveform milliseconds). Handing a round
+    /// this small to the blocking pool cost more than the round itself (two threads woken and
+    /// switched each round).
+    pub fn light(&self) -> bool {
+        self.assets.len() <= INLINE_ASSETS && self.assets.iter().all(|a| a.waveform.is_none())
+    }
+
     /// Assesses every asset with enough data. Each model runs once for all its assets (a batch).
     /// A model that fails is logged and its assets are judged by the rules alone.
     pub fn assess_all(&mut self, t: f64, timestamp: SystemTime) -> Vec<Assessment> {
@@ -457,9 +468,9 @@ pub async fn run(
     // The scorer's time line: seconds on the clock's monotonic time since the stage started.
     let origin = clock.elapsed();
     let t = || clock.elapsed().saturating_sub(origin).as_secs_f64();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first round one interval after the start, when the windows have something in them.
+    // On the grid, so that rounds share the polls' wakes.
+    let mut tick = crate::clock::ticker(every);
+    // The first round one interval after the first tick, when the windows have something in them.
     tick.tick().await;
     let mut drain = crate::clock::ticker(crate::bus::DRAIN_EVERY);
     // Closed at once when no asset has a recordings folder.
@@ -482,17 +493,22 @@ pub async fn run(
             _ = tick.tick() => {
                 let (t, now) = (t(), clock.now());
                 samples.drain(|sample| scorer.observe(sample, t));
-                let round = tokio::task::spawn_blocking(move || {
-                    let assessments = scorer.assess_all(t, now);
-                    (scorer, assessments)
-                });
-                let assessments;
-                (scorer, assessments) = match round.await {
-                    Ok(done) => done,
-                    Err(error) => {
-                        warn!(%error, "assessment round failed; scoring stops");
-                        break;
-                    }
+                let assessments = if scorer.light() {
+                    scorer.assess_all(t, now)
+                } else {
+                    let round = tokio::task::spawn_blocking(move || {
+                        let assessments = scorer.assess_all(t, now);
+                        (scorer, assessments)
+                    });
+                    let assessments;
+                    (scorer, assessments) = match round.await {
+                        Ok(done) => done,
+                        Err(error) => {
+                            warn!(%error, "assessment round failed; scoring stops");
+                            break;
+                        }
+                    };
+                    assessments
                 };
                 for assessment in assessments {
                     log(&assessment);
@@ -509,5 +525,23 @@ fn log(a: &Assessment) {
         info!(asset = %a.asset, health = format!("{:.2}", a.overall_health), failure_probability = format!("{:.2}", a.failure_probability), action = a.action.name(), %reasons, "assessment");
     } else {
         warn!(asset = %a.asset, health = format!("{:.2}", a.overall_health), failure_probability = format!("{:.2}", a.failure_probability), action = a.action.name(), priority = ?a.priority, maintenance_due = a.maintenance_due.as_deref().unwrap_or("-"), %reasons, "assessment");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scorer(name: &str, text: &str) -> Scorer {
+        let plan = firmware_config::load_str(std::path::Path::new(name), text).expect("plan");
+        Scorer::new(&plan, Models::default())
+    }
+
+    #[test]
+    fn rounds_of_a_few_assets_run_inline_and_waveform_rounds_on_the_blocking_pool() {
+        let pump = include_str!("../../tests/fixtures/replay-pump.toml");
+        assert!(scorer("replay-pump.toml", pump).light());
+        let vibration = include_str!("../../../tests/fixtures/vibration-modbus-agent.toml");
+        assert!(!scorer("vibration-modbus-agent.toml", vibration).light());
     }
 }

@@ -397,7 +397,7 @@ fn reported(report: &mpsc::Sender<Condition>, slot: &mut Slot, result: Result<()
 pub async fn cycle(plan: &Plan, hold: Duration, mut say: impl FnMut(String)) -> usize {
     let mut writes_only = plan.clone();
     for device in &mut writes_only.devices {
-        device.tags.clear();
+        device.tags = Arc::new([]);
     }
     let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
     let lines = crate::sources::modbus::lines(&writes_only, &clock, &SampleBus::new(1));

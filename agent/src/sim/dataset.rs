@@ -52,7 +52,7 @@ pub fn write(
                     device.unit_id
                 )
             })?;
-        for tag in &device.tags {
+        for tag in device.tags.iter() {
             let point = plant.machines()[machine]
                 .points
                 .iter()
