@@ -747,13 +747,6 @@ impl Outbox {
         }
     }
 
-    /// The mean stored size of `class`'s queued records (cheap: no store access); 0 when empty.
-    pub fn mean_size(&self, class: Class) -> u64 {
-        let occupancy = self.lock();
-        let c = class as usize;
-        occupancy.bytes[c] / occupancy.depth[c].max(1)
-    }
-
     /// Records dropped by the full policy, all classes together (cheap: no store access).
     pub fn dropped(&self) -> u64 {
         self.lock().dropped.iter().sum()

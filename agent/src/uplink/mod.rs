@@ -50,19 +50,8 @@ pub use encode::{timestamp, Encoder, Identity, Message, TagWrite, Topics, PAYLOA
 use reason::Reason;
 use suspects::{InFlight, Loss, Suspects};
 
-/// Records read from the outbox per stream at a time, at most.
+/// Records read from the outbox per stream at a time.
 const READ_BATCH: usize = 64;
-/// About how many stored bytes a stream reads ahead. A summary of 1,000 tags is about 52 KB
-/// stored, so 64 of them, decoded at once while a backlog drains, cost several MiB.
-const READ_AHEAD_BYTES: u64 = 256 * 1024;
-
-/// Records to read ahead when the queued ones average `mean_size` stored bytes: at least one.
-fn read_ahead(mean_size: u64) -> usize {
-    let fits = READ_AHEAD_BYTES / mean_size.max(1);
-    usize::try_from(fits)
-        .unwrap_or(READ_BATCH)
-        .clamp(1, READ_BATCH)
-}
 
 /// Largest MQTT packet the uplink sends or accepts.
 const MAX_PACKET: usize = 1 << 20;
@@ -495,8 +484,7 @@ impl Streams {
     fn peek(&mut self, outbox: &Outbox, class: Class) -> Option<&Record> {
         let slot = class as usize;
         if self.ahead[slot].is_empty() {
-            let limit = read_ahead(outbox.mean_size(class));
-            match outbox.next_after(class, self.fetched_through[slot], limit) {
+            match outbox.next_after(class, self.fetched_through[slot], READ_BATCH) {
                 Ok(records) => {
                     if let Some(last) = records.last() {
                         self.fetched_through[slot] = Some(last.id);
@@ -1270,30 +1258,6 @@ mod tests {
         assert_eq!(
             ack_timeout(Duration::from_secs(60)),
             Duration::from_secs(120)
-        );
-    }
-
-    #[test]
-    fn a_stream_reads_ahead_about_a_quarter_mebibyte_of_records() {
-        assert_eq!(
-            read_ahead(0),
-            READ_BATCH,
-            "an empty class reads a whole batch"
-        );
-        assert_eq!(
-            read_ahead(500),
-            READ_BATCH,
-            "small records: the batch is the limit"
-        );
-        assert_eq!(
-            read_ahead(52_000),
-            5,
-            "1,000-tag summaries: a few at a time"
-        );
-        assert_eq!(
-            read_ahead(10 << 20),
-            1,
-            "a record larger than the budget: one"
         );
     }
 
