@@ -11,7 +11,7 @@
 //!   its report counts as fresh for as long as a window's newest point would.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use firmware_config::{Asset, Plan, Scoring, ShaftSpeed, WaveformSource};
 use humantime::format_rfc3339_millis;
@@ -61,8 +61,8 @@ struct WaveformRuntime {
 
 type Batch = (Arc<Model>, Vec<usize>, Vec<Vec<f32>>);
 
-/// The most assets whose rounds run on the async worker (at most about 0.3 ms there).
-const INLINE_ASSETS: usize = 16;
+/// The longest round that may run on the async worker: the polls and the other stages wait for it.
+const INLINE_ROUND: Duration = Duration::from_micros(500);
 
 pub struct Scorer {
     assets: Vec<AssetRuntime>,
@@ -313,12 +313,12 @@ impl Scorer {
             .collect()
     }
 
-    /// Whether a round is cheap enough to run on the async worker: a few assets and no waveform
-    /// to analyse (a round costs about 10 µs per asset; a waveform milliseconds). Handing a round
-    /// this small to the blocking pool cost more than the round itself (two threads woken and
-    /// switched each round).
+    /// Whether no asset takes waveforms, whose analysis costs milliseconds a round. Such a
+    /// scorer's rounds may run on the async worker when they prove short ([`INLINE_ROUND`]): a
+    /// round of one asset is about 10 µs, and handing it to the blocking pool cost more than the
+    /// round itself (two threads woken and switched each round).
     pub fn light(&self) -> bool {
-        self.assets.len() <= INLINE_ASSETS && self.assets.iter().all(|a| a.waveform.is_none())
+        self.assets.iter().all(|a| a.waveform.is_none())
     }
 
     /// Assesses every asset with enough data. Each model runs once for all its assets (a batch).
@@ -475,6 +475,8 @@ pub async fn run(
     let mut drain = crate::clock::ticker(crate::bus::DRAIN_EVERY);
     // Closed at once when no asset has a recordings folder.
     let mut folders_open = true;
+    // The first round runs on the blocking pool; later ones on the worker while they stay short.
+    let mut inline = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -493,7 +495,8 @@ pub async fn run(
             _ = tick.tick() => {
                 let (t, now) = (t(), clock.now());
                 samples.drain(|sample| scorer.observe(sample, t));
-                let assessments = if scorer.light() {
+                let started = Instant::now();
+                let assessments = if inline {
                     scorer.assess_all(t, now)
                 } else {
                     let round = tokio::task::spawn_blocking(move || {
@@ -510,6 +513,7 @@ pub async fn run(
                     };
                     assessments
                 };
+                inline = scorer.light() && started.elapsed() < INLINE_ROUND;
                 for assessment in assessments {
                     log(&assessment);
                     let _no_listener = out.send(assessment);
@@ -538,7 +542,7 @@ mod tests {
     }
 
     #[test]
-    fn rounds_of_a_few_assets_run_inline_and_waveform_rounds_on_the_blocking_pool() {
+    fn only_scorers_without_waveforms_may_score_on_the_async_worker() {
         let pump = include_str!("../../tests/fixtures/replay-pump.toml");
         assert!(scorer("replay-pump.toml", pump).light());
         let vibration = include_str!("../../../tests/fixtures/vibration-modbus-agent.toml");
