@@ -16,7 +16,8 @@
 //! built by `cross/build.sh x86_64-musl`; the glibc one by `cross/build.sh x86_64-gnu`). The
 //! simulator is the workspace's debug build (`cargo build -p millwright`). Prints per run: RSS at
 //! 10 s, steady (median of the last fifth; with its anonymous part: the rest is code and files
-//! mapped), at the end and its peak (VmHWM), CPU in % of one core
+//! mapped), at the end and its peak (VmHWM), CPU in % of one core and context switches per second
+//! (all threads: each is a wake, and unlike CPU time they hardly vary between runs on shared cores)
 //! after a 10 s warm-up, and what the agent wrote to storage, per day. `--minutes N` is the soak
 //! mode: RSS at 1 and 5 minutes and the slope after the fifth (least squares, MiB/h).
 //! `--outage S` stops the broker for S seconds from the first minute, so that the outbox holds a
@@ -257,6 +258,27 @@ fn ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// Context switches of all of `pid`'s threads so far (voluntary: a thread went to sleep and was
+/// woken; involuntary: preempted). A thread that has exited no longer counts, so this is a figure
+/// for a steady state, where the threads stay. Unlike CPU time on shared cores, it hardly varies
+/// from run to run: each wake is work that a quieter agent does not do.
+fn switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|task| {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// Bytes `pid` caused to be written to storage.
 fn written(pid: u32) -> u64 {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
@@ -350,15 +372,9 @@ impl Plant {
         }
     }
 
-    /// The agent as the packaged service runs it (cross/debian/millwright.service; musl ignores
-    /// the malloc settings).
+    /// The agent as the packaged service runs it (cross/debian/millwright.service).
     fn agent(&self, agent: &Path) -> Killed {
         let child = Command::new(agent)
-            .envs([
-                ("MALLOC_ARENA_MAX", "1"),
-                ("MALLOC_TRIM_THRESHOLD_", "65536"),
-                ("MALLOC_MMAP_THRESHOLD_", "65536"),
-            ])
             .args(["run", "-q", "-c"])
             .arg(&self.config)
             .stdout(Stdio::null())
@@ -375,8 +391,8 @@ struct Samples {
     /// (seconds since start, RSS KiB)
     rss: Vec<(f64, u64)>,
     anon_kib: Vec<f64>,
-    /// CPU ticks and bytes written at the end of the warm-up.
-    warm: Option<(Instant, u64, u64)>,
+    /// CPU ticks, bytes written and context switches at the end of the warm-up.
+    warm: Option<(Instant, u64, u64, u64)>,
 }
 
 impl Samples {
@@ -421,7 +437,7 @@ fn measure(agent: &Path, load: Load, options: &Options) {
         samples.rss.push((at, status_kib(pid, "VmRSS:")));
         samples.anon_kib.push(status_kib(pid, "RssAnon:") as f64);
         if samples.warm.is_none() && at >= 10.0 {
-            samples.warm = Some((Instant::now(), cpu_ticks(pid), written(pid)));
+            samples.warm = Some((Instant::now(), cpu_ticks(pid), written(pid), switches(pid)));
         }
     }
     let format = match options.format {
@@ -434,13 +450,15 @@ fn measure(agent: &Path, load: Load, options: &Options) {
 }
 
 fn report(pid: u32, samples: &Samples, options: &Options) {
-    let (warm_at, warm_ticks, warm_written) = samples.warm.expect("the run lasts more than 10 s");
+    let (warm_at, warm_ticks, warm_written, warm_switches) =
+        samples.warm.expect("the run lasts more than 10 s");
     let span = warm_at.elapsed().as_secs_f64();
     let cpu = 100.0 * (cpu_ticks(pid) - warm_ticks) as f64 / ticks_per_second() / span;
+    let wakes = switches(pid).saturating_sub(warm_switches) as f64 / span;
     let per_day = (written(pid) - warm_written) as f64 * 86_400.0 / span;
     let (steady, steady_anon) = samples.steady();
     println!(
-        "  RSS at 10 s {:.1} MiB, steady {steady:.1} MiB ({steady_anon:.1} MiB of it anonymous, the rest mapped code and files), at the end {:.1} MiB, peak {:.1} MiB; CPU {cpu:.2} % of a core; written to storage {:.1} MiB/day",
+        "  RSS at 10 s {:.1} MiB, steady {steady:.1} MiB ({steady_anon:.1} MiB of it anonymous, the rest mapped code and files), at the end {:.1} MiB, peak {:.1} MiB; CPU {cpu:.2} % of a core ({wakes:.0} context switches/s); written to storage {:.1} MiB/day",
         mib(samples.rss_at(10.0)),
         mib(samples.end()),
         mib(status_kib(pid, "VmHWM:")),

@@ -208,7 +208,7 @@ fn config_hash(plan: &Plan) -> String {
     format!("{:08x}", hashing.0.finalize())
 }
 
-/// How often the heap's free memory is handed back (glibc).
+/// How often the heap's free top is handed back (`memory::trim_heap`).
 const TRIM_EVERY: Duration = Duration::from_secs(60);
 
 /// How long after a start or reload the startup code is released a second time.
@@ -298,8 +298,7 @@ pub async fn run(
     let mut keep_alive = tokio::time::interval(service.keep_alive_interval());
     keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stall_reported = false;
-    // glibc keeps what summary rounds free in the middle of its heap: handed back each minute
-    // (a no-op with musl, whose malloc returns it by itself).
+    // The small-block heap keeps up to 2 MiB free at its top by itself: handed back each minute.
     let mut trim = tokio::time::interval(TRIM_EVERY);
     trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -1,6 +1,7 @@
 //! millwright: the edge agent for industrial gateways. Everything testable lives in this library;
 //! `main.rs` is a thin command-line front end.
 
+pub mod allocator;
 pub mod app;
 pub mod backoff;
 pub mod bus;

@@ -14,9 +14,9 @@
 //! content changes, whichever pages go. The cost is a page fault (a read from flash) the first time
 //! a path that had not run since the last release runs again.
 //!
-//! On glibc it also hands back the heap that loading left free ([`trim_heap`]): glibc keeps freed
-//! memory below the top of its heap, and a large configuration's parse left 9 MiB of it at 10,000
-//! tags (musl's malloc returns it by itself).
+//! It also hands back the free top of the agent's small-block heap ([`trim_heap`]): dlmalloc keeps
+//! up to 2 MiB there by itself, and what loading a configuration left free would stay resident
+//! (and on glibc, whatever the C library's own heap holds free).
 
 use std::path::{Path, PathBuf};
 
@@ -74,8 +74,10 @@ fn read_only_regions(maps: &str, exe: &Path) -> Vec<Region> {
         .collect()
 }
 
-/// Returns the free memory of glibc's heaps to the kernel (`malloc_trim(0)`); nothing elsewhere.
+/// Returns the free top of the agent's small-block heap to the kernel ([`crate::allocator::trim`]),
+/// and on glibc the free memory of its own heaps (`malloc_trim(0)`).
 pub fn trim_heap() {
+    crate::allocator::trim();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
     // SAFETY: malloc_trim only releases pages the allocator itself holds free; it touches no
