@@ -24,6 +24,14 @@
 //! backlog and then drains it: RSS before the outage, at its end, and steady after the drain.
 //! `--format sparkplug` (or `both`) makes the agent a Sparkplug B edge node reporting every change
 //! (DDATA at most every 100 ms per device) instead of (or beside) UNS JSON.
+//!
+//! An `--agent` whose file is Node-RED's `red.js` (`npm install node-red@4.1
+//! node-red-contrib-modbus@5.23.3`, then `--agent node_modules/node-red/red.js`) runs Node-RED under
+//! `node` on the reference load instead, through the same simulator, broker and measurements: ten
+//! Modbus clients reading their 100 holding registers every 100 ms, a function keeping each
+//! register's count, sum, min, max and last, and every second one JSON summary per device published
+//! at QoS 1. It scores nothing and stores nothing, so it is a lighter load than the agent's: the
+//! ratio of the two CPU figures, taken in one run, is the comparison that does not depend on the day.
 
 mod common;
 
@@ -230,6 +238,46 @@ fn agent_config(
     text
 }
 
+fn is_node_red(agent: &Path) -> bool {
+    agent.file_name().is_some_and(|name| name == "red.js")
+}
+
+/// Node-RED's flow for the reference load (see the module docs): ten clients and readers, the
+/// statistics kept per register, one summary per device every second to the broker at QoS 1.
+fn node_red_flow(sim_port: u16, mqtt_port: u16) -> String {
+    const KEEP: &str = "const stats = flow.get('stats') || {};\n\
+        const s = stats[msg.topic] || (stats[msg.topic] = msg.payload.map(() => ({n: 0, sum: 0, min: Infinity, max: -Infinity, last: 0})));\n\
+        msg.payload.forEach((v, i) => { const t = s[i]; t.n++; t.sum += v; if (v < t.min) t.min = v; if (v > t.max) t.max = v; t.last = v; });\n\
+        flow.set('stats', stats);\nreturn null;";
+    const PUBLISH: &str = "const stats = flow.get('stats') || {};\nflow.set('stats', {});\nconst ts = Date.now();\n\
+        return [Object.keys(stats).map(device => ({topic: `nodered/${device}/summary`, payload: JSON.stringify({ts, \
+        tags: stats[device].map((t, i) => ({name: `r${i}`, count: t.n, mean: t.sum / t.n, min: t.min, max: t.max, last: t.last}))})}))];";
+    let mut nodes = vec![
+        serde_json::json!({"id": "tab", "type": "tab", "label": "reference load"}),
+        serde_json::json!({"id": "keep", "type": "function", "z": "tab", "func": KEEP, "outputs": 1, "wires": [[]]}),
+        serde_json::json!({"id": "tick", "type": "inject", "z": "tab", "repeat": "1", "once": false,
+            "props": [{"p": "payload"}], "payload": "", "payloadType": "date", "wires": [["publish"]]}),
+        serde_json::json!({"id": "publish", "type": "function", "z": "tab", "func": PUBLISH, "outputs": 1, "wires": [["out"]]}),
+        serde_json::json!({"id": "out", "type": "mqtt out", "z": "tab", "qos": "1", "retain": "false", "broker": "broker", "wires": []}),
+        serde_json::json!({"id": "broker", "type": "mqtt-broker", "broker": "127.0.0.1", "port": mqtt_port.to_string(),
+            "clientid": "", "autoConnect": true, "usetls": false, "protocolVersion": "4", "keepalive": "60", "cleansession": true}),
+    ];
+    let (units, registers, ..) = Load::Reference.shape();
+    for unit in 101..101 + units {
+        nodes.push(serde_json::json!({"id": format!("client-{unit}"), "type": "modbus-client", "clienttype": "tcp",
+            "bufferCommands": true, "stateLogEnabled": false, "queueLogEnabled": false, "failureLogEnabled": false,
+            "tcpHost": "127.0.0.1", "tcpPort": sim_port.to_string(), "tcpType": "DEFAULT", "unit_id": unit.to_string(),
+            "commandDelay": "1", "clientTimeout": "1000", "reconnectOnTimeout": true, "reconnectTimeout": "2000",
+            "parallelUnitIdsAllowed": true}));
+        nodes.push(serde_json::json!({"id": format!("read-{unit}"), "type": "modbus-read", "z": "tab",
+            "topic": format!("bulk-{unit}"), "showStatusActivities": false, "logIOActivities": false, "showErrors": false,
+            "unitid": "", "dataType": "HoldingRegister", "adr": "0", "quantity": registers.to_string(), "rate": "100",
+            "rateUnit": "ms", "delayOnStart": false, "server": format!("client-{unit}"), "useIOFile": false,
+            "useIOForPayload": false, "emptyMsgOnFail": false, "wires": [["keep"], []]}));
+    }
+    serde_json::Value::Array(nodes).to_string()
+}
+
 /// A field of `/proc/<pid>/status` in KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {
     common::process_status_kib(&pid.to_string(), field)
@@ -320,6 +368,7 @@ fn slope_mib_per_hour(points: &[(f64, u64)]) -> f64 {
 /// The simulator and the broker an agent is measured against, and its configuration.
 struct Plant {
     dir: tempfile::TempDir,
+    sim_port: u16,
     mqtt_port: u16,
     broker: Option<Killed>,
     _simulator: Killed,
@@ -354,6 +403,7 @@ impl Plant {
         }
         Some(Plant {
             dir,
+            sim_port,
             mqtt_port,
             broker: Some(broker),
             _simulator: Killed(simulator),
@@ -372,11 +422,25 @@ impl Plant {
         }
     }
 
-    /// The agent as the packaged service runs it (cross/debian/millwright.service).
+    /// The agent as the packaged service runs it (cross/debian/millwright.service), or Node-RED
+    /// with the flow that mirrors the reference load.
     fn agent(&self, agent: &Path) -> Killed {
-        let child = Command::new(agent)
-            .args(["run", "-q", "-c"])
-            .arg(&self.config)
+        let mut command = if is_node_red(agent) {
+            let flows = self.dir.path().join("flows.json");
+            std::fs::write(&flows, node_red_flow(self.sim_port, self.mqtt_port)).expect("write");
+            let mut command = Command::new("node");
+            command
+                .arg(agent)
+                .arg("-u")
+                .arg(self.dir.path().join("node-red"));
+            command.args(["-p", &free_port().to_string()]).arg(flows);
+            command
+        } else {
+            let mut command = Command::new(agent);
+            command.args(["run", "-q", "-c"]).arg(&self.config);
+            command
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -422,6 +486,13 @@ impl Samples {
 }
 
 fn measure(agent: &Path, load: Load, options: &Options) {
+    if is_node_red(agent) && (load != Load::Reference || options.format != Format::Uns) {
+        println!(
+            "skipped {}: Node-RED's flow mirrors the reference load with UNS JSON only",
+            agent.display()
+        );
+        return;
+    }
     let Some(mut plant) = Plant::start(load, options.format) else {
         println!("skipped: mosquitto is not installed (apt-get install mosquitto)");
         return;
@@ -445,11 +516,53 @@ fn measure(agent: &Path, load: Load, options: &Options) {
         Format::Sparkplug => ", Sparkplug B (DDATA every 100 ms)",
         Format::Both => ", UNS and Sparkplug B (DDATA every 100 ms)",
     };
-    println!("{} — {}{format}", agent.display(), load.name());
-    report(pid, &samples, options);
+    let load_name = if is_node_red(agent) {
+        "Node-RED: 1,000 registers at 100 ms, a summary per device every 1 s (no scoring, no store)"
+    } else {
+        load.name()
+    };
+    println!("{} — {load_name}{format}", agent.display());
+    let wakes = report(pid, &samples, options);
+    drop(child);
+    println!(
+        "  on this machine now, a thread that only wakes {wakes:.0} times a second (timed sleeps, no work) takes {:.2} % of a core",
+        waking_cost(wakes, Duration::from_secs(20))
+    );
 }
 
-fn report(pid: u32, samples: &Samples, options: &Options) {
+/// CPU in % of a core of a thread that does nothing but sleep and wake `rate` times a second.
+/// On a virtual machine each wake costs tens of microseconds of the guest's time, and how many
+/// varies from day to day with the host, so this measures the floor under the agent's CPU figure
+/// that no work in the agent can remove: a poll's answers from several devices wake it several
+/// times. Read from the scheduler's own account (nanoseconds), not sampled by clock ticks.
+fn waking_cost(rate: f64, span: Duration) -> f64 {
+    if rate < 1.0 {
+        return 0.0;
+    }
+    let run_ns = || -> u64 {
+        let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+        schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse().ok())
+            .unwrap_or(0)
+    };
+    std::thread::spawn(move || {
+        let period = Duration::from_secs_f64(1.0 / rate);
+        let (started, before) = (Instant::now(), run_ns());
+        let mut next = started;
+        while next < started + span {
+            next += period;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        100.0 * (run_ns() - before) as f64 / 1e9 / started.elapsed().as_secs_f64()
+    })
+    .join()
+    .unwrap_or(0.0)
+}
+
+/// Prints the figures; returns the agent's context switches per second.
+fn report(pid: u32, samples: &Samples, options: &Options) -> f64 {
     let (warm_at, warm_ticks, warm_written, warm_switches) =
         samples.warm.expect("the run lasts more than 10 s");
     let span = warm_at.elapsed().as_secs_f64();
@@ -488,6 +601,7 @@ fn report(pid: u32, samples: &Samples, options: &Options) {
             slope_mib_per_hour(&after_five)
         );
     }
+    wakes
 }
 
 fn main() {

@@ -56,10 +56,13 @@ pub fn next_on_grid(period: Duration) -> tokio::time::Instant {
 /// An interval whose ticks fall on the grid of `period` ([`next_on_grid`]), so that stages
 /// ticking at the same period, or at multiples of it, and polls scheduled on the grid wake the
 /// runtime together: one timer wake serves them all instead of one wake each. The first tick is
-/// the next grid point; a missed tick is delayed, not burst.
+/// the next grid point. A tick taken late (a stage busy loading its model at start, say) fires
+/// once and the ticks after it return to the grid: missed ticks are skipped, never burst, and
+/// never delayed, which would leave the stage off the grid for good, waking the runtime on its own
+/// every period (10 extra wakes a second at 100 ms, measured).
 pub fn ticker(period: Duration) -> tokio::time::Interval {
     let mut interval = tokio::time::interval_at(next_on_grid(period), period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     interval
 }
 
@@ -109,5 +112,23 @@ mod tests {
         let system = SystemClock;
         let (a, b) = (system.elapsed(), system.elapsed());
         assert!(b >= a);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ticker_taken_late_returns_to_its_grid() {
+        let period = Duration::from_millis(100);
+        let mut ticker = ticker(period);
+        let first = ticker.tick().await;
+        // Busy for 130 ms: the tick due at +100 is taken 30 ms late.
+        tokio::time::sleep(Duration::from_millis(130)).await;
+        ticker.tick().await;
+        let next = ticker.tick().await;
+        assert_eq!(
+            next - first,
+            2 * period,
+            "back on the grid, not 30 ms behind it"
+        );
+        let after = ticker.tick().await;
+        assert_eq!(after - first, 3 * period);
     }
 }
