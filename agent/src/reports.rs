@@ -25,6 +25,7 @@ use crate::sources::DeviceStats;
 use crate::store::{Appended, NewRecord, Outbox};
 
 /// How bad a quality is, for "worst quality over the interval".
+#[inline(always)]
 fn badness(quality: Quality) -> u8 {
     match quality {
         Quality::Good => 0,
@@ -65,11 +66,13 @@ impl TagWindow {
         }
         if let Some(value) = &sample.value {
             if let Some(x) = value.as_f64().filter(|x| x.is_finite()) {
-                if self.numeric == 0 {
-                    (self.min, self.max) = (x, x);
-                } else {
-                    self.min = self.min.min(x);
-                    self.max = self.max.max(x);
+                // Plain comparisons: `x` is finite, and `f64::min` is a call to the C library's
+                // `fmin` on x86_64 at the release build's size optimisation.
+                if self.numeric == 0 || x < self.min {
+                    self.min = x;
+                }
+                if self.numeric == 0 || x > self.max {
+                    self.max = x;
                 }
                 self.numeric += 1;
                 self.sum += x;

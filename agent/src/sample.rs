@@ -26,6 +26,7 @@ pub enum Value {
 
 impl Value {
     /// The value as a number, for features and limits (`true` is 1).
+    #[inline(always)]
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
             Value::Bool(b) => Some(f64::from(u8::from(b))),
@@ -90,8 +91,12 @@ pub enum Quality {
 }
 
 impl Quality {
+    // Inlined by force, as are `as_f64` and the summaries' `badness`: every sample asks, and at
+    // the release build's size optimisation a call each was about a twentieth of the agent's
+    // instructions at 10,000 samples a second.
+    #[inline(always)]
     pub fn is_good(self) -> bool {
-        self == Quality::Good
+        matches!(self, Quality::Good)
     }
 
     /// Failures of the transport (timeout, connection, garbage) as opposed to device answers.

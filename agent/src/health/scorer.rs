@@ -173,6 +173,12 @@ impl Scorer {
             }
             return;
         }
+        // Most samples feed no asset (3 of 1,000 registers at the reference load): the route is
+        // looked up before the value is, so that they cost an index and a length.
+        let routes = match self.routes.get(sample.tag.0 as usize) {
+            Some(routes) if !routes.is_empty() => routes,
+            _ => return,
+        };
         let Some(value) = sample
             .value
             .as_ref()
@@ -180,9 +186,6 @@ impl Scorer {
             .and_then(|v| v.as_f64())
             .filter(|v| v.is_finite())
         else {
-            return;
-        };
-        let Some(routes) = self.routes.get(sample.tag.0 as usize) else {
             return;
         };
         for &(a, w) in routes {

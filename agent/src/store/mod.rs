@@ -219,20 +219,26 @@ pub fn encode(record: &Record) -> Vec<u8> {
     match &record.payload {
         Payload::Report(report) => {
             // Measured first, so a large record (a summary of 1,000 tags is 50 KB) is one
-            // allocation, not a chain of reallocations that musl serves by mapping pages.
+            // allocation, not a chain of reallocations.
             let size =
                 postcard::serialize_with_flavor(report, postcard::ser_flavors::Size::default())
                     .unwrap_or(0);
             // Version, class and time before it, the CRC after.
-            out.reserve_exact(1 + 1 + 8 + size + 4);
+            const HEAD: usize = 1 + 1 + 8;
+            out.reserve_exact(HEAD + size + 4);
             out.push(REPORT_VERSION);
             out.push(record.class as u8);
             out.extend_from_slice(&record.created_ms.to_be_bytes());
-            // Writing to a Vec fails only when memory does; the CRC then catches the short record.
-            if let Ok(bytes) = postcard::to_extend(report, out) {
-                out = bytes;
-            } else {
-                out = Vec::new();
+            out.resize(HEAD + size, 0);
+            // Into a slice: postcard's `Vec` flavour extends the vector a byte at a time, which
+            // at the release build's size optimisation is a call and a capacity check per byte.
+            match postcard::to_slice(report, &mut out[HEAD..]) {
+                Ok(written) => {
+                    let end = HEAD + written.len();
+                    out.truncate(end);
+                }
+                // Only if the size pass disagreed: the CRC then catches the empty record.
+                Err(_) => out.clear(),
             }
         }
         Payload::Raw { topic, kind, body } => {
