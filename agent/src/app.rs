@@ -214,24 +214,11 @@ const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// How long after a start or reload the startup code is released a second time.
 const SETTLE: Duration = Duration::from_secs(30);
 
-/// Pages out code that ran only to start and trims the heap (see `memory`). An old kernel refuses
-/// the first: logged once.
-fn release_startup_code() {
-    crate::memory::trim_heap();
-    static REFUSAL_LOGGED: std::sync::Once = std::sync::Once::new();
-    match crate::memory::release_startup_code() {
-        Ok(bytes) => debug!(mapped_bytes = bytes, "released startup code pages"),
-        Err(error) => {
-            REFUSAL_LOGGED.call_once(|| info!(%error, "startup code pages stay resident"))
-        }
-    }
-}
-
 /// Reads, validates and loads a configuration file and its models.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let plan = firmware_config::load(path).map_err(LoadError::Config)?;
     // The parser's code and garbage go before the models' optimiser adds its own: a lower peak.
-    release_startup_code();
+    crate::memory::release_startup_memory();
     Loaded::new(plan)
 }
 
@@ -258,7 +245,7 @@ pub async fn run(
     );
     // Loading is done (parsing, the models' optimiser): its code need not wait for the rest of
     // the start to be released, which keeps the start-up peak down.
-    release_startup_code();
+    crate::memory::release_startup_memory();
     let service = &control.service;
     let plan = &loaded.plan;
     match crate::files::prepare_data_dir(&plan.agent.data_dir) {
@@ -286,7 +273,7 @@ pub async fn run(
         &local,
     );
     service.ready(&generation.status());
-    release_startup_code();
+    crate::memory::release_startup_memory();
     // Sessions and first rounds run code of their own during the first seconds: release again
     // once they have settled.
     let settled = tokio::time::sleep(SETTLE);
@@ -308,10 +295,10 @@ pub async fn run(
                 service.reloading();
                 generation = reload_into(generation, &mut reload, &clock, &control.shutdown, upstream.as_ref(), &local).await;
                 service.ready(&generation.status());
-                release_startup_code();
+                crate::memory::release_startup_memory();
                 settled.as_mut().reset(tokio::time::Instant::now() + SETTLE);
             }
-            () = &mut settled, if !settled.is_elapsed() => release_startup_code(),
+            () = &mut settled, if !settled.is_elapsed() => crate::memory::release_startup_memory(),
             _ = trim.tick() => crate::memory::trim_heap(),
             _ = keep_alive.tick() => {
                 let stalls = generation.running.liveness.stalled(clock.elapsed());

@@ -388,7 +388,7 @@ pub(crate) fn run_rows(
 /// Loads an ONNX graph whose one input is `[batch, inputs]` (f32) and whose one output is one
 /// probability per row, and optimises it.
 pub(crate) fn load_onnx(path: &Path, inputs: usize) -> TractResult<Runnable> {
-    let model = tract_onnx::onnx().model_for_path(path)?.into_typed()?;
+    let model = parse_onnx(path)?;
     let dims = single_input_shape(&model)?;
     let batch_ok = |d: &TDim| d.to_i64().map_or(true, |n| n == 1);
     match dims.as_slice() {
@@ -398,7 +398,25 @@ pub(crate) fn load_onnx(path: &Path, inputs: usize) -> TractResult<Runnable> {
         ),
     }
     one_value_per_row(&model)?;
-    model.into_optimized()?.into_runnable()
+    optimise(model)
+}
+
+/// Reads an ONNX file into a typed graph. Parsing, typing and optimising each run a few MiB of
+/// tract's code that nothing runs afterwards: released after each, the start-up peak holds one
+/// phase's code pages at a time (see `memory`).
+pub(crate) fn parse_onnx(path: &Path) -> TractResult<TypedModel> {
+    let inference = tract_onnx::onnx().model_for_path(path)?;
+    crate::memory::release_startup_memory();
+    let typed = inference.into_typed()?;
+    crate::memory::release_startup_memory();
+    Ok(typed)
+}
+
+/// Optimises a checked graph for running (see [`parse_onnx`]).
+pub(crate) fn optimise(model: TypedModel) -> TractResult<Runnable> {
+    let runnable = model.into_optimized()?.into_runnable();
+    crate::memory::release_startup_memory();
+    runnable
 }
 
 /// The shape of a graph that has one f32 input and one output.

@@ -197,7 +197,7 @@ fn decode(bytes: &[u8]) -> Result<image::DynamicImage, ImageError> {
 /// Loads an ONNX graph whose one input is `[batch, c, h, w]` (f32) and whose one output is one
 /// probability per image.
 fn load_image_onnx(path: &Path, dims: [i64; 3]) -> TractResult<Runnable> {
-    let model = tract_onnx::onnx().model_for_path(path)?.into_typed()?;
+    let model = crate::health::model::parse_onnx(path)?;
     let shape = crate::health::model::single_input_shape(&model)?;
     let batch_ok = |d: &TDim| d.to_i64().map_or(true, |n| n == 1);
     let fixed: Vec<Option<i64>> = shape.iter().skip(1).map(|d| d.to_i64().ok()).collect();
@@ -212,7 +212,7 @@ fn load_image_onnx(path: &Path, dims: [i64; 3]) -> TractResult<Runnable> {
         );
     }
     crate::health::model::one_value_per_row(&model)?;
-    model.into_optimized()?.into_runnable()
+    crate::health::model::optimise(model)
 }
 
 #[cfg(test)]
